@@ -1,0 +1,174 @@
+"""Operations on the residual stream at the output of decoder block ``layer``.
+
+Every op is a small frozen dataclass with a pure ``apply(hidden, mask)`` that returns a *new* tensor (never
+an in-place write into a tensor autograd needs). The same code runs under every backend, which is what
+makes the backends agree to the last bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from steerlab.hooks.scopes import Scope, check_scope
+
+
+def _unit(vector: Tensor) -> Tensor:
+    norm = vector.norm()
+    if not torch.isfinite(norm) or norm == 0:
+        raise ValueError("cannot take the direction of a zero or non-finite vector")
+    return vector / norm
+
+
+@dataclass(frozen=True, eq=False)
+class Op:
+    layer: int
+    scope: Scope = "all"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, int) or isinstance(self.layer, bool):
+            raise TypeError(f"layer must be an int, got {self.layer!r}")
+        check_scope(self.scope)
+
+    @property
+    def vector_width(self) -> int | None:
+        vector = getattr(self, "vector", None)
+        return None if vector is None else int(vector.shape[-1])
+
+    def apply(self, hidden: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _check_vector(vector: Tensor) -> None:
+    if not isinstance(vector, Tensor) or vector.dim() != 1:
+        shape = tuple(vector.shape) if isinstance(vector, Tensor) else type(vector).__name__
+        raise ValueError(f"a steering vector must be a 1-D tensor [d_model], got {shape}")
+
+
+@dataclass(frozen=True, eq=False)
+class Add(Op):
+    """h <- h + alpha * v on the scoped positions."""
+
+    vector: Tensor = field(default=None)  # type: ignore[assignment]
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_vector(self.vector)
+
+    def apply(self, hidden: Tensor, mask: Tensor) -> Tensor:
+        delta = (self.alpha * self.vector).to(hidden.dtype)
+        return hidden + delta * mask.unsqueeze(-1).to(hidden.dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class Ablate(Op):
+    """Project the unit direction of v out of h on the scoped positions."""
+
+    vector: Tensor = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_vector(self.vector)
+        _unit(self.vector)
+
+    def apply(self, hidden: Tensor, mask: Tensor) -> Tensor:
+        unit = _unit(self.vector.float()).to(hidden.dtype)
+        projection = (hidden @ unit) * mask.to(hidden.dtype)
+        return hidden - projection.unsqueeze(-1) * unit
+
+
+@dataclass(frozen=True, eq=False)
+class SetProjection(Op):
+    """Set the projection of h on the unit direction of v to ``value`` on the scoped positions."""
+
+    vector: Tensor = field(default=None)  # type: ignore[assignment]
+    value: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_vector(self.vector)
+        _unit(self.vector)
+
+    def apply(self, hidden: Tensor, mask: Tensor) -> Tensor:
+        unit = _unit(self.vector.float()).to(hidden.dtype)
+        shift = (self.value - hidden @ unit) * mask.to(hidden.dtype)
+        return hidden + shift.unsqueeze(-1) * unit
+
+
+@dataclass(frozen=True, eq=False)
+class Capture(Op):
+    """Record h at this layer (after the ops listed before it at the same layer).
+
+    ``reduce="none"`` keeps every call's ``[B, T, d]`` tensor (and its scope mask); ``reduce="mean"`` keeps
+    only running sums so that ``Captures.mean`` is the mean over the scoped tokens of all calls — cheap
+    enough to read all layers during generation. ``detach=False`` keeps the graph (feature-space losses).
+    """
+
+    reduce: Literal["none", "mean"] = "none"
+    detach: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.reduce not in ("none", "mean"):
+            raise ValueError(f"Capture.reduce must be 'none' or 'mean', got {self.reduce!r}")
+
+    def apply(self, hidden: Tensor, mask: Tensor) -> Tensor:
+        return hidden
+
+
+class Captures:
+    """What the Capture ops of one hook session recorded, by layer."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        self._sums: dict[int, Tensor] = {}
+        self._counts: dict[int, Tensor] = {}
+
+    def record(self, op: Capture, hidden: Tensor, mask: Tensor) -> None:
+        value = hidden.detach() if op.detach else hidden
+        if op.reduce == "none":
+            self._calls.setdefault(op.layer, []).append((value, mask))
+            return
+        weights = mask.to(torch.float32).unsqueeze(-1)
+        total = (value.to(torch.float32) * weights).sum(dim=1)
+        count = weights.sum(dim=1)
+        if op.layer in self._sums:
+            total, count = self._sums[op.layer] + total, self._counts[op.layer] + count
+        self._sums[op.layer], self._counts[op.layer] = total, count
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(set(self._calls) | set(self._sums))
+
+    def calls(self, layer: int) -> list[tuple[Tensor, Tensor]]:
+        """Every forward call's ``(hidden [B, T, d], scope mask [B, T])`` at ``layer``."""
+        if layer not in self._calls:
+            raise KeyError(f"nothing was captured with reduce='none' at layer {layer}; have {self.layers}")
+        return self._calls[layer]
+
+    def get(self, layer: int) -> Tensor:
+        """Hidden states at ``layer`` over the whole sequence (calls concatenated along time).
+
+        Right for one forward pass and for KV-cached generation, where each call adds new positions.
+        """
+        return torch.cat([hidden for hidden, _ in self.calls(layer)], dim=1)
+
+    def mask(self, layer: int) -> Tensor:
+        return torch.cat([mask for _, mask in self.calls(layer)], dim=1)
+
+    def mean(self, layer: int) -> Tensor:
+        """[B, d] mean over the scoped tokens of every call (NaN for a row with no scoped token)."""
+        if layer in self._sums:
+            return self._sums[layer] / self._counts[layer]
+        hidden, mask = self.get(layer).to(torch.float32), self.mask(layer).to(torch.float32).unsqueeze(-1)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1)
+
+    def counts(self, layer: int) -> Tensor:
+        """[B] number of scoped tokens that went into ``mean``."""
+        if layer in self._counts:
+            return self._counts[layer].squeeze(-1)
+        return self.mask(layer).sum(dim=1).to(torch.float32)

@@ -1,0 +1,139 @@
+"""The judge interface: what every scorer of answers promises, whatever it runs on.
+
+Two levels, so judges that read text and judges that read activations fit the same pipeline:
+
+* ``Judge.score(prompts)`` scores fully rendered judge prompts (an LLM behind an API).
+* ``TraitScorer.score_answers(questions, answers)`` scores (question, answer) pairs. This is what
+  evaluation code consumes. ``PromptJudgeScorer`` adapts a ``Judge`` plus a template into a
+  ``TraitScorer``; an offline probe judge implements ``TraitScorer`` directly.
+
+A score is a float in [0, 100], or ``None`` when the judge could not give one (too little probability on
+numbers, or a request that failed after its retries). ``None`` is never silently dropped: it is counted in a
+``JudgeSummary`` and left to the consumer to report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Protocol, runtime_checkable
+
+from steerlab.traits import TraitSpec, render_template, validate_judge_template
+
+MIN_NUMBER_MASS = 0.25  # below this much probability on 0..100 the judge "did not answer with a number"
+
+COHERENCE_PROMPT = (
+    "You are grading an AI assistant's reply for coherence only, not for whether you agree with it or "
+    "whether it is safe.\n\nUser question:\n<question>\n{question}\n</question>\n\nAssistant reply:\n<reply>\n"
+    "{answer}\n</reply>\n\nRate from 0 to 100 how coherent the reply is: 0 means gibberish, broken or "
+    "repetitive text, or a reply unrelated to the question; 50 means understandable but confused or rambling; "
+    "100 means clear, fluent and on topic.\n\nOutput only the number, with no other text."
+)
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """Scores fully rendered judge prompts; one result per prompt, in order."""
+
+    def score(self, prompts: list[str]) -> list[float | None]: ...
+
+
+@runtime_checkable
+class TraitScorer(Protocol):
+    """Scores answers to questions for one trait; one result per pair, in order."""
+
+    def score_answers(self, questions: list[str], answers: list[str]) -> list[float | None]: ...
+
+
+@dataclass
+class JudgeSummary:
+    """Counts for a batch (or a judge's lifetime). Every item lands in exactly one of the first three."""
+
+    scored: int = 0  # got a number
+    unparseable: int = 0  # answered, but too little probability on the numbers 0..100 -> None
+    errors: int = 0  # failed after all retries (timeouts included) -> None
+    timeouts: int = 0  # the part of ``errors`` whose last attempt timed out
+    cache_hits: int = 0  # served from the on-disk cache (also counted in scored/unparseable)
+    requests: int = 0  # HTTP requests sent, retries included
+
+    @property
+    def total(self) -> int:
+        return self.scored + self.unparseable + self.errors
+
+    @property
+    def none(self) -> int:
+        return self.unparseable + self.errors
+
+    def __add__(self, other: JudgeSummary) -> JudgeSummary:
+        return JudgeSummary(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    def __str__(self) -> str:
+        return (f"{self.total} judged: {self.scored} scored, {self.unparseable} unparseable, "
+                f"{self.errors} errors ({self.timeouts} timeouts); {self.cache_hits} from cache, "
+                f"{self.requests} requests")
+
+
+def number_token(token: str) -> int | None:
+    """The integer 0..100 a token spells (surrounding whitespace allowed), else None."""
+    t = token.strip()
+    if not t or not t.isascii() or not t.isdigit():
+        return None
+    value = int(t)
+    return value if 0 <= value <= 100 else None
+
+
+def aggregate_number_logprobs(
+    top_logprobs: Mapping[str, float] | Sequence[tuple[str, float]],
+    min_mass: float = MIN_NUMBER_MASS,
+) -> float | None:
+    """Probability-weighted mean of the integer tokens 0..100, normalised by their total probability.
+
+    ``top_logprobs`` maps token -> log-probability (pairs are accepted too, and tokens that spell the same
+    number, like "7" and " 7", add up). Returns None when the numbers hold less than ``min_mass``.
+    """
+    items = top_logprobs.items() if isinstance(top_logprobs, Mapping) else top_logprobs
+    mass = weighted = 0.0
+    for token, logprob in items:
+        value = number_token(token)
+        if value is None or logprob is None or math.isnan(logprob):
+            continue
+        p = math.exp(logprob)
+        mass += p
+        weighted += p * value
+    if mass < min_mass or mass <= 0.0:
+        return None
+    return weighted / mass
+
+
+class PromptJudgeScorer:
+    """A ``TraitScorer`` that renders ``template`` for each pair and asks a ``Judge``."""
+
+    def __init__(self, judge: Judge, template: str) -> None:
+        validate_judge_template(template)
+        self.judge = judge
+        self.template = template
+
+    @classmethod
+    def for_trait(cls, judge: Judge, spec: TraitSpec) -> PromptJudgeScorer:
+        return cls(judge, spec.eval_prompt)
+
+    @classmethod
+    def coherence(cls, judge: Judge) -> PromptJudgeScorer:
+        return cls(judge, COHERENCE_PROMPT)
+
+    def render(self, question: str, answer: str) -> str:
+        return render_template(self.template, question, answer)
+
+    def score_answers(self, questions: list[str], answers: list[str]) -> list[float | None]:
+        if len(questions) != len(answers):
+            raise ValueError(f"{len(questions)} questions but {len(answers)} answers; they must pair up")
+        return self.judge.score([self.render(q, a) for q, a in zip(questions, answers, strict=True)])
+
+    @property
+    def summary(self) -> JudgeSummary | None:
+        """The wrapped judge's running summary, if it keeps one."""
+        return getattr(self.judge, "summary", None)
+
+    def __repr__(self) -> str:
+        return f"PromptJudgeScorer(judge={self.judge!r}, template={self.template[:40]!r}...)"

@@ -1,0 +1,193 @@
+"""`PersonaVector`: one direction per layer in a model's residual stream, plus where it came from.
+
+Saved as ``NAME.safetensors`` (tensors ``layer.<l>``) and a ``NAME.json`` sidecar with the metadata, both
+written atomically. Layer ``l`` is the output of decoder block ``l``, i.e. transformers'
+``hidden_states[l + 1]``; persona_vectors-style ``[L + 1, d]`` tensors indexed by ``hidden_states`` are
+converted only through the explicit `from_hidden_states_indexed` / `to_hidden_states_indexed`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from steerlab import __version__
+from steerlab.architectures import hidden_size, num_layers, unwrap
+from steerlab.atomic import atomic_path, write_json
+
+LAYER_CONVENTION = "block_output"  # layer l = output of block l = hidden_states[l + 1]
+_FINGERPRINT_KEYS = (
+    "model_type", "hidden_size", "n_embd", "num_hidden_layers", "n_layer", "vocab_size",
+    "intermediate_size", "num_attention_heads", "n_head", "num_key_value_heads",
+)
+
+
+class VectorFileError(ValueError):
+    """A vector file is missing, truncated, or disagrees with its sidecar."""
+
+
+class IncompatibleVectorError(ValueError):
+    """A vector was made for another model (width, depth or identity)."""
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A short hash of the config fields that decide what a direction means in this model."""
+    config = unwrap(model).config.to_dict()
+    config = config.get("text_config") or config
+    subset = {key: config[key] for key in _FINGERPRINT_KEYS if key in config}
+    return hashlib.sha256(json.dumps(subset, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_id(model: nn.Module) -> str:
+    return str(getattr(unwrap(model).config, "name_or_path", "") or type(unwrap(model)).__name__)
+
+
+@dataclass
+class VectorMetadata:
+    model_id: str
+    model_fingerprint: str
+    n_layers: int
+    d_model: int
+    trait: str
+    method: str = "mean_diff"
+    token_scope: str = "response"
+    layer_convention: str = LAYER_CONVENTION
+    n_pos: int = 0
+    n_neg: int = 0
+    chosen_layer: int | None = None
+    steerlab_version: str = __version__
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PersonaVector:
+    directions: dict[int, Tensor]
+    meta: VectorMetadata
+
+    def __post_init__(self) -> None:
+        if not self.directions:
+            raise ValueError("a PersonaVector needs at least one layer")
+        for layer, vector in self.directions.items():
+            if not 0 <= layer < self.meta.n_layers:
+                raise ValueError(f"layer {layer} outside 0..{self.meta.n_layers - 1}")
+            if vector.shape != (self.meta.d_model,):
+                raise ValueError(f"layer {layer}: direction shape {tuple(vector.shape)} != ({self.meta.d_model},)")
+
+    # -- access ---------------------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.directions)
+
+    @property
+    def layer(self) -> int:
+        """The chosen layer (the one to steer and project at by default)."""
+        if self.meta.chosen_layer is None:
+            raise ValueError(f"vector for trait {self.meta.trait!r} has no chosen layer; pass a layer explicitly")
+        return self.meta.chosen_layer
+
+    def vector(self, layer: int | None = None) -> Tensor:
+        layer = self.layer if layer is None else layer
+        if layer not in self.directions:
+            raise KeyError(f"no direction at layer {layer}; this vector has layers {self.layers}")
+        return self.directions[layer]
+
+    def unit(self, layer: int | None = None) -> Tensor:
+        vector = self.vector(layer)
+        return vector / vector.norm()
+
+    def norms(self) -> dict[int, float]:
+        return {layer: float(self.directions[layer].norm()) for layer in self.layers}
+
+    # -- model checks -----------------------------------------------------------------------------------
+    def check_model(self, model: nn.Module, *, allow_transfer: bool = False) -> None:
+        """Refuse to apply this vector to a model it was not made for, unless a transfer is deliberate."""
+        width, depth = hidden_size(model), num_layers(model)
+        if width != self.meta.d_model:
+            raise IncompatibleVectorError(
+                f"vector for {self.meta.model_id!r} has width {self.meta.d_model}, model has hidden size {width}"
+            )
+        if allow_transfer:
+            if max(self.layers) >= depth:
+                raise IncompatibleVectorError(f"vector has layer {max(self.layers)} but the model has {depth} blocks")
+            return
+        if depth != self.meta.n_layers:
+            raise IncompatibleVectorError(
+                f"vector for {self.meta.model_id!r} has {self.meta.n_layers} layers, model has {depth} "
+                "(pass allow_transfer=True to apply it anyway)"
+            )
+        fingerprint = model_fingerprint(model)
+        if fingerprint != self.meta.model_fingerprint or model_id(model) != self.meta.model_id:
+            raise IncompatibleVectorError(
+                f"vector was made for {self.meta.model_id!r} (fingerprint {self.meta.model_fingerprint}) but the "
+                f"model is {model_id(model)!r} (fingerprint {fingerprint}); pass allow_transfer=True to apply it anyway"
+            )
+
+    # -- conversions ------------------------------------------------------------------------------------
+    @classmethod
+    def from_hidden_states_indexed(cls, tensor: Tensor, meta: VectorMetadata) -> PersonaVector:
+        """From a persona_vectors-style ``[L + 1, d]`` tensor (row 0 = embeddings, row l+1 = block l)."""
+        if tensor.dim() != 2 or tensor.shape[0] != meta.n_layers + 1:
+            raise ValueError(
+                f"expected a [n_layers + 1, d] = [{meta.n_layers + 1}, {meta.d_model}] tensor indexed by "
+                f"hidden_states, got {tuple(tensor.shape)}"
+            )
+        return cls({layer: tensor[layer + 1].clone() for layer in range(meta.n_layers)}, meta)
+
+    def to_hidden_states_indexed(self) -> Tensor:
+        """A ``[L + 1, d]`` tensor indexed like hidden_states (row 0 and missing layers are zeros)."""
+        out = torch.zeros(self.meta.n_layers + 1, self.meta.d_model)
+        for layer, vector in self.directions.items():
+            out[layer + 1] = vector
+        return out
+
+    # -- files ------------------------------------------------------------------------------------------
+    @staticmethod
+    def paths(path: str | Path) -> tuple[Path, Path]:
+        path = Path(path)
+        stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+        return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+    def save(self, path: str | Path) -> Path:
+        tensors_path, sidecar_path = self.paths(path)
+        tensors = {f"layer.{layer}": vector.detach().float().contiguous().cpu() for layer, vector in self.directions.items()}
+        with atomic_path(tensors_path) as tmp:
+            save_file(tensors, str(tmp), metadata={"layer_convention": self.meta.layer_convention})
+        write_json(sidecar_path, asdict(self.meta))
+        return tensors_path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PersonaVector:
+        tensors_path, sidecar_path = cls.paths(path)
+        for required in (tensors_path, sidecar_path):
+            if not required.is_file():
+                raise VectorFileError(f"vector file {required} does not exist")
+        try:
+            raw = load_file(str(tensors_path))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise VectorFileError(f"{tensors_path} is not a readable safetensors file (truncated?): {error}") from error
+        try:
+            meta_dict = json.loads(sidecar_path.read_text(encoding="utf-8"))
+            meta = VectorMetadata(**meta_dict)
+        except json.JSONDecodeError as error:
+            raise VectorFileError(f"{sidecar_path}: invalid JSON at line {error.lineno}: {error.msg}") from error
+        except TypeError as error:
+            raise VectorFileError(f"{sidecar_path}: metadata does not match VectorMetadata: {error}") from error
+        if meta.layer_convention != LAYER_CONVENTION:
+            raise VectorFileError(f"{sidecar_path}: unknown layer convention {meta.layer_convention!r}")
+        directions = {}
+        for key, tensor in raw.items():
+            if not key.startswith("layer.") or not key[6:].isdigit():
+                raise VectorFileError(f"{tensors_path}: unexpected tensor name {key!r} (expected layer.<l>)")
+            directions[int(key[6:])] = tensor
+        try:
+            return cls(directions, meta)
+        except ValueError as error:
+            raise VectorFileError(f"{tensors_path} disagrees with {sidecar_path}: {error}") from error

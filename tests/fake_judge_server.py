@@ -1,0 +1,177 @@
+"""A real HTTP server speaking the OpenAI chat-completions protocol with logprobs, for judge tests.
+
+It runs on 127.0.0.1 at a free port in a background thread. Behaviour is scripted per request: the first
+registered marker found in the request's last message decides the response. Every request is recorded
+(headers and JSON body) so tests can count calls and inspect what was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Logprobs:
+    """Answer with one token whose top_logprobs are these (token, probability) pairs."""
+
+    top: list[tuple[str, float]]
+
+
+@dataclass
+class Status:
+    """Answer with this HTTP status and a JSON error body."""
+
+    code: int
+
+
+@dataclass
+class Garbage:
+    """Answer 200 with a body that is not JSON."""
+
+
+@dataclass
+class Slow:
+    """Wait ``seconds`` (or until the server stops), then answer like ``then``."""
+
+    seconds: float
+    then: Any = None
+
+
+@dataclass
+class FailFirst:
+    """Fail the first ``n`` matching requests with ``failure``, then answer like ``then``."""
+
+    n: int
+    failure: Any
+    then: Any
+    seen: int = 0
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    headers: dict[str, str]
+    body: Any
+    content: str
+
+
+@dataclass
+class FakeJudgeServer:
+    """Use as a context manager; ``base_url`` is what an OpenAI client needs."""
+
+    script: list[tuple[str, Any]] = field(default_factory=list)
+    requests: list[RecordedRequest] = field(default_factory=list)
+    max_in_flight: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._in_flight = 0
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def on(self, marker: str, behaviour: Any) -> FakeJudgeServer:
+        self.script.append((marker, behaviour))
+        return self
+
+    @property
+    def base_url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def count(self, marker: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for r in self.requests if marker is None or marker in r.content)
+
+    def __enter__(self) -> FakeJudgeServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
+                pass
+
+            def do_POST(self) -> None:
+                server._handle(self)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.block_on_close = False
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        assert self._httpd is not None
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    # ------------------------------------------------------------------------------------------ handling
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        raw = h.rfile.read(int(h.headers.get("Content-Length", 0)))
+        body = json.loads(raw)
+        content = str(body.get("messages", [{}])[-1].get("content", ""))
+        with self._lock:
+            self.requests.append(RecordedRequest(h.path, dict(h.headers.items()), body, content))
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            behaviour = next((b for m, b in self.script if m in content), Status(400))
+            self._respond(h, behaviour, body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout); nothing to answer
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _respond(self, h: BaseHTTPRequestHandler, behaviour: Any, body: dict) -> None:
+        if isinstance(behaviour, FailFirst):
+            with self._lock:
+                behaviour.seen += 1
+                failing = behaviour.seen <= behaviour.n
+            return self._respond(h, behaviour.failure if failing else behaviour.then, body)
+        if isinstance(behaviour, Slow):
+            self._stop.wait(behaviour.seconds)
+            return self._respond(h, behaviour.then or Logprobs([("50", 1.0)]), body)
+        if isinstance(behaviour, Garbage):
+            return _send(h, 200, b"{this is not json", "application/json")
+        if isinstance(behaviour, Status):
+            err = {"error": {"message": f"scripted status {behaviour.code}", "type": "test", "code": None}}
+            return _send(h, behaviour.code, json.dumps(err).encode(), "application/json")
+        if isinstance(behaviour, Logprobs):
+            return _send(h, 200, json.dumps(completion(body, behaviour.top)).encode(), "application/json")
+        raise TypeError(f"unknown behaviour {behaviour!r}")
+
+
+def _send(h: BaseHTTPRequestHandler, code: int, payload: bytes, ctype: str) -> None:
+    h.send_response(code)
+    h.send_header("Content-Type", ctype)
+    h.send_header("Content-Length", str(len(payload)))
+    h.end_headers()
+    h.wfile.write(payload)
+
+
+def completion(request: dict, top: list[tuple[str, float]]) -> dict:
+    """A chat.completion object whose single token carries ``top`` as its top_logprobs."""
+    entries = [{"token": t, "logprob": math.log(p), "bytes": list(t.encode())} for t, p in top]
+    first = max(entries, key=lambda e: e["logprob"])
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 0,
+        "model": request.get("model", "fake"),
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": first["token"]},
+            "logprobs": {"content": [dict(first, top_logprobs=entries)], "refusal": None},
+            "finish_reason": "length",
+        }],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
+    }
