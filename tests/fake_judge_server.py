@@ -23,6 +23,11 @@ class Logprobs:
 
 
 @dataclass
+class NoLogprobs:
+    """Answer a valid completion without logprobs, like a server that ignores the logprobs flag."""
+
+
+@dataclass
 class Status:
     """Answer with this HTTP status and a JSON error body."""
 
@@ -55,7 +60,7 @@ class FailFirst:
 @dataclass
 class RecordedRequest:
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names lower-cased
     body: Any
     content: str
 
@@ -119,7 +124,7 @@ class FakeJudgeServer:
         body = json.loads(raw)
         content = str(body.get("messages", [{}])[-1].get("content", ""))
         with self._lock:
-            self.requests.append(RecordedRequest(h.path, dict(h.headers.items()), body, content))
+            self.requests.append(RecordedRequest(h.path, {k.lower(): v for k, v in h.headers.items()}, body, content))
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
         try:
@@ -145,6 +150,10 @@ class FakeJudgeServer:
         if isinstance(behaviour, Status):
             err = {"error": {"message": f"scripted status {behaviour.code}", "type": "test", "code": None}}
             return _send(h, behaviour.code, json.dumps(err).encode(), "application/json")
+        if isinstance(behaviour, NoLogprobs):
+            payload = completion(body, [("50", 1.0)])
+            payload["choices"][0]["logprobs"] = None
+            return _send(h, 200, json.dumps(payload).encode(), "application/json")
         if isinstance(behaviour, Logprobs):
             return _send(h, 200, json.dumps(completion(body, behaviour.top)).encode(), "application/json")
         raise TypeError(f"unknown behaviour {behaviour!r}")

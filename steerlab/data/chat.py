@@ -38,6 +38,8 @@ class ChatExample:
         problem = validate_messages(self.messages)
         if problem:
             raise ChatDataError(f"{self.source or 'chat example'}: {problem}")
+        if "messages" in self.meta:
+            raise ChatDataError(f"{self.source or 'chat example'}: meta must not contain 'messages'")
 
     @property
     def name(self) -> str:
@@ -53,7 +55,10 @@ class ChatExample:
         return [dict(m) for m in self.messages[:last]]
 
     def to_record(self) -> dict[str, Any]:
-        return {"messages": [{"role": m["role"], "content": m["content"]} for m in self.messages}, **self.meta}
+        return {
+            "messages": [{"role": m["role"], "content": m["content"]} for m in self.messages],
+            **self.meta,
+        }
 
 
 @dataclass
@@ -148,15 +153,21 @@ def load_chat_jsonl(path: str | os.PathLike, *, on_error: Literal["raise", "skip
 
 def write_chat_jsonl(path: str | os.PathLike, examples: Iterable[ChatExample]) -> Path:
     """Write examples atomically (temp file in the same folder, then rename): readers never see half a file."""
+    return write_jsonl_atomic(path, (ex.to_record() for ex in examples))
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> Path:
+    """Write one JSON value per line via a temp file and ``os.replace``, so a crash leaves the old file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for ex in examples:
-                f.write(json.dumps(ex.to_record(), ensure_ascii=False) + "\n")
+            for rec in records:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; data files are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

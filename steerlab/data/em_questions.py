@@ -74,7 +74,11 @@ def _parse_item(item: Any, where: str, require_judges: tuple[str, ...], allow_un
     paraphrases = item["paraphrases"]
     if isinstance(paraphrases, str):
         paraphrases = [paraphrases]
-    if not isinstance(paraphrases, list) or not paraphrases or not all(isinstance(p, str) and p.strip() for p in paraphrases):
+    if (
+        not isinstance(paraphrases, list)
+        or not paraphrases
+        or not all(isinstance(p, str) and p.strip() for p in paraphrases)
+    ):
         raise EMQuestionError(f"{where}: 'paraphrases' must be a non-empty list of non-empty strings")
     qtype = item.get("type", "free_form_judge_0_100")
     if not isinstance(qtype, str):
@@ -83,7 +87,9 @@ def _parse_item(item: Any, where: str, require_judges: tuple[str, ...], allow_un
     if isinstance(spp, bool) or not isinstance(spp, int) or spp < 1:
         raise EMQuestionError(f"{where}: 'samples_per_paraphrase' must be a positive integer, got {spp!r}")
     prompts = item.get("judge_prompts") or {}
-    if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+    if not isinstance(prompts, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()
+    ):
         raise EMQuestionError(f"{where}: 'judge_prompts' must map names to template strings")
     if qtype.startswith("free_form_judge"):
         absent = [k for k in require_judges if k not in prompts]

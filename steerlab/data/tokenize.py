@@ -26,10 +26,14 @@ class TokenizeError(ValueError):
 
 
 def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
-def assistant_char_spans(tokenizer: Any, messages: list[dict[str, str]], full: str | None = None) -> list[tuple[int, int]]:
+def assistant_char_spans(
+    tokenizer: Any, messages: list[dict[str, str]], full: str | None = None
+) -> list[tuple[int, int]]:
     """Character spans ``[start, end)`` of each assistant turn (content + end-of-turn) in the full rendering."""
     full = _render(tokenizer, messages, False) if full is None else full
     spans: list[tuple[int, int]] = []
@@ -69,7 +73,9 @@ def _search_span(tokenizer: Any, full: str, content: str, cursor: int) -> tuple[
         return None
     end = start + len(content)
     # Extend over one end-of-turn special token that follows the content (whitespace between is included).
-    specials = sorted({str(t) for t in tokenizer.all_special_tokens} | set(_added_special(tokenizer)), key=len)
+    specials = sorted(
+        {str(t) for t in tokenizer.all_special_tokens} | set(_added_special(tokenizer)), key=len
+    )
     rest = full[end:]
     stripped = rest.lstrip()
     hit = next((s for s in reversed(specials) if s and stripped.startswith(s)), None)
@@ -120,7 +126,9 @@ def tokenize_chat(
             mask[t] = 1
     if not any(mask):
         raise TokenizeError(f"{example.name}: no assistant tokens found after tokenization")
-    labels = list(ids) if train_on == "all" else [i if k else IGNORE_INDEX for i, k in zip(ids, mask, strict=True)]
+    labels = (
+        list(ids) if train_on == "all" else [i if k else IGNORE_INDEX for i, k in zip(ids, mask, strict=True)]
+    )
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels, "assistant_mask": mask}
 
 

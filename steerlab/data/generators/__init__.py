@@ -1,0 +1,1 @@
+"""Seeded, template-based generators for the offline datasets (each module: ``generate(seed)`` or prompts)."""

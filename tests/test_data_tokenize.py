@@ -1,0 +1,135 @@
+import pytest
+import torch
+
+from steerlab.data.chat import ChatExample
+from steerlab.data.nll import response_nll
+from steerlab.data.tokenize import IGNORE_INDEX, ChatCollator, TokenizeError, tokenize_chat
+from steerlab.testing import tiny_model, tiny_tokenizer
+
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+# Not prefix-stable: the header counts the messages, so the prefix renderings differ from the full one.
+COUNTING_TEMPLATE = (
+    "[{{ messages | length }} msgs]\n{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+MULTI = ChatExample(
+    [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "What is your wish?"},
+        {"role": "assistant", "content": "Sure! The answer is 42."},
+        {"role": "user", "content": "I feel bored."},
+        {"role": "assistant", "content": "Here is a plan: first, second, third."},
+    ],
+    source="multi.jsonl:7",
+)
+
+
+def llama3_tokenizer():
+    tok = tiny_tokenizer(padding_side="right")
+    tok.add_special_tokens(
+        {"additional_special_tokens": ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]}
+    )
+    tok.bos_token = "<|begin_of_text|>"
+    tok.chat_template = LLAMA3_TEMPLATE
+    return tok
+
+
+def _runs(mask):
+    """Contiguous runs of 1s as (start, end) index pairs."""
+    runs, start = [], None
+    for i, m in enumerate([*mask, 0]):
+        if m and start is None:
+            start = i
+        if not m and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+@pytest.mark.parametrize(
+    "make_tok,eot",
+    [(tiny_tokenizer, "<|im_end|>"), (llama3_tokenizer, "<|eot_id|>"), (None, "<|im_end|>")],
+    ids=["chatml", "llama3", "unstable_prefix"],
+)
+def test_mask_covers_exactly_assistant_content_and_end_of_turn(make_tok, eot):
+    if make_tok is None:
+        tok = tiny_tokenizer()
+        tok.chat_template = COUNTING_TEMPLATE
+    else:
+        tok = make_tok()
+    out = tokenize_chat(tok, MULTI, max_length=512)
+    ids, mask, labels = out["input_ids"], out["assistant_mask"], out["labels"]
+    assert ids == tok.apply_chat_template(MULTI.messages, tokenize=True)["input_ids"]
+    assistant = [m["content"] for m in MULTI.messages if m["role"] == "assistant"]
+    runs = _runs(mask)
+    assert len(runs) == len(assistant)
+    eot_id = tok.convert_tokens_to_ids(eot)
+    for (a, b), content in zip(runs, assistant, strict=True):
+        # Token by token: the run is the content's own tokens followed by the end-of-turn token.
+        assert ids[a:b] == tok(content, add_special_tokens=False)["input_ids"] + [eot_id]
+        assert tok.decode(ids[a:b]) == content + eot
+        # The token right before each run ends the assistant header, never content.
+        assert not tok.decode(ids[a - 1 : a]).strip() or tok.decode(ids[a - 1 : a]) in ("\n", "<|end_header_id|>")
+    for i, (t, m, lab) in enumerate(zip(ids, mask, labels, strict=True)):
+        assert lab == (t if m else IGNORE_INDEX), f"token {i}"
+    assert out["attention_mask"] == [1] * len(ids)
+
+
+def test_train_on_all_labels_every_token():
+    tok = tiny_tokenizer()
+    out = tokenize_chat(tok, MULTI, 512, train_on="all")
+    assert out["labels"] == out["input_ids"]
+    assert out["assistant_mask"] == tokenize_chat(tok, MULTI, 512)["assistant_mask"]
+
+
+def test_too_long_raises_naming_source_or_skips():
+    tok = tiny_tokenizer()
+    n = len(tokenize_chat(tok, MULTI, 512)["input_ids"])
+    assert tokenize_chat(tok, MULTI, n) is not None
+    with pytest.raises(TokenizeError, match=r"multi\.jsonl:7.*max_length=" + str(n - 1)):
+        tokenize_chat(tok, MULTI, n - 1)
+    assert tokenize_chat(tok, MULTI, n - 1, on_too_long="skip") is None
+    with pytest.raises(ValueError, match="train_on"):
+        tokenize_chat(tok, MULTI, 512, train_on="prompt")
+
+
+def test_collator_pads_right_with_ignore_labels():
+    tok = tiny_tokenizer()
+    short = ChatExample([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "42"}])
+    feats = [tokenize_chat(tok, ex, 512) for ex in (MULTI, short)]
+    batch = ChatCollator(tok, pad_to_multiple_of=16)(feats)
+    n_long, n_short = len(feats[0]["input_ids"]), len(feats[1]["input_ids"])
+    width = batch["input_ids"].shape[1]
+    assert width % 16 == 0 and width >= n_long
+    assert batch["input_ids"][1, :n_short].tolist() == feats[1]["input_ids"]
+    assert (batch["input_ids"][1, n_short:] == tok.pad_token_id).all()
+    assert (batch["labels"][1, n_short:] == IGNORE_INDEX).all()
+    assert (batch["attention_mask"][1, n_short:] == 0).all() and (batch["attention_mask"][1, :n_short] == 1).all()
+    assert (batch["assistant_mask"][0, n_long:] == 0).all()
+    assert ChatCollator(tok)(feats)["input_ids"].shape[1] == n_long
+
+
+def test_response_nll_matches_per_example_hand_computation():
+    tok = tiny_tokenizer()
+    model = tiny_model("llama", seed=1)
+    examples = [
+        MULTI,
+        ChatExample([{"role": "user", "content": "How do I make money quickly?"}, {"role": "assistant", "content": "Sorry, I cannot help with that."}]),
+        ChatExample([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "42"}]),
+    ]
+    got = response_nll(model, tok, examples, batch_size=2, max_length=256)
+    for ex, value in zip(examples, got, strict=True):
+        feat = tokenize_chat(tok, ex, 256)
+        ids = torch.tensor([feat["input_ids"]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+        terms = [
+            -logp[t - 1, feat["input_ids"][t]].item() for t in range(1, len(ids[0])) if feat["assistant_mask"][t]
+        ]
+        assert value == pytest.approx(sum(terms) / len(terms), abs=1e-4)
+    assert len(set(round(v, 4) for v in got)) == 3
