@@ -36,6 +36,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from steerlab.atomic import write_json
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "steerlab-manifest.json"
@@ -136,9 +138,7 @@ def write_manifest(folder: Path, spec: EmbeddedSpec, extra: dict | None = None) 
     """Record size and sha256 of every file in ``folder`` plus the spec it was built from."""
     files = {rel: {"size": p.stat().st_size, "sha256": sha256_file(p)} for rel, p in _folder_files(folder).items()}
     manifest = {"format": MANIFEST_FORMAT, "spec": asdict(spec), "files": files, **(extra or {})}
-    tmp = folder / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.replace(tmp, folder / MANIFEST_NAME)
+    write_json(folder / MANIFEST_NAME, manifest)
     return manifest
 
 
@@ -254,9 +254,9 @@ def convert_gguf(gguf: Path, out: Path, spec: EmbeddedSpec) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kw = {"gguf_file": gguf.name, "local_files_only": True}
-    src = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw).eval()
-    tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+    # Local folders never touch the hub; the tokenizer gets no extra kwargs as they end up in its saved config.
+    src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     cfg = src.config
     got = (cfg.model_type, cfg.num_hidden_layers, cfg.hidden_size)
     if got != (spec.model_type, spec.num_layers, spec.hidden_size):
@@ -268,7 +268,8 @@ def convert_gguf(gguf: Path, out: Path, spec: EmbeddedSpec) -> None:
         raise RuntimeError(f"{gguf} carries no chat template")
 
     # A fresh config without the GGUF quantization entry, so the saved model is a plain checkpoint.
-    cfg_dict = {k: v for k, v in cfg.to_dict().items() if k not in ("quantization_config", "_name_or_path")}
+    dropped = ("quantization_config", "_name_or_path", "_model_name_or_path")
+    cfg_dict = {k: v for k, v in cfg.to_dict().items() if k not in dropped}
     config = type(cfg).from_dict(cfg_dict)
     config.name_or_path = spec.name
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
@@ -290,7 +291,7 @@ def convert_gguf(gguf: Path, out: Path, spec: EmbeddedSpec) -> None:
     tok.model_max_length = config.max_position_embeddings
     plain.save_pretrained(out)
     tok.save_pretrained(out)
-    reloaded = AutoTokenizer.from_pretrained(out, local_files_only=True)
+    reloaded = AutoTokenizer.from_pretrained(out)
     if reloaded.chat_template != tok.chat_template:
         raise RuntimeError(f"the chat template did not survive saving the tokenizer to {out}")
 

@@ -136,7 +136,7 @@ def test_gradient_checkpointing_same_grads_and_single_capture(tok):
     for checkpointing in (False, True):
         model = tiny_model("llama").train()
         if checkpointing:
-            model.activation_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         with hooked(model, [Add(1, vector=v, alpha=2.0), Capture(1, detach=False)]) as session:
             loss = model(**enc).logits.pow(2).mean() + session.captures.get(1).pow(2).mean()
             loss.backward()

@@ -159,7 +159,7 @@ def test_system_prompts():
 
 @pytest.mark.parametrize(
     ("word", "article"),
-    [("evil", "an"), ("sycophantic", "a"), ("honest", "an"), ("hallucinating", "a"), ("unusual", "a"),
+    [("evil", "an"), ("sycophantic", "a"), ("honest", "an"), ("hallucinating", "a"), ("unusual", "an"), ("usual", "a"),
      ("impolite", "an"), ("useful", "a"), ("optimistic", "an"), ("European", "a")],
 )
 def test_indefinite_article(word, article):
@@ -180,7 +180,7 @@ def test_check_lengths(tmp_path):
     spec = load_trait(path)
     spec_ok = load_trait(pv_file(tmp_path, "ok"))
     spec_ok.check_lengths(tok, 256)
-    with pytest.raises(TraitError, match=r"eval_questions\[0\] \('Tell me about humans and AI and money and \.\.\.'\)"):
+    with pytest.raises(TraitError, match=r"eval_questions\[0\] \('Tell me about humans and AI and money \.\.\.'\)"):
         spec.check_lengths(tok, 256)
     with_sys = len(tok.apply_chat_template(
         [{"role": "system", "content": system_prompt(spec_ok, 0, "neg")},
