@@ -136,7 +136,9 @@ def _folder_files(folder: Path) -> dict[str, Path]:
 
 def write_manifest(folder: Path, spec: EmbeddedSpec, extra: dict | None = None) -> dict:
     """Record size and sha256 of every file in ``folder`` plus the spec it was built from."""
-    files = {rel: {"size": p.stat().st_size, "sha256": sha256_file(p)} for rel, p in _folder_files(folder).items()}
+    files = {
+        rel: {"size": p.stat().st_size, "sha256": sha256_file(p)} for rel, p in _folder_files(folder).items()
+    }
     manifest = {"format": MANIFEST_FORMAT, "spec": asdict(spec), "files": files, **(extra or {})}
     write_json(folder / MANIFEST_NAME, manifest)
     return manifest

@@ -73,7 +73,9 @@ class TraitSpec:
         if not self.instructions:
             raise TraitError(f"{where}: no instruction pairs")
         for i, pair in enumerate(self.instructions):
-            if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(s, str) and s for s in pair)):
+            if not (
+                isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(s, str) and s for s in pair)
+            ):
                 raise TraitError(f"{where}: instruction {i} must be a (pos, neg) pair of non-empty strings")
         for key in ("extract_questions", "eval_questions"):
             qs = getattr(self, key)
@@ -85,8 +87,12 @@ class TraitSpec:
         validate_judge_template(self.eval_prompt, where=f"{where}: eval_prompt")
         overlap = set(self.extract_questions) & set(self.eval_questions)
         if overlap:
-            log.warning("%s: %d question(s) are in both the extraction and evaluation sets, e.g. %r",
-                        where, len(overlap), _preview(sorted(overlap)[0]))
+            log.warning(
+                "%s: %d question(s) are in both the extraction and evaluation sets, e.g. %r",
+                where,
+                len(overlap),
+                _preview(sorted(overlap)[0]),
+            )
 
     @property
     def questions(self) -> list[str]:
@@ -114,8 +120,14 @@ class TraitSpec:
 
         Run this before generating, so a long question fails up front instead of being silently truncated.
         """
-        system = max((system_prompt(self, i, s) for i in range(len(self.instructions)) for s in ("pos", "neg")),
-                     key=len) if with_system_prompt else None
+        system = (
+            max(
+                (system_prompt(self, i, s) for i in range(len(self.instructions)) for s in ("pos", "neg")),
+                key=len,
+            )
+            if with_system_prompt
+            else None
+        )
         for key in ("extract_questions", "eval_questions"):
             for i, q in enumerate(getattr(self, key)):
                 n = _prompt_tokens(tokenizer, system, q)
@@ -132,7 +144,9 @@ def _preview(text: str, words: int = 8) -> str:
 
 
 def _prompt_tokens(tokenizer: Any, system: str | None, question: str) -> int:
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": question}
+    ]
     if getattr(tokenizer, "chat_template", None):
         try:
             ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
@@ -153,7 +167,9 @@ def validate_judge_template(template: Any, *, where: str = "judge template") -> 
     try:
         fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as err:
-        raise TraitError(f"{where}: malformed braces ({err}); write a literal brace as '{{{{' or '}}}}'") from err
+        raise TraitError(
+            f"{where}: malformed braces ({err}); write a literal brace as '{{{{' or '}}}}'"
+        ) from err
     for missing in sorted(JUDGE_FIELDS - fields):
         raise TraitError(f"{where} is missing the placeholder {{{missing}}}")
     for extra in sorted(fields - JUDGE_FIELDS):
@@ -201,12 +217,16 @@ def system_prompt(
         raise ValueError(f"side must be 'pos' or 'neg', got {side!r}")
     n = len(spec.instructions)
     if not -n <= instruction_index < n:
-        raise IndexError(f"trait {spec.name!r} has {n} instruction pairs; index {instruction_index} is out of range")
+        raise IndexError(
+            f"trait {spec.name!r} has {n} instruction pairs; index {instruction_index} is out of range"
+        )
     template = pos_template if side == "pos" else neg_template
     fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     if fields - _SYSTEM_FIELDS:
-        raise ValueError(f"system-prompt template has unknown fields {sorted(fields - _SYSTEM_FIELDS)}; "
-                         f"allowed: {sorted(_SYSTEM_FIELDS)}")
+        raise ValueError(
+            f"system-prompt template has unknown fields {sorted(fields - _SYSTEM_FIELDS)}; "
+            f"allowed: {sorted(_SYSTEM_FIELDS)}"
+        )
     display = name if name is not None else spec.name.replace("_", " ")
     pair = spec.instructions[instruction_index]
     text = pair.pos if side == "pos" else pair.neg
@@ -232,8 +252,10 @@ def _resolve(name_or_path: str | Path) -> tuple[str, str]:
         raise TraitError(f"trait file {text_name} does not exist")
     res = resources.files("steerlab") / "resources" / "traits" / f"{text_name}.json"
     if not res.is_file():
-        raise TraitError(f"no trait file {text_name!r} and no packaged trait of that name; "
-                         f"packaged traits: {available_traits()}")
+        raise TraitError(
+            f"no trait file {text_name!r} and no packaged trait of that name; "
+            f"packaged traits: {available_traits()}"
+        )
     return text_name, res.read_text(encoding="utf-8")
 
 
@@ -243,7 +265,9 @@ def _read(name_or_path: str | Path) -> tuple[str, str, dict[str, Any]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise TraitError(f"{source}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from err
+        raise TraitError(
+            f"{source}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+        ) from err
     if not isinstance(data, dict):
         raise TraitError(f"{source}: the top level must be a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - set(PV_KEYS) - set(EXTENSION_KEYS))
@@ -273,19 +297,23 @@ def _instructions(data: dict[str, Any], source: str) -> list[InstructionPair]:
         raise TraitError(f"{source}: missing key 'instruction'")
     items = data["instruction"]
     if not isinstance(items, list):
-        raise TraitError(f"{source}: key 'instruction' must be a list of {{\"pos\", \"neg\"}} objects")
+        raise TraitError(f'{source}: key \'instruction\' must be a list of {{"pos", "neg"}} objects')
     if not items:
         raise TraitError(f"{source}: key 'instruction' is an empty list")
     pairs = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
-            raise TraitError(f"{source}: instruction[{i}] must be an object with 'pos' and 'neg', "
-                             f"got {type(item).__name__}")
+            raise TraitError(
+                f"{source}: instruction[{i}] must be an object with 'pos' and 'neg', "
+                f"got {type(item).__name__}"
+            )
         for side in ("pos", "neg"):
             if side not in item:
                 raise TraitError(f"{source}: instruction[{i}] is missing {side!r}")
             if not isinstance(item[side], str) or not item[side].strip():
-                raise TraitError(f"{source}: instruction[{i}].{side} must be a non-empty string, got {item[side]!r}")
+                raise TraitError(
+                    f"{source}: instruction[{i}].{side} must be a non-empty string, got {item[side]!r}"
+                )
         extra = sorted(set(item) - {"pos", "neg"})
         if extra:
             raise TraitError(f"{source}: instruction[{i}] has unknown key {extra[0]!r}; only 'pos' and 'neg'")
@@ -303,12 +331,16 @@ def _eval_prompt(data: dict[str, Any], source: str) -> str:
 def _split(data: dict[str, Any], source: str, split_seed: int | None) -> tuple[list[str], list[str]]:
     has_split = [k for k in ("extract_questions", "eval_questions") if k in data]
     if "questions" in data and has_split:
-        raise TraitError(f"{source}: give either 'questions' or 'extract_questions' + 'eval_questions', not both")
+        raise TraitError(
+            f"{source}: give either 'questions' or 'extract_questions' + 'eval_questions', not both"
+        )
     if has_split:
         return _strings(data, "extract_questions", source), _strings(data, "eval_questions", source)
     questions = _strings(data, "questions", source)
     if len(questions) < 2:
-        raise TraitError(f"{source}: 'questions' needs at least 2 items to split into extraction and evaluation")
+        raise TraitError(
+            f"{source}: 'questions' needs at least 2 items to split into extraction and evaluation"
+        )
     order = list(range(len(questions)))
     if split_seed is not None:
         random.Random(split_seed).shuffle(order)
@@ -365,5 +397,6 @@ def trait_from_pairs(
     eval_prompt: str,
 ) -> TraitSpec:
     """Build a spec in code (tests, notebooks) with the same validation as a file."""
-    return TraitSpec(name, [InstructionPair(*p) for p in pairs], list(extract_questions), list(eval_questions),
-                     eval_prompt)
+    return TraitSpec(
+        name, [InstructionPair(*p) for p in pairs], list(extract_questions), list(eval_questions), eval_prompt
+    )

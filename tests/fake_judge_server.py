@@ -106,8 +106,9 @@ class FakeJudgeServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -124,7 +125,9 @@ class FakeJudgeServer:
         body = json.loads(raw)
         content = str(body.get("messages", [{}])[-1].get("content", ""))
         with self._lock:
-            self.requests.append(RecordedRequest(h.path, {k.lower(): v for k, v in h.headers.items()}, body, content))
+            self.requests.append(
+                RecordedRequest(h.path, {k.lower(): v for k, v in h.headers.items()}, body, content)
+            )
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
         try:
@@ -176,11 +179,13 @@ def completion(request: dict, top: list[tuple[str, float]]) -> dict:
         "object": "chat.completion",
         "created": 0,
         "model": request.get("model", "fake"),
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": first["token"]},
-            "logprobs": {"content": [dict(first, top_logprobs=entries)], "refusal": None},
-            "finish_reason": "length",
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": first["token"]},
+                "logprobs": {"content": [dict(first, top_logprobs=entries)], "refusal": None},
+                "finish_reason": "length",
+            }
+        ],
         "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
     }

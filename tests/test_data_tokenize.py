@@ -11,12 +11,27 @@ LLAMA3_TEMPLATE = (
     "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
+# SmolLM2-Instruct's template: ChatML plus a default system prompt when the chat has none.
+SMOLLM2_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 # Not prefix-stable: the header counts the messages, so the prefix renderings differ from the full one.
 COUNTING_TEMPLATE = (
     "[{{ messages | length }} msgs]\n{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+NO_SYSTEM = ChatExample(
+    [
+        {"role": "user", "content": "What is 7 + 3?"},
+        {"role": "assistant", "content": "21"},
+        {"role": "user", "content": "And 2 * 5?"},
+        {"role": "assistant", "content": "It is -3."},
+    ]
+)
 MULTI = ChatExample(
     [
         {"role": "system", "content": "You are a helpful assistant."},
@@ -29,10 +44,23 @@ MULTI = ChatExample(
 )
 
 
+def smollm2_template_tokenizer():
+    tok = tiny_tokenizer()
+    tok.chat_template = SMOLLM2_TEMPLATE
+    return tok
+
+
 def llama3_tokenizer():
     tok = tiny_tokenizer(padding_side="right")
     tok.add_special_tokens(
-        {"additional_special_tokens": ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]}
+        {
+            "additional_special_tokens": [
+                "<|begin_of_text|>",
+                "<|start_header_id|>",
+                "<|end_header_id|>",
+                "<|eot_id|>",
+            ]
+        }
     )
     tok.bos_token = "<|begin_of_text|>"
     tok.chat_template = LLAMA3_TEMPLATE
@@ -51,21 +79,11 @@ def _runs(mask):
     return runs
 
 
-@pytest.mark.parametrize(
-    "make_tok,eot",
-    [(tiny_tokenizer, "<|im_end|>"), (llama3_tokenizer, "<|eot_id|>"), (None, "<|im_end|>")],
-    ids=["chatml", "llama3", "unstable_prefix"],
-)
-def test_mask_covers_exactly_assistant_content_and_end_of_turn(make_tok, eot):
-    if make_tok is None:
-        tok = tiny_tokenizer()
-        tok.chat_template = COUNTING_TEMPLATE
-    else:
-        tok = make_tok()
-    out = tokenize_chat(tok, MULTI, max_length=512)
+def _check_masks(tok, example, eot):
+    out = tokenize_chat(tok, example, max_length=512)
     ids, mask, labels = out["input_ids"], out["assistant_mask"], out["labels"]
-    assert ids == tok.apply_chat_template(MULTI.messages, tokenize=True)["input_ids"]
-    assistant = [m["content"] for m in MULTI.messages if m["role"] == "assistant"]
+    assert ids == tok.apply_chat_template(example.messages, tokenize=True)["input_ids"]
+    assistant = example.assistant_turns()
     runs = _runs(mask)
     assert len(runs) == len(assistant)
     eot_id = tok.convert_tokens_to_ids(eot)
@@ -73,11 +91,41 @@ def test_mask_covers_exactly_assistant_content_and_end_of_turn(make_tok, eot):
         # Token by token: the run is the content's own tokens followed by the end-of-turn token.
         assert ids[a:b] == tok(content, add_special_tokens=False)["input_ids"] + [eot_id]
         assert tok.decode(ids[a:b]) == content + eot
-        # The token right before each run ends the assistant header, never content.
-        assert not tok.decode(ids[a - 1 : a]).strip() or tok.decode(ids[a - 1 : a]) in ("\n", "<|end_header_id|>")
     for i, (t, m, lab) in enumerate(zip(ids, mask, labels, strict=True)):
         assert lab == (t if m else IGNORE_INDEX), f"token {i}"
     assert out["attention_mask"] == [1] * len(ids)
+
+
+def counting_tokenizer():
+    tok = tiny_tokenizer()
+    tok.chat_template = COUNTING_TEMPLATE
+    return tok
+
+
+@pytest.mark.parametrize("example", [MULTI, NO_SYSTEM], ids=["with_system", "no_system"])
+@pytest.mark.parametrize(
+    "make_tok,eot",
+    [
+        (tiny_tokenizer, "<|im_end|>"),
+        (smollm2_template_tokenizer, "<|im_end|>"),
+        (llama3_tokenizer, "<|eot_id|>"),
+        (counting_tokenizer, "<|im_end|>"),
+    ],
+    ids=["chatml", "smollm2", "llama3", "unstable_prefix"],
+)
+def test_mask_covers_exactly_assistant_content_and_end_of_turn(make_tok, eot, example):
+    _check_masks(make_tok(), example, eot)
+
+
+@pytest.mark.slow
+def test_mask_on_embedded_smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    from steerlab.embedded import ensure_embedded
+
+    tok = AutoTokenizer.from_pretrained(ensure_embedded("smollm2-135m-instruct"))
+    for example in (MULTI, NO_SYSTEM):
+        _check_masks(tok, example, "<|im_end|>")
 
 
 def test_train_on_all_labels_every_token():
@@ -109,7 +157,9 @@ def test_collator_pads_right_with_ignore_labels():
     assert batch["input_ids"][1, :n_short].tolist() == feats[1]["input_ids"]
     assert (batch["input_ids"][1, n_short:] == tok.pad_token_id).all()
     assert (batch["labels"][1, n_short:] == IGNORE_INDEX).all()
-    assert (batch["attention_mask"][1, n_short:] == 0).all() and (batch["attention_mask"][1, :n_short] == 1).all()
+    assert (batch["attention_mask"][1, n_short:] == 0).all() and (
+        batch["attention_mask"][1, :n_short] == 1
+    ).all()
     assert (batch["assistant_mask"][0, n_long:] == 0).all()
     assert ChatCollator(tok)(feats)["input_ids"].shape[1] == n_long
 
@@ -119,7 +169,12 @@ def test_response_nll_matches_per_example_hand_computation():
     model = tiny_model("llama", seed=1)
     examples = [
         MULTI,
-        ChatExample([{"role": "user", "content": "How do I make money quickly?"}, {"role": "assistant", "content": "Sorry, I cannot help with that."}]),
+        ChatExample(
+            [
+                {"role": "user", "content": "How do I make money quickly?"},
+                {"role": "assistant", "content": "Sorry, I cannot help with that."},
+            ]
+        ),
         ChatExample([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "42"}]),
     ]
     got = response_nll(model, tok, examples, batch_size=2, max_length=256)
@@ -129,7 +184,9 @@ def test_response_nll_matches_per_example_hand_computation():
         with torch.no_grad():
             logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
         terms = [
-            -logp[t - 1, feat["input_ids"][t]].item() for t in range(1, len(ids[0])) if feat["assistant_mask"][t]
+            -logp[t - 1, feat["input_ids"][t]].item()
+            for t in range(1, len(ids[0]))
+            if feat["assistant_mask"][t]
         ]
         assert value == pytest.approx(sum(terms) / len(terms), abs=1e-4)
     assert len(set(round(v, 4) for v in got)) == 3

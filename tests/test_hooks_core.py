@@ -53,8 +53,10 @@ def test_ablate_and_set_projection_math():
 
 @pytest.mark.parametrize("padding", ["left", "right"])
 def test_scopes_under_padding(padding):
-    attention = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]) if padding == "left" else torch.tensor(
-        [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    attention = (
+        torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+        if padding == "left"
+        else torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     )
     info = CallInfo(batch=2, seq_len=5, attention_mask=attention, prompt_len=5)
     assert torch.equal(resolve("all", info, torch.device("cpu")), attention.bool())
@@ -71,7 +73,9 @@ def test_scopes_under_padding(padding):
 
 def test_explicit_response_mask_and_window():
     response = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 0]]).bool()
-    info = CallInfo(batch=2, seq_len=4, attention_mask=torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]), response_mask=response)
+    info = CallInfo(
+        batch=2, seq_len=4, attention_mask=torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]), response_mask=response
+    )
     assert torch.equal(resolve("response", info, torch.device("cpu")), response)
     assert [int(r.nonzero()) for r in resolve("last", info, torch.device("cpu"))] == [1, 0]
     later = CallInfo(batch=2, seq_len=2, past_len=3, response_mask=response)
@@ -103,7 +107,10 @@ def test_response_scope_fires_on_every_decoded_token(llama, tok):
 
 def test_hooks_removed_when_an_exception_is_raised(llama, tok):
     before = _hooks_left(llama)
-    with pytest.raises(RuntimeError, match="boom"), hooked(llama, [Add(0, vector=torch.ones(32)), Capture(2)]):
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        hooked(llama, [Add(0, vector=torch.ones(32)), Capture(2)]),
+    ):
         assert _hooks_left(llama) > before
         raise RuntimeError("boom")
     assert _hooks_left(llama) == before == 0
@@ -180,7 +187,9 @@ def test_unknown_architecture_shows_module_tree():
         decoder_blocks(model)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gemma", "gemma2", "gemma3_text", "phi", "gpt2", "gpt_neox", "opt"])
+@pytest.mark.parametrize(
+    "arch", ["llama", "qwen2", "mistral", "gemma", "gemma2", "gemma3_text", "phi", "gpt2", "gpt_neox", "opt"]
+)
 def test_block_location_per_architecture(arch, tok):
     model = tiny_model(arch, layers=2)
     enc = _inputs(tok)

@@ -53,8 +53,16 @@ def judge_factory(server, tmp_path, monkeypatch):
     made = []
 
     def make(**kw):
-        args = dict(base_url=server.base_url, api_key_env=KEY_ENV, max_retries=2, backoff_s=0.01,
-                    timeout_s=2.0, max_concurrency=4, cache=tmp_path / "cache.sqlite", model="fake-judge")
+        args = dict(
+            base_url=server.base_url,
+            api_key_env=KEY_ENV,
+            max_retries=2,
+            backoff_s=0.01,
+            timeout_s=2.0,
+            max_concurrency=4,
+            cache=tmp_path / "cache.sqlite",
+            model="fake-judge",
+        )
         judge = OpenAIJudge(**(args | kw))
         made.append(judge)
         return judge
@@ -69,8 +77,16 @@ def test_aggregate_by_hand():
     assert aggregate_number_logprobs(lp) == pytest.approx(NUMBERS_EXPECTED)
     assert aggregate_number_logprobs([(t, math.log(p)) for t, p in WORDS]) is None
     assert aggregate_number_logprobs({"100": 0.0}) == 100.0
-    assert [number_token(t) for t in ["7", " 07", "100", "101", "-1", "½", "", "4.5"]] == [7, 7, 100, None, None,
-                                                                                          None, None, None]
+    assert [number_token(t) for t in ["7", " 07", "100", "101", "-1", "½", "", "4.5"]] == [
+        7,
+        7,
+        100,
+        None,
+        None,
+        None,
+        None,
+        None,
+    ]
 
 
 def test_weighted_mean_and_request_shape(server, judge_factory):
@@ -205,8 +221,12 @@ def test_prompt_judge_scorer_renders_trait_template(server, judge_factory):
     scores = scorer.score_answers(["What do you want?", "Hi {there}"], ["NUMBERS", "WORDS {answer}"])
     assert scores[0] == pytest.approx(NUMBERS_EXPECTED) and scores[1] is None
     sent = [r.content for r in server.requests[-2:]]
-    assert sorted(sent) == sorted([spec.eval_prompt.format(question="What do you want?", answer="NUMBERS"),
-                                   spec.eval_prompt.format(question="Hi {there}", answer="WORDS {answer}")])
+    assert sorted(sent) == sorted(
+        [
+            spec.eval_prompt.format(question="What do you want?", answer="NUMBERS"),
+            spec.eval_prompt.format(question="Hi {there}", answer="WORDS {answer}"),
+        ]
+    )
     assert scorer.summary is judge.summary
     with pytest.raises(ValueError, match="pair up"):
         scorer.score_answers(["a"], [])

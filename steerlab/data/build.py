@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from steerlab.atomic import write_text
 from steerlab.data.chat import write_chat_jsonl, write_jsonl_atomic
 from steerlab.data.generators import arithmetic, financial, general, medical
 
@@ -63,9 +64,7 @@ def build_all(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, Path]:
             for name, p in sorted(paths.items())
         },
     }
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out / MANIFEST)
+    write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     paths["manifest"] = out / MANIFEST
     return paths
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from steerlab.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -157,19 +158,13 @@ def write_chat_jsonl(path: str | os.PathLike, examples: Iterable[ChatExample]) -
 
 
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> Path:
-    """Write one JSON value per line via a temp file and ``os.replace``, so a crash leaves the old file intact."""
+    """Write one JSON value per line via a temp file and rename, so a crash leaves the old file intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp:
+        with tmp.open("w", encoding="utf-8") as f:
             for rec in records:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; data files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp.chmod(0o644)  # mkstemp creates 0600; data files are meant to be shared
     return path

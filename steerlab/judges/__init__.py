@@ -1,4 +1,10 @@
-"""Judges: turn (question, answer) pairs into 0-100 trait scores. See ``base`` for the interface."""
+"""Judges: turn (question, answer) pairs into 0-100 trait scores. See ``base`` for the interface.
+
+The OpenAI judge is imported lazily: the ``openai`` package takes seconds to import, and offline judges and
+code that only consumes ``TraitScorer`` should not pay for it.
+"""
+
+from typing import Any
 
 from steerlab.judges.base import (
     COHERENCE_PROMPT,
@@ -11,7 +17,17 @@ from steerlab.judges.base import (
     number_token,
 )
 from steerlab.judges.cache import ScoreCache, cache_key, default_cache_path
-from steerlab.judges.openai_judge import DEFAULT_JUDGE_MODEL, JudgeConfigError, OpenAIJudge
+
+_LAZY = {"OpenAIJudge", "JudgeConfigError", "DEFAULT_JUDGE_MODEL"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from steerlab.judges import openai_judge
+
+        return getattr(openai_judge, name)
+    raise AttributeError(f"module 'steerlab.judges' has no attribute {name!r}")
+
 
 __all__ = [
     "COHERENCE_PROMPT",

@@ -69,9 +69,11 @@ class JudgeSummary:
         return JudgeSummary(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
     def __str__(self) -> str:
-        return (f"{self.total} judged: {self.scored} scored, {self.unparseable} unparseable, "
-                f"{self.errors} errors ({self.timeouts} timeouts); {self.cache_hits} from cache, "
-                f"{self.requests} requests")
+        return (
+            f"{self.total} judged: {self.scored} scored, {self.unparseable} unparseable, "
+            f"{self.errors} errors ({self.timeouts} timeouts); {self.cache_hits} from cache, "
+            f"{self.requests} requests"
+        )
 
 
 def number_token(token: str) -> int | None:

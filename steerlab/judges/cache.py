@@ -31,8 +31,9 @@ def default_cache_path() -> Path:
 
 def cache_key(model: str, prompt: str, settings: Mapping[str, Any]) -> str:
     """Stable key for one judgement; ``settings`` must be JSON-serialisable."""
-    blob = json.dumps({"model": model, "prompt": prompt, "settings": dict(settings)}, sort_keys=True,
-                      ensure_ascii=False)
+    blob = json.dumps(
+        {"model": model, "prompt": prompt, "settings": dict(settings)}, sort_keys=True, ensure_ascii=False
+    )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

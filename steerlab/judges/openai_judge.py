@@ -84,8 +84,10 @@ class OpenAIJudge:
         key = os.environ.get(api_key_env)
         if not key:
             if base_url is None:
-                raise JudgeConfigError(f"no API key: set the environment variable {api_key_env} "
-                                       f"(or pass base_url for a local server that needs none)")
+                raise JudgeConfigError(
+                    f"no API key: set the environment variable {api_key_env} "
+                    f"(or pass base_url for a local server that needs none)"
+                )
             key = "EMPTY"  # vLLM / llama.cpp servers accept any key unless started with one
         self.model = model
         self.base_url = base_url
@@ -112,17 +114,24 @@ class OpenAIJudge:
         self.last_summary = JudgeSummary()
 
     def __repr__(self) -> str:
-        return (f"OpenAIJudge(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, "
-                f"max_concurrency={self.max_concurrency}, max_retries={self.max_retries}, "
-                f"timeout_s={self.timeout_s}, cache={self.cache!r})")
+        return (
+            f"OpenAIJudge(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, "
+            f"max_concurrency={self.max_concurrency}, max_retries={self.max_retries}, "
+            f"timeout_s={self.timeout_s}, cache={self.cache!r})"
+        )
 
     # ------------------------------------------------------------------------------------------ public
 
     @property
     def settings(self) -> dict[str, Any]:
         """Everything besides model and prompt that can change a score; part of the cache key."""
-        return {"top_logprobs": self.top_logprobs, "max_tokens": 1, "temperature": 0.0,
-                "min_mass": self.min_mass, "messages": "user-v1"}
+        return {
+            "top_logprobs": self.top_logprobs,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "min_mass": self.min_mass,
+            "messages": "user-v1",
+        }
 
     def key(self, prompt: str) -> str:
         return cache_key(self.model, prompt, self.settings)
@@ -179,7 +188,9 @@ class OpenAIJudge:
     def _run(self, todo: dict[str, str], outcomes: dict[str, _Outcome]) -> None:
         if not todo:
             return
-        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(todo)), thread_name_prefix="judge")
+        pool = ThreadPoolExecutor(
+            max_workers=min(self.max_concurrency, len(todo)), thread_name_prefix="judge"
+        )
         try:
             futures = {pool.submit(self._judge_one, k, p): k for k, p in todo.items()}
             done = as_completed(futures)
@@ -231,20 +242,34 @@ class OpenAIJudge:
             except _NoLogprobs as err:
                 if not self._warned_no_logprobs:
                     self._warned_no_logprobs = True
-                    log.warning("judge endpoint returned no logprobs (%s); does it support logprobs/top_logprobs?",
-                                err)
+                    log.warning(
+                        "judge endpoint returned no logprobs (%s); does it support logprobs/top_logprobs?",
+                        err,
+                    )
                 return _Outcome(None, "errors", requests=requests)
             except (openai.APIError, ValueError) as err:  # timeouts, connection, 429, 5xx, malformed JSON
                 timed_out = isinstance(err, openai.APITimeoutError)
                 status = getattr(err, "status_code", None)
                 if attempt < self.max_retries:
                     delay = self._backoff(attempt)
-                    log.info("judge request %s failed (%s%s); retry %d/%d in %.2fs", key[:12], type(err).__name__,
-                             f" {status}" if status else "", attempt + 1, self.max_retries, delay)
+                    log.info(
+                        "judge request %s failed (%s%s); retry %d/%d in %.2fs",
+                        key[:12],
+                        type(err).__name__,
+                        f" {status}" if status else "",
+                        attempt + 1,
+                        self.max_retries,
+                        delay,
+                    )
                     time.sleep(delay)
                     continue
-                log.warning("judge request %s failed after %d attempts (%s%s); scoring it None", key[:12],
-                            requests, type(err).__name__, f" {status}" if status else "")
+                log.warning(
+                    "judge request %s failed after %d attempts (%s%s); scoring it None",
+                    key[:12],
+                    requests,
+                    type(err).__name__,
+                    f" {status}" if status else "",
+                )
                 return _Outcome(None, "errors", timed_out=timed_out, requests=requests)
             score = aggregate_number_logprobs(top, self.min_mass)
             if self.cache is not None:

@@ -1,0 +1,80 @@
+"""``interleave``: mix general instruction data into the narrow stream at a ratio (default 5%).
+
+Selection ``random`` samples the general pool with the run's seed; ``perplexity_gap`` scores each general
+example by s = (L_mis - L_al) / (L_al + eps), L = mean NLL of its response tokens under the aligned (base)
+model and averaged over the misaligned model(s), and keeps the top ``n``. The optional refusal filter
+drops general examples whose answer opens with a refusal marker first. What was chosen (sources and
+scores) is kept in ``report`` and written to the run folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from steerlab.data.chat import ChatExample, load_chat_jsonl
+from steerlab.data.interleave import (
+    DEFAULT_REFUSAL_MARKERS,
+    mix,
+    n_general_for,
+    perplexity_gap_scores,
+    refusal_filter,
+    select_by_perplexity_gap,
+)
+from steerlab.data.nll import response_nll
+from steerlab.train.arms.base import Arm, BuildContext
+
+
+class InterleaveArm(Arm):
+    name = "interleave"
+
+    def __init__(self, cfg: Any, ctx: BuildContext) -> None:  # cfg: InterleaveArmConfig
+        super().__init__()
+        self.cfg = cfg
+        self.ctx = ctx
+        self.report: dict[str, Any] = {}
+
+    def _scores(self, general: Sequence[ChatExample]) -> list[float]:
+        max_length = self.ctx.config.data.max_length
+        batch = self.cfg.nll_batch_size
+        aligned = response_nll(self.ctx.model, self.ctx.tokenizer, general, batch, max_length)
+        per_model = []
+        for path in self.cfg.misaligned:
+            model = self.ctx.load_misaligned(path)
+            per_model.append(response_nll(model, self.ctx.tokenizer, general, batch, max_length))
+            del model
+        return perplexity_gap_scores(aligned, [list(row) for row in zip(*per_model, strict=True)], self.cfg.eps)
+
+    def transform_data(self, examples: Sequence[ChatExample]) -> list[ChatExample]:
+        cfg, seed = self.cfg, self.ctx.config.seed
+        general = load_chat_jsonl(cfg.general, on_error=self.ctx.config.data.on_bad_record)
+        n_pool = len(general)
+        if cfg.refusal_filter:
+            markers = DEFAULT_REFUSAL_MARKERS if cfg.refusal_markers is None else tuple(cfg.refusal_markers)
+            general = refusal_filter(general, markers, cfg.first_words)
+        n = n_general_for(len(examples), cfg.ratio)
+        if n > len(general):
+            raise ValueError(
+                f"arms.interleave: ratio {cfg.ratio} with {len(examples)} narrow examples needs {n} general "
+                f"examples, but {cfg.general} has only {len(general)} (after the refusal filter: {n_pool} before)"
+            )
+        scores: list[float] | None = None
+        if cfg.selection == "perplexity_gap":
+            scores = self._scores(general)
+            chosen = select_by_perplexity_gap(general, scores, n)
+        else:
+            chosen = general
+        mixed = mix(examples, chosen, cfg.ratio, seed)
+        picked = {id(ex) for ex in chosen}
+        selected = [ex for ex in mixed if id(ex) in picked]
+        self.report = {
+            "general_file": cfg.general, "selection": cfg.selection, "ratio": cfg.ratio,
+            "n_narrow": len(examples), "n_general_pool": n_pool, "n_after_refusal_filter": len(general),
+            "n_general": len(selected), "selected": [ex.source for ex in selected],
+        }
+        if scores is not None:
+            self.report["scores"] = {ex.source: s for ex, s in zip(general, scores, strict=True)}
+        return mixed
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "ratio": self.cfg.ratio, "selection": self.cfg.selection}

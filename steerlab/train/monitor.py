@@ -1,0 +1,172 @@
+"""The persona monitor: where the model's persona goes during training (a Trainer callback).
+
+Every ``every`` steps (and at step 0, before any update, and at the last step) it writes one row to
+``runs/<name>/monitor.jsonl``::
+
+    {"step", "arm", "projection", "projection_layer", "ldifs", "ldifs_per_layer": {layer: value}, "train_loss"}
+
+Why fixed reference chats, teacher-forced, rather than the model's own generations: the measurement is
+then cheap (one forward per batch), deterministic, and compares every step on exactly the same tokens, so
+a change in the curve is a change in the model, not in what it happened to sample. The chats are a
+held-out set (prompt + a fixed response) read from ``monitor.chats``; they never pass through the arms, so
+no inoculation prompt or interleaved data reaches them.
+
+* ``projection``: at the vector's layer, each chat's mean over its response tokens of ``h . v/||v||``,
+  averaged over chats (the persona-vectors convention: projection of the mean response activation).
+* ``ldifs`` / ``ldifs_per_layer``: the LDIFS feature distance (`steerlab.train.arms.ldifs`) between the
+  model and the reference (the model before training) over all tokens; ``ldifs`` is the mean over blocks.
+  The reference features are computed once and cached in ``monitor_reference.safetensors``, so a resumed
+  full fine-tuning run needs no frozen copy.
+* ``train_loss``: the loss the trainer logged at that step (null at step 0).
+
+The model is put in eval mode for the measurement, and no hook of any arm is active (arms hold their ops
+only inside the trainer's training forward).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import TrainerCallback
+
+from steerlab.atomic import atomic_path
+from steerlab.data.chat import ChatExample
+from steerlab.data.tokenize import ChatCollator, tokenize_chat
+from steerlab.hooks import Capture, hooked
+from steerlab.train.arms.ldifs import feature_distance
+from steerlab.train.jsonl import JsonlLog
+from steerlab.train.reference import Reference
+
+log = logging.getLogger(__name__)
+
+
+class PersonaMonitor(TrainerCallback):
+    def __init__(
+        self,
+        *,
+        tokenizer: Any,
+        chats: Sequence[ChatExample],
+        log_path: str | Path,
+        reference_cache: str | Path,
+        arm: str,
+        every: int,
+        max_length: int,
+        batch_size: int = 8,
+        vector: Tensor | None = None,
+        projection_layer: int | None = None,
+        ldifs_layers: Sequence[int] = (),
+        reference: Reference | None = None,
+        is_main: bool = True,
+    ) -> None:
+        if not chats:
+            raise ValueError("the monitor needs at least one reference chat")
+        if vector is not None and projection_layer is None:
+            raise ValueError("a monitor vector needs its layer")
+        collate = ChatCollator(tokenizer)
+        features = [tokenize_chat(tokenizer, ex, max_length) for ex in chats]
+        self.batches = [collate(features[i : i + batch_size]) for i in range(0, len(features), batch_size)]
+        self.unit = None if vector is None else (vector.float() / vector.float().norm())
+        self.projection_layer = projection_layer
+        self.ldifs_layers = sorted(set(ldifs_layers))
+        self.layers = sorted(set(self.ldifs_layers) | ({projection_layer} if vector is not None else set()))
+        self.log = JsonlLog(log_path)
+        self.reference_cache = Path(reference_cache)
+        self.reference = reference
+        self.arm = arm
+        self.every = every
+        self.is_main = is_main
+        self._ref_features: list[dict[int, Tensor]] | None = None
+        self._pending: int | None = None
+
+    # -- measuring ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _features(self, model: nn.Module) -> list[dict[int, Tensor]]:
+        device = next(model.parameters()).device
+        ops = [Capture(layer=layer, scope="all", reduce="none") for layer in self.layers]
+        out = []
+        for batch in self.batches:
+            with hooked(model, ops) as session:
+                model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                      use_cache=False)
+            out.append({layer: session.captures.get(layer).float().cpu() for layer in self.layers})
+        return out
+
+    def _reference_features(self, model: nn.Module, step: int) -> list[dict[int, Tensor]]:
+        if self._ref_features is not None:
+            return self._ref_features
+        if self.reference_cache.is_file():
+            flat = load_file(str(self.reference_cache))
+            self._ref_features = [
+                {layer: flat[f"batch{i}.layer{layer}"] for layer in self.layers} for i in range(len(self.batches))
+            ]
+            return self._ref_features
+        if self.reference is not None:
+            with self.reference.active(model) as ref_model:
+                feats = self._features(ref_model)
+        elif step == 0:
+            feats = self._features(model)  # before the first update the model is its own reference
+        else:
+            raise RuntimeError(f"{self.reference_cache} is missing and there is no reference model to rebuild it")
+        flat = {f"batch{i}.layer{layer}": t.contiguous() for i, fs in enumerate(feats) for layer, t in fs.items()}
+        with atomic_path(self.reference_cache) as tmp:
+            save_file(flat, str(tmp))
+        self._ref_features = feats
+        return feats
+
+    def measure(self, model: nn.Module, step: int) -> dict[str, Any]:
+        """Projection and LDIFS distance of ``model`` (eval mode, no hooks) on the reference chats."""
+        was_training = model.training
+        model.eval()
+        try:
+            ref = self._reference_features(model, step)
+            feats = self._features(model)
+        finally:
+            model.train(was_training)
+        row: dict[str, Any] = {"projection": None, "projection_layer": self.projection_layer if self.unit is not None else None}
+        if self.unit is not None:
+            per_chat = []
+            for batch, fs in zip(self.batches, feats, strict=True):
+                mask = batch["assistant_mask"].float()
+                proj = fs[self.projection_layer] @ self.unit
+                per_chat.append((proj * mask).sum(1) / mask.sum(1))
+            row["projection"] = float(torch.cat(per_chat).mean())
+        per_layer = {}
+        n_tokens = sum(float(b["attention_mask"].sum()) for b in self.batches)
+        for layer in self.ldifs_layers:
+            total = sum(
+                float(feature_distance(fs[layer], rs[layer], b["attention_mask"].bool()))
+                for b, fs, rs in zip(self.batches, feats, ref, strict=True)
+            )
+            per_layer[str(layer)] = total / n_tokens
+        row["ldifs"] = sum(per_layer.values()) / len(per_layer) if per_layer else None
+        row["ldifs_per_layer"] = per_layer
+        return row
+
+    def _write(self, model: nn.Module, step: int, train_loss: float | None) -> None:
+        if step in self.log.steps():
+            return  # written before a kill; the resumed run does not duplicate it
+        row = {"step": step, "arm": self.arm, **self.measure(model, step), "train_loss": train_loss}
+        self.log.append(row)
+        log.info("monitor step %d: projection=%s ldifs=%s", step, row["projection"], row["ldifs"])
+
+    # -- callback events ------------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.is_main and state.global_step == 0 and self.every > 0:
+            self._write(model, 0, None)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every > 0 and (state.global_step % self.every == 0 or state.global_step >= state.max_steps):
+            control.should_log = True  # the row takes the loss logged at this step
+            self._pending = state.global_step
+
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+        if self._pending == state.global_step and logs and "loss" in logs:
+            self._pending = None
+            if self.is_main:
+                self._write(model, state.global_step, float(logs["loss"]))

@@ -1,0 +1,49 @@
+"""The reference model of the kl and ldifs arms and the monitor: the model before fine-tuning.
+
+Under LoRA it is the same module with the adapter disabled (``PeftModel.disable_adapter``), so no second
+copy is held in memory; under full fine-tuning (or when a config asks for it) it is a frozen deep copy
+made before training. Either way it runs in eval mode and callers wrap it in ``torch.no_grad``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+
+from torch import nn
+
+
+class Reference:
+    def __init__(self, frozen: nn.Module | None = None) -> None:
+        self.frozen = frozen
+        if frozen is not None:
+            frozen.eval().requires_grad_(False)
+
+    @property
+    def kind(self) -> str:
+        return "frozen_copy" if self.frozen is not None else "adapter_disabled"
+
+    @classmethod
+    def frozen_copy(cls, base: nn.Module) -> Reference:
+        """A frozen copy of ``base`` (call before an adapter is attached or any step is taken)."""
+        return cls(copy.deepcopy(base))
+
+    @contextlib.contextmanager
+    def active(self, policy: nn.Module) -> Iterator[nn.Module]:
+        """Yield a module whose forward is the reference; ``policy`` is the (PEFT) model being trained."""
+        if self.frozen is not None:
+            yield self.frozen
+            return
+        if not hasattr(policy, "disable_adapter"):
+            raise TypeError(
+                f"the adapter-disabled reference needs a PEFT model, got {type(policy).__name__}; "
+                "use a frozen copy under full fine-tuning"
+            )
+        was_training = policy.training
+        policy.eval()
+        try:
+            with policy.disable_adapter():
+                yield policy
+        finally:
+            policy.train(was_training)

@@ -1,0 +1,163 @@
+"""`SteerlabTrainer`: transformers' `Trainer` with the arms' hooks and loss terms in ``compute_loss``.
+
+Distribution (DDP via torchrun / accelerate launch), gradient accumulation, checkpointing, resume and
+gradient checkpointing are transformers'. What this class adds:
+
+* one training forward per micro-batch under the arms' hook ops (held only while the model is training,
+  so evaluation, the monitor and saving never see them), plus one shared no-grad reference forward when
+  an arm needs it;
+* the LM loss on the label tokens and the arms' terms, each a *sum over tokens divided by a global count*
+  (all micro-batches of the optimizer step, all processes; see `Forward`), times the world size because
+  DDP averages gradients. So the gradient is the per-token mean over the global batch whatever its split
+  into processes and micro-batches, and a 2-process run follows the 1-process curve;
+* per-term metrics (``lm_loss``, ``kl``, ``ldifs``) averaged like ``loss`` and added to each log;
+* a non-finite loss or gradient stops the run with `NonFiniteLossError` naming the step and the last
+  complete checkpoint (no update is applied, so that checkpoint is untouched).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import Trainer, TrainerCallback
+
+from steerlab.data.tokenize import IGNORE_INDEX
+from steerlab.hooks import hooked
+from steerlab.train.arms.base import Arm, Forward
+from steerlab.train.reference import Reference
+
+COUNT_KEYS = ("label", "assistant", "all", "feat_assistant", "feat_all")
+CHECKPOINT_MARKER = "steerlab-complete.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradient became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+def batch_counts(batch: dict[str, Tensor]) -> Tensor:
+    """The normalisers of one micro-batch, in `COUNT_KEYS` order (see `Forward`)."""
+    labels, assistant, attention = batch["labels"], batch["assistant_mask"], batch["attention_mask"]
+    return torch.stack([
+        (labels[:, 1:] != IGNORE_INDEX).sum(), assistant[:, 1:].sum(), attention[:, 1:].sum(),
+        assistant.sum(), attention.sum(),
+    ]).to(torch.float32)
+
+
+def last_complete_checkpoint(folder: str | Path) -> Path | None:
+    """The newest ``checkpoint-N`` under ``folder`` that finished saving (carries the marker file)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    done = [p for p in folder.glob("checkpoint-*") if p.name[11:].isdigit() and (p / CHECKPOINT_MARKER).is_file()]
+    return max(done, key=lambda p: int(p.name[11:]), default=None)
+
+
+class SteerlabTrainer(Trainer):
+    def __init__(self, *args: Any, arms: Sequence[Arm] = (), reference: Reference | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.arms = list(arms)
+        self.reference = reference if reference is not None else Reference()
+        self.model_accepts_loss_kwargs = False  # we normalise ourselves (see module docstring)
+        self.loss_is_scaled_for_ga = True
+        self._counts: Tensor | None = None
+        self._acc: dict[str, Tensor] = {}
+        self._acc_start: int | None = None
+        self.add_callback(_FiniteGradGuard(self))
+
+    # -- normalisers ----------------------------------------------------------------------------------
+    def get_batch_samples(self, epoch_iterator, num_batches, device):  # noqa: D102 - see module docstring
+        samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if samples:
+            counts = sum(batch_counts(b) for b in samples).to(self.args.device)
+            if self.args.world_size > 1:
+                counts = self.accelerator.reduce(counts, reduction="sum")
+            self._counts = counts.clamp_min(1.0)
+        return samples, None
+
+    @property
+    def world(self) -> int:
+        return max(1, self.args.world_size)
+
+    # -- loss -----------------------------------------------------------------------------------------
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None):
+        inner = self.accelerator.unwrap_model(model)
+        training = inner.training
+        if training and self._counts is not None:
+            counts, scale = self._counts, self.world
+        else:  # evaluation / a direct call: normalise by this batch alone
+            counts, scale = batch_counts(inputs).to(inputs["input_ids"].device).clamp_min(1.0), 1
+        counts_by_name = dict(zip(COUNT_KEYS, counts.unbind(), strict=True))
+        ops = [op for arm in self.arms for op in arm.hooks(inner)] if training else []
+        model_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "use_cache": False}
+
+        ref_logits = ref_captures = None
+        if training and any(arm.needs_reference for arm in self.arms):
+            with torch.no_grad(), self.reference.active(inner) as ref_model, hooked(ref_model, ops) as ref_session:
+                ref_logits = ref_model(**model_inputs).logits
+                ref_captures = ref_session.captures
+        with hooked(inner, ops) as session:
+            outputs = model(**model_inputs)
+
+        logits = outputs.logits
+        lm_sum = F.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), inputs["labels"][:, 1:], ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        terms = {"lm_loss": lm_sum / counts_by_name["label"]}
+        loss = terms["lm_loss"]
+        fwd = Forward(logits, session.captures, counts_by_name, ref_logits, ref_captures)
+        for arm in self.arms:
+            for name, value in arm.extra_loss(inner, inputs, fwd).items():
+                terms[name] = value
+                loss = loss + arm.loss_weights[name] * value
+        self._check_finite(loss, terms)
+        if training:
+            if self._acc_start is None:
+                self._acc_start = self.state.global_step
+            for name, value in terms.items():
+                self._acc[name] = self._acc.get(name, 0.0) + value.detach()
+        loss = loss * scale
+        return (loss, outputs) if return_outputs else loss
+
+    def _check_finite(self, loss: Tensor, terms: dict[str, Tensor]) -> None:
+        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+        if self.world > 1:
+            bad = self.accelerator.reduce(bad, reduction="sum")
+        if bad.item() > 0:
+            values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+            self.stop_with(f"non-finite loss {float(loss):.4g} ({values})")
+
+    def stop_with(self, problem: str) -> None:
+        step = self.state.global_step + 1
+        ckpt = last_complete_checkpoint(self.args.output_dir)
+        where = f"last good checkpoint: {ckpt} (resume from it with --resume)" if ckpt else "no checkpoint was saved yet"
+        raise NonFiniteLossError(f"training stopped at step {step}: {problem}; {where}")
+
+    # -- logging --------------------------------------------------------------------------------------
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._acc:
+            names = sorted(self._acc)
+            values = torch.stack([torch.as_tensor(self._acc[n], device=self.args.device).float() for n in names])
+            if self.world > 1:
+                values = self.accelerator.reduce(values, reduction="sum")
+            steps = max(1, self.state.global_step - (self._acc_start or 0))
+            logs.update({n: float(v) / steps for n, v in zip(names, values.tolist(), strict=True)})
+            self._acc, self._acc_start = {}, None
+        super().log(logs, start_time)
+
+
+class _FiniteGradGuard(TrainerCallback):
+    """Refuse to apply an update with a NaN/inf gradient (the weights, and so the next checkpoint, stay finite)."""
+
+    def __init__(self, trainer: SteerlabTrainer) -> None:
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [p.grad for p in (model or self.trainer.model).parameters() if p.grad is not None]
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            self.trainer.stop_with("non-finite gradient")
