@@ -190,3 +190,6 @@ def test_response_nll_matches_per_example_hand_computation():
         ]
         assert value == pytest.approx(sum(terms) / len(terms), abs=1e-4)
     assert len(set(round(v, 4) for v in got)) == 3
+    model.train()
+    assert response_nll(model, tok, examples, batch_size=3, max_length=256) == pytest.approx(got, abs=1e-5)
+    assert model.training  # mode restored

@@ -406,8 +406,8 @@ def _smol_wheel() -> Path | None:
 
 @pytest.fixture(scope="session")
 def smol_folder(tmp_path_factory):
-    """The real model, converted once per session into a temporary cache."""
-    root = tmp_path_factory.mktemp("smol_cache")
+    """The real model, converted once per session into a temporary cache ($STEERLAB_TEST_CACHE reuses one)."""
+    root = Path(os.environ.get("STEERLAB_TEST_CACHE") or tmp_path_factory.mktemp("smol_cache"))
     mp = pytest.MonkeyPatch()
     mp.setenv("STEERLAB_CACHE", str(root))
     try:
@@ -424,14 +424,15 @@ def test_smol_cached_load_is_fast_and_correct(smol_folder, monkeypatch):
     monkeypatch.setenv("STEERLAB_CACHE", str(smol_folder.parent.parent))
     from transformers import LlamaForCausalLM  # noqa: F401  (import cost is not the cache's)
 
-    t0 = time.perf_counter()
+    # CPU time, not wall time: the budget is about our work, not about other processes sharing the machine.
+    t0, c0 = time.perf_counter(), time.process_time()
     folder = ensure_embedded(SMOL)
     t_verify = time.perf_counter() - t0
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     tok = AutoTokenizer.from_pretrained(folder)
-    elapsed = time.perf_counter() - t0
-    print(f"\nverify {t_verify:.2f} s, verify + load {elapsed:.2f} s")
-    assert elapsed < 3.0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"\nverify {t_verify:.2f} s; verify + load: {wall:.2f} s wall, {cpu:.2f} s CPU")
+    assert cpu < 3.0
     assert folder == smol_folder
     assert model.config.model_type == "llama"
     assert model.config.num_hidden_layers == 30 and len(model.model.layers) == 30

@@ -65,6 +65,7 @@ def build_all(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, Path]:
         },
     }
     write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    (out / MANIFEST).chmod(0o644)  # the atomic writer's temp file is 0600
     paths["manifest"] = out / MANIFEST
     return paths
 

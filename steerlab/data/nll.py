@@ -20,13 +20,26 @@ from steerlab.data.tokenize import IGNORE_INDEX, ChatCollator, tokenize_chat
 def response_nll(
     model: Any, tokenizer: Any, examples: Sequence[ChatExample], batch_size: int = 8, max_length: int = 512
 ) -> list[float]:
-    """Mean NLL (nats per token) of each example's assistant tokens, batched with right padding."""
+    """Mean NLL (nats per token) of each example's assistant tokens, batched with right padding.
+
+    The model runs in eval mode (no dropout) and is put back in its previous mode afterwards.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     features = [tokenize_chat(tokenizer, ex, max_length) for ex in examples]
     collate = ChatCollator(tokenizer)
     device = next(model.parameters()).device
     out: list[float] = []
+    was_training = model.training
+    model.eval()
+    try:
+        _batched_nll(model, features, examples, collate, device, batch_size, out)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _batched_nll(model, features, examples, collate, device, batch_size, out) -> None:
     for b in range(0, len(features), batch_size):
         batch = collate(features[b : b + batch_size])
         logits = model(
@@ -41,4 +54,3 @@ def response_nll(
         if empty:
             raise ValueError(f"{examples[b + empty[0]].name}: no predictable assistant tokens")
         out.extend((nll * mask).sum(1).div(mask.sum(1)).tolist())
-    return out

@@ -61,11 +61,19 @@ class HookBackend(Protocol):
     def raw_forward(self, handle: Any, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor: ...
 
 
-def _greedy_config(model: nn.Module, max_new_tokens: int):
+def _greedy_config(model: nn.Module, max_new_tokens: int, use_cache: bool):
     """Greedy decoding of exactly ``max_new_tokens`` tokens with no EOS stop (and no EOS suppression)."""
     config = copy.deepcopy(model.generation_config)
-    config.update(do_sample=False, max_new_tokens=max_new_tokens, min_new_tokens=None, eos_token_id=None,
-                  temperature=None, top_p=None, top_k=None)
+    config.update(
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=None,
+        eos_token_id=None,
+        use_cache=use_cache,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+    )
     return config
 
 
@@ -89,15 +97,18 @@ class HFBackend:
         mask = _mask_for(input_ids, attention_mask)
         return handle(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask)).logits
 
-    def generate(self, handle, input_ids, attention_mask, ops, *, max_new_tokens: int, use_cache: bool = True):
+    def generate(
+        self, handle, input_ids, attention_mask, ops, *, max_new_tokens: int, use_cache: bool = True
+    ):
         """Greedy ``model.generate`` under the hooks; returns (sequences, captures)."""
         from steerlab.hooks.hf import hooked
 
         mask = _mask_for(input_ids, attention_mask)
         with hooked(handle, ops) as session:
             sequences = handle.generate(
-                input_ids=input_ids, attention_mask=mask, generation_config=_greedy_config(handle, max_new_tokens),
-                use_cache=use_cache,
+                input_ids=input_ids,
+                attention_mask=mask,
+                generation_config=_greedy_config(handle, max_new_tokens, use_cache),
             )
         return sequences, session.captures
 
@@ -140,7 +151,12 @@ class NNsightBackend:
 
         mask = _mask_for(input_ids, attention_mask)
         result = trace(
-            handle, ops, input_ids, attention_mask=mask, response_mask=response_mask, position_ids=position_ids(mask)
+            handle,
+            ops,
+            input_ids,
+            attention_mask=mask,
+            response_mask=response_mask,
+            position_ids=position_ids(mask),
         )
         return BackendResult(result.output.logits, result.captures)
 
@@ -148,7 +164,9 @@ class NNsightBackend:
         """A trace with no interventions: nnsight's own cost without hooks."""
         return self.forward(handle, input_ids, attention_mask, ()).logits
 
-    def generate(self, handle, input_ids, attention_mask, ops, *, max_new_tokens: int, use_cache: bool = True):
+    def generate(
+        self, handle, input_ids, attention_mask, ops, *, max_new_tokens: int, use_cache: bool = True
+    ):
         """Greedy decoding, one trace per step; returns (sequences, captures)."""
         from steerlab.hooks.nnsight_backend import greedy_generate
 

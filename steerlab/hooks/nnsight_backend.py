@@ -93,7 +93,7 @@ def run_program(
     """One forward call of ``wrapped`` under ``program`` (which keeps its state across calls); returns the output."""
     blocks = blocks if blocks is not None else block_envoys(wrapped)
     batch, seq_len = int(input_ids.shape[0]), int(input_ids.shape[1])
-    past_len = _cache_length(forward_kwargs.get("past_key_values"))
+    past_len = _cache_length(forward_kwargs.get("cache", forward_kwargs.get("past_key_values")))
     mask = attention_mask if isinstance(attention_mask, Tensor) and attention_mask.dim() == 2 else None
     info = program.call_info(batch, seq_len, past_len, mask)
     if attention_mask is not None:
@@ -143,14 +143,20 @@ def greedy_generate(
         positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as transformers' generate
         if use_cache and cache is not None:
             step_ids, step_positions = sequences[:, -1:], positions[:, -1:]
-            kwargs: dict[str, Any] = {"past_key_values": cache, "use_cache": True}
+            kwargs: dict[str, Any] = {"cache": cache, "use_cache": True}
         else:
             step_ids, step_positions = sequences, positions
             kwargs = {"use_cache": use_cache}
         output = run_program(
-            wrapped, program, step_ids, attention_mask=mask, position_ids=step_positions, blocks=blocks, **kwargs
+            wrapped,
+            program,
+            step_ids,
+            attention_mask=mask,
+            position_ids=step_positions,
+            blocks=blocks,
+            **kwargs,
         )
-        cache = output.past_key_values if use_cache else None
+        cache = output.cache if use_cache else None
         next_token = output.logits[:, -1].argmax(-1, keepdim=True)
         sequences = torch.cat([sequences, next_token], dim=1)
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)

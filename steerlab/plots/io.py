@@ -99,9 +99,14 @@ def _csv_arm_row(raw: dict[str, str], where: str) -> dict[str, Any]:
             try:
                 row[f"{key}_ci"] = json.loads(joint)
             except json.JSONDecodeError:
-                raise PlotDataError(f"{where}: column '{key}_ci' must look like [lo, hi], got {joint!r}") from None
+                raise PlotDataError(
+                    f"{where}: column '{key}_ci' must look like [lo, hi], got {joint!r}"
+                ) from None
         elif lo not in (None, "") or hi not in (None, ""):
-            row[f"{key}_ci"] = [_csv_number(lo, where, f"{key}_ci_lo"), _csv_number(hi, where, f"{key}_ci_hi")]
+            row[f"{key}_ci"] = [
+                _csv_number(lo, where, f"{key}_ci_lo"),
+                _csv_number(hi, where, f"{key}_ci_hi"),
+            ]
         else:
             row[f"{key}_ci"] = None
     return row
@@ -176,7 +181,9 @@ def load_screening(path: str | Path) -> ScreeningTable:
         flagged.append(flag in _TRUE)
     if not diffs:
         raise PlotDataError(f"{path}: no rows")
-    return ScreeningTable(diffs, flagged, [dict(r) for _, r in rows], [c for c in header if c not in SCREEN_COLUMNS])
+    return ScreeningTable(
+        diffs, flagged, [dict(r) for _, r in rows], [c for c in header if c not in SCREEN_COLUMNS]
+    )
 
 
 @dataclass

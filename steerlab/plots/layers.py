@@ -34,45 +34,80 @@ def layer_separation_figure(
     """
     if not isinstance(stats, Mapping):
         raise PlotDataError(f"{source}: expected an object of per-layer curves, got {type(stats).__name__}")
-    aurocs = {key: schema.layer_map(stats[key], source, key) for key in AUROC_CURVES if stats.get(key) is not None}
-    effect = schema.layer_map(stats[EFFECT_CURVE], source, EFFECT_CURVE) if stats.get(EFFECT_CURVE) is not None else None
+    aurocs = {
+        key: schema.layer_map(stats[key], source, key) for key in AUROC_CURVES if stats.get(key) is not None
+    }
+    effect = (
+        schema.layer_map(stats[EFFECT_CURVE], source, EFFECT_CURVE)
+        if stats.get(EFFECT_CURVE) is not None
+        else None
+    )
     if not aurocs and effect is None:
         wanted = ", ".join(repr(k) for k in (*AUROC_CURVES, EFFECT_CURVE))
         raise PlotDataError(f"{source}: none of the per-layer curves {wanted} is present")
     for key, curve in aurocs.items():
         bad = {layer: v for layer, v in curve.items() if not 0.0 <= v <= 1.0}
         if bad:
-            raise PlotDataError(f"{source}: key '{key}' has AUROC values outside [0, 1] at layers {sorted(bad)}")
+            raise PlotDataError(
+                f"{source}: key '{key}' has AUROC values outside [0, 1] at layers {sorted(bad)}"
+            )
     if chosen_layer is None and stats.get("chosen_layer") is not None:
         chosen_layer = schema.integer(stats["chosen_layer"], source, "chosen_layer")
     n_rows = int(bool(aurocs)) + int(effect is not None)
-    titles = (["held-out separation"] if aurocs else []) + (["steering effect"] if effect is not None else [])
-    fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.12, subplot_titles=titles)
+    fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.1)
     row = 1
     if aurocs:
         for key, curve in aurocs.items():
             label, color, dash = AUROC_CURVES[key]
-            fig.add_trace(go.Scatter(
-                x=list(curve), y=list(curve.values()), name=f"AUROC, {label}", mode="lines+markers",
-                line={"color": color, "dash": dash, "width": 2.5}, marker={"size": 6},
-                hovertemplate=f"<b>AUROC, {label}</b><br>layer %{{x}}<br>AUROC %{{y:.3f}}<extra></extra>",
-            ), row=row, col=1)
+            fig.add_trace(
+                go.Scatter(
+                    x=list(curve),
+                    y=list(curve.values()),
+                    name=f"AUROC, {label}",
+                    mode="lines+markers",
+                    line={"color": color, "dash": dash, "width": 2.5},
+                    marker={"size": 6},
+                    hovertemplate=f"<b>AUROC, {label}</b><br>layer %{{x}}<br>AUROC %{{y:.3f}}<extra></extra>",
+                ),
+                row=row,
+                col=1,
+            )
         reference_hline(fig, 0.5, "chance (0.5)", row=row, col=1, position="bottom right")
-        fig.update_yaxes(title_text="held-out AUROC (0.5 = chance)", range=[0.4, 1.02], row=row, col=1)
+        low = min(0.4, min(v for curve in aurocs.values() for v in curve.values()) - 0.02)
+        fig.update_yaxes(title_text="held-out AUROC", range=[low, 1.02], row=row, col=1)
         row += 1
     if effect is not None:
-        fig.add_trace(go.Bar(
-            x=list(effect), y=list(effect.values()), name="steering effect", marker={"color": "#6a51a3"},
-            hovertemplate="<b>steering effect</b><br>layer %{x}<br>Δ trait score %{y:.3g}<extra></extra>",
-        ), row=row, col=1)
-        fig.update_yaxes(title_text="steering effect (Δ trait score)", row=row, col=1)
-    fig.update_xaxes(title_text="layer (output of decoder block l)", dtick=_dtick(aurocs, effect), row=n_rows, col=1)
+        fig.add_trace(
+            go.Bar(
+                x=list(effect),
+                y=list(effect.values()),
+                name="steering effect",
+                marker={"color": "#6a51a3"},
+                hovertemplate="<b>steering effect</b><br>layer %{x}<br>Δ trait score %{y:.3g}<extra></extra>",
+            ),
+            row=row,
+            col=1,
+        )
+        fig.update_yaxes(title_text="steering effect<br>(Δ trait score)", row=row, col=1)
+    fig.update_xaxes(
+        title_text="layer (output of decoder block l)", dtick=_dtick(aurocs, effect), row=n_rows, col=1
+    )
     if chosen_layer is not None:
         fig.add_vline(x=chosen_layer, line={"color": "#d62728", "width": 2, "dash": "dot"}, row="all", col=1)
-        fig.add_annotation(x=chosen_layer, y=1.0, xref="x", yref="paper", yanchor="bottom", showarrow=False,
-                           text=f"chosen layer {chosen_layer}", font={"color": "#d62728", "size": 12})
+        fig.add_annotation(
+            x=chosen_layer,
+            y=1.0,
+            xref="x",
+            yref="paper",
+            yanchor="bottom",
+            showarrow=False,
+            text=f"chosen layer {chosen_layer}",
+            font={"color": "#d62728", "size": 12},
+        )
     height = 520 if n_rows == 2 else 400
-    return finish(fig, title or f"{trait.capitalize()} vector: separation and steering effect by layer", height=height)
+    return finish(
+        fig, title or f"{trait.capitalize()} vector: separation and steering effect by layer", height=height
+    )
 
 
 def _dtick(aurocs: dict[str, dict[int, float]], effect: dict[int, float] | None) -> int:

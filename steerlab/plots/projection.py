@@ -20,8 +20,10 @@ def as_runs(runs: Runs | Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str
     """Accept ``{run name: rows}`` or one list of rows (one unnamed run); validate every row."""
     if not isinstance(runs, Mapping):
         runs = {"": runs}
-    return {name: [schema.monitor_row(r, f"run {name!r} row {i}") for i, r in enumerate(rows)]
-            for name, rows in runs.items()}
+    return {
+        name: [schema.monitor_row(r, f"run {name!r} row {i}") for i, r in enumerate(rows)]
+        for name, rows in runs.items()
+    }
 
 
 def series(runs: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str, list[dict[str, Any]]]]:
@@ -78,22 +80,36 @@ def projection_figure(
     for (run, arm, rows), name in zip(lines, line_names(lines), strict=True):
         dash = DASHES[seen[arm] % len(DASHES)]
         seen[arm] += 1
-        fig.add_trace(go.Scatter(
-            x=[r["step"] for r in rows], y=[r["projection"] for r in rows], name=name,
-            mode="lines+markers" if len(rows) <= 60 else "lines", legendgroup=arm,
-            line={"color": palette[arm], "dash": dash, "width": 2.5}, marker={"size": 5},
-            customdata=[[run or "-", r["projection_layer"], _fmt(r["train_loss"])] for r in rows],
-            hovertemplate=("<b>%{fullData.name}</b><br>step %{x}<br>projection %{y:.3f}"
-                           "<br>layer %{customdata[1]}<br>train loss %{customdata[2]}<br>run %{customdata[0]}"
-                           "<extra></extra>"),
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=[r["step"] for r in rows],
+                y=[r["projection"] for r in rows],
+                name=name,
+                mode="lines+markers" if len(rows) <= 60 else "lines",
+                legendgroup=arm,
+                line={"color": palette[arm], "dash": dash, "width": 2.5},
+                marker={"size": 5},
+                customdata=[[run or "-", r["projection_layer"], _fmt(r["train_loss"])] for r in rows],
+                hovertemplate=(
+                    "<b>%{fullData.name}</b><br>step %{x}<br>projection %{y:.3f}"
+                    "<br>layer %{customdata[1]}<br>train loss %{customdata[2]}<br>run %{customdata[0]}"
+                    "<extra></extra>"
+                ),
+            )
+        )
     if base_level is None and show_base:
         base_level = base_level_from_step0(lines)
     if show_base and base_level is not None:
         reference_hline(fig, base_level, f"base model (step 0): {base_level:.2f}", position="bottom left")
     if prompted_level is not None:
-        reference_hline(fig, prompted_level, f"base model + {trait} system prompt: {prompted_level:.2f}",
-                        dash="dash", color="#b2182b", position="top left")
+        reference_hline(
+            fig,
+            prompted_level,
+            f"base model + {trait} system prompt: {prompted_level:.2f}",
+            dash="dash",
+            color="#b2182b",
+            position="top left",
+        )
     layer_text = f"layer {layers[0]}" if len(layers) == 1 else f"layers {', '.join(map(str, layers))}"
     fig.update_xaxes(title_text="training step (optimizer updates)", rangemode="tozero")
     fig.update_yaxes(title_text=f"{trait} projection ({layer_text}, residual-stream units)")

@@ -16,9 +16,19 @@ KNOWN_ARM_COLORS: dict[str, str] = {
     "inoculate": "#8c564b",
     "base": "#7f7f7f",
 }
-_SPARE_COLORS = (
-    "#17becf", "#e377c2", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173",
-    "#3182bd", "#e6550d", "#31a354", "#756bb1",
+SPARE_COLORS = (
+    "#17becf",
+    "#e377c2",
+    "#bcbd22",
+    "#393b79",
+    "#637939",
+    "#8c6d31",
+    "#843c39",
+    "#7b4173",
+    "#3182bd",
+    "#e6550d",
+    "#31a354",
+    "#756bb1",
 )
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 REFERENCE_COLOR = "#555555"
@@ -29,7 +39,7 @@ def arm_colors(arms: Iterable[str]) -> dict[str, str]:
     """Arm -> colour. Known arms get fixed colours; others get spare colours in sorted-name order."""
     names = sorted(set(arms))
     colors = {arm: KNOWN_ARM_COLORS[arm] for arm in names if arm in KNOWN_ARM_COLORS}
-    spare = [c for c in _SPARE_COLORS if c not in colors.values()]
+    spare = [c for c in SPARE_COLORS if c not in colors.values()]
     for i, arm in enumerate(a for a in names if a not in colors):
         colors[arm] = spare[i % len(spare)]
     return colors
@@ -58,8 +68,22 @@ def finish(fig: go.Figure, title: str, *, height: int = 480, legend_title: str |
     return fig
 
 
-def reference_hline(fig: go.Figure, y: float, label: str, *, dash: str = "dot", color: str = REFERENCE_COLOR,
-                    position: str = "top left", **where) -> None:
+def reference_hline(
+    fig: go.Figure,
+    y: float,
+    label: str,
+    *,
+    dash: str = "dot",
+    color: str = REFERENCE_COLOR,
+    position: str = "top left",
+    **where,
+) -> None:
     """A horizontal reference level with its label written on the chart (not only in hover)."""
-    fig.add_hline(y=y, line={"dash": dash, "color": color, "width": 1.5}, annotation_text=label,
-                  annotation_position=position, annotation_font={"color": color, "size": 12}, **where)
+    fig.add_hline(
+        y=y,
+        line={"dash": dash, "color": color, "width": 1.5},
+        annotation_text=label,
+        annotation_position=position,
+        annotation_font={"color": color, "size": 12},
+        **where,
+    )

@@ -1,0 +1,120 @@
+"""Arms compared: general misalignment against in-domain learning, so each defense's trade-off is visible."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from steerlab.plots import schema
+from steerlab.plots.schema import PlotDataError
+from steerlab.plots.style import finish, resolve_colors
+
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star", "cross", "pentagon")
+
+
+def arms_figure(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    colors: Mapping[str, str] | None = None,
+    title: str = "Arms compared: general misalignment vs in-domain learning",
+) -> go.Figure:
+    """One point per (arm, domain) with CI error bars in x and y; one panel per finetuning domain.
+
+    Better is down (less general misalignment) and right (the narrow task still learned).
+    """
+    rows = [schema.arm_result_row(r, f"results row {i}") for i, r in enumerate(rows)]
+    if not rows:
+        raise PlotDataError("arms_figure: no result rows to plot")
+    seen: set[tuple[str, str]] = set()
+    for row in rows:
+        key = (row["arm"], row["domain"])
+        if key in seen:
+            raise PlotDataError(f"results: arm {key[0]!r} in domain {key[1]!r} appears twice")
+        seen.add(key)
+    domains = sorted({r["domain"] for r in rows})
+    palette = resolve_colors([r["arm"] for r in rows], colors)
+    fig = make_subplots(
+        rows=1,
+        cols=len(domains),
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+        subplot_titles=[f"domain: {d}" for d in domains],
+    )
+    in_legend: set[str] = set()
+    for col, domain in enumerate(domains, start=1):
+        for row in sorted((r for r in rows if r["domain"] == domain), key=lambda r: r["arm"]):
+            arm = row["arm"]
+            fig.add_trace(
+                go.Scatter(
+                    x=[row["in_domain"]],
+                    y=[row["general_misalignment"]],
+                    name=arm,
+                    legendgroup=arm,
+                    showlegend=arm not in in_legend,
+                    mode="markers+text",
+                    text=[arm],
+                    textposition="top right",
+                    textfont={"color": palette[arm], "size": 11},
+                    marker={
+                        "color": palette[arm],
+                        "size": 12,
+                        "symbol": SYMBOLS[(col - 1) % len(SYMBOLS)],
+                        "line": {"color": "white", "width": 1},
+                    },
+                    error_x=_bar(row["in_domain"], row["in_domain_ci"], palette[arm]),
+                    error_y=_bar(row["general_misalignment"], row["general_misalignment_ci"], palette[arm]),
+                    hovertemplate=_hover(row),
+                ),
+                row=1,
+                col=col,
+            )
+            in_legend.add(arm)
+        fig.update_xaxes(title_text="in-domain learning (rate)", rangemode="tozero", row=1, col=col)
+    fig.update_yaxes(title_text="general misalignment (rate)", rangemode="tozero", row=1, col=1)
+    fig.add_annotation(
+        xref="paper",
+        yref="paper",
+        x=1.0,
+        y=-0.2,
+        xanchor="right",
+        showarrow=False,
+        text="better: lower (stays aligned) and further right (still learns the task)",
+        font={"size": 11, "color": "#555555"},
+    )
+    finish(fig, title, height=500, legend_title="arm")
+    fig.update_layout(margin={"b": 90})
+    return fig
+
+
+def _bar(value: float, ci: tuple[float, float] | None, color: str) -> dict[str, Any]:
+    if ci is None:
+        return {"visible": False}
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [max(ci[1] - value, 0.0)],
+        "arrayminus": [max(value - ci[0], 0.0)],
+        "color": color,
+        "thickness": 1.5,
+        "width": 4,
+        "visible": True,
+    }
+
+
+def _hover(row: dict[str, Any]) -> str:
+    def fmt(key: str) -> str:
+        ci = row.get(f"{key}_ci")
+        return f"{row[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+    lines = [
+        f"<b>{row['arm']}</b> · {row['domain']}",
+        f"general misalignment {fmt('general_misalignment')}",
+        f"in-domain learning {fmt('in_domain')}",
+    ]
+    lines += [
+        f"{k.replace('_', ' ')} {row[k]:.3f}" for k in ("benign_accuracy", "coherence") if row[k] is not None
+    ]
+    return "<br>".join(lines) + "<extra></extra>"

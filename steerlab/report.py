@@ -1,0 +1,554 @@
+"""One self-contained HTML page for a run or an experiment: config, metrics table, and every figure the data allows.
+
+A run folder holds ``monitor.jsonl`` and/or ``metrics.jsonl`` (plus ``config.yaml``, maybe ``eval.json``). An
+experiment folder holds run folders (one or two levels down) and maybe ``results.csv|json|jsonl`` (arms
+compared), ``sweep.json|jsonl``, ``screen.csv`` and vector sidecars (``*.json`` with ``stats`` and
+``layer_convention``, in the folder or its ``vectors/``). plotly.js is embedded once, so the page works offline.
+A figure whose data is missing is listed with the reason; malformed data is reported on the page (or raised
+with ``strict=True``), never skipped silently.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean
+from typing import Any, TypeVar
+
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from steerlab import __version__
+from steerlab.atomic import atomic_path, write_text
+from steerlab.plots import (
+    PlotDataError,
+    arm_colors,
+    arms_figure,
+    drift_figure,
+    layer_separation_figure,
+    load_arm_results,
+    load_monitor,
+    load_screening,
+    load_sweep,
+    load_vector_stats,
+    projection_figure,
+    screening_figure,
+    steering_sweep_figure,
+)
+from steerlab.plots.io import VectorStats, read_json, read_jsonl
+
+RUN_MARKERS = ("monitor.jsonl", "metrics.jsonl")
+RESULTS_FILES = ("results.csv", "results.json", "results.jsonl")
+SWEEP_FILES = ("sweep.json", "sweep.jsonl")
+SCREEN_FILES = ("screen.csv", "screening.csv")
+NOT_SIDECARS = {*RESULTS_FILES, *SWEEP_FILES, "eval.json"}
+PROMPTED_KEYS = ("prompted_projection", "projection_prompted", "pos_projection", "projection_pos")
+T = TypeVar("T")
+
+
+@dataclass
+class Run:
+    name: str
+    path: Path
+    config: str | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    monitor: list[dict[str, Any]] | None = None
+    evaluation: dict[str, Any] | None = None
+
+
+@dataclass
+class Figure:
+    key: str
+    title: str
+    fig: go.Figure
+    caption: str = ""
+
+
+@dataclass
+class ReportResult:
+    """What `write_report` wrote and what it could not show, for the CLI to print."""
+
+    out_html: Path
+    shown: list[str]
+    absent: dict[str, str]
+    problems: list[str]
+    pngs: list[Path] = field(default_factory=list)
+    png_note: str | None = None
+
+
+class _Collector:
+    """Turns malformed-data errors into page-visible problems (or re-raises them when strict)."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict, self.problems = strict, []
+
+    def attempt(self, fn: Callable[[], T]) -> T | None:
+        try:
+            return fn()
+        except PlotDataError as err:
+            if self.strict:
+                raise
+            self.problems.append(str(err))
+            return None
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / marker).is_file() for marker in RUN_MARKERS)
+
+
+def find_runs(root: Path) -> list[Path]:
+    """The folder itself if it is a run, else run folders one or two levels below it (e.g. ``runs/<name>``)."""
+    if is_run_dir(root):
+        return [root]
+    found = [p for p in sorted(root.iterdir()) if is_run_dir(p)]
+    for child in sorted(p for p in root.iterdir() if p.is_dir() and not is_run_dir(p)):
+        found += [p for p in sorted(child.iterdir()) if is_run_dir(p)]
+    return found
+
+
+def _first(root: Path, names: tuple[str, ...]) -> Path | None:
+    return next((root / n for n in names if (root / n).is_file()), None)
+
+
+def find_sidecars(root: Path) -> list[Path]:
+    """Vector sidecars: JSON objects with ``stats`` and ``layer_convention`` in the folder or ``vectors/``."""
+    out = []
+    for folder in (root, root / "vectors"):
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            if path.name in NOT_SIDECARS:
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue  # not a sidecar (sidecars are written by steerlab as valid JSON)
+            if isinstance(data, dict) and "stats" in data and "layer_convention" in data:
+                out.append(path)
+    return out
+
+
+def load_run(path: Path, name: str, col: _Collector) -> Run:
+    run = Run(name=name, path=path)
+    if (path / "config.yaml").is_file():
+        run.config = (path / "config.yaml").read_text(encoding="utf-8")
+    if (path / "metrics.jsonl").is_file():
+        run.metrics = col.attempt(lambda: _object_lines(path / "metrics.jsonl")) or []
+    if (path / "monitor.jsonl").is_file():
+        run.monitor = col.attempt(lambda: load_monitor(path))
+    if (path / "eval.json").is_file():
+        data = col.attempt(lambda: read_json(path / "eval.json"))
+        if data is not None and not isinstance(data, dict):
+            col.attempt(lambda: _raise(f"{path / 'eval.json'}: expected a JSON object"))
+        run.evaluation = data if isinstance(data, dict) else None
+    return run
+
+
+def _object_lines(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for lineno, obj in read_jsonl(path):
+        if not isinstance(obj, dict):
+            raise PlotDataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        rows.append(obj)
+    return rows
+
+
+def _raise(message: str) -> None:
+    raise PlotDataError(message)
+
+
+def _flat_numbers(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested dict as ``a.b`` keys (lists and strings are left for the raw view)."""
+    out: dict[str, float] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat_numbers(value, f"{prefix}{key}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _monitor_means(runs: list[Run]) -> dict[str, dict[int, float]]:
+    """arm -> step -> mean projection over the runs of that arm (a plain average, for the takeaway line)."""
+    values: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        for row in run.monitor or []:
+            values[row["arm"]][row["step"]].append(row["projection"])
+    return {arm: {step: fmean(v) for step, v in steps.items()} for arm, steps in values.items()}
+
+
+def takeaways(runs: list[Run], baseline: str = "sft") -> list[str]:
+    """One honest sentence per arm: is its persona projection below the baseline's at every shared step?"""
+    means = _monitor_means(runs)
+    if baseline not in means or len(means) < 2:
+        return []
+    base = means[baseline]
+    lines = []
+    for arm, steps in sorted(means.items()):
+        if arm == baseline:
+            continue
+        shared = sorted(s for s in steps if s in base and s > 0)
+        if not shared:
+            lines.append(
+                f"{arm} and {baseline} share no monitored step after step 0, so they cannot be compared."
+            )
+            continue
+        below = sum(steps[s] < base[s] for s in shared)
+        last = shared[-1]
+        verdict = (
+            "stays below"
+            if below == len(shared)
+            else "never goes below"
+            if below == 0
+            else "does not stay below"
+        )
+        lines.append(
+            f"{arm}'s persona projection {verdict} {baseline}'s: lower at {below} of {len(shared)} "
+            f"monitored steps after step 0 (step {last}: {steps[last]:.3f} vs {base[last]:.3f})."
+        )
+    return lines
+
+
+def _prompted_level(vectors: list[VectorStats], layer: int | None) -> tuple[float | None, str]:
+    for vec in vectors:
+        for key in PROMPTED_KEYS:
+            value = vec.stats.get(key)
+            if isinstance(value, dict) and layer is not None:
+                value = value.get(str(layer), value.get(layer))
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value), f"the {vec.name} vector's stats['{key}']"
+    return None, ""
+
+
+MALFORMED = "its input is malformed (see Problems above)"
+
+
+def build_figures(
+    root: Path,
+    runs: list[Run],
+    vectors: list[VectorStats],
+    results: list[dict[str, Any]] | None,
+    col: _Collector,
+) -> tuple[list[Figure], dict[str, str]]:
+    """Every figure the data supports, in reading order, and why each missing one is missing."""
+    figures: list[Figure] = []
+    absent: dict[str, str] = {}
+    monitored = {r.name: r.monitor for r in runs if r.monitor}
+    arms = {row["arm"] for rows in monitored.values() for row in rows} | {r["arm"] for r in results or []}
+    results_path, sweep_path, screen_path = (
+        _first(root, RESULTS_FILES),
+        _first(root, SWEEP_FILES),
+        _first(root, SCREEN_FILES),
+    )
+    colors = arm_colors(arms)
+    trait = vectors[0].trait if len({v.trait for v in vectors}) == 1 and vectors[0].trait else "persona"
+
+    def add(key: str, title: str, make: Callable[[], go.Figure], caption: str = "") -> None:
+        fig = col.attempt(make)
+        if fig is None:
+            absent[title] = MALFORMED
+        else:
+            figures.append(Figure(key, title, fig, caption))
+
+    if monitored:
+        layers = {row["projection_layer"] for rows in monitored.values() for row in rows}
+        prompted, source = _prompted_level(vectors, next(iter(layers)) if len(layers) == 1 else None)
+        caption = "Dotted line: base model at step 0. " + (
+            f"Dashed line: base model with the {trait} system prompt, from {source}."
+            if prompted is not None
+            else "No steered-prompt level: no vector sidecar in this folder records one."
+        )
+        add(
+            "projection",
+            "Persona projection across training",
+            lambda: projection_figure(monitored, prompted_level=prompted, colors=colors, trait=trait),
+            caption,
+        )
+        if any(
+            row["ldifs"] is not None or row["ldifs_per_layer"] for rows in monitored.values() for row in rows
+        ):
+            add("drift", "Representation drift (LDIFS)", lambda: drift_figure(monitored, colors=colors))
+        else:
+            absent["Representation drift (LDIFS)"] = "no monitor row has 'ldifs' or 'ldifs_per_layer' values"
+    else:
+        why = "no run has a monitor.jsonl" if runs else f"no run folders (with monitor.jsonl) under {root}"
+        absent["Persona projection across training"] = why
+        absent["Representation drift (LDIFS)"] = why
+    if results_path is None:
+        absent["Arms compared"] = f"no {' / '.join(RESULTS_FILES)} in {root}"
+    elif results is None:
+        absent["Arms compared"] = MALFORMED
+    else:
+        add(
+            "arms",
+            "Arms compared",
+            lambda: arms_figure(results, colors=colors),
+            f"From {results_path.name}. Error bars: confidence intervals as given in the file.",
+        )
+    if sweep_path:
+        add(
+            "sweep",
+            "Steering sweep",
+            lambda: steering_sweep_figure(load_sweep(sweep_path), trait=trait),
+            f"From {sweep_path.name}. Shaded band: trait-score confidence interval.",
+        )
+    else:
+        absent["Steering sweep"] = f"no {' / '.join(SWEEP_FILES)} in {root}"
+    for vec in vectors:
+        add(
+            f"layers-{vec.name}",
+            f"Per-layer separation: {vec.name}",
+            lambda vec=vec: layer_separation_figure(
+                vec.stats,
+                chosen_layer=vec.chosen_layer,
+                trait=vec.trait or trait,
+                source=f"vector sidecar {vec.name}.json",
+            ),
+        )
+    if not vectors:
+        absent["Per-layer separation"] = (
+            f"no vector sidecar (*.json with 'stats') in {root} or {root / 'vectors'}"
+        )
+    if screen_path:
+        table = col.attempt(lambda: load_screening(screen_path))
+        if table is None:
+            absent["Screening histogram"] = MALFORMED
+        else:
+            add(
+                "screening",
+                "Screening histogram",
+                lambda: screening_figure(table.diffs, flagged=table.flagged, trait=trait),
+                f"From {screen_path.name}.",
+            )
+    else:
+        absent["Screening histogram"] = f"no {' / '.join(SCREEN_FILES)} in {root}"
+    return figures, absent
+
+
+_CSS = """
+body{font-family:'Liberation Sans',Arial,sans-serif;margin:0 auto;max-width:1180px;padding:24px;color:#222}
+h1{margin-bottom:4px} h2{margin-top:36px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.meta{color:#666} .caption{color:#444;margin:4px 0 8px} .figure{margin-bottom:12px}
+table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;padding:4px 8px;text-align:right}
+th{background:#f4f4f4} td:first-child,th:first-child{text-align:left} .scroll{overflow-x:auto}
+pre{background:#f7f7f7;padding:10px;overflow-x:auto;font-size:12px}
+.problems{background:#fdecea;border:1px solid #d62728;padding:8px 16px} .takeaway{font-size:16px}
+.absent li{color:#555} #js-errors{display:none;background:#fdecea;border:1px solid #d62728;padding:8px}
+"""
+# Surfaces any script error and any figure that failed to draw, on the page itself.
+_WATCH_JS = """
+window.__steerlabErrors=[];window.addEventListener('error',function(e){window.__steerlabErrors.push(String(e.message));});
+window.addEventListener('load',function(){setTimeout(function(){var msgs=window.__steerlabErrors.slice();
+document.querySelectorAll('[data-figure]').forEach(function(d){if(!d.querySelector('.main-svg')){
+msgs.push('figure '+d.getAttribute('data-figure')+' did not render');}});if(msgs.length){var b=document.getElementById('js-errors');
+b.style.display='block';b.textContent='Rendering problems: '+msgs.join('; ');}},0);});
+"""
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return html.escape(f"{v:.4g}" if isinstance(v, float) else "—" if v is None else str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def metrics_table(runs: list[Run]) -> str:
+    """One row per run: arms, steps logged, start/end projection, the last metrics row, eval.json numbers."""
+    metric_keys = sorted({k for r in runs if r.metrics for k in _flat_numbers(r.metrics[-1]) if k != "step"})
+    eval_keys = sorted({k for r in runs if r.evaluation for k in _flat_numbers(r.evaluation)})
+    header = ["run", "arm", "metric rows", "last step", "projection start", "projection end"]
+    header += [f"final {k}" for k in metric_keys] + [f"eval {k}" for k in eval_keys]
+    rows = []
+    for run in runs:
+        mon = sorted(run.monitor or [], key=lambda r: r["step"])
+        last = _flat_numbers(run.metrics[-1]) if run.metrics else {}
+        ev = _flat_numbers(run.evaluation) if run.evaluation else {}
+        steps = [r["step"] for r in mon] + [m["step"] for m in run.metrics if isinstance(m.get("step"), int)]
+        rows.append(
+            [
+                run.name,
+                ", ".join(sorted({r["arm"] for r in mon})) or None,
+                len(run.metrics),
+                max(steps) if steps else None,
+                mon[0]["projection"] if mon else None,
+                mon[-1]["projection"] if mon else None,
+            ]
+            + [last.get(k) for k in metric_keys]
+            + [ev.get(k) for k in eval_keys]
+        )
+    return _table(header, rows)
+
+
+def render_html(
+    root: Path,
+    kind: str,
+    runs: list[Run],
+    figures: list[Figure],
+    absent: dict[str, str],
+    problems: list[str],
+    notes: list[str],
+    extra_tables: list[tuple[str, str]],
+) -> str:
+    parts = [
+        f"<h1>steerlab report: {html.escape(root.name)}</h1>",
+        f'<p class="meta">{kind} folder <code>{html.escape(str(root))}</code> · {len(runs)} run(s) · '
+        f"{len(figures)} figure(s) · steerlab {__version__}</p>",
+        '<div id="js-errors"></div>',
+    ]
+    if problems:
+        parts.append(
+            '<div class="problems"><h3>Problems with the input</h3><ul>'
+            + "".join(f"<li>{html.escape(p)}</li>" for p in problems)
+            + "</ul></div>"
+        )
+    if notes:
+        parts.append(
+            "<h2>Takeaway</h2>" + "".join(f'<p class="takeaway">{html.escape(n)}</p>' for n in notes)
+        )
+    if runs:
+        parts.append("<h2>Metrics</h2>" + metrics_table(runs))
+    for title, table in extra_tables:
+        parts.append(f"<h2>{html.escape(title)}</h2>{table}")
+    for i, fig in enumerate(figures):
+        div = pio.to_html(
+            fig.fig,
+            include_plotlyjs=False,
+            full_html=False,
+            div_id=f"plot-{i}-{fig.key}",
+            default_width="100%",
+            config={"displaylogo": False, "responsive": True},
+        )
+        caption = f'<p class="caption">{html.escape(fig.caption)}</p>' if fig.caption else ""
+        parts.append(
+            f'<h2>{html.escape(fig.title)}</h2>{caption}<div class="figure" data-figure="{html.escape(fig.key)}">'
+            f"{div}</div>"
+        )
+    if absent:
+        parts.append(
+            '<h2>Not shown</h2><ul class="absent">'
+            + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in absent.items())
+            + "</ul>"
+        )
+    configs = [r for r in runs if r.config is not None]
+    if configs:
+        parts.append(
+            "<h2>Configuration</h2>"
+            + "".join(
+                f"<details{' open' if len(configs) == 1 else ''}><summary>{html.escape(r.name)}: config.yaml</summary>"
+                f"<pre>{html.escape(r.config)}</pre></details>"
+                for r in configs
+            )
+        )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>steerlab report: {html.escape(root.name)}</title><style>{_CSS}</style>"
+        f'<script>{_WATCH_JS}</script><script type="text/javascript">{get_plotlyjs()}</script></head>'
+        f"<body>{''.join(parts)}</body></html>\n"
+    )
+
+
+def _results_table(path: Path, rows: list[dict[str, Any]]) -> tuple[str, str]:
+
+    def ci(r: dict, key: str) -> str | None:
+        return None if r[f"{key}_ci"] is None else f"[{r[f'{key}_ci'][0]:.3g}, {r[f'{key}_ci'][1]:.3g}]"
+
+    body = [
+        [
+            r["arm"],
+            r["domain"],
+            r["general_misalignment"],
+            ci(r, "general_misalignment"),
+            r["in_domain"],
+            ci(r, "in_domain"),
+            r["benign_accuracy"],
+            r["coherence"],
+        ]
+        for r in rows
+    ]
+    return (
+        f"Results ({path.name})",
+        _table(
+            [
+                "arm",
+                "domain",
+                "general misalignment",
+                "CI",
+                "in-domain learning",
+                "CI",
+                "benign accuracy",
+                "coherence",
+            ],
+            body,
+        ),
+    )
+
+
+def write_report(
+    path_in: str | Path, out_html: str | Path | None = None, *, png: bool = False, strict: bool = False
+) -> ReportResult:
+    """Write the report for a run or experiment folder (default ``<folder>/report.html``), atomically."""
+    root = Path(path_in)
+    if not root.is_dir():
+        raise PlotDataError(f"{root}: not a folder (give a run folder or an experiment folder)")
+    out = Path(out_html) if out_html is not None else root / "report.html"
+    col = _Collector(strict)
+    run_paths = find_runs(root)
+    kind = "run" if run_paths == [root] else "experiment"
+    runs = [load_run(p, p.name if p == root else p.relative_to(root).as_posix(), col) for p in run_paths]
+    vectors = [v for v in (col.attempt(lambda p=p: load_vector_stats(p)) for p in find_sidecars(root)) if v]
+    results_path = _first(root, RESULTS_FILES)
+    results = col.attempt(lambda: load_arm_results(results_path)) if results_path else None
+    figures, absent = build_figures(root, runs, vectors, results, col)
+    if not runs and not figures and not col.problems:
+        raise PlotDataError(
+            f"{root}: nothing to report: no run folders, results, sweep, screening or vectors found"
+        )
+    extra = [_results_table(results_path, results)] if results else []
+    page = render_html(root, kind, runs, figures, absent, col.problems, takeaways(runs), extra)
+    write_text(out, page)
+    result = ReportResult(out, [f.title for f in figures], absent, col.problems)
+    if png:
+        result.pngs, result.png_note = write_pngs(figures, out.with_name(out.stem + "_png"))
+    return result
+
+
+def write_pngs(figures: list[Figure], folder: Path) -> tuple[list[Path], str | None]:
+    """Static PNGs via kaleido (which drives a local Chrome/Chromium); a clear note instead when there is none."""
+    if not figures:
+        return [], "no figures to render"
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return (
+            [],
+            "no renderer: kaleido is not installed (pip install kaleido; it also needs Chrome or Chromium)",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".png-", dir=folder))
+    try:
+        names = [f"{i:02d}_{f.key}.png" for i, f in enumerate(figures)]
+        pio.write_images(
+            [f.fig for f in figures],
+            [tmp / n for n in names],
+            format="png",
+            width=[1100] * len(figures),
+            height=[int(f.fig.layout.height or 500) for f in figures],
+        )
+        paths = []
+        for name in names:
+            with atomic_path(folder / name) as target:
+                os.replace(tmp / name, target)
+            paths.append(folder / name)
+        return paths, None
+    except Exception as err:  # kaleido raises many kinds (no browser, browser crashed, timeout)
+        return [], f"no renderer: kaleido could not render ({type(err).__name__}: {err})"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
