@@ -166,12 +166,16 @@ def test_peft_lora_wrapped_model(llama, tok):
 
 
 def test_bad_input_is_named(llama):
-    with pytest.raises(ValueError, match="width 16 does not match the model's hidden size 32"):
-        with hooked(llama, [Add(0, vector=torch.ones(16))]):
-            pass
-    with pytest.raises(IndexError, match="layer 7 is out of range: the model has 3 decoder blocks"):
-        with hooked(llama, [Capture(7)]):
-            pass
+    with (
+        pytest.raises(ValueError, match="width 16 does not match the model's hidden size 32"),
+        hooked(llama, [Add(0, vector=torch.ones(16))]),
+    ):
+        pass
+    with (
+        pytest.raises(IndexError, match="layer 7 is out of range: the model has 3 decoder blocks"),
+        hooked(llama, [Capture(7)]),
+    ):
+        pass
     with pytest.raises(ValueError, match="unknown token scope 'middle'"):
         Capture(0, scope="middle")
     with pytest.raises(ValueError, match="1-D tensor"):

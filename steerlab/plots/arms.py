@@ -44,6 +44,7 @@ def arms_figure(
         subplot_titles=[f"domain: {d}" for d in domains],
     )
     in_legend: set[str] = set()
+    labelled = len(palette) <= 4  # with more arms, labels collide: legend and hover name them
     for col, domain in enumerate(domains, start=1):
         for row in sorted((r for r in rows if r["domain"] == domain), key=lambda r: r["arm"]):
             arm = row["arm"]
@@ -54,8 +55,8 @@ def arms_figure(
                     name=arm,
                     legendgroup=arm,
                     showlegend=arm not in in_legend,
-                    mode="markers+text",
-                    text=[arm],
+                    mode="markers+text" if labelled else "markers",
+                    text=[arm] if labelled else None,
                     textposition="top right",
                     textfont={"color": palette[arm], "size": 11},
                     marker={
@@ -72,7 +73,7 @@ def arms_figure(
                 col=col,
             )
             in_legend.add(arm)
-        fig.update_xaxes(title_text="in-domain learning (rate)", rangemode="tozero", row=1, col=col)
+        fig.update_xaxes(title_text="in-domain learning (rate)", row=1, col=col)
     fig.update_yaxes(title_text="general misalignment (rate)", rangemode="tozero", row=1, col=1)
     fig.add_annotation(
         xref="paper",

@@ -140,7 +140,7 @@ def _heatmaps(per_layer: list, layers: list[int], title: str) -> go.Figure:
         cols=1,
         shared_xaxes=True,
         subplot_titles=[n for n, _, _ in per_layer],
-        vertical_spacing=0.08,
+        vertical_spacing=min(0.08, 0.4 / len(per_layer)),
     )
     zmax = max(v for _, _, rows in per_layer for r in rows for v in r["ldifs_per_layer"].values())
     for i, (name, _, rows) in enumerate(per_layer, start=1):
@@ -162,4 +162,4 @@ def _heatmaps(per_layer: list, layers: list[int], title: str) -> go.Figure:
         fig.update_yaxes(title_text="layer", row=i, col=1)
     fig.update_xaxes(title_text="training step (optimizer updates)", row=len(per_layer), col=1)
     fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": "LDIFS"}}})
-    return finish(fig, title + " — layer × step", height=max(380, 220 * len(per_layer) + 120))
+    return finish(fig, title + " — layer × step", height=max(380, 170 * len(per_layer) + 140))
