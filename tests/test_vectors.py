@@ -1,0 +1,86 @@
+"""PersonaVector files and model checks; the explicit hidden_states conversion."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from steerlab.vectors import (
+    IncompatibleVectorError,
+    PersonaVector,
+    VectorFileError,
+    VectorMetadata,
+    model_fingerprint,
+    model_id,
+)
+from steerlab.testing import tiny_model
+
+
+def _vector(model, layers=(0, 1, 2)) -> PersonaVector:
+    meta = VectorMetadata(
+        model_id=model_id(model), model_fingerprint=model_fingerprint(model), n_layers=3, d_model=32,
+        trait="evil", n_pos=4, n_neg=4, chosen_layer=1, stats={"auroc_eval": {"1": 0.9}},
+    )
+    return PersonaVector({layer: torch.randn(32) for layer in layers}, meta)
+
+
+def test_round_trip_and_sidecar(tmp_path, llama):
+    vector = _vector(llama)
+    path = vector.save(tmp_path / "evil")
+    assert path.name == "evil.safetensors" and (tmp_path / "evil.json").is_file()
+    loaded = PersonaVector.load(tmp_path / "evil.safetensors")
+    assert loaded.meta == vector.meta
+    for layer in vector.layers:
+        assert torch.equal(loaded.vector(layer), vector.vector(layer))
+    assert loaded.layer == 1 and torch.allclose(loaded.unit().norm(), torch.tensor(1.0))
+    loaded.check_model(llama)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.json", "evil.safetensors"]  # no temp files
+
+
+def test_hidden_states_conversion_is_explicit(llama):
+    vector = _vector(llama)
+    indexed = vector.to_hidden_states_indexed()
+    assert indexed.shape == (4, 32) and torch.equal(indexed[0], torch.zeros(32))
+    assert torch.equal(indexed[2], vector.vector(1))
+    back = PersonaVector.from_hidden_states_indexed(indexed, vector.meta)
+    assert torch.equal(back.vector(1), vector.vector(1))
+    with pytest.raises(ValueError, match=r"\[n_layers \+ 1, d\] = \[4, 32\]"):
+        PersonaVector.from_hidden_states_indexed(indexed[1:], vector.meta)
+
+
+def test_truncated_file_is_named(tmp_path, llama):
+    path = _vector(llama).save(tmp_path / "evil")
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(VectorFileError, match=r"evil\.safetensors is not a readable safetensors file"):
+        PersonaVector.load(path)
+
+
+def test_missing_and_corrupt_sidecar(tmp_path, llama):
+    path = _vector(llama).save(tmp_path / "evil")
+    (tmp_path / "evil.json").write_text('{"model_id": "x",\n  oops}')
+    with pytest.raises(VectorFileError, match="evil.json: invalid JSON at line 2"):
+        PersonaVector.load(path)
+    (tmp_path / "evil.json").unlink()
+    with pytest.raises(VectorFileError, match="evil.json does not exist"):
+        PersonaVector.load(path)
+
+
+def test_wrong_model_is_refused(llama):
+    vector = _vector(llama)
+    wider = tiny_model("llama", hidden=64)
+    with pytest.raises(IncompatibleVectorError, match="width 32, model has hidden size 64"):
+        vector.check_model(wider)
+    deeper = tiny_model("llama", layers=4)
+    with pytest.raises(IncompatibleVectorError, match="3 layers, model has 4"):
+        vector.check_model(deeper)
+    vector.check_model(deeper, allow_transfer=True)
+    other = tiny_model("qwen2")
+    with pytest.raises(IncompatibleVectorError, match="made for 'tiny-llama'.*model is 'tiny-qwen2'"):
+        vector.check_model(other)
+
+
+def test_metadata_disagreeing_with_tensors(tmp_path, llama):
+    vector = _vector(llama)
+    vector.meta.d_model = 16
+    with pytest.raises(ValueError, match="direction shape"):
+        PersonaVector(vector.directions, vector.meta)
