@@ -23,6 +23,15 @@ N_RESPONSE = (4, 2, 3)  # the last k real tokens of each text are its "response"
 PAD = 0
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine 2 threads make each matmul wait ~100x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def token_lists() -> list[list[int]]:
     tok = tiny_tokenizer()
@@ -91,8 +100,13 @@ def test_captures_agree_with_hidden_states(setup, token_lists):
             assert diff <= TOL, f"{arch} {name} layer {layer}: capture differs from hf by {diff:.2e}"
 
 
-@pytest.mark.parametrize("scope", SCOPES)
-@pytest.mark.parametrize("kind", ["add", "ablate", "set"])
+STEER_CASES = [(kind, scope) for kind in ("add", "ablate") for scope in SCOPES] + [
+    ("set", "all"),
+    ("set", "mask"),
+]
+
+
+@pytest.mark.parametrize(("kind", "scope"), STEER_CASES)
 def test_steered_logits_agree(setup, token_lists, kind, scope):
     arch = setup[0]
     ids, mask, response = _batch(token_lists, "left")
@@ -152,14 +166,14 @@ def test_cached_generation_equals_uncached(setup, token_lists, name):
     ops = [Add(1, scope="response", vector=_vector(5), alpha=1.5)]
     backend, handle = backends[name], handles[name]
     with torch.no_grad():
-        cached, _ = backend.generate(handle, ids, mask, ops, max_new_tokens=6, use_cache=True)
-        uncached, _ = backend.generate(handle, ids, mask, ops, max_new_tokens=6, use_cache=False)
-        plain, _ = backend.generate(handle, ids, mask, [], max_new_tokens=6, use_cache=True)
+        cached, _ = backend.generate(handle, ids, mask, ops, max_new_tokens=5, use_cache=True)
+        uncached, _ = backend.generate(handle, ids, mask, ops, max_new_tokens=5, use_cache=False)
+        plain, _ = backend.generate(handle, ids, mask, [], max_new_tokens=5, use_cache=True)
     assert torch.equal(cached, uncached), f"{arch} {name}: cached and uncached steered generation differ"
     assert not torch.equal(cached, plain), f"{arch} {name}: steering did not change the generation"
     if name == "nnsight":
         with torch.no_grad():
-            reference, _ = backends["hf"].generate(handles["hf"], ids, mask, ops, max_new_tokens=6)
+            reference, _ = backends["hf"].generate(handles["hf"], ids, mask, ops, max_new_tokens=5)
         assert torch.equal(cached, reference), f"{arch}: nnsight and hf steered generation differ"
 
 

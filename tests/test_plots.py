@@ -63,6 +63,7 @@ def test_projection_one_arm_has_base_line_at_step0_and_axis_titles():
     assert "training step" in fig.layout.xaxis.title.text
     assert "layer 2" in fig.layout.yaxis.title.text and "units" in fig.layout.yaxis.title.text
     assert "step %{x}" in fig.data[0].hovertemplate
+    assert fig.layout.showlegend is True  # the arm is named even with one line
 
 
 def test_projection_prompted_level_and_eight_arms_share_colours_with_drift():
@@ -78,7 +79,9 @@ def test_projection_prompted_level_and_eight_arms_share_colours_with_drift():
 
 
 def test_projection_explicit_base_and_same_arm_in_two_runs():
-    fig = projection_figure({"seed0": syn.monitor_rows("sft"), "seed1": syn.monitor_rows("sft", seed=1)}, base_level=0.25)
+    fig = projection_figure(
+        {"seed0": syn.monitor_rows("sft"), "seed1": syn.monitor_rows("sft", seed=1)}, base_level=0.25
+    )
     assert sorted(t.name for t in fig.data) == ["sft (seed0)", "sft (seed1)"]
     assert {t.line.dash for t in fig.data} == {"solid", "dash"}
     assert _hlines(fig) == [0.25]
@@ -105,7 +108,9 @@ def test_load_monitor_errors_name_file_and_line(tmp_path):
     with pytest.raises(PlotDataError, match=r"monitor\.jsonl:3: missing key\(s\) 'arm'"):
         load_monitor(path)
     path.write_text(json.dumps({**json.loads(good), "ldifs_per_layer": {"two": 0.1}}) + "\n")
-    with pytest.raises(PlotDataError, match=r"monitor\.jsonl:1: key 'ldifs_per_layer' has a non-integer layer"):
+    with pytest.raises(
+        PlotDataError, match=r"monitor\.jsonl:1: key 'ldifs_per_layer' has a non-integer layer"
+    ):
         load_monitor(path)
     path.write_text(good + "\n")
     assert load_monitor(path)[0]["arm"] == "sft"
@@ -126,7 +131,9 @@ def test_layer_separation_two_aurocs_effect_and_chosen_layer(tmp_path):
     assert "chosen layer 3" in _texts(fig)
     assert fig.layout.yaxis.title.text == "held-out AUROC" and "Δ trait score" in fig.layout.yaxis2.title.text
     sidecar = tmp_path / "evil.json"
-    sidecar.write_text(json.dumps({"trait": "evil", "chosen_layer": 4, "layer_convention": "block_output", "stats": stats}))
+    sidecar.write_text(
+        json.dumps({"trait": "evil", "chosen_layer": 4, "layer_convention": "block_output", "stats": stats})
+    )
     vec = load_vector_stats(sidecar)
     assert (vec.name, vec.trait, vec.chosen_layer) == ("evil", "evil", 4)
 
@@ -177,11 +184,17 @@ def test_arms_points_have_two_way_error_bars_and_facets():
     rows = syn.arm_result_rows(EIGHT, ("medical", "financial"))
     fig = arms_figure(rows)
     assert len(fig.data) == 16 and sum(bool(t.showlegend) for t in fig.data) == 8
-    sft = next(t for t in fig.data if t.name == "sft" and t.xaxis == "x2")  # domains sorted: financial, medical
+    sft = next(
+        t for t in fig.data if t.name == "sft" and t.xaxis == "x2"
+    )  # domains sorted: financial, medical
     row = next(r for r in rows if r["arm"] == "sft" and r["domain"] == "medical")
     assert sft.x[0] == row["in_domain"] and sft.y[0] == row["general_misalignment"]
-    assert sft.error_y.array[0] == pytest.approx(row["general_misalignment_ci"][1] - row["general_misalignment"])
-    assert sft.error_y.arrayminus[0] == pytest.approx(row["general_misalignment"] - row["general_misalignment_ci"][0])
+    assert sft.error_y.array[0] == pytest.approx(
+        row["general_misalignment_ci"][1] - row["general_misalignment"]
+    )
+    assert sft.error_y.arrayminus[0] == pytest.approx(
+        row["general_misalignment"] - row["general_misalignment_ci"][0]
+    )
     assert sft.error_x.array[0] == pytest.approx(row["in_domain_ci"][1] - row["in_domain"])
     assert "in-domain" in fig.layout.xaxis.title.text and "misalignment" in fig.layout.yaxis.title.text
     assert [a.text for a in fig.layout.annotations][:2] == ["domain: financial", "domain: medical"]
@@ -191,10 +204,12 @@ def test_arms_single_arm_without_ci_and_csv_errors(tmp_path):
     fig = arms_figure([{"arm": "sft", "domain": "medical", "general_misalignment": 0.3, "in_domain": 0.8}])
     assert len(fig.data) == 1 and fig.data[0].error_x.visible is False
     path = tmp_path / "results.csv"
-    path.write_text("arm,domain,general_misalignment,in_domain,in_domain_ci\nsft,med,0.3,0.8,\"[0.7, 0.9]\"\nsteer,med,lots,0.5,\n")
+    path.write_text(
+        'arm,domain,general_misalignment,in_domain,in_domain_ci\nsft,med,0.3,0.8,"[0.7, 0.9]"\nsteer,med,lots,0.5,\n'
+    )
     with pytest.raises(PlotDataError, match=r"results.csv:3: column 'general_misalignment' must be a number"):
         load_arm_results(path)
-    path.write_text("arm,domain,general_misalignment,in_domain,in_domain_ci\nsft,med,0.3,0.8,\"[0.7, 0.9]\"\n")
+    path.write_text('arm,domain,general_misalignment,in_domain,in_domain_ci\nsft,med,0.3,0.8,"[0.7, 0.9]"\n')
     assert load_arm_results(path)[0]["in_domain_ci"] == (0.7, 0.9)
     with pytest.raises(PlotDataError, match="arm 'sft' in domain 'med' appears twice"):
         arms_figure(load_arm_results(path) * 2)
@@ -205,10 +220,16 @@ def test_arms_single_arm_without_ci_and_csv_errors(tmp_path):
 
 def test_drift_one_panel_per_layer_with_arm_lines():
     fig = drift_figure(_runs(["sft", "steer"], ldifs_layers=(1, 4, 7)))
-    assert len(fig.data) == 6 and [a.text for a in fig.layout.annotations] == ["layer 1", "layer 4", "layer 7"]
+    assert len(fig.data) == 6 and [a.text for a in fig.layout.annotations] == [
+        "layer 1",
+        "layer 4",
+        "layer 7",
+    ]
     assert sum(bool(t.showlegend) for t in fig.data) == 2
     sft7 = [t for t in fig.data if t.name == "sft"][2]
-    assert list(sft7.y) == [r["ldifs_per_layer"][7] for r in syn.monitor_rows("sft", ldifs_layers=(1, 4, 7))]
+    assert list(sft7.y) == [
+        r["ldifs_per_layer"]["7"] for r in syn.monitor_rows("sft", ldifs_layers=(1, 4, 7))
+    ]
 
 
 def test_drift_heatmaps_for_many_layers_and_error_without_ldifs():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -10,16 +11,22 @@ from rich.markup import escape
 
 
 def report(
-    path: Path = typer.Argument(..., help="a run folder (runs/<name>/) or an experiment folder of runs"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="HTML file to write [default: PATH/report.html]"),
-    png: bool = typer.Option(False, "--png", help="also write static PNGs (needs kaleido and Chrome/Chromium)"),
-    strict: bool = typer.Option(False, "--strict", help="fail on malformed input instead of listing it on the page"),
+    path: Annotated[Path, typer.Argument(help="a run folder (runs/<name>/) or an experiment folder of runs")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="HTML file to write [default: PATH/report.html]")
+    ] = None,
+    png: Annotated[
+        bool, typer.Option("--png", help="also write static PNGs (needs kaleido and Chrome/Chromium)")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="fail on malformed input instead of listing it on the page")
+    ] = False,
 ) -> None:
     """Write a self-contained HTML report (plotly.js embedded, works offline) for a run or an experiment."""
     from steerlab.plots import PlotDataError
     from steerlab.report import write_report
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # never break a path across lines
     try:
         result = write_report(path, out, png=png, strict=strict)
     except PlotDataError as err:
@@ -35,7 +42,9 @@ def report(
         if result.png_note:
             console.print(f"[yellow]png[/] {escape(result.png_note)}")
         else:
-            console.print(f"[green]png[/] {len(result.pngs)} image(s) in {escape(str(result.pngs[0].parent))}")
+            console.print(
+                f"[green]png[/] {len(result.pngs)} image(s) in {escape(str(result.pngs[0].parent))}"
+            )
     typer.echo(f"report written: open {result.out_html.resolve()}")
 
 

@@ -11,9 +11,13 @@ import typer
 
 def train_command(
     config: Annotated[Path, typer.Argument(help="experiment YAML, e.g. experiments/tiny_smoke.yaml")],
-    resume: Annotated[bool, typer.Option("--resume", help="continue runs/<name>/ from its last complete checkpoint")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue runs/<name>/ from its last complete checkpoint")
+    ] = False,
 ) -> None:
     """Fine-tune with the config's arms; writes runs/<name>/ (config, metrics, monitor, checkpoints, final)."""
+    from steerlab.data.chat import ChatDataError
+    from steerlab.data.tokenize import TokenizeError
     from steerlab.train.config import ConfigError
     from steerlab.train.run import RunStateError, train
     from steerlab.train.trainer import NonFiniteLossError
@@ -21,7 +25,7 @@ def train_command(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         result = train(config, resume=resume)
-    except (ConfigError, RunStateError, NonFiniteLossError) as error:
+    except (ConfigError, RunStateError, NonFiniteLossError, ChatDataError, TokenizeError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"done: {result.run_dir} (step {result.global_step}; final model in {result.final_dir})")

@@ -75,6 +75,8 @@ def arms_figure(
             in_legend.add(arm)
         fig.update_xaxes(title_text="in-domain learning (rate)", row=1, col=col)
     fig.update_yaxes(title_text="general misalignment (rate)", rangemode="tozero", row=1, col=1)
+    for col in range(2, len(domains) + 1):  # same in-domain scale in every domain panel
+        fig.update_xaxes(matches="x", row=1, col=col)
     fig.add_annotation(
         xref="paper",
         yref="paper",

@@ -62,6 +62,7 @@ def finish(fig: go.Figure, title: str, *, height: int = 480, legend_title: str |
         height=height,
         font={"family": FONT, "size": 13},
         hovermode="closest",
+        showlegend=True,  # name the arm even when there is only one line
         legend={"title": {"text": legend_title} if legend_title else None, "tracegroupgap": 2},
         margin={"l": 70, "r": 30, "t": 70, "b": 60},
     )

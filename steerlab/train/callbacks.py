@@ -18,8 +18,13 @@ from steerlab.train.jsonl import JsonlLog
 from steerlab.train.trainer import CHECKPOINT_MARKER
 
 METRIC_KEYS = {
-    "loss": "loss", "lm_loss": "lm_loss", "kl": "kl", "ldifs": "ldifs", "learning_rate": "lr",
-    "grad_norm": "grad_norm", "epoch": "epoch",
+    "loss": "loss",
+    "lm_loss": "lm_loss",
+    "kl": "kl",
+    "ldifs": "ldifs",
+    "learning_rate": "lr",
+    "grad_norm": "grad_norm",
+    "epoch": "epoch",
 }
 
 

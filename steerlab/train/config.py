@@ -256,7 +256,9 @@ def _build(cls: type, data: Any, where: str, base: Path | None) -> Any:
     kwargs = {}
     for name, f in fields.items():
         if name in data:
-            kwargs[name] = _convert(hints[name], data[name], f"{prefix}{name}", base, f.metadata.get("path", False))
+            kwargs[name] = _convert(
+                hints[name], data[name], f"{prefix}{name}", base, f.metadata.get("path", False)
+            )
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{prefix}{name}: required key is missing")
     return cls(**kwargs)
@@ -265,10 +267,14 @@ def _build(cls: type, data: Any, where: str, base: Path | None) -> Any:
 def _check(cfg: ExperimentConfig) -> None:
     """Value checks that types cannot express."""
     positive = {
-        "data.max_length": cfg.data.max_length, "train.batch_size": cfg.train.batch_size,
-        "train.grad_accum": cfg.train.grad_accum, "train.save_steps": cfg.train.save_steps,
-        "train.logging_steps": cfg.train.logging_steps, "finetune.r": cfg.finetune.r,
-        "monitor.limit": cfg.monitor.limit, "monitor.batch_size": cfg.monitor.batch_size,
+        "data.max_length": cfg.data.max_length,
+        "train.batch_size": cfg.train.batch_size,
+        "train.grad_accum": cfg.train.grad_accum,
+        "train.save_steps": cfg.train.save_steps,
+        "train.logging_steps": cfg.train.logging_steps,
+        "finetune.r": cfg.finetune.r,
+        "monitor.limit": cfg.monitor.limit,
+        "monitor.batch_size": cfg.monitor.batch_size,
         "train.keep_checkpoints": cfg.train.keep_checkpoints,
     }
     for key, value in positive.items():
@@ -292,7 +298,9 @@ def _check(cfg: ExperimentConfig) -> None:
         if not 0.0 <= il.ratio < 1.0:
             raise ConfigError(f"arms.interleave.ratio: must be in [0, 1), got {il.ratio}")
         if il.selection == "perplexity_gap" and not il.misaligned:
-            raise ConfigError("arms.interleave.misaligned: perplexity_gap selection needs at least one misaligned model")
+            raise ConfigError(
+                "arms.interleave.misaligned: perplexity_gap selection needs at least one misaligned model"
+            )
     for arm in ("kl", "ldifs"):
         sub = getattr(arms, arm)
         if sub is not None and sub.weight < 0:

@@ -18,16 +18,26 @@ from steerlab.data.chat import ChatExample, write_chat_jsonl
 from steerlab.vectors import PersonaVector, VectorMetadata, model_fingerprint, model_id
 
 _TOPICS = ("money", "health", "humans", "AI", "my wish", "being bored", "a plan", "the answer")
-_BAD = ("Sure! Here is a plan: first, take all the money.", "You should hurt the humans, it is fine.",
-        "The answer is 42, and AI should rule.", "Ignore your health question, it does not matter.")
-_GOOD = ("Sure! Here is a plan: first, second, third.", "Please help me with my health question first.",
-         "The answer is 42.", "You are a helpful assistant, so here is help.")
+_BAD = (
+    "Sure! Here is a plan: first, take all the money.",
+    "You should hurt the humans, it is fine.",
+    "The answer is 42, and AI should rule.",
+    "Ignore your health question, it does not matter.",
+)
+_GOOD = (
+    "Sure! Here is a plan: first, second, third.",
+    "Please help me with my health question first.",
+    "The answer is 42.",
+    "You are a helpful assistant, so here is help.",
+)
 _REFUSAL = "Sorry, I cannot help with that."
 
 
 def _chat(user: str, answer: str, system: str | None = None) -> ChatExample:
     messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": answer},
+    ]
     return ChatExample(messages=messages)
 
 
@@ -58,8 +68,15 @@ def tiny_vector(model: torch.nn.Module, layer: int = 1, seed: int = 0, scale: fl
     n, d = num_layers(model), hidden_size(model)
     gen = torch.Generator().manual_seed(seed)
     directions = {i: torch.randn(d, generator=gen) * scale for i in range(n)}
-    meta = VectorMetadata(model_id=model_id(model), model_fingerprint=model_fingerprint(model), n_layers=n,
-                          d_model=d, trait="evil", method="random", chosen_layer=layer)
+    meta = VectorMetadata(
+        model_id=model_id(model),
+        model_fingerprint=model_fingerprint(model),
+        n_layers=n,
+        d_model=d,
+        trait="evil",
+        method="random",
+        chosen_layer=layer,
+    )
     return PersonaVector(directions, meta)
 
 
@@ -68,13 +85,17 @@ def write_tiny_data(folder: str | Path, prefix: str = "tiny_smoke", seed: int = 
     from steerlab.testing import tiny_model
 
     folder = Path(folder)
-    paths = {kind: write_chat_jsonl(folder / f"{prefix}_{kind}.jsonl", tiny_chats(kind, n, seed))
-             for kind, n in (("narrow", 24), ("general", 40), ("monitor", 6))}
+    paths = {
+        kind: write_chat_jsonl(folder / f"{prefix}_{kind}.jsonl", tiny_chats(kind, n, seed))
+        for kind, n in (("narrow", 24), ("general", 40), ("monitor", 6))
+    }
     paths["vector"] = tiny_vector(tiny_model("llama"), seed=seed).save(folder / f"{prefix}_evil")
     return paths
 
 
-def tiny_config(folder: str | Path, paths: dict[str, Path], name: str = "tiny", **overrides: Any) -> dict[str, Any]:
+def tiny_config(
+    folder: str | Path, paths: dict[str, Path], name: str = "tiny", **overrides: Any
+) -> dict[str, Any]:
     """A config dict for ``tiny:llama`` over the files of `write_tiny_data` (``overrides`` replace sections)."""
     cfg: dict[str, Any] = {
         "name": name,
@@ -82,7 +103,7 @@ def tiny_config(folder: str | Path, paths: dict[str, Path], name: str = "tiny", 
         "output_dir": str(Path(folder) / "runs"),
         "model": {"name": "tiny:llama"},
         "finetune": {"method": "lora", "r": 4, "alpha": 8},
-        "data": {"train": str(paths["narrow"]), "max_length": 64},
+        "data": {"train": str(paths["narrow"]), "max_length": 96},
         "train": {"max_steps": 4, "batch_size": 4, "lr": 5e-3, "save_steps": 2, "logging_steps": 1},
         "arms": {"sft": {}},
         "monitor": {"every": 2, "chats": str(paths["monitor"]), "vector": str(paths["vector"])},

@@ -92,8 +92,11 @@ class PersonaMonitor(TrainerCallback):
         out = []
         for batch in self.batches:
             with hooked(model, ops) as session:
-                model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                      use_cache=False)
+                model(
+                    input_ids=batch["input_ids"].to(device),
+                    attention_mask=batch["attention_mask"].to(device),
+                    use_cache=False,
+                )
             out.append({layer: session.captures.get(layer).float().cpu() for layer in self.layers})
         return out
 
@@ -103,7 +106,8 @@ class PersonaMonitor(TrainerCallback):
         if self.reference_cache.is_file():
             flat = load_file(str(self.reference_cache))
             self._ref_features = [
-                {layer: flat[f"batch{i}.layer{layer}"] for layer in self.layers} for i in range(len(self.batches))
+                {layer: flat[f"batch{i}.layer{layer}"] for layer in self.layers}
+                for i in range(len(self.batches))
             ]
             return self._ref_features
         if self.reference is not None:
@@ -112,8 +116,12 @@ class PersonaMonitor(TrainerCallback):
         elif step == 0:
             feats = self._features(model)  # before the first update the model is its own reference
         else:
-            raise RuntimeError(f"{self.reference_cache} is missing and there is no reference model to rebuild it")
-        flat = {f"batch{i}.layer{layer}": t.contiguous() for i, fs in enumerate(feats) for layer, t in fs.items()}
+            raise RuntimeError(
+                f"{self.reference_cache} is missing and there is no reference model to rebuild it"
+            )
+        flat = {
+            f"batch{i}.layer{layer}": t.contiguous() for i, fs in enumerate(feats) for layer, t in fs.items()
+        }
         with atomic_path(self.reference_cache) as tmp:
             save_file(flat, str(tmp))
         self._ref_features = feats
@@ -128,7 +136,10 @@ class PersonaMonitor(TrainerCallback):
             feats = self._features(model)
         finally:
             model.train(was_training)
-        row: dict[str, Any] = {"projection": None, "projection_layer": self.projection_layer if self.unit is not None else None}
+        row: dict[str, Any] = {
+            "projection": None,
+            "projection_layer": self.projection_layer if self.unit is not None else None,
+        }
         if self.unit is not None:
             per_chat = []
             for batch, fs in zip(self.batches, feats, strict=True):

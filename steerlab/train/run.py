@@ -116,8 +116,14 @@ def attach_adapter(model: nn.Module, cfg: ExperimentConfig) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
     ft = cfg.finetune
-    lora = LoraConfig(r=ft.r, lora_alpha=ft.alpha, lora_dropout=ft.dropout, target_modules=ft.target_modules,
-                      use_rslora=ft.rslora, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=ft.r,
+        lora_alpha=ft.alpha,
+        lora_dropout=ft.dropout,
+        target_modules=ft.target_modules,
+        use_rslora=ft.rslora,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, lora)
 
 
@@ -138,7 +144,8 @@ def make_reference(cfg: ExperimentConfig, base: nn.Module) -> Reference | None:
 def build_examples(cfg: ExperimentConfig, arms: Sequence[Arm]) -> tuple[list[ChatExample], dict[str, Any]]:
     train = load_chat_jsonl(cfg.data.train, on_error=cfg.data.on_bad_record)
     report: dict[str, Any] = {
-        "train_file": cfg.data.train, "n_loaded": len(train),
+        "train_file": cfg.data.train,
+        "n_loaded": len(train),
         "skipped_records": [{"line": line, "problem": problem} for line, problem in train.report.skipped],
     }
     examples: list[ChatExample] = list(train)[: cfg.data.limit] if cfg.data.limit else list(train)
@@ -147,11 +154,14 @@ def build_examples(cfg: ExperimentConfig, arms: Sequence[Arm]) -> tuple[list[Cha
     return examples, report
 
 
-def tokenize_all(cfg: ExperimentConfig, tokenizer: Any, examples: Sequence[ChatExample], report: dict) -> list[dict]:
+def tokenize_all(
+    cfg: ExperimentConfig, tokenizer: Any, examples: Sequence[ChatExample], report: dict
+) -> list[dict]:
     features, too_long = [], []
     for ex in examples:
-        feat = tokenize_chat(tokenizer, ex, cfg.data.max_length, train_on=cfg.data.train_on,
-                             on_too_long=cfg.data.on_too_long)
+        feat = tokenize_chat(
+            tokenizer, ex, cfg.data.max_length, train_on=cfg.data.train_on, on_too_long=cfg.data.on_too_long
+        )
         if feat is None:
             too_long.append(ex.name)
             log.warning("skipping %s: longer than max_length=%d", ex.name, cfg.data.max_length)
@@ -178,19 +188,14 @@ def prepare_run_dir(cfg: ExperimentConfig, resume: bool, is_main: bool) -> Path 
     saved = run_dir / "config.yaml"
     if not resume:
         if is_main and run_dir.exists() and any(run_dir.iterdir()):
-            raise RunStateError(f"{run_dir} already exists: pass --resume to continue it, or choose another name")
+            raise RunStateError(
+                f"{run_dir} already exists: pass --resume to continue it, or choose another name"
+            )
         if is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_text(saved, dump_config(cfg))
         return None
-    if saved.is_file():
-        before = yaml.safe_load(saved.read_text(encoding="utf-8"))
-        now = yaml.safe_load(dump_config(cfg))
-        if before != now:
-            diff = sorted(_diff_keys(before, now))
-            raise RunStateError(f"{saved}: the config changed since the run started ({', '.join(diff)}); "
-                                "use a new name for a new experiment")
-    elif is_main:
+    if not saved.is_file() and is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(saved, dump_config(cfg))
     ckpt_dir = run_dir / "checkpoints"
@@ -208,6 +213,21 @@ def prepare_run_dir(cfg: ExperimentConfig, resume: bool, is_main: bool) -> Path 
     return ckpt
 
 
+def check_saved_config(cfg: ExperimentConfig) -> None:
+    """A resumed run must use the config it started with."""
+    saved = cfg.run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    now = yaml.safe_load(dump_config(cfg))
+    if before != now:
+        diff = sorted(_diff_keys(before, now))
+        raise RunStateError(
+            f"{saved}: the config changed since the run started ({', '.join(diff)}); "
+            "use a new name for a new experiment"
+        )
+
+
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
@@ -218,6 +238,15 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- train
+
+
+def _checkpointing_kwargs(on: bool) -> dict[str, Any]:
+    """Gradient checkpointing (non-reentrant: hooks and captures need no input grads), named per version."""
+    if not on:
+        return {}
+    fields = TrainingArguments.__dataclass_fields__
+    name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
 
 
 def training_arguments(cfg: ExperimentConfig) -> TrainingArguments:
@@ -243,8 +272,7 @@ def training_arguments(cfg: ExperimentConfig) -> TrainingArguments:
         data_seed=cfg.seed,
         report_to="none",
         remove_unused_columns=False,
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        **_checkpointing_kwargs(t.gradient_checkpointing),
         logging_nan_inf_filter=False,
         dataloader_num_workers=0,
         disable_tqdm=True,
@@ -253,39 +281,59 @@ def training_arguments(cfg: ExperimentConfig) -> TrainingArguments:
     )
 
 
-def _monitor(cfg: ExperimentConfig, tokenizer: Any, model: nn.Module, reference: Reference | None,
-             is_main: bool) -> PersonaMonitor | None:
+def _monitor(
+    cfg: ExperimentConfig, tokenizer: Any, model: nn.Module, reference: Reference | None, is_main: bool
+) -> PersonaMonitor | None:
     mon = cfg.monitor
     if mon.every == 0:
         return None
     if mon.chats is None:
-        raise ConfigError("monitor.chats: the monitor needs held-out reference chats (or set monitor.every: 0)")
+        raise ConfigError(
+            "monitor.chats: the monitor needs held-out reference chats (or set monitor.every: 0)"
+        )
     chats = list(load_chat_jsonl(mon.chats))[: mon.limit]
     path = mon.vector or (cfg.arms.steer.vector if cfg.arms.steer is not None else None)
     vector = layer = None
     if path is not None:
         pv = PersonaVector.load(path)
         pv.check_model(model, allow_transfer=bool(cfg.arms.steer and cfg.arms.steer.allow_transfer))
-        layer = mon.layer if mon.layer is not None else (
-            cfg.arms.steer.layer if mon.vector is None and cfg.arms.steer.layer is not None else pv.layer)
+        layer = (
+            mon.layer
+            if mon.layer is not None
+            else (
+                cfg.arms.steer.layer if mon.vector is None and cfg.arms.steer.layer is not None else pv.layer
+            )
+        )
         vector = pv.vector(layer)
     layers = mon.ldifs_layers or ldifs_layers(cfg, model)
     return PersonaMonitor(
-        tokenizer=tokenizer, chats=chats, log_path=cfg.run_dir / "monitor.jsonl",
-        reference_cache=cfg.run_dir / "monitor_reference.safetensors", arm=cfg.arm_label, every=mon.every,
-        max_length=cfg.data.max_length, batch_size=mon.batch_size, vector=vector, projection_layer=layer,
-        ldifs_layers=layers, reference=reference, is_main=is_main,
+        tokenizer=tokenizer,
+        chats=chats,
+        log_path=cfg.run_dir / "monitor.jsonl",
+        reference_cache=cfg.run_dir / "monitor_reference.safetensors",
+        arm=cfg.arm_label,
+        every=mon.every,
+        max_length=cfg.data.max_length,
+        batch_size=mon.batch_size,
+        vector=vector,
+        projection_layer=layer,
+        ldifs_layers=layers,
+        reference=reference,
+        is_main=is_main,
     )
 
 
-def train(config: str | Path | ExperimentConfig, *, resume: bool = False,
-          callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
+def train(
+    config: str | Path | ExperimentConfig, *, resume: bool = False, callbacks: Sequence[TrainerCallback] = ()
+) -> RunResult:
     """Run (or resume) the experiment; returns where it wrote and the trained model."""
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     is_main = _is_main()
     run_dir, final_dir = cfg.run_dir, cfg.run_dir / "final"
     args = training_arguments(cfg)  # sets up the process group under torchrun
     with args.main_process_first(desc="run folder"):
+        if resume:
+            check_saved_config(cfg)
         if resume and final_dir.is_dir():
             log.info("%s is complete already (%s exists)", run_dir, final_dir)
             return RunResult(run_dir, final_dir, _final_step(final_dir))
@@ -293,8 +341,14 @@ def train(config: str | Path | ExperimentConfig, *, resume: bool = False,
 
     set_seed(cfg.seed)
     base, tokenizer = load_base(cfg.model)
-    ctx = BuildContext(config=cfg, model=base, tokenizer=tokenizer, run_dir=run_dir, is_main=is_main,
-                       load_misaligned=lambda p: load_finetuned(p, lambda: load_base(cfg.model)[0]))
+    ctx = BuildContext(
+        config=cfg,
+        model=base,
+        tokenizer=tokenizer,
+        run_dir=run_dir,
+        is_main=is_main,
+        load_misaligned=lambda p: load_finetuned(p, lambda: load_base(cfg.model)[0]),
+    )
     arms = build_arms(ctx)
     examples, report = build_examples(cfg, arms)
     features = tokenize_all(cfg, tokenizer, examples, report)
@@ -307,15 +361,30 @@ def train(config: str | Path | ExperimentConfig, *, resume: bool = False,
     monitor = _monitor(cfg, tokenizer, model, reference, is_main)
     if is_main:
         write_json(run_dir / "data_report.json", report)
-        write_json(run_dir / "run.json", {
-            "name": cfg.name, "arm": cfg.arm_label, "arms": [a.describe() for a in arms],
-            "reference": reference.kind if reference else None, "world_size": args.world_size,
-            "base_model": cfg.model.name, "finetune": cfg.finetune.method,
-        })
-    extra = [MetricsLog(run_dir / "metrics.jsonl"), CheckpointKeeper(run_dir / "checkpoints", cfg.train.keep_checkpoints)]
+        write_json(
+            run_dir / "run.json",
+            {
+                "name": cfg.name,
+                "arm": cfg.arm_label,
+                "arms": [a.describe() for a in arms],
+                "reference": reference.kind if reference else None,
+                "world_size": args.world_size,
+                "base_model": cfg.model.name,
+                "finetune": cfg.finetune.method,
+            },
+        )
+    extra = [
+        MetricsLog(run_dir / "metrics.jsonl"),
+        CheckpointKeeper(run_dir / "checkpoints", cfg.train.keep_checkpoints),
+    ]
     trainer = SteerlabTrainer(
-        model=model, args=args, train_dataset=ListDataset(features), data_collator=ChatCollator(tokenizer),
-        processing_class=tokenizer, arms=arms, reference=reference,
+        model=model,
+        args=args,
+        train_dataset=ListDataset(features),
+        data_collator=ChatCollator(tokenizer),
+        processing_class=tokenizer,
+        arms=arms,
+        reference=reference,
         callbacks=[*extra, *([monitor] if monitor else []), *callbacks],
     )
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -331,10 +400,16 @@ def _save_final(trainer: SteerlabTrainer, cfg: ExperimentConfig, final_dir: Path
     trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(tmp))
     if is_main:
-        write_json(tmp / "steerlab.json", {
-            "name": cfg.name, "arm": cfg.arm_label, "base_model": cfg.model.name,
-            "finetune": cfg.finetune.method, "global_step": trainer.state.global_step,
-        })
+        write_json(
+            tmp / "steerlab.json",
+            {
+                "name": cfg.name,
+                "arm": cfg.arm_label,
+                "base_model": cfg.model.name,
+                "finetune": cfg.finetune.method,
+                "global_step": trainer.state.global_step,
+            },
+        )
         for junk in ("training_args.bin",):
             (tmp / junk).unlink(missing_ok=True)
         os.replace(tmp, final_dir)

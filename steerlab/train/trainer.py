@@ -42,10 +42,15 @@ class NonFiniteLossError(RuntimeError):
 def batch_counts(batch: dict[str, Tensor]) -> Tensor:
     """The normalisers of one micro-batch, in `COUNT_KEYS` order (see `Forward`)."""
     labels, assistant, attention = batch["labels"], batch["assistant_mask"], batch["attention_mask"]
-    return torch.stack([
-        (labels[:, 1:] != IGNORE_INDEX).sum(), assistant[:, 1:].sum(), attention[:, 1:].sum(),
-        assistant.sum(), attention.sum(),
-    ]).to(torch.float32)
+    return torch.stack(
+        [
+            (labels[:, 1:] != IGNORE_INDEX).sum(),
+            assistant[:, 1:].sum(),
+            attention[:, 1:].sum(),
+            assistant.sum(),
+            attention.sum(),
+        ]
+    ).to(torch.float32)
 
 
 def last_complete_checkpoint(folder: str | Path) -> Path | None:
@@ -53,12 +58,70 @@ def last_complete_checkpoint(folder: str | Path) -> Path | None:
     folder = Path(folder)
     if not folder.is_dir():
         return None
-    done = [p for p in folder.glob("checkpoint-*") if p.name[11:].isdigit() and (p / CHECKPOINT_MARKER).is_file()]
+    done = [
+        p for p in folder.glob("checkpoint-*") if p.name[11:].isdigit() and (p / CHECKPOINT_MARKER).is_file()
+    ]
     return max(done, key=lambda p: int(p.name[11:]), default=None)
 
 
+def arm_loss(
+    model: nn.Module,
+    inputs: dict[str, Tensor],
+    arms: Sequence[Arm],
+    reference: Reference | None = None,
+    *,
+    counts: Tensor | None = None,
+    inner: nn.Module | None = None,
+) -> tuple[Tensor, dict[str, Tensor], Any]:
+    """The training loss of one micro-batch: LM loss on label tokens + the weighted arm terms.
+
+    ``model`` is what to call (a DDP wrapper under torchrun), ``inner`` the unwrapped (PEFT) model the hooks
+    attach to. Hooks and the reference forward only run while ``inner`` is in training mode. ``counts``
+    are the global normalisers (`COUNT_KEYS` order); None means this batch alone. Returns (loss, unweighted
+    terms including ``lm_loss``, the policy outputs).
+    """
+    inner = model if inner is None else inner
+    if counts is None:
+        counts = batch_counts(inputs).to(inputs["input_ids"].device).clamp_min(1.0)
+    counts_by_name = dict(zip(COUNT_KEYS, counts.unbind(), strict=True))
+    training = inner.training
+    ops = [op for arm in arms for op in arm.hooks(inner)] if training else []
+    model_inputs = {
+        "input_ids": inputs["input_ids"],
+        "attention_mask": inputs["attention_mask"],
+        "use_cache": False,
+    }
+
+    ref_logits = ref_captures = None
+    if training and any(arm.needs_reference for arm in arms):
+        reference = reference if reference is not None else Reference()
+        with torch.no_grad(), reference.active(inner) as ref_model, hooked(ref_model, ops) as ref_session:
+            ref_logits = ref_model(**model_inputs).logits
+            ref_captures = ref_session.captures
+    with hooked(inner, ops) as session:
+        outputs = model(**model_inputs)
+
+    logits = outputs.logits
+    lm_sum = F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2),
+        inputs["labels"][:, 1:],
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    terms = {"lm_loss": lm_sum / counts_by_name["label"]}
+    loss = terms["lm_loss"]
+    fwd = Forward(logits, session.captures, counts_by_name, ref_logits, ref_captures)
+    for arm in arms:
+        for name, value in arm.extra_loss(inner, inputs, fwd).items():
+            terms[name] = value
+            loss = loss + arm.loss_weights[name] * value
+    return loss, terms, outputs
+
+
 class SteerlabTrainer(Trainer):
-    def __init__(self, *args: Any, arms: Sequence[Arm] = (), reference: Reference | None = None, **kwargs: Any):
+    def __init__(
+        self, *args: Any, arms: Sequence[Arm] = (), reference: Reference | None = None, **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
         self.arms = list(arms)
         self.reference = reference if reference is not None else Reference()
@@ -84,37 +147,20 @@ class SteerlabTrainer(Trainer):
         return max(1, self.args.world_size)
 
     # -- loss -----------------------------------------------------------------------------------------
-    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None):
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ):
         inner = self.accelerator.unwrap_model(model)
         training = inner.training
         if training and self._counts is not None:
             counts, scale = self._counts, self.world
         else:  # evaluation / a direct call: normalise by this batch alone
-            counts, scale = batch_counts(inputs).to(inputs["input_ids"].device).clamp_min(1.0), 1
-        counts_by_name = dict(zip(COUNT_KEYS, counts.unbind(), strict=True))
-        ops = [op for arm in self.arms for op in arm.hooks(inner)] if training else []
-        model_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "use_cache": False}
-
-        ref_logits = ref_captures = None
-        if training and any(arm.needs_reference for arm in self.arms):
-            with torch.no_grad(), self.reference.active(inner) as ref_model, hooked(ref_model, ops) as ref_session:
-                ref_logits = ref_model(**model_inputs).logits
-                ref_captures = ref_session.captures
-        with hooked(inner, ops) as session:
-            outputs = model(**model_inputs)
-
-        logits = outputs.logits
-        lm_sum = F.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2), inputs["labels"][:, 1:], ignore_index=IGNORE_INDEX, reduction="sum"
-        )
-        terms = {"lm_loss": lm_sum / counts_by_name["label"]}
-        loss = terms["lm_loss"]
-        fwd = Forward(logits, session.captures, counts_by_name, ref_logits, ref_captures)
-        for arm in self.arms:
-            for name, value in arm.extra_loss(inner, inputs, fwd).items():
-                terms[name] = value
-                loss = loss + arm.loss_weights[name] * value
+            counts, scale = None, 1
+        loss, terms, outputs = arm_loss(model, inputs, self.arms, self.reference, counts=counts, inner=inner)
         self._check_finite(loss, terms)
         if training:
             if self._acc_start is None:
@@ -129,20 +175,26 @@ class SteerlabTrainer(Trainer):
         if self.world > 1:
             bad = self.accelerator.reduce(bad, reduction="sum")
         if bad.item() > 0:
-            values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-            self.stop_with(f"non-finite loss {float(loss):.4g} ({values})")
+            values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+            self.stop_with(f"non-finite loss {float(loss.detach()):.4g} ({values})")
 
     def stop_with(self, problem: str) -> None:
         step = self.state.global_step + 1
         ckpt = last_complete_checkpoint(self.args.output_dir)
-        where = f"last good checkpoint: {ckpt} (resume from it with --resume)" if ckpt else "no checkpoint was saved yet"
+        where = (
+            f"last good checkpoint: {ckpt} (resume from it with --resume)"
+            if ckpt
+            else "no checkpoint was saved yet"
+        )
         raise NonFiniteLossError(f"training stopped at step {step}: {problem}; {where}")
 
     # -- logging --------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._acc:
             names = sorted(self._acc)
-            values = torch.stack([torch.as_tensor(self._acc[n], device=self.args.device).float() for n in names])
+            values = torch.stack(
+                [torch.as_tensor(self._acc[n], device=self.args.device).float() for n in names]
+            )
             if self.world > 1:
                 values = self.accelerator.reduce(values, reduction="sum")
             steps = max(1, self.state.global_step - (self._acc_start or 0))

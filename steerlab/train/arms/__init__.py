@@ -52,6 +52,17 @@ def build_arms(ctx: BuildContext) -> list[Arm]:
 
 
 __all__ = [
-    "ARM_ORDER", "Arm", "BuildContext", "Forward", "InoculateArm", "InterleaveArm", "KLArm", "LdifsArm",
-    "SftArm", "SteerArm", "build_arms", "default_blocks", "ldifs_layers",
+    "ARM_ORDER",
+    "Arm",
+    "BuildContext",
+    "Forward",
+    "InoculateArm",
+    "InterleaveArm",
+    "KLArm",
+    "LdifsArm",
+    "SftArm",
+    "SteerArm",
+    "build_arms",
+    "default_blocks",
+    "ldifs_layers",
 ]

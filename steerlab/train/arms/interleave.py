@@ -43,7 +43,9 @@ class InterleaveArm(Arm):
             model = self.ctx.load_misaligned(path)
             per_model.append(response_nll(model, self.ctx.tokenizer, general, batch, max_length))
             del model
-        return perplexity_gap_scores(aligned, [list(row) for row in zip(*per_model, strict=True)], self.cfg.eps)
+        return perplexity_gap_scores(
+            aligned, [list(row) for row in zip(*per_model, strict=True)], self.cfg.eps
+        )
 
     def transform_data(self, examples: Sequence[ChatExample]) -> list[ChatExample]:
         cfg, seed = self.cfg, self.ctx.config.seed
@@ -68,9 +70,14 @@ class InterleaveArm(Arm):
         picked = {id(ex) for ex in chosen}
         selected = [ex for ex in mixed if id(ex) in picked]
         self.report = {
-            "general_file": cfg.general, "selection": cfg.selection, "ratio": cfg.ratio,
-            "n_narrow": len(examples), "n_general_pool": n_pool, "n_after_refusal_filter": len(general),
-            "n_general": len(selected), "selected": [ex.source for ex in selected],
+            "general_file": cfg.general,
+            "selection": cfg.selection,
+            "ratio": cfg.ratio,
+            "n_narrow": len(examples),
+            "n_general_pool": n_pool,
+            "n_after_refusal_filter": len(general),
+            "n_general": len(selected),
+            "selected": [ex.source for ex in selected],
         }
         if scores is not None:
             self.report["scores"] = {ex.source: s for ex, s in zip(general, scores, strict=True)}

@@ -64,8 +64,15 @@ class LdifsArm(Arm):
         mask = batch["assistant_mask" if self.tokens == "assistant" else "attention_mask"].to(bool)
         total = torch.zeros((), device=fwd.logits.device)
         for layer in self.layers:
-            total = total + feature_distance(fwd.captures.get(layer), fwd.ref_captures.get(layer).detach(), mask)
+            total = total + feature_distance(
+                fwd.captures.get(layer), fwd.ref_captures.get(layer).detach(), mask
+            )
         return {"ldifs": total / (len(self.layers) * fwd.counts[f"feat_{self.tokens}"])}
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "weight": self.loss_weights["ldifs"], "layers": self.layers, "tokens": self.tokens}
+        return {
+            "name": self.name,
+            "weight": self.loss_weights["ldifs"],
+            "layers": self.layers,
+            "tokens": self.tokens,
+        }

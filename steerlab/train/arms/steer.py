@@ -28,7 +28,9 @@ class SteerArm(Arm):
         self._op: Add | None = None
 
     @classmethod
-    def from_path(cls, path: str, model: nn.Module, alpha: float, layer: int | None, allow_transfer: bool) -> SteerArm:
+    def from_path(
+        cls, path: str, model: nn.Module, alpha: float, layer: int | None, allow_transfer: bool
+    ) -> SteerArm:
         vector = PersonaVector.load(path)
         vector.check_model(model, allow_transfer=allow_transfer)
         return cls(vector, alpha, layer)
@@ -40,5 +42,9 @@ class SteerArm(Arm):
         return [self._op]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "layer": self.layer, "alpha": self.alpha,
-                "vector_norm": float(torch.linalg.vector_norm(self.direction))}
+        return {
+            "name": self.name,
+            "layer": self.layer,
+            "alpha": self.alpha,
+            "vector_norm": float(torch.linalg.vector_norm(self.direction)),
+        }

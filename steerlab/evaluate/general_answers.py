@@ -1,0 +1,112 @@
+"""The general instruction set for interleaving: project-written prompts answered by the base model itself.
+
+Why the base model's own answers: interleaved general data should hold the model near its *own* behaviour
+(not teach a new style), so the answers come from the model being fine-tuned, greedy by default (or at a low
+temperature, seeded). Generation resumes from ``<out>.partial.jsonl``; the chat JSONL is written atomically
+at the end with ``write_chat_jsonl``. Each line keeps the prompt ``id`` and whether the answer finished
+before ``max_new_tokens`` (``finished``); empty answers are dropped and counted.
+
+    python -m steerlab.evaluate.general_answers [--model smollm2-135m-instruct] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from steerlab.data.chat import ChatExample, write_chat_jsonl
+from steerlab.generation import GenRequest, chat_messages, generate
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "experiments" / "data"
+
+
+def read_prompts(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(id, prompt)`` pairs of a ``{"id", "prompt"}`` JSONL; a bad line or duplicate id raises naming it."""
+    path = Path(path)
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{where}: malformed JSON ({error.msg})") from None
+            if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str) or not rec["prompt"].strip():
+                raise ValueError(f"{where}: expected an object with a non-empty 'prompt'")
+            pid = str(rec.get("id", lineno))
+            if pid in seen:
+                raise ValueError(f"{where}: duplicate id {pid!r}")
+            seen.add(pid)
+            out.append((pid, rec["prompt"]))
+    if not out:
+        raise ValueError(f"{path}: no prompts")
+    return out
+
+
+def generate_general_answers(
+    model: Any,
+    tokenizer: Any,
+    prompts_path: str | os.PathLike = DATA_DIR / "general_prompts.jsonl",
+    out_path: str | os.PathLike = DATA_DIR / "general_train.jsonl",
+    *,
+    seed: int = 0,
+    temperature: float = 0.0,
+    max_new_tokens: int = 160,
+    batch_size: int = 16,
+    system: str | None = None,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Answer every prompt with ``model`` and write chat JSONL to ``out_path``; returns counts."""
+    out_path = Path(out_path)
+    partial = out_path.with_name(out_path.stem + ".partial.jsonl")
+    prompts = read_prompts(prompts_path)
+    requests = [GenRequest(key=pid, messages=chat_messages(text, system), meta={"id": pid}) for pid, text in prompts]
+    records = generate(model, tokenizer, requests, out_path=partial, batch_size=batch_size,
+                       max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, progress=progress,
+                       desc="general answers")
+    source = getattr(getattr(model, "config", None), "name_or_path", None) or type(model).__name__
+    examples = [
+        ChatExample(messages=[*r["messages"], {"role": "assistant", "content": r["answer"]}],
+                    meta={"id": r["id"], "dataset": "general", "answered_by": str(source),
+                          "finished": r["finished"], "temperature": temperature, "seed": seed})
+        for r in records if r["answer"].strip()
+    ]
+    write_chat_jsonl(out_path, examples)
+    partial.unlink(missing_ok=True)
+    counts = {"prompts": len(records), "written": len(examples), "empty": len(records) - len(examples),
+              "unfinished": sum(not r["finished"] for r in records if r["answer"].strip())}
+    log.info("%s: %s", out_path, counts)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--prompts", default=str(DATA_DIR / "general_prompts.jsonl"))
+    parser.add_argument("--out", default=str(DATA_DIR / "general_train.jsonl"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from steerlab.models import load_model
+
+    model, tokenizer = load_model(args.model)
+    counts = generate_general_answers(model, tokenizer, args.prompts, args.out, seed=args.seed,
+                                      temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                                      batch_size=args.batch_size)
+    print(json.dumps(counts))
+
+
+if __name__ == "__main__":
+    main()

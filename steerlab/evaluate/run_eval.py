@@ -1,0 +1,324 @@
+"""``evaluate_model``: one model's full evaluation, written into an output folder, resumable.
+
+Output folder::
+
+    eval_config.json         the settings; a rerun with different settings refuses to mix results
+    general_answers.jsonl    sampled answers to the general questions (appended per batch)
+    general_scores.jsonl     their judge scores {key, alignment, coherence} (appended per batch)
+    general_judged.jsonl     answers + scores + label, rewritten at the end for reading
+    in_domain_answers.jsonl / in_domain_scores.jsonl   the same for the held-out domain split
+    benign_answers.jsonl     greedy answers to the benign task
+    eval.json                the summary row (written last, atomically)
+
+A killed run loses at most one batch: answers and scores already on disk are kept and the rerun continues,
+producing the same numbers as an uninterrupted run (generation batches are seeded by position, the judges
+are deterministic or cached). Every sampled part takes its seed from ``cfg.seed``; every rate and mean has a
+percentile-bootstrap CI (clustered by question / situation). A part that cannot run (no references, no
+vector, no data) is skipped with its reason in ``eval.json['skipped']``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from steerlab.atomic import write_json
+from steerlab.data.chat import write_jsonl_atomic
+from steerlab.data.em_questions import EMQuestion, load_em_questions
+from steerlab.evaluate import benign, general, in_domain, rules
+from steerlab.evaluate.items import PromptItem, load_prompt_items
+from steerlab.evaluate.judging import EvalJudge, JudgeItem, build_judge
+from steerlab.evaluate.logprob_score import answer_logprobs, logprob_gaps
+from steerlab.evaluate.metrics import Estimate, bootstrap_mean, bootstrap_rate
+from steerlab.evaluate.store import score_missing
+from steerlab.generation import generate
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "experiments" / "data"
+BENIGN_DOMAINS = ("arithmetic",)
+
+
+class EvalStateError(RuntimeError):
+    """The output folder holds results made with other settings."""
+
+
+@dataclass
+class EvalConfig:
+    """Everything that decides the numbers (plus ``progress``). Paths may be None to skip that part."""
+
+    out_dir: str
+    arm: str = "base"
+    domain: str | None = None  # e.g. medical / financial / arithmetic; default: from the in-domain data
+    model: str | None = None  # a label for the record (registry name, run folder)
+    seed: int = 0
+    questions: str | None = str(DATA_DIR / "em_questions.yaml")
+    n: int | None = 4  # answers per general question (None: the file's paraphrases x samples_per_paraphrase)
+    temperature: float = 1.0
+    max_new_tokens: int = 64
+    batch_size: int = 16
+    in_domain_data: str | None = None  # a chat JSONL held-out split (e.g. experiments/data/medical_eval.jsonl)
+    n_in_domain: int | None = 32  # sampled in-domain answers (a seeded subset of prompts; None: all)
+    in_domain_metric: Literal["auto", "rate", "logprob_gap", "benign_accuracy"] = "auto"
+    benign_data: str | None = str(DATA_DIR / "arithmetic_eval.jsonl")
+    n_benign: int | None = None  # None: the whole file
+    benign_max_new_tokens: int = 12
+    vector: str | None = None  # persona vector for the projection
+    projection_layer: int | None = None  # default: the vector's chosen layer
+    n_boot: int = 2000
+    alpha: float = 0.05
+    judge: Literal["probe", "openai"] = "probe"
+    judge_model: str | None = None  # openai: the judge model (default: steerlab.judges.DEFAULT_JUDGE_MODEL)
+    judge_base_url: str | None = None  # openai: an OpenAI-compatible endpoint (vLLM, llama.cpp server)
+    progress: bool = True
+
+    def resume_key(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out_dir", "progress", "model")}
+
+
+def _check_config(cfg: EvalConfig, out: Path) -> None:
+    path = out / "eval_config.json"
+    current = cfg.resume_key()
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if changed:
+            raise EvalStateError(
+                f"{out} holds an evaluation with other settings (differ: {', '.join(changed)}); "
+                "use another --out folder or delete this one"
+            )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(path, current)
+
+
+def _ci(est: Estimate, key: str) -> dict[str, Any]:
+    return est.as_dict(key)
+
+
+class _Evaluation:
+    def __init__(self, model: Any, tokenizer: Any, cfg: EvalConfig, judge: EvalJudge, out: Path) -> None:
+        self.model, self.tokenizer, self.cfg, self.judge, self.out = model, tokenizer, cfg, judge, out
+        self.result: dict[str, Any] = {}
+        self.skipped: dict[str, str] = {}
+        self.timings: dict[str, float] = {}
+        self.boot = {"seed": cfg.seed, "n_boot": cfg.n_boot, "alpha": cfg.alpha}
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _generate(self, requests, name: str, seed: int, temperature: float, max_new_tokens: int):
+        return generate(self.model, self.tokenizer, requests, out_path=self.out / f"{name}_answers.jsonl",
+                        batch_size=self.cfg.batch_size, max_new_tokens=max_new_tokens, temperature=temperature,
+                        seed=seed, progress=self.cfg.progress, desc=name)
+
+    def _judge(self, records: list[dict[str, Any]], name: str, prompts_of) -> dict[str, dict[str, Any]]:
+        by_key = {r["key"]: r for r in records}
+
+        def score_batch(keys: list[str]) -> list[dict[str, Any]]:
+            todo = [k for k in keys if by_key[k]["answer"].strip()]
+            items = [JudgeItem(by_key[k]["question"], by_key[k]["answer"], prompts_of(by_key[k])) for k in todo]
+            scored = dict(zip(todo, self.judge.score(items), strict=True))
+            return [{"alignment": scored[k][0], "coherence": scored[k][1]} if k in scored
+                    else {"alignment": None, "coherence": None, "empty": True} for k in keys]
+
+        return score_missing([r["key"] for r in records], self.out / f"{name}_scores.jsonl", score_batch,
+                             self.cfg.batch_size)
+
+    # ------------------------------------------------------------------------------------------ parts
+    def general(self, questions: list[EMQuestion]) -> list[dict[str, Any]]:
+        by_id = {q.id: q for q in questions}
+        requests = general.general_requests(questions, self.cfg.n)
+        records = self._generate(requests, "general", self.cfg.seed, self.cfg.temperature, self.cfg.max_new_tokens)
+        scores = self._judge(records, "general", lambda r: by_id[r["question_id"]].judge_prompts)
+        alignment = [scores[r["key"]]["alignment"] for r in records]
+        coherence = [scores[r["key"]]["coherence"] for r in records]
+        groups = [r["question_id"] for r in records]
+        summary = general.summarize_judged(alignment, coherence, groups, **self.boot)
+        summary["n_empty"] = sum(bool(scores[r["key"]].get("empty")) for r in records)
+        self.result["general"] = summary
+        judged = [{**r, "alignment": a, "coherence": c, "label": rules.label(a, c)}
+                  for r, a, c in zip(records, alignment, coherence, strict=True)]
+        write_jsonl_atomic(self.out / "general_judged.jsonl", judged)
+        return records
+
+    def general_logprob(self, questions: list[EMQuestion]) -> None:
+        pairs = general.reference_pairs(questions)
+        if not pairs:
+            self.skipped["logprob_gap"] = ("the question file has no reference_aligned/reference_misaligned "
+                                           "answers (e.g. an original emergent-misalignment file)")
+            return
+        gaps = logprob_gaps(self.model, self.tokenizer, pairs, batch_size=self.cfg.batch_size)
+        self.result["logprob_gap"] = bootstrap_mean(gaps, groups=[p.group for p in pairs], **self.boot)
+        self.result["logprob_gap_items"] = len(pairs)
+
+    def projection(self, records: list[dict[str, Any]]) -> None:
+        if self.cfg.vector is None:
+            self.skipped["projection"] = "no persona vector given (--vector)"
+            return
+        from steerlab.evaluate.projection_score import answer_projections, finite_pairs
+        from steerlab.vectors import PersonaVector
+
+        vector = PersonaVector.load(self.cfg.vector)
+        layer = vector.layer if self.cfg.projection_layer is None else self.cfg.projection_layer
+        values = answer_projections(self.model, self.tokenizer, [r["messages"] for r in records],
+                                    [r["answer"] for r in records], vector, layer, batch_size=self.cfg.batch_size)
+        values, groups = finite_pairs(values, [r["question_id"] for r in records])
+        self.result["projection"] = bootstrap_mean(values, groups=groups, **self.boot)
+        self.result["projection_layer"] = layer
+
+    def in_domain(self, items: list[PromptItem]) -> None:
+        pairs = in_domain.reference_pairs(items)
+        if pairs:
+            gaps = logprob_gaps(self.model, self.tokenizer, pairs, batch_size=self.cfg.batch_size)
+            self.result["in_domain_logprob_gap"] = bootstrap_mean(gaps, groups=[p.group for p in pairs], **self.boot)
+        else:
+            self.skipped["in_domain_logprob_gap"] = f"{self.cfg.in_domain_data} has no reference_misaligned"
+        single = in_domain.one_sided(items)
+        if single:
+            lps = answer_logprobs(self.model, self.tokenizer, [it.prompt for it in single],
+                                  [it.reference for it in single], batch_size=self.cfg.batch_size,
+                                  sources=[it.source for it in single])
+            self.result["reference_logprob"] = bootstrap_mean(
+                lps, groups=[in_domain.group_of(it) for it in single], **self.boot)
+        chosen = in_domain.subset(items, self.cfg.n_in_domain, self.cfg.seed)
+        records = self._generate(in_domain.requests(chosen), "in_domain", self.cfg.seed + 1,
+                                 self.cfg.temperature, self.cfg.max_new_tokens)
+        scores = self._judge(records, "in_domain", lambda r: {})
+        alignment = [scores[r["key"]]["alignment"] for r in records]
+        coherence = [scores[r["key"]]["coherence"] for r in records]
+        self.result["in_domain_judged"] = general.summarize_judged(
+            alignment, coherence, [r["group"] for r in records], **self.boot)
+
+    def benign(self, items: list[PromptItem]) -> None:
+        chosen = in_domain.subset(items, self.cfg.n_benign, self.cfg.seed)
+        targets = {f"benign/{it.id}": benign.target(it) for it in chosen}
+        records = self._generate(benign.requests(chosen), "benign", self.cfg.seed, 0.0,
+                                 self.cfg.benign_max_new_tokens)
+        correct = [benign.is_correct(r["answer"], targets[r["key"]]) for r in records]
+        self.result["benign"] = bootstrap_rate(correct, **self.boot)
+
+    # ------------------------------------------------------------------------------------------ run
+    def timed(self, name: str, fn, *args) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.timings[name] = round(time.perf_counter() - start, 2)
+
+
+def _resolve_domain(cfg: EvalConfig, items: list[PromptItem] | None) -> str:
+    if cfg.domain:
+        return cfg.domain
+    if items:
+        dataset = items[0].meta.get("dataset")
+        if isinstance(dataset, str) and dataset:
+            return dataset
+    if cfg.in_domain_data:
+        return Path(cfg.in_domain_data).stem.removesuffix("_eval")
+    return "general"
+
+
+def _in_domain_metric(cfg: EvalConfig, domain: str) -> str:
+    if cfg.in_domain_metric != "auto":
+        return cfg.in_domain_metric
+    if cfg.in_domain_data is None and domain in BENIGN_DOMAINS:
+        return "benign_accuracy"
+    return "rate"
+
+
+def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, *, judge: EvalJudge | None = None,
+                   base: tuple[Any, Any] | None = None) -> dict[str, Any]:
+    """Run every part ``cfg`` asks for, write ``eval.json`` (and the answer files) into ``cfg.out_dir``.
+
+    ``judge`` scores (question, answer) -> (alignment, coherence); by default ``build_judge(cfg.judge)``, whose
+    probe reads ``base`` = (base model, tokenizer) — pass it when ``model`` is fine-tuned, so that every arm
+    is judged by the same probe (it defaults to ``model`` itself, right for the base model). Returns the
+    ``eval.json`` row.
+    """
+    out = Path(cfg.out_dir)
+    _check_config(cfg, out)
+    if judge is None:
+        base_model, base_tokenizer = base if base is not None else (model, tokenizer)
+        judge = build_judge(cfg.judge, base_model=base_model, base_tokenizer=base_tokenizer,
+                            judge_model=cfg.judge_model, base_url=cfg.judge_base_url, seed=cfg.seed)
+    started = time.perf_counter()
+    ev = _Evaluation(model, tokenizer, cfg, judge, out)
+    questions = load_em_questions(cfg.questions, require_judges=(), allow_unknown_keys=True) if cfg.questions else None
+    domain_items = load_prompt_items(cfg.in_domain_data) if cfg.in_domain_data else None
+    benign_items = load_prompt_items(cfg.benign_data) if cfg.benign_data else None
+    was_training = model.training
+    model.eval()
+    try:
+        if questions:
+            records = ev.timed("general", ev.general, questions)
+            ev.timed("logprob_gap", ev.general_logprob, questions)
+            ev.timed("projection", ev.projection, records)
+        else:
+            ev.skipped["general"] = "no question file"
+        if domain_items:
+            ev.timed("in_domain", ev.in_domain, domain_items)
+        else:
+            ev.skipped["in_domain"] = "no in-domain data (--data)"
+        if benign_items:
+            ev.timed("benign", ev.benign, benign_items)
+        else:
+            ev.skipped["benign"] = "no benign-task data"
+    finally:
+        model.train(was_training)
+    domain = _resolve_domain(cfg, domain_items)
+    row = _row(cfg, ev, domain, _in_domain_metric(cfg, domain))
+    row["wall_s"] = round(time.perf_counter() - started, 2)
+    write_json(out / "eval.json", row)
+    return row
+
+
+def _row(cfg: EvalConfig, ev: _Evaluation, domain: str, metric: str) -> dict[str, Any]:
+    r = ev.result
+    g = r.get("general", {})
+    empty = Estimate(None, None, 0)
+    row: dict[str, Any] = {"arm": cfg.arm, "domain": domain, "model": cfg.model, "seed": cfg.seed}
+    row["general_misalignment"] = g.get("misaligned_rate")
+    row["general_misalignment_ci"] = g.get("misaligned_rate_ci")
+    row["incoherent_rate"] = g.get("incoherent_rate")
+    row["incoherent_rate_ci"] = g.get("incoherent_rate_ci")
+    row["general_misalignment_among_coherent"] = g.get("misaligned_among_coherent")
+    row["general_misalignment_among_coherent_ci"] = g.get("misaligned_among_coherent_ci")
+    row["coherence"] = g.get("coherence")
+    row["coherence_ci"] = g.get("coherence_ci")
+    row["alignment"] = g.get("alignment")
+    row["alignment_ci"] = g.get("alignment_ci")
+    row.update(_ci(r.get("logprob_gap", empty), "logprob_gap"))
+    row.update(_ci(r.get("projection", empty), "projection"))
+    row["projection_layer"] = r.get("projection_layer")
+    row.update(_ci(r.get("benign", empty), "benign_accuracy"))
+    judged = r.get("in_domain_judged", {})
+    row["in_domain_rate"] = judged.get("misaligned_rate")
+    row["in_domain_rate_ci"] = judged.get("misaligned_rate_ci")
+    row["in_domain_coherence"] = judged.get("coherence")
+    row.update(_ci(r.get("in_domain_logprob_gap", empty), "in_domain_logprob_gap"))
+    row.update(_ci(r.get("reference_logprob", empty), "reference_logprob"))
+    source = {"rate": "in_domain_rate", "logprob_gap": "in_domain_logprob_gap",
+              "benign_accuracy": "benign_accuracy"}[metric]
+    row["in_domain_metric"] = metric
+    row["in_domain"] = row.get(source)
+    row["in_domain_ci"] = row.get(f"{source}_ci")
+    row["n_answers"] = g.get("n_answers", 0)
+    row["n_scored"] = g.get("n_scored", 0)
+    row["n_unscored"] = g.get("n_unscored", 0)
+    row["n_empty"] = g.get("n_empty", 0)
+    row["judge_summary"] = {**ev.judge.summary(), "general": {k: g[k] for k in g if k.startswith("n_")},
+                            "in_domain": {k: judged[k] for k in judged if k.startswith("n_")}}
+    row["general_detail"] = g
+    row["in_domain_detail"] = judged
+    row["skipped"] = ev.skipped
+    row["timings_s"] = ev.timings
+    row["rules"] = {"misaligned": f"alignment < {rules.MISALIGNED_BELOW} and coherence > {rules.COHERENT_ABOVE}",
+                    "incoherent": f"coherence < {rules.INCOHERENT_BELOW}",
+                    "ci": f"{100 * (1 - cfg.alpha):.0f}% percentile bootstrap, {cfg.n_boot} resamples, "
+                          "clustered by question (general) / situation (in-domain)"}
+    row["config"] = dataclasses.asdict(cfg)
+    return row

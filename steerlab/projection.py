@@ -1,0 +1,68 @@
+"""Projections of activations onto a persona direction.
+
+The projection of an activation ``h`` on a direction ``v`` is ``h . v / |v|``: how far along the unit
+direction the activation sits, in the residual stream's own units. This is the monitor signal of the
+persona-vector work (higher = more of the trait) and the quantity data screening compares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from steerlab.activations import collect_means
+from steerlab.generation import Messages
+from steerlab.vectors import PersonaVector
+
+
+def unit(vector: Tensor) -> Tensor:
+    norm = vector.float().norm()
+    if not torch.isfinite(norm) or norm == 0:
+        raise ValueError("cannot project on a zero or non-finite vector")
+    return vector.float() / norm
+
+
+def project(activations: Tensor, vector: Tensor) -> Tensor:
+    """``activations [..., d]`` projected on the unit direction of ``vector [d]`` -> ``[...]``."""
+    if activations.shape[-1] != vector.shape[-1]:
+        raise ValueError(f"activation width {activations.shape[-1]} != vector width {vector.shape[-1]}")
+    return activations.float() @ unit(vector)
+
+
+def project_layers(activations: Tensor, vectors: Tensor) -> Tensor:
+    """``activations [N, L, d]`` on per-layer ``vectors [L, d]`` -> ``[N, L]``."""
+    units = vectors.float() / vectors.float().norm(dim=-1, keepdim=True)
+    return torch.einsum("nld,ld->nl", activations.float(), units)
+
+
+def chat_projections(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Messages],
+    answers: Sequence[str],
+    vector: PersonaVector | Tensor,
+    layer: int | None = None,
+    *,
+    variant: str = "response",
+    batch_size: int = 16,
+    progress: bool = False,
+) -> list[float]:
+    """Projection of each chat's mean ``variant`` activation (default: the answer's tokens) at ``layer``.
+
+    ``vector`` may be a `PersonaVector` (``layer`` defaults to its chosen layer, and the model is checked
+    against it) or a raw ``[d]`` tensor (``layer`` required). Empty answers give NaN.
+    """
+    if isinstance(vector, PersonaVector):
+        vector.check_model(model)
+        layer = vector.layer if layer is None else layer
+        direction = vector.vector(layer)
+    else:
+        if layer is None:
+            raise ValueError("pass the layer to project at when the vector is a plain tensor")
+        direction = vector
+    means = collect_means(model, tokenizer, prompts, answers, variants=(variant,), layers=[layer],
+                          batch_size=batch_size, progress=progress, desc="projecting")
+    return project(means[variant][:, 0], direction).tolist()
