@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from steerlab.testing import tiny_model
 from steerlab.vectors import (
     IncompatibleVectorError,
     PersonaVector,
@@ -13,7 +14,6 @@ from steerlab.vectors import (
     model_fingerprint,
     model_id,
 )
-from steerlab.testing import tiny_model
 
 
 def _vector(model, layers=(0, 1, 2)) -> PersonaVector:
