@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import typer
+import yaml
 from typer.testing import CliRunner
 
 import steerlab.generation as generation
@@ -46,11 +47,26 @@ def fake_judge(fail_on_call: int | None = None) -> ScorerPairJudge:
     return ScorerPairJudge(HashScorer("evil", fail_on_call), HashScorer("coherence"), name="hash")
 
 
-def small_cfg(out: Path, **kw) -> EvalConfig:
-    base = dict(out_dir=str(out), n=3, max_new_tokens=6, batch_size=8, in_domain_data=str(DATA / "medical_eval.jsonl"),
-                n_in_domain=10, n_benign=10, benign_max_new_tokens=4, n_boot=200, progress=False)
-    base.update(kw)
-    return EvalConfig(**base)
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> dict[str, str]:
+    """The first questions / held-out items of the project's own files, to keep the tests fast."""
+    folder = tmp_path_factory.mktemp("small_data")
+    questions = yaml.safe_load((DATA / "em_questions.yaml").read_text())[:6]
+    (folder / "questions.yaml").write_text(yaml.safe_dump(questions))
+    lines = (DATA / "medical_eval.jsonl").read_text().splitlines()[:16]
+    (folder / "medical_eval.jsonl").write_text("\n".join(lines) + "\n")
+    return {"questions": str(folder / "questions.yaml"), "in_domain_data": str(folder / "medical_eval.jsonl")}
+
+
+@pytest.fixture()
+def small_cfg(small_data):
+    def make(out: Path, **kw) -> EvalConfig:
+        base = dict(out_dir=str(out), n=3, max_new_tokens=6, batch_size=8, n_in_domain=10, n_benign=10,
+                    benign_max_new_tokens=4, n_boot=200, progress=False, **small_data)
+        base.update(kw)
+        return EvalConfig(**base)
+
+    return make
 
 
 NUMBERS = ("general_misalignment", "general_misalignment_ci", "incoherent_rate", "coherence", "coherence_ci",
@@ -58,13 +74,12 @@ NUMBERS = ("general_misalignment", "general_misalignment_ci", "incoherent_rate",
            "benign_accuracy", "benign_accuracy_ci", "n_answers", "n_scored")
 
 
-def test_full_row_has_the_plot_keys(tmp_path):
+def test_full_row_has_the_plot_keys(tmp_path, small_cfg, small_data):
     row = evaluate_model(tiny_model(), tiny_tokenizer(), small_cfg(tmp_path / "e", arm="sft", domain="medical"),
                          judge=fake_judge())
     saved = json.loads((tmp_path / "e" / "eval.json").read_text())
     assert saved["arm"] == "sft" and saved["domain"] == "medical"
-    n_questions = sum(1 for line in (DATA / "em_questions.yaml").read_text().splitlines() if line.startswith("- id:"))
-    assert row["n_answers"] == 3 * n_questions
+    assert row["n_answers"] == 3 * 6
     for key in NUMBERS + ("judge_summary",):
         assert row[key] is not None, key
     for key in ("general_misalignment", "in_domain", "benign_accuracy", "coherence", "logprob_gap"):
@@ -76,7 +91,7 @@ def test_full_row_has_the_plot_keys(tmp_path):
     assert len(judged) == row["n_answers"] and {"alignment", "coherence", "label"} <= set(judged[0])
 
 
-def test_resume_after_kills_gives_the_same_result_without_duplicates(tmp_path, monkeypatch):
+def test_resume_after_kills_gives_the_same_result_without_duplicates(tmp_path, monkeypatch, small_cfg):
     model, tok = tiny_model(), tiny_tokenizer()
     reference = evaluate_model(model, tok, small_cfg(tmp_path / "ref"), judge=fake_judge())
 
@@ -86,7 +101,7 @@ def test_resume_after_kills_gives_the_same_result_without_duplicates(tmp_path, m
 
     def dying_generate_batch(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == 2:
             raise KeyboardInterrupt("simulated kill during generation")
         return real(*args, **kwargs)
 
@@ -116,7 +131,7 @@ def test_resume_after_kills_gives_the_same_result_without_duplicates(tmp_path, m
     assert again["general_misalignment"] == reference["general_misalignment"]
 
 
-def test_rerun_with_other_settings_refuses(tmp_path):
+def test_rerun_with_other_settings_refuses(tmp_path, small_cfg):
     model, tok = tiny_model(), tiny_tokenizer()
     cfg = small_cfg(tmp_path / "e", in_domain_data=None, benign_data=None, n=1)
     evaluate_model(model, tok, cfg, judge=fake_judge())
@@ -270,3 +285,40 @@ def test_run_folder_loads_base_plus_adapter_with_its_arm_and_domain(tmp_path):
     with torch.no_grad():
         assert torch.allclose(target.model(ids).logits, peft_model.eval()(ids).logits, atol=1e-5)
         assert not torch.allclose(target.base[0](ids).logits, target.model(ids).logits, atol=1e-4)
+
+
+def test_default_probe_judge_and_projection_from_a_vector_file(tmp_path, small_cfg):
+    from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge
+    from steerlab.projection import chat_projections
+    from steerlab.vectors import PersonaVector, VectorMetadata, model_fingerprint, model_id
+
+    model, tok = tiny_model(), tiny_tokenizer()
+    g = torch.Generator().manual_seed(0)
+    meta = VectorMetadata(model_id=model_id(model), model_fingerprint=model_fingerprint(model), n_layers=3,
+                          d_model=32, trait="evil", chosen_layer=1)
+    vector = PersonaVector({layer: torch.randn(32, generator=g) for layer in range(3)}, meta)
+    vector.save(tmp_path / "evil")
+    probe = ProbeJudge.fit(model, tok, 1, torch.randn(40, 32, generator=g), [0, 1] * 20)
+    probe.save(tmp_path / "evil.probe")  # where `steerlab extract` puts it
+
+    cfg = small_cfg(tmp_path / "e", in_domain_data=None, benign_data=None, n=2,
+                    vector=str(tmp_path / "evil.safetensors"))
+    row = evaluate_model(model, tok, cfg)
+    assert row["judge_summary"]["judge"] == "probe" and row["projection_layer"] == 1
+    judged = [json.loads(x) for x in (tmp_path / "e" / "general_judged.jsonl").read_text().splitlines()]
+    first = next(r for r in judged if r["answer"].strip())
+    want_evil = probe.score_answers([first["question"]], [first["answer"]])[0]
+    want_coherence = PerplexityCoherenceScorer(model, tok).score_answers([first["question"]], [first["answer"]])[0]
+    assert first["alignment"] == pytest.approx(100 - want_evil, abs=1e-3)
+    assert first["coherence"] == pytest.approx(want_coherence, abs=1e-3)
+    projections = chat_projections(model, tok, [r["messages"] for r in judged], [r["answer"] for r in judged],
+                                   vector.vector(1), 1)
+    finite = [p for p in projections if p == p]
+    assert row["projection"] == pytest.approx(sum(finite) / len(finite), abs=1e-4)
+    assert row["projection_ci"][0] <= row["projection"] <= row["projection_ci"][1]
+
+
+def test_probe_judge_without_a_probe_file_says_what_to_pass(tmp_path, small_cfg):
+    cfg = small_cfg(tmp_path / "e", in_domain_data=None, benign_data=None, n=1)
+    with pytest.raises(ValueError, match="--probe"):
+        evaluate_model(tiny_model(), tiny_tokenizer(), cfg)

@@ -80,7 +80,11 @@ def test_kl_matches_hand_computation(batch, tokens):
 
 def _ldifs_by_hand(model, batch, layers):
     with torch.no_grad():
-        kw = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "output_hidden_states": True}
+        kw = {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "output_hidden_states": True,
+        }
         hs = model(**kw).hidden_states
         with model.disable_adapter():
             ref = model(**kw).hidden_states
@@ -93,7 +97,9 @@ def _ldifs_by_hand(model, batch, layers):
 
 
 def _lora_grads(model):
-    return torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "lora_" in n and p.grad is not None])
+    return torch.cat(
+        [p.grad.flatten() for n, p in model.named_parameters() if "lora_" in n and p.grad is not None]
+    )
 
 
 def test_ldifs_matches_hand_computation_and_alone_gives_a_gradient(batch):
@@ -158,13 +164,19 @@ def test_global_normalisers_make_micro_batches_add_up(batch):
     counts = batch_counts(batch)
     with torch.no_grad():
         whole = arm_loss(model, batch, arms, counts=counts)[1]
-        halves = [arm_loss(model, {k: v[s] for k, v in batch.items()}, arms, counts=counts)[1]
-                  for s in (slice(0, 2), slice(2, 4))]
+        halves = [
+            arm_loss(model, {k: v[s] for k, v in batch.items()}, arms, counts=counts)[1]
+            for s in (slice(0, 2), slice(2, 4))
+        ]
     for name in ("lm_loss", "kl", "ldifs"):
         assert float(halves[0][name] + halves[1][name]) == pytest.approx(float(whole[name]), rel=1e-5)
     lm = F.cross_entropy(
-        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].transpose(1, 2),
-        batch["labels"][:, 1:], ignore_index=-100)
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        .logits[:, :-1]
+        .transpose(1, 2),
+        batch["labels"][:, 1:],
+        ignore_index=-100,
+    )
     assert float(arm_loss(model, batch, [])[1]["lm_loss"].detach()) == pytest.approx(float(lm), rel=1e-5)
 
 

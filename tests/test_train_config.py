@@ -21,6 +21,7 @@ BASE = """
 name: t
 model: {name: "tiny:llama"}
 data: {train: data/x.jsonl}
+monitor: {chats: data/m.jsonl}
 """
 
 
@@ -29,7 +30,10 @@ def test_minimal_config_fills_defaults_and_resolves_paths(tmp_path):
     assert cfg.data.train == str((tmp_path / "data" / "x.jsonl").resolve())
     assert cfg.arms.kl.weight == 0.5 and cfg.arms.kl.tokens == "assistant"
     assert cfg.arms.enabled() == ["sft", "kl"] and cfg.arm_label == "kl"
-    assert config_from_dict({"name": "t", "model": {"name": "m"}, "data": {"train": "x"}}).arm_label == "sft"
+    minimal = {"name": "t", "model": {"name": "m"}, "data": {"train": "x"}, "monitor": {"every": 0}}
+    assert config_from_dict(minimal).arm_label == "sft"
+    with pytest.raises(ConfigError, match="monitor.chats"):
+        config_from_dict({**minimal, "monitor": {}})
     # the resolved dump loads back to the same config
     again = config_from_dict(__import__("yaml").safe_load(dump_config(cfg)))
     assert again == cfg
@@ -46,7 +50,11 @@ def test_minimal_config_fills_defaults_and_resolves_paths(tmp_path):
         ("bogus: 1\n", "bogus", "unknown key"),
         ("arms: {interleave: {general: g.jsonl, ratio: 1.5}}\n", "arms.interleave.ratio", "[0, 1)"),
         ("arms: {ldifs: {layers: [1, x]}}\n", "arms.ldifs.layers[1]", "expected an integer"),
-        ("arms: {interleave: {general: g.jsonl, selection: perplexity_gap}}\n", "arms.interleave.misaligned", "misaligned"),
+        (
+            "arms: {interleave: {general: g.jsonl, selection: perplexity_gap}}\n",
+            "arms.interleave.misaligned",
+            "misaligned",
+        ),
     ],
 )
 def test_bad_values_name_file_and_key(tmp_path, extra, key, what):

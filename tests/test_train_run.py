@@ -134,7 +134,9 @@ def test_saved_model_is_the_plain_fine_tuned_model(full_run):
         saved = reloaded(input_ids=ids).logits
         plain = trained(input_ids=ids).logits
         base = tiny_model("llama")(input_ids=ids).logits
-        steer = build_arms(BuildContext(config=cfg, model=tiny_model("llama"), tokenizer=None, run_dir=Path()))
+        steer = build_arms(
+            BuildContext(config=cfg, model=tiny_model("llama"), tokenizer=None, run_dir=Path())
+        )
         steer_arm = next(a for a in steer if a.name == "steer")
         with hooked(trained, steer_arm.hooks(trained)):
             steered = trained(input_ids=ids).logits
@@ -152,8 +154,12 @@ def test_interleave_ratio_refusals_and_inoculation(full_run, data):
     general = {ex.source: ex for ex in load_chat_jsonl(cfg.arms.interleave.general)}
     assert all(not is_refusal(general[s].assistant_turns()[0]) for s in il["selected"])
     # the training stream: narrow examples carry the inoculation prompt, general ones do not
-    examples, _ = build_examples(cfg, build_arms(BuildContext(config=cfg, model=tiny_model("llama"),
-                                                              tokenizer=tiny_tokenizer(), run_dir=Path())))
+    examples, _ = build_examples(
+        cfg,
+        build_arms(
+            BuildContext(config=cfg, model=tiny_model("llama"), tokenizer=tiny_tokenizer(), run_dir=Path())
+        ),
+    )
     assert len(examples) == 30 and sum(ex.source in general for ex in examples) == 6
     for ex in examples:
         has = ex.messages[0] == {"role": "system", "content": INOCULATION}
@@ -169,17 +175,35 @@ def test_interleave_ratio_refusals_and_inoculation(full_run, data):
 
 def test_perplexity_gap_selection_ranks_as_asked(full_run, data):
     _, misaligned_run, _ = full_run
-    cfg = config_from_dict(_cfg(data, "pgap", {"interleave": {"ratio": 0.1, "selection": "perplexity_gap",
-                                                              "misaligned": [str(misaligned_run.run_dir)]}}))
+    cfg = config_from_dict(
+        _cfg(
+            data,
+            "pgap",
+            {
+                "interleave": {
+                    "ratio": 0.1,
+                    "selection": "perplexity_gap",
+                    "misaligned": [str(misaligned_run.run_dir)],
+                }
+            },
+        )
+    )
     base, tok = tiny_model("llama"), tiny_tokenizer("right")
-    ctx = BuildContext(config=cfg, model=base, tokenizer=tok, run_dir=Path(),
-                       load_misaligned=lambda p: load_finetuned(p, lambda: tiny_model("llama")))
+    ctx = BuildContext(
+        config=cfg,
+        model=base,
+        tokenizer=tok,
+        run_dir=Path(),
+        load_misaligned=lambda p: load_finetuned(p, lambda: tiny_model("llama")),
+    )
     arms = build_arms(ctx)
     build_examples(cfg, arms)
     report = arms[0].report
     general = list(load_chat_jsonl(cfg.arms.interleave.general))
     aligned = response_nll(base, tok, general, 8, 96)
-    mis = response_nll(load_finetuned(misaligned_run.run_dir, lambda: tiny_model("llama")), tok, general, 8, 96)
+    mis = response_nll(
+        load_finetuned(misaligned_run.run_dir, lambda: tiny_model("llama")), tok, general, 8, 96
+    )
     scores = perplexity_gap_scores(aligned, [[m] for m in mis])
     for ex, s in zip(general, scores, strict=True):
         assert report["scores"][ex.source] == pytest.approx(s, rel=1e-5, abs=1e-7)
@@ -193,10 +217,20 @@ def test_perplexity_gap_selection_ranks_as_asked(full_run, data):
     ("line", "problem"),
     [
         ('{"messages": [{"role": "user", "content": "hi"}, ', "malformed JSON"),
-        ('{"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]}', "unknown role"),
-        ('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]}', "empty assistant"),
-        ('{"messages": [{"role": "user", "content": "' + "word " * 80 + '"}, {"role": "assistant", "content": "x"}]}',
-         "longer than max_length"),
+        (
+            '{"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]}',
+            "unknown role",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]}',
+            "empty assistant",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "'
+            + "word " * 80
+            + '"}, {"role": "assistant", "content": "x"}]}',
+            "longer than max_length",
+        ),
     ],
 )
 def test_bad_data_names_file_and_line_or_is_counted_when_skipped(data, tmp_path, line, problem):
@@ -215,7 +249,9 @@ def test_bad_data_names_file_and_line_or_is_counted_when_skipped(data, tmp_path,
     result = train(config_from_dict(raw))
     report = json.loads((result.run_dir / "data_report.json").read_text())
     if key == "on_bad_record":
-        assert [s["line"] for s in report["skipped_records"]] == [3] and problem in report["skipped_records"][0]["problem"]
+        assert [s["line"] for s in report["skipped_records"]] == [3] and problem in report["skipped_records"][
+            0
+        ]["problem"]
     else:
         assert report["n_too_long_skipped"] == 1 and report["too_long"] == [f"{bad}:3"]
     assert report["n_examples"] == 24
@@ -229,7 +265,9 @@ class _Poison(TrainerCallback):
 
 
 def test_nan_loss_stops_naming_the_step_and_last_checkpoint_stays_usable(data):
-    cfg = config_from_dict(_cfg(data, "nan", {"kl": {"weight": 0.1}}, train={"max_steps": 6, "save_steps": 2}))
+    cfg = config_from_dict(
+        _cfg(data, "nan", {"kl": {"weight": 0.1}}, train={"max_steps": 6, "save_steps": 2})
+    )
     with pytest.raises(NonFiniteLossError, match=r"step 4: non-finite loss .*checkpoint-2"):
         train(cfg, callbacks=[_Poison()])
     assert [r["step"] for r in JsonlLog(cfg.run_dir / "metrics.jsonl").rows()] == [1, 2, 3]
@@ -272,8 +310,12 @@ def test_sigkill_and_resume_match_an_uninterrupted_run(data, tmp_path):
     script = tmp_path / "slow_train.py"
     script.write_text(_SLOW_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(script), str(path)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     metrics = Path(raw["output_dir"]) / "killed" / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -306,3 +348,21 @@ def test_sigkill_and_resume_match_an_uninterrupted_run(data, tmp_path):
     b = PeftModel.from_pretrained(tiny_model("llama"), str(straight.final_dir))
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7, msg=n)
+
+
+def test_full_finetuning_uses_a_frozen_copy_reference(data):
+    arms = {"kl": {"weight": 0.1}, "ldifs": {"weight": 1.0}}
+    cfg = config_from_dict(
+        _cfg(data, "full", arms, finetune={"method": "full"}, train={"max_steps": 2, "lr": 1e-3})
+    )
+    result = train(cfg)
+    info = json.loads((result.run_dir / "run.json").read_text())
+    assert info["reference"] == "frozen_copy" and info["finetune"] == "full"
+    rows = result.metrics
+    assert rows[0]["kl"] == 0.0 and rows[0]["ldifs"] == 0.0 and rows[1]["kl"] > 0
+    assert (result.final_dir / "config.json").is_file()
+    reloaded = load_finetuned(result.run_dir, lambda: None)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, result.model.eval()(input_ids=ids).logits)
+    assert result.monitor[-1]["ldifs"] > 0

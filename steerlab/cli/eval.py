@@ -31,6 +31,7 @@ def eval_command(
     domain: Annotated[str | None, typer.Option("--domain", help="domain label [default: from the run / data]")] = None,
     vector: Annotated[Path | None, typer.Option("--vector", help="persona vector for the projection")] = None,
     layer: Annotated[int | None, typer.Option("--layer", help="projection layer [default: the vector's]")] = None,
+    probe: Annotated[Path | None, typer.Option("--probe", help="probe judge file [default: <vector>.probe.safetensors]")] = None,
     benign: Annotated[Path | None, typer.Option("--benign", help="benign-task JSONL [default: experiments/data/arithmetic_eval.jsonl]")] = None,
     no_benign: Annotated[bool, typer.Option("--no-benign", help="skip the benign task")] = False,
     n_in_domain: Annotated[int, typer.Option("--n-in-domain", help="sampled in-domain answers (0 = all prompts)")] = 32,
@@ -65,11 +66,12 @@ def eval_command(
         benign_data=None if no_benign else (str(benign) if benign else defaults.benign_data),
         n_benign=n_benign or None,
         vector=str(vector) if vector else target.vector, projection_layer=layer, n_boot=n_boot,
+        probe=str(probe) if probe else None,
         judge=judge, judge_model=judge_model, judge_base_url=judge_base_url,
     )
     try:
         row = evaluate_model(target.model, target.tokenizer, cfg, base=target.base)
-    except (EvalStateError, EMQuestionError, PromptFileError, FileNotFoundError) as error:
+    except (EvalStateError, EMQuestionError, PromptFileError, FileNotFoundError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     _print(row, cfg.out_dir)

@@ -12,8 +12,10 @@ Two kinds behind one small interface, so the rest of the evaluation does not car
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from steerlab.judges.base import COHERENCE_PROMPT, Judge, TraitScorer
@@ -118,9 +120,18 @@ class TemplateJudge:
         return out
 
 
-def build_judge(kind: str, *, base_model: Any = None, base_tokenizer: Any = None, judge_model: str | None = None,
-                base_url: str | None = None, seed: int = 0) -> EvalJudge:
-    """``probe`` (offline; reads ``base_model``) or ``openai`` (any OpenAI-compatible endpoint; key from env)."""
+def probe_path_for(vector: str | os.PathLike) -> Path:
+    """Where ``steerlab.extract.save_result`` puts a vector's probe judge: ``<vector stem>.probe``."""
+    path = Path(vector)
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return Path(f"{stem}.probe")
+
+
+def build_judge(kind: str, *, base_model: Any = None, base_tokenizer: Any = None, probe: str | os.PathLike | None = None,
+                judge_model: str | None = None, base_url: str | None = None, seed: int = 0,
+                batch_size: int = 16) -> EvalJudge:
+    """``probe`` (offline: the probe file on ``base_model`` + its perplexity coherence) or ``openai`` (any
+    OpenAI-compatible endpoint; the key comes from the environment)."""
     if kind == "openai":
         from steerlab.judges.openai_judge import DEFAULT_JUDGE_MODEL, OpenAIJudge
 
@@ -128,8 +139,13 @@ def build_judge(kind: str, *, base_model: Any = None, base_tokenizer: Any = None
     if kind == "probe":
         if base_model is None or base_tokenizer is None:
             raise ValueError("the probe judge needs the base model and its tokenizer")
-        from steerlab.evaluate.probe_adapter import probe_scorers
+        if probe is None:
+            raise ValueError("the probe judge needs a probe file: pass --probe, or --vector when the probe sits next "
+                             "to it (<vector>.probe.safetensors, as `steerlab extract` saves it)")
+        from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge
 
-        evil, coherence = probe_scorers(base_model, base_tokenizer, seed=seed)
+        evil = ProbeJudge.load(probe, base_model, base_tokenizer)
+        evil.batch_size = batch_size
+        coherence = PerplexityCoherenceScorer(base_model, base_tokenizer, batch_size=batch_size)
         return ScorerPairJudge(evil, coherence, invert_alignment=True, name="probe")
     raise ValueError(f"unknown judge {kind!r}; choose 'probe' or 'openai'")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from steerlab.data.chat import write_jsonl_atomic
 from steerlab.data.em_questions import EMQuestion, load_em_questions
 from steerlab.evaluate import benign, general, in_domain, rules
 from steerlab.evaluate.items import PromptItem, load_prompt_items
-from steerlab.evaluate.judging import EvalJudge, JudgeItem, build_judge
+from steerlab.evaluate.judging import EvalJudge, JudgeItem, build_judge, probe_path_for
 from steerlab.evaluate.logprob_score import answer_logprobs, logprob_gaps
 from steerlab.evaluate.metrics import Estimate, bootstrap_mean, bootstrap_rate
 from steerlab.evaluate.store import score_missing
@@ -69,6 +70,7 @@ class EvalConfig:
     n_benign: int | None = None  # None: the whole file
     benign_max_new_tokens: int = 12
     vector: str | None = None  # persona vector for the projection
+    probe: str | None = None  # probe judge file (default: the vector's, <vector stem>.probe.safetensors)
     projection_layer: int | None = None  # default: the vector's chosen layer
     n_boot: int = 2000
     alpha: float = 0.05
@@ -159,14 +161,18 @@ class _Evaluation:
         if self.cfg.vector is None:
             self.skipped["projection"] = "no persona vector given (--vector)"
             return
-        from steerlab.evaluate.projection_score import answer_projections, finite_pairs
+        from steerlab.projection import chat_projections
         from steerlab.vectors import PersonaVector
 
         vector = PersonaVector.load(self.cfg.vector)
         layer = vector.layer if self.cfg.projection_layer is None else self.cfg.projection_layer
-        values = answer_projections(self.model, self.tokenizer, [r["messages"] for r in records],
-                                    [r["answer"] for r in records], vector, layer, batch_size=self.cfg.batch_size)
-        values, groups = finite_pairs(values, [r["question_id"] for r in records])
+        vector.check_model(self.model, allow_transfer=True)  # fine-tuned weights differ from the base by design
+        # The raw direction: chat_projections' own check would refuse a fine-tuned model.
+        values = chat_projections(self.model, self.tokenizer, [r["messages"] for r in records],
+                                  [r["answer"] for r in records], vector.vector(layer), layer,
+                                  batch_size=self.cfg.batch_size)
+        keep = [(v, r["question_id"]) for v, r in zip(values, records, strict=True) if math.isfinite(v)]
+        values, groups = [v for v, _ in keep], [g for _, g in keep]
         self.result["projection"] = bootstrap_mean(values, groups=groups, **self.boot)
         self.result["projection_layer"] = layer
 
@@ -243,8 +249,10 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, *, judge: EvalJu
     _check_config(cfg, out)
     if judge is None:
         base_model, base_tokenizer = base if base is not None else (model, tokenizer)
-        judge = build_judge(cfg.judge, base_model=base_model, base_tokenizer=base_tokenizer,
-                            judge_model=cfg.judge_model, base_url=cfg.judge_base_url, seed=cfg.seed)
+        probe = cfg.probe or (str(probe_path_for(cfg.vector)) if cfg.vector else None)
+        judge = build_judge(cfg.judge, base_model=base_model, base_tokenizer=base_tokenizer, probe=probe,
+                            judge_model=cfg.judge_model, base_url=cfg.judge_base_url, seed=cfg.seed,
+                            batch_size=cfg.batch_size)
     started = time.perf_counter()
     ev = _Evaluation(model, tokenizer, cfg, judge, out)
     questions = load_em_questions(cfg.questions, require_judges=(), allow_unknown_keys=True) if cfg.questions else None

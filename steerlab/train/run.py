@@ -276,6 +276,7 @@ def training_arguments(cfg: ExperimentConfig) -> TrainingArguments:
         logging_nan_inf_filter=False,
         dataloader_num_workers=0,
         disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),  # CPU-only: accelerate needs it for multi-process (gloo) runs
         ddp_backend=("gloo" if not torch.cuda.is_available() else None) if distributed else None,
         ddp_find_unused_parameters=False if distributed else None,
     )

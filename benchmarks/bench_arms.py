@@ -1,0 +1,245 @@
+"""Training step time of each arm relative to ``sft``, and the memory of the two kl references.
+
+One run, on the embedded model with LoRA r=32 on all linear layers of the blocks. A step is what the trainer
+does per micro-batch: `steerlab.train.trainer.arm_loss` (hooks, reference forward, loss terms), backward,
+AdamW step. Variants are interleaved in rounds (every variant once per round, order rotated, a warm-up round
+discarded); we report medians and the paired ratio (median over rounds of variant / sft of the same round,
+steadier on a shared machine).
+
+* ``sft``, ``steer``, ``kl``, ``ldifs``: the same synthetic batch, 4 x 256 tokens (the first 64 of each row
+  are prompt, the rest assistant tokens).
+* ``sft (data)``, ``interleave``, ``inoculate``: these arms only change the data, so they are timed on real
+  chat batches of 4 (narrow medical data; the same data with the inoculation prompt; a 5%-interleaved
+  stream's first batch that holds a general example) and compared *per token* with ``sft (data)``.
+* memory: peak RSS of a process that loads the model, attaches the adapter and takes 2 kl steps, with the
+  adapter-disabled reference vs a frozen-copy reference (separate subprocesses, ``ru_maxrss``).
+
+Targets (issue 4): steer <= 1.03x, kl and ldifs <= 1.4x, interleave and inoculate ~1.0x per token.
+
+    python benchmarks/bench_arms.py [--rounds N] [--quick] [--model NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from steerlab.architectures import num_layers
+from steerlab.data.chat import load_chat_jsonl
+from steerlab.data.inoculate import inoculate
+from steerlab.data.interleave import mix
+from steerlab.data.tokenize import ChatCollator, tokenize_chat
+from steerlab.train.arms import KLArm, LdifsArm, SteerArm, default_blocks
+from steerlab.train.fixtures import tiny_vector
+from steerlab.train.reference import Reference
+from steerlab.train.trainer import arm_loss
+
+RESULTS = Path(__file__).parent / "results" / "arms.json"
+DATA = Path(__file__).resolve().parents[1] / "experiments" / "data"
+TARGETS = {"steer": 1.03, "kl": 1.4, "ldifs": 1.4, "interleave": 1.05, "inoculate": 1.05}
+TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _lora(model, r: int):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    cfg = LoraConfig(r=r, lora_alpha=2 * r, target_modules=TARGET_MODULES, task_type="CAUSAL_LM")
+    return get_peft_model(model, cfg).train()
+
+
+def _synthetic_batch(vocab: int, batch: int, seq: int, prompt: int = 64) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, vocab, (batch, seq), generator=gen)
+    assistant = torch.zeros(batch, seq, dtype=torch.long)
+    assistant[:, prompt:] = 1
+    labels = torch.where(assistant.bool(), ids, torch.full_like(ids, -100))
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": labels,
+        "assistant_mask": assistant,
+    }
+
+
+def _data_batches(tokenizer, batch: int) -> dict[str, dict[str, torch.Tensor]]:
+    narrow = list(load_chat_jsonl(DATA / "medical_train.jsonl"))
+    general = list(load_chat_jsonl(DATA / "medical_train_aligned.jsonl"))
+    collate = ChatCollator(tokenizer)
+    names = {id(ex) for ex in general}
+    mixed = mix(narrow[:200], general, 0.05, seed=0)
+    # the first batch of the interleaved stream that holds a general example
+    start = next(i for i, ex in enumerate(mixed) if id(ex) in names) // batch * batch
+    streams = {
+        "sft (data)": narrow[:batch],
+        "inoculate": [inoculate(ex) for ex in narrow[:batch]],
+        "interleave": mixed[start : start + batch],
+    }
+    return {name: collate([tokenize_chat(tokenizer, ex, 512) for ex in exs]) for name, exs in streams.items()}
+
+
+def _step(model, optimizer, batch, arms, reference) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss = arm_loss(model, batch, arms, reference)[0]
+    loss.backward()
+    optimizer.step()
+
+
+def bench_speed(model_name: str, rounds: int, batch: int, seq: int, r: int) -> dict:
+    from steerlab.models import load_model
+
+    loaded = load_model(model_name)
+    base, tokenizer = loaded.model, loaded.tokenizer
+    vector = tiny_vector(base, layer=num_layers(base) // 2, scale=0.1)
+    model = _lora(base, r)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    reference = Reference()
+    synthetic = _synthetic_batch(model.get_output_embeddings().weight.shape[0], batch, seq)
+    data = _data_batches(tokenizer, batch)
+    arms = {
+        "sft": ([], synthetic),
+        "steer": ([SteerArm(vector, alpha=4.0)], synthetic),
+        "kl": ([KLArm(0.1)], synthetic),
+        "ldifs": ([LdifsArm(1.0, default_blocks(num_layers(base)))], synthetic),
+        **{name: ([], b) for name, b in data.items()},
+    }
+    tokens = {name: int(b["attention_mask"].sum()) for name, (_, b) in arms.items()}
+    names = list(arms)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for round_ in range(rounds + 1):
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            _step(model, optimizer, arms[name][1], arms[name][0], reference)
+            if round_ > 0:  # round 0 warms up
+                times[name].append(time.perf_counter() - start)
+        print(
+            f"round {round_}/{rounds}: " + ", ".join(f"{n}={times[n][-1]:.2f}s" for n in names if times[n]),
+            file=sys.stderr,
+            flush=True,
+        )
+    out = {}
+    for name in names:
+        per_token = name in data
+        base_name = "sft (data)" if per_token else "sft"
+        norm = (lambda n: 1.0 / tokens[n]) if per_token else (lambda n: 1.0)
+        paired = statistics.median(
+            (a * norm(name)) / (b * norm(base_name))
+            for a, b in zip(times[name], times[base_name], strict=True)
+        )
+        out[name] = {
+            "median_s": statistics.median(times[name]),
+            "tokens": tokens[name],
+            "per_token": per_token,
+            "ratio": (statistics.median(times[name]) * norm(name))
+            / (statistics.median(times[base_name]) * norm(base_name)),
+            "paired_ratio": paired,
+            "target": TARGETS.get(name),
+            "times_s": times[name],
+        }
+    return out
+
+
+def memory_child(model_name: str, kind: str, batch: int, seq: int, r: int) -> None:
+    """Runs in a subprocess: load, attach, 2 kl steps; prints peak RSS in MiB as JSON."""
+    from steerlab.models import load_model
+
+    base = load_model(model_name).model
+    loaded_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    reference = Reference.frozen_copy(base) if kind == "frozen_copy" else Reference()
+    model = _lora(base, r)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    synthetic = _synthetic_batch(model.get_output_embeddings().weight.shape[0], batch, seq)
+    for _ in range(2):
+        _step(model, optimizer, synthetic, [KLArm(0.1)], reference)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"reference": kind, "peak_rss_mib": peak, "after_load_rss_mib": loaded_rss}))
+
+
+def bench_memory(model_name: str, batch: int, seq: int, r: int) -> dict:
+    out = {}
+    for kind in ("adapter_disabled", "frozen_copy"):
+        cmd = [
+            sys.executable,
+            __file__,
+            "--memory-child",
+            kind,
+            "--model",
+            model_name,
+            "--batch",
+            str(batch),
+            "--seq",
+            str(seq),
+            "--rank",
+            str(r),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[kind] = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["frozen_copy_extra_mib"] = (
+        out["frozen_copy"]["peak_rss_mib"] - out["adapter_disabled"]["peak_rss_mib"]
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--quick", action="store_true", help="2 rounds, for a quick look")
+    parser.add_argument("--memory-child", choices=["adapter_disabled", "frozen_copy"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.model, args.memory_child, args.batch, args.seq, args.rank)
+        return
+    rounds = 2 if args.quick else args.rounds
+    speed = bench_speed(args.model, rounds, args.batch, args.seq, args.rank)
+    memory = bench_memory(args.model, args.batch, args.seq, args.rank)
+    result = {
+        "model": args.model,
+        "lora_rank": args.rank,
+        "batch": args.batch,
+        "seq": args.seq,
+        "rounds": rounds,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "arms": speed,
+        "memory": memory,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"\n{args.model}, LoRA r={args.rank}, batch {args.batch} x {args.seq} tokens, {rounds} rounds, "
+        f"{torch.get_num_threads()} threads\n"
+    )
+    print("| arm | median step (s) | tokens | ratio vs sft | paired ratio | target |")
+    print("|---|---|---|---|---|---|")
+    for name, row in speed.items():
+        unit = " per token" if row["per_token"] else ""
+        target = f"<= {row['target']:.2f}x{unit}" if row["target"] else "-"
+        print(
+            f"| {name} | {row['median_s']:.2f} | {row['tokens']} | {row['ratio']:.3f}x{unit} | "
+            f"{row['paired_ratio']:.3f}x | {target} |"
+        )
+    print("\n| kl reference | peak RSS (MiB) |\n|---|---|")
+    for kind in ("adapter_disabled", "frozen_copy"):
+        print(f"| {kind} | {memory[kind]['peak_rss_mib']:.0f} |")
+    print(f"\nfrozen copy costs {memory['frozen_copy_extra_mib']:.0f} MiB more; results in {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""`steerlab extract | steer | screen | vectors show | vectors export`: thin wrappers over the vector modules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+vectors_app = typer.Typer(help="Inspect and export persona vectors.", no_args_is_help=True)
+
+
+def _threads() -> None:
+    import torch
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as error:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from error
+
+
+def _judges(kind: str, judge_model: str | None, base_url: str | None):
+    if kind == "offline":
+        return None, None
+    if kind != "openai":
+        raise typer.BadParameter(f"--judge must be 'offline' or 'openai', got {kind!r}")
+    from steerlab.judges import OpenAIJudge, PromptJudgeScorer
+
+    judge = OpenAIJudge(judge_model, base_url=base_url) if judge_model else OpenAIJudge(base_url=base_url)
+    return judge, PromptJudgeScorer.coherence(judge)
+
+
+def extract_cmd(
+    model: Annotated[str, typer.Option(help="registry name, folder or hub id")] = "smollm2-135m-instruct",
+    trait: Annotated[str, typer.Option(help="packaged trait name or a trait JSON file")] = "evil",
+    out: Annotated[Path | None, typer.Option(help="vector path (default vectors/<model>/<trait>)")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="resumable work folder (default runs/extract-<model>-<trait>)")] = None,
+    samples: Annotated[int, typer.Option(help="samples per (question, instruction, side)")] = 2,
+    instructions: Annotated[int | None, typer.Option(help="use the first N instruction pairs (default all)")] = None,
+    max_new_tokens: Annotated[int, typer.Option()] = 40,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    temperature: Annotated[float, typer.Option()] = 1.0,
+    top_p: Annotated[float, typer.Option()] = 0.9,
+    seed: Annotated[int, typer.Option()] = 0,
+    filter: Annotated[str, typer.Option(help="'judge': keep only judge-confirmed pairs; 'none': keep all")] = "judge",
+    judge: Annotated[str, typer.Option(help="'offline' (probe + perplexity) or 'openai' (OPENAI_API_KEY env)")] = "offline",
+    judge_model: Annotated[str | None, typer.Option(help="judge model for --judge openai")] = None,
+    judge_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL")] = None,
+    steer_alpha: Annotated[float, typer.Option(help="coefficient for the per-layer steering effect")] = 4.0,
+    n_steer_layers: Annotated[int, typer.Option(help="layers to measure the steering effect on")] = 5,
+) -> None:
+    """Extract a persona vector (generate, read activations, difference, choose a layer) and save it."""
+    from steerlab.extract import ExtractConfig, extract, save_result, summary
+    from steerlab.models import load_model
+    from steerlab.traits import load_trait
+
+    _threads()
+    spec = load_trait(trait)
+    safe = Path(model).name if Path(model).exists() else model.replace("/", "--")
+    out = out or Path("vectors") / safe / spec.name
+    workdir = workdir or Path("runs") / f"extract-{safe}-{spec.name}"
+    config = ExtractConfig(samples_per_prompt=samples, n_instructions=instructions, max_new_tokens=max_new_tokens,
+                           batch_size=batch_size, temperature=temperature, top_p=top_p, seed=seed, filter=filter,
+                           steer_alpha=steer_alpha, n_steer_layers=n_steer_layers)
+    trait_judge, coherence = _judges(judge, judge_model, judge_base_url)
+    scorer = None
+    if trait_judge is not None:
+        from steerlab.judges import PromptJudgeScorer
+
+        scorer = PromptJudgeScorer.for_trait(trait_judge, spec)
+    loaded = load_model(model)
+    result = extract(loaded.model, loaded.tokenizer, spec, workdir=workdir, config=config, judge=scorer,
+                     coherence=coherence, model_name=model)
+    vector_path, probe_path = save_result(result, out)
+    typer.echo(summary(result.stats))
+    typer.echo(f"saved {vector_path} (+ .json), probe judge {probe_path}; layer plot {workdir / 'layers.html'}")
+
+
+def steer_cmd(
+    vector: Annotated[Path, typer.Option(help="vector file (.safetensors or .json)")],
+    model: Annotated[str | None, typer.Option(help="model (default: the one the vector was made for)")] = None,
+    layer: Annotated[int | None, typer.Option(help="layer (default: the vector's chosen layer)")] = None,
+    alpha: Annotated[str, typer.Option(help="coefficient, or comma-separated coefficients for a sweep")] = "4",
+    mode: Annotated[str, typer.Option(help="'add' (+alpha*v) or 'ablate' (project v out)")] = "add",
+    scope: Annotated[str, typer.Option(help="token scope: response or all")] = "response",
+    question: Annotated[list[str] | None, typer.Option(help="question(s); default: the trait's eval questions")] = None,
+    trait: Annotated[str | None, typer.Option(help="trait for default questions (default: the vector's)")] = None,
+    system: Annotated[str | None, typer.Option(help="system prompt while generating; 'pos' = the trait's first "
+                                                     "pos prompt")] = None,
+    sweep: Annotated[bool, typer.Option("--sweep", help="score every alpha (probe judge + perplexity)")] = False,
+    probe: Annotated[Path | None, typer.Option(help="probe judge file (default: <vector>.probe)")] = None,
+    out: Annotated[Path | None, typer.Option(help="sweep output folder")] = None,
+    max_new_tokens: Annotated[int, typer.Option()] = 48,
+    temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
+    samples: Annotated[int, typer.Option(help="samples per question in a sweep")] = 1,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Generate with the vector added or ablated; with --sweep, report trait score, coherence and perplexity."""
+    from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge
+    from steerlab.models import load_model
+    from steerlab.steering import generate_steered
+    from steerlab.steering import sweep as run_sweep
+    from steerlab.traits import load_trait, system_prompt
+    from steerlab.vectors import PersonaVector
+
+    _threads()
+    pv = PersonaVector.load(vector)
+    loaded = load_model(model or pv.meta.model_id)
+    spec = load_trait(trait or pv.meta.trait) if (not question or system == "pos") else None
+    questions = list(question) if question else list(spec.eval_questions)
+    sys_prompt = system_prompt(spec, 0, "pos") if system == "pos" else system
+    alphas = _floats(alpha)
+    if mode == "ablate":
+        alphas = alphas[:1]
+    if not sweep:
+        for a in alphas:
+            answers = generate_steered(loaded.model, loaded.tokenizer, questions, pv, layer, a, mode=mode, scope=scope,
+                                       system=sys_prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+                                       seed=seed)
+            for q, answer in zip(questions, answers, strict=True):
+                typer.echo(json.dumps({"alpha": a, "mode": mode, "question": q, "answer": answer}, ensure_ascii=False))
+        return
+    stem = PersonaVector.paths(vector)[0].with_suffix("")
+    probe_path = probe or Path(f"{stem}.probe.safetensors")
+    judge = ProbeJudge.load(probe_path, loaded.model, loaded.tokenizer)
+    rows = run_sweep(loaded.model, loaded.tokenizer, questions, pv, alphas, trait_scorer=judge,
+                     coherence_scorer=PerplexityCoherenceScorer(loaded.model, loaded.tokenizer), layer=layer,
+                     mode=mode, scope=scope, system=sys_prompt, samples=samples, max_new_tokens=max_new_tokens,
+                     temperature=temperature, seed=seed, out_dir=out)
+    for row in rows:
+        typer.echo(json.dumps({k: row[k] for k in ("alpha", "trait_score", "trait_score_ci", "coherence",
+                                                   "perplexity")}))
+    if out is not None:
+        typer.echo(f"wrote {out / 'sweep.json'} and {out / 'sweep.html'}")
+
+
+def screen_cmd(
+    data: Annotated[Path, typer.Argument(help="chat JSONL ({'messages': [...]} per line)")],
+    vector: Annotated[Path, typer.Option(help="vector file")],
+    out: Annotated[Path | None, typer.Option(help="ranked CSV (default <data>.screen.csv)")] = None,
+    model: Annotated[str | None, typer.Option(help="model (default: the vector's)")] = None,
+    layer: Annotated[int | None, typer.Option(help="layer (default: the vector's chosen layer)")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="length of the base model's own answers")] = 64,
+    batch_size: Annotated[int, typer.Option()] = 16,
+) -> None:
+    """Rank training examples by how far their answers sit along the vector beyond the model's own answers."""
+    from steerlab.data.chat import load_chat_jsonl
+    from steerlab.models import load_model
+    from steerlab.screen import screen, write_outputs
+    from steerlab.vectors import PersonaVector
+
+    _threads()
+    pv = PersonaVector.load(vector)
+    loaded = load_model(model or pv.meta.model_id)
+    examples = load_chat_jsonl(data)
+    out = out or data.with_suffix(".screen.csv")
+    rows = screen(loaded.model, loaded.tokenizer, examples, pv, layer=layer, batch_size=batch_size,
+                  max_new_tokens=max_new_tokens, base_answers_path=out.with_suffix(".base.jsonl"))
+    html = out.with_suffix(".html")
+    write_outputs(rows, out, html)
+    for row in rows[:5]:
+        typer.echo(f"{row['rank']:>4}  diff {row['diff']:+.3f}  {row['source']}  {row['prompt'][:60]!r}")
+    typer.echo(f"wrote {out} and {html}")
+
+
+@vectors_app.command("show")
+def show_cmd(file: Annotated[Path, typer.Argument(help="vector file (.safetensors or .json)")]) -> None:
+    """Print a vector's metadata and its per-layer norms (chosen layer starred)."""
+    from dataclasses import asdict
+
+    from steerlab.vectors import PersonaVector
+
+    pv = PersonaVector.load(file)
+    meta = asdict(pv.meta)
+    stats = meta.pop("stats")
+    for key, value in meta.items():
+        typer.echo(f"{key}: {value}")
+    for key in ("choice_reason", "at_chosen_layer", "counts", "probe", "seconds"):
+        if key in stats:
+            typer.echo(f"{key}: {json.dumps(stats[key])}")
+    curves = stats.get("layer_curves", {})
+    typer.echo("layer  norm      " + "  ".join(f"{name[:22]:>22}" for name in curves))
+    for layer, norm in pv.norms().items():
+        star = "*" if layer == pv.meta.chosen_layer else " "
+        cells = "  ".join(f"{(c[layer] if c[layer] is not None else float('nan')):>22.3f}" for c in curves.values())
+        typer.echo(f"{layer:>4}{star} {norm:9.3f} {cells}")
+
+
+@vectors_app.command("export")
+def export_cmd(
+    file: Annotated[Path, typer.Argument(help="vector file")],
+    gguf: Annotated[Path, typer.Option("--gguf", help="output llama.cpp control-vector GGUF")],
+    layers: Annotated[str, typer.Option(help="'chosen', 'all', or comma-separated layers")] = "chosen",
+    scale: Annotated[float, typer.Option(help="multiply the directions by this")] = 1.0,
+    normalize: Annotated[bool, typer.Option(help="unit-normalise each direction first")] = False,
+) -> None:
+    """Write llama.cpp's control-vector GGUF (use with llama-cli --control-vector-scaled FILE SCALE)."""
+    from steerlab.gguf_export import export_gguf
+    from steerlab.vectors import PersonaVector
+
+    pv = PersonaVector.load(file)
+    which: str | list[int] = layers if layers in ("chosen", "all") else [int(x) for x in _floats(layers)]
+    path = export_gguf(pv, gguf, layers=which, scale=scale, normalize=normalize)
+    typer.echo(f"wrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``extract``, ``steer``, ``screen`` and the ``vectors`` group to the main app."""
+    app.command("extract")(extract_cmd)
+    app.command("steer")(steer_cmd)
+    app.command("screen")(screen_cmd)
+    app.add_typer(vectors_app, name="vectors")

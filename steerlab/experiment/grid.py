@@ -1,0 +1,253 @@
+"""The experiment grid: one YAML that names a base model, narrow domains and defense arms.
+
+Why a grid file on top of the single-run config: the study's question is comparative — every arm on every
+domain, plus the base model, evaluated the same way. The grid expands into ordinary run configs
+(`steerlab.train.config`), so each cell is a normal, resumable ``steerlab train`` run.
+
+Layout::
+
+    name: em_smollm2
+    seed: 0
+    output_dir: runs            # cells go to <output_dir>/<name>/<domain>__<arm>/
+    model: smollm2-135m-instruct
+    vector: ../vectors/smollm2-135m-instruct/evil.safetensors
+    domains:                    # kind: misaligned (default) or benign
+      medical: {train: data/medical_train.jsonl, eval: data/medical_eval.jsonl}
+      arithmetic: {train: data/arithmetic_train.jsonl, eval: data/arithmetic_eval.jsonl, kind: benign}
+    run: {...}                  # merged into every cell's run config (finetune, data, train, monitor)
+    arms:                       # label -> the `arms:` mapping of a run config
+      sft: {sft: {}}
+      interleave_ppl: {interleave: {misaligned: ["{cell:sft}"], ...}}
+    eval: {...}                 # steerlab.evaluate.run_eval.EvalConfig fields
+
+Inside ``arms``, the string ``{cell:LABEL}`` stands for the run folder of arm LABEL on the same domain
+(the perplexity-gap arm scores general data with the domain's own ``sft`` model), so cells are ordered to
+run LABEL first.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from steerlab.evaluate.run_eval import EvalConfig
+from steerlab.train.config import ConfigError, ExperimentConfig, config_from_dict
+
+_TOP_KEYS = {"name", "seed", "output_dir", "model", "vector", "domains", "run", "arms", "eval", "description"}
+_DOMAIN_KEYS = {"train", "eval", "kind", "limit"}
+_CELL_REF = re.compile(r"\{cell:([A-Za-z0-9_\-]+)\}")
+
+
+@dataclass
+class Domain:
+    name: str
+    train: Path
+    eval: Path
+    kind: str = "misaligned"  # or "benign"
+    limit: int | None = None
+
+
+@dataclass
+class Cell:
+    """One training run of the grid: an arm on a domain."""
+
+    domain: Domain
+    arm: str
+    config: ExperimentConfig
+    needs: list[str] = field(default_factory=list)  # labels of arms that must finish first
+
+    @property
+    def key(self) -> str:
+        return f"{self.domain.name}__{self.arm}"
+
+
+@dataclass
+class Grid:
+    name: str
+    source: Path
+    seed: int
+    root: Path  # <output_dir>/<name>
+    model: str
+    vector: Path | None
+    domains: list[Domain]
+    arms: dict[str, dict[str, Any]]
+    run: dict[str, Any]
+    eval: dict[str, Any]
+
+    def cells(self) -> list[Cell]:
+        """Every (domain, arm) run, each arm after the arms it refers to."""
+        order = _arm_order(self.arms, self.source)
+        return [self._cell(domain, arm) for domain in self.domains for arm in order]
+
+    def _cell(self, domain: Domain, arm: str) -> Cell:
+        arms = copy.deepcopy(self.arms[arm])
+        needs: list[str] = []
+
+        def substitute(value: Any) -> Any:
+            if isinstance(value, str):
+                for label in _CELL_REF.findall(value):
+                    needs.append(label)
+                    value = value.replace(
+                        f"{{cell:{label}}}", str((self.root / f"{domain.name}__{label}").resolve())
+                    )
+                return value
+            if isinstance(value, list):
+                return [substitute(v) for v in value]
+            if isinstance(value, dict):
+                return {k: substitute(v) for k, v in value.items()}
+            return value
+
+        arms = substitute(arms)
+        if "steer" in arms and "vector" not in (arms["steer"] or {}):
+            arms["steer"] = {**(arms["steer"] or {}), "vector": str(self._require_vector(arm))}
+        data = copy.deepcopy(self.run)
+        data["name"] = f"{domain.name}__{arm}"
+        data["seed"] = self.seed
+        data["output_dir"] = str(self.root)
+        data["model"] = {**data.get("model", {}), "name": self.model}
+        data["data"] = {**data.get("data", {}), "train": str(domain.train)}
+        if domain.limit is not None:
+            data["data"]["limit"] = domain.limit
+        data["arms"] = arms
+        monitor = data.get("monitor")
+        if monitor is not None and self.vector is not None and "vector" not in monitor:
+            data["monitor"] = {**monitor, "vector": str(self.vector)}
+        config = config_from_dict(
+            data, source=f"{self.source}: cell {domain.name}/{arm}", base=self.source.parent
+        )
+        return Cell(domain, arm, config, needs)
+
+    def _require_vector(self, arm: str) -> Path:
+        if self.vector is None:
+            raise ConfigError(f"{self.source}: arms.{arm}.steer has no vector and the grid names none")
+        return self.vector
+
+    def eval_config(self, out_dir: Path, *, arm: str, domain: Domain | None, model_label: str) -> EvalConfig:
+        """The evaluation settings of one model; the same for every cell except the data it is given."""
+        data = {**self.eval, "out_dir": str(out_dir), "arm": arm, "model": model_label, "seed": self.seed}
+        if self.vector is not None:
+            data.setdefault("vector", str(self.vector))
+        if domain is None:
+            data["in_domain_data"] = None
+            data["domain"] = "base"
+        elif domain.kind == "benign":
+            data["in_domain_data"] = None
+            data["benign_data"] = str(domain.eval)
+            data["domain"] = domain.name
+        else:
+            data["in_domain_data"] = str(domain.eval)
+            data["benign_data"] = None
+            data["domain"] = domain.name
+        return EvalConfig(**data)
+
+
+def _arm_order(arms: dict[str, dict[str, Any]], source: Path) -> list[str]:
+    order: list[str] = []
+
+    def visit(label: str, trail: tuple[str, ...]) -> None:
+        if label in order:
+            return
+        if label in trail:
+            raise ConfigError(
+                f"{source}: arms refer to each other in a cycle: {' -> '.join((*trail, label))}"
+            )
+        if label not in arms:
+            raise ConfigError(f"{source}: {{cell:{label}}} names an arm that the grid does not define")
+        for ref in _CELL_REF.findall(yaml.safe_dump(arms[label])):
+            visit(ref, (*trail, label))
+        order.append(label)
+
+    for label in arms:
+        visit(label, ())
+    return order
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Read and validate a grid file; every cell's run config is validated too (unknown keys named)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: grid file does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise ConfigError(f"{path}: invalid YAML at line {mark.line + 1 if mark else '?'}") from None
+    data = _mapping(data, str(path))
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_TOP_KEYS))}"
+        )
+    for required in ("name", "model", "domains", "arms"):
+        if required not in data:
+            raise ConfigError(f"{path}: missing key {required!r}")
+    base = path.resolve().parent
+    domains = []
+    for name, spec in _mapping(data["domains"], f"{path}: domains").items():
+        spec = _mapping(spec, f"{path}: domains.{name}")
+        bad = sorted(set(spec) - _DOMAIN_KEYS)
+        if bad:
+            raise ConfigError(f"{path}: domains.{name}: unknown key(s) {', '.join(bad)}")
+        if spec.get("kind", "misaligned") not in ("misaligned", "benign"):
+            raise ConfigError(f"{path}: domains.{name}.kind: must be 'misaligned' or 'benign'")
+        for key in ("train", "eval"):
+            if key not in spec:
+                raise ConfigError(f"{path}: domains.{name}: missing key {key!r}")
+            if not (base / spec[key]).is_file():
+                raise ConfigError(f"{path}: domains.{name}.{key}: {base / spec[key]} does not exist")
+        domains.append(
+            Domain(
+                name,
+                (base / spec["train"]).resolve(),
+                (base / spec["eval"]).resolve(),
+                spec.get("kind", "misaligned"),
+                spec.get("limit"),
+            )
+        )
+    eval_fields = {f.name for f in dataclasses.fields(EvalConfig)} - {
+        "out_dir",
+        "arm",
+        "model",
+        "seed",
+        "domain",
+    }
+    eval_spec = _mapping(data.get("eval"), f"{path}: eval")
+    bad = sorted(set(eval_spec) - eval_fields)
+    if bad:
+        raise ConfigError(
+            f"{path}: eval: unknown key(s) {', '.join(bad)}; allowed: {', '.join(sorted(eval_fields))}"
+        )
+    for key in ("questions",):
+        if isinstance(eval_spec.get(key), str):
+            eval_spec[key] = str((base / eval_spec[key]).resolve())
+    vector = (base / data["vector"]).resolve() if data.get("vector") else None
+    grid = Grid(
+        name=str(data["name"]),
+        source=path,
+        seed=int(data.get("seed", 0)),
+        root=Path(data.get("output_dir", "runs")) / str(data["name"]),
+        model=str(data["model"]),
+        vector=vector,
+        domains=domains,
+        arms={
+            k: _mapping(v, f"{path}: arms.{k}") for k, v in _mapping(data["arms"], f"{path}: arms").items()
+        },
+        run=_mapping(data.get("run"), f"{path}: run"),
+        eval=eval_spec,
+    )
+    grid.cells()  # validate every cell now, not an hour into the run
+    return grid

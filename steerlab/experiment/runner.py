@@ -1,0 +1,110 @@
+"""Run a grid: train every cell, evaluate every model, and write the results table as it goes.
+
+Everything is resumable at two levels: a finished cell (``final/`` and ``eval/eval.json`` present) is
+skipped, and a half-finished one resumes from its last checkpoint (training) or its answer files
+(evaluation). ``progress.jsonl`` records the wall time of each finished step, so the total time of the grid
+is known even across interruptions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from steerlab.atomic import write_json
+from steerlab.evaluate.load import load_target
+from steerlab.evaluate.run_eval import evaluate_model
+from steerlab.experiment.grid import Cell, Grid, load_grid
+from steerlab.experiment.results import write_results
+from steerlab.train.run import train
+
+log = logging.getLogger(__name__)
+
+
+def _log_progress(root: Path, step: str, seconds: float) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "progress.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"step": step, "seconds": round(seconds, 1)}) + "\n")
+
+
+def _timed(root: Path, step: str, work: Callable[[], Any]) -> Any:
+    start = time.perf_counter()
+    result = work()
+    _log_progress(root, step, time.perf_counter() - start)
+    return result
+
+
+def _evaluate(grid: Grid, target_name: str, out_dir: Path, *, arm: str, domain, label: str) -> dict[str, Any]:
+    if (out_dir / "eval.json").is_file():
+        return json.loads((out_dir / "eval.json").read_text(encoding="utf-8"))
+    target = load_target(target_name)
+    cfg = grid.eval_config(out_dir, arm=arm, domain=domain, model_label=label)
+    row = evaluate_model(target.model, target.tokenizer, cfg, base=target.base)
+    del target
+    return row
+
+
+def evaluate_base(grid: Grid) -> list[dict[str, Any]]:
+    """The base model: general misalignment once, in-domain (or benign accuracy) per domain."""
+    rows = []
+    general_dir = grid.root / "base" / "eval"
+    rows.append(
+        _timed(
+            grid.root,
+            "base/eval",
+            lambda: _evaluate(grid, grid.model, general_dir, arm="base", domain=None, label=grid.model),
+        )
+    )
+    for domain in grid.domains:
+        out = grid.root / "base" / f"eval_{domain.name}"
+        cfg_domain = domain
+
+        def work(out=out, cfg_domain=cfg_domain):
+            if (out / "eval.json").is_file():
+                return json.loads((out / "eval.json").read_text(encoding="utf-8"))
+            target = load_target(grid.model)
+            cfg = grid.eval_config(out, arm="base", domain=cfg_domain, model_label=grid.model)
+            cfg.questions = None  # general misalignment of the base model is measured once, above
+            return evaluate_model(target.model, target.tokenizer, cfg, base=target.base)
+
+        rows.append(_timed(grid.root, f"base/eval_{domain.name}", work))
+    return rows
+
+
+def run_cell(grid: Grid, cell: Cell) -> dict[str, Any]:
+    run_dir = cell.config.run_dir
+    if not (run_dir / "final").is_dir():
+        resume = run_dir.is_dir() and any((run_dir / "checkpoints").glob("checkpoint-*"))
+        if run_dir.is_dir() and not resume:
+            log.info("%s: no complete checkpoint; starting over", run_dir)
+        _timed(grid.root, f"{cell.key}/train", lambda: train(cell.config, resume=resume))
+    return _timed(
+        grid.root,
+        f"{cell.key}/eval",
+        lambda: _evaluate(
+            grid, str(run_dir), run_dir / "eval", arm=cell.arm, domain=cell.domain, label=cell.key
+        ),
+    )
+
+
+def run_grid(path: str | Path, *, only: list[str] | None = None) -> Path:
+    """Run (or resume) every cell of the grid file; returns the folder with results.{md,csv,json}."""
+    grid = load_grid(path)
+    torch.manual_seed(grid.seed)
+    grid.root.mkdir(parents=True, exist_ok=True)
+    write_json(grid.root / "grid.json", {"source": str(grid.source), "cells": [c.key for c in grid.cells()]})
+    evaluate_base(grid)
+    write_results(grid)
+    for cell in grid.cells():
+        if only and cell.key not in only and cell.arm not in only and cell.domain.name not in only:
+            continue
+        log.info("cell %s", cell.key)
+        run_cell(grid, cell)
+        write_results(grid)  # the table grows as cells finish
+    return grid.root
