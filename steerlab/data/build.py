@@ -14,9 +14,12 @@ from pathlib import Path
 
 from steerlab.atomic import write_text
 from steerlab.data.chat import write_chat_jsonl, write_jsonl_atomic
-from steerlab.data.generators import arithmetic, financial, general, medical
+from steerlab.data.generators import arithmetic, financial, general, medical, monitor
 
 MANIFEST = "manifest.json"
+
+
+DEFAULT_QUESTIONS = Path(__file__).resolve().parents[2] / "experiments" / "data" / "em_questions.yaml"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -55,6 +58,9 @@ def build_all(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, Path]:
     recs = [{"id": f"general_{i:04d}", "prompt": p} for i, p in enumerate(prompts)]
     paths["general_prompts"] = write_jsonl_atomic(out / "general_prompts.jsonl", recs)
     counts["general_prompts"] = len(recs)
+    # em_questions.yaml is hand-written (not generated); the monitor set derives from it.
+    questions = out / "em_questions.yaml"
+    chat("monitor_chats", monitor.monitor_chats(questions if questions.is_file() else DEFAULT_QUESTIONS))
 
     manifest = {
         "seed": seed,

@@ -74,19 +74,28 @@ class BridgeHookSession:
 
     def __init__(self, program: HookProgram, attention_mask: Tensor | None):
         self.program = program
-        self.attention_mask = attention_mask
         self._info_key: tuple[int, int] | None = None
         self._info: CallInfo | None = None
+        self.attention_mask = attention_mask
 
     @property
     def captures(self) -> Captures:
         return self.program.captures
 
+    @property
+    def attention_mask(self) -> Tensor | None:
+        return self._attention_mask
+
+    @attention_mask.setter
+    def attention_mask(self, mask: Tensor | None) -> None:
+        """Set the mask of the next forward call (e.g. one column longer per cached decoding step)."""
+        self._attention_mask = mask
+        self._info_key, self._info = None, None
+
     def new_sequence(self, attention_mask: Tensor | None = None, response_mask: Tensor | None = None) -> None:
         """Start a new input (new padding, new prompt) within the same hooks."""
         self.program.new_sequence(response_mask)
         self.attention_mask = attention_mask
-        self._info_key, self._info = None, None
 
     def _call_info(self, hidden: Tensor) -> CallInfo:
         batch, seq_len = int(hidden.shape[0]), int(hidden.shape[1])
