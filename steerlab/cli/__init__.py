@@ -23,10 +23,11 @@ def demo(
 
 
 def _register_topics() -> None:
-    from steerlab.cli import models, report, train
+    from steerlab.cli import models, report, run, train
 
     app.add_typer(models.app, name="models")
     train.register(app)
+    run.register(app)
     report.register(app)
 
 

@@ -39,7 +39,19 @@ import yaml
 from steerlab.evaluate.run_eval import EvalConfig
 from steerlab.train.config import ConfigError, ExperimentConfig, config_from_dict
 
-_TOP_KEYS = {"name", "seed", "output_dir", "model", "vector", "domains", "run", "arms", "eval", "description"}
+_TOP_KEYS = {
+    "name",
+    "seed",
+    "output_dir",
+    "model",
+    "vector",
+    "domains",
+    "run",
+    "arms",
+    "eval",
+    "evaluate",
+    "description",
+}
 _DOMAIN_KEYS = {"train", "eval", "kind", "limit"}
 _CELL_REF = re.compile(r"\{cell:([A-Za-z0-9_\-]+)\}")
 
@@ -79,6 +91,7 @@ class Grid:
     arms: dict[str, dict[str, Any]]
     run: dict[str, Any]
     eval: dict[str, Any]
+    evaluate: bool = True  # False: train only (the demo reads the monitor logs)
 
     def cells(self) -> list[Cell]:
         """Every (domain, arm) run, each arm after the arms it refers to."""
@@ -248,6 +261,7 @@ def load_grid(path: str | Path) -> Grid:
         },
         run=_mapping(data.get("run"), f"{path}: run"),
         eval=eval_spec,
+        evaluate=bool(data.get("evaluate", True)),
     )
     grid.cells()  # validate every cell now, not an hour into the run
     return grid

@@ -84,6 +84,8 @@ def run_cell(grid: Grid, cell: Cell) -> dict[str, Any]:
         if run_dir.is_dir() and not resume:
             log.info("%s: no complete checkpoint; starting over", run_dir)
         _timed(grid.root, f"{cell.key}/train", lambda: train(cell.config, resume=resume))
+    if not grid.evaluate:
+        return {}
     return _timed(
         grid.root,
         f"{cell.key}/eval",
@@ -99,12 +101,14 @@ def run_grid(path: str | Path, *, only: list[str] | None = None) -> Path:
     torch.manual_seed(grid.seed)
     grid.root.mkdir(parents=True, exist_ok=True)
     write_json(grid.root / "grid.json", {"source": str(grid.source), "cells": [c.key for c in grid.cells()]})
-    evaluate_base(grid)
-    write_results(grid)
+    if grid.evaluate:
+        evaluate_base(grid)
+        write_results(grid)
     for cell in grid.cells():
         if only and cell.key not in only and cell.arm not in only and cell.domain.name not in only:
             continue
         log.info("cell %s", cell.key)
         run_cell(grid, cell)
-        write_results(grid)  # the table grows as cells finish
+        if grid.evaluate:
+            write_results(grid)  # the table grows as cells finish
     return grid.root

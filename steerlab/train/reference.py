@@ -33,6 +33,9 @@ class Reference:
     def active(self, policy: nn.Module) -> Iterator[nn.Module]:
         """Yield a module whose forward is the reference; ``policy`` is the (PEFT) model being trained."""
         if self.frozen is not None:
+            device = next(policy.parameters()).device
+            if next(self.frozen.parameters()).device != device:  # the trainer moved the policy (GPU)
+                self.frozen.to(device)
             yield self.frozen
             return
         if not hasattr(policy, "disable_adapter"):

@@ -1,0 +1,30 @@
+"""`steerlab run GRID`: train and evaluate every (domain x arm) cell of an experiment grid, resumably."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def run_command(
+    grid: Annotated[Path, typer.Argument(help="experiment grid YAML, e.g. experiments/em_smollm2.yaml")],
+    only: Annotated[list[str] | None, typer.Option(help="run only these cells, arms or domains")] = None,
+) -> None:
+    """Run (or resume) the grid; the results table grows in <output_dir>/<name>/results.md as cells finish."""
+    from steerlab.experiment.runner import run_grid
+    from steerlab.train.config import ConfigError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        root = run_grid(grid, only=only)
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"results: {root / 'results.md'}  (report: steerlab report {root})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)
