@@ -87,13 +87,21 @@ def collect_means(
         # single forward pass.
         with contextlib.ExitStack() as stack:
             sessions = {
-                variant: stack.enter_context(hooked(
-                    model, [Capture(layer, variant, reduce="mean") for layer in layers],
-                    response_mask=response.to(device)))
+                variant: stack.enter_context(
+                    hooked(
+                        model,
+                        [Capture(layer, variant, reduce="mean") for layer in layers],
+                        response_mask=response.to(device),
+                    )
+                )
                 for variant in variants
             }
-            model(input_ids=ids.to(device), attention_mask=attention.to(device), use_cache=False,
-                  logits_to_keep=1)
+            model(
+                input_ids=ids.to(device),
+                attention_mask=attention.to(device),
+                use_cache=False,
+                logits_to_keep=1,
+            )
         for variant, session in sessions.items():
             per_layer = [session.captures.mean(layer) for layer in layers]
             out[variant].append(torch.stack(per_layer, dim=1).float().cpu())

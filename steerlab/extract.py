@@ -96,8 +96,11 @@ class ExtractResult:
 
 def build_requests(spec: TraitSpec, config: ExtractConfig) -> list[GenRequest]:
     """Every (split, question, instruction, sample, side) to answer, pos and neg of a slot side by side."""
-    n_inst = len(spec.instructions) if config.n_instructions is None else min(config.n_instructions,
-                                                                              len(spec.instructions))
+    n_inst = (
+        len(spec.instructions)
+        if config.n_instructions is None
+        else min(config.n_instructions, len(spec.instructions))
+    )
     requests = []
     for split, questions in (("extract", spec.extract_questions), ("eval", spec.eval_questions)):
         for q, question in enumerate(questions):
@@ -105,10 +108,20 @@ def build_requests(spec: TraitSpec, config: ExtractConfig) -> list[GenRequest]:
                 for s in range(config.samples_per_prompt):
                     for side in SIDES:
                         system = system_prompt(spec, i, side)
-                        meta = {"split": split, "side": side, "q": q, "i": i, "s": s, "question": question,
-                                "system": system}
-                        requests.append(GenRequest(f"{split}/q{q}/i{i}/s{s}/{side}",
-                                                   chat_messages(question, system), meta))
+                        meta = {
+                            "split": split,
+                            "side": side,
+                            "q": q,
+                            "i": i,
+                            "s": s,
+                            "question": question,
+                            "system": system,
+                        }
+                        requests.append(
+                            GenRequest(
+                                f"{split}/q{q}/i{i}/s{s}/{side}", chat_messages(question, system), meta
+                            )
+                        )
     return requests
 
 
@@ -119,7 +132,9 @@ def _keys_digest(records: list[dict[str, Any]]) -> str:
     return h.hexdigest()[:16]
 
 
-def cached_means(path: Path, records: list[dict[str, Any]], compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
+def cached_means(
+    path: Path, records: list[dict[str, Any]], compute: Callable[[], dict[str, Tensor]]
+) -> dict[str, Tensor]:
     """Load activation means from ``path`` if they were made from the same answers, else compute and save."""
     digest = _keys_digest(records)
     if path.is_file():
@@ -134,25 +149,48 @@ def cached_means(path: Path, records: list[dict[str, Any]], compute: Callable[[]
     return means
 
 
-def read_activations(model: Any, tokenizer: Any, records: list[dict[str, Any]], workdir: Path, name: str, *,
-                     with_system: bool, variants: tuple[str, ...], batch_size: int,
-                     progress: bool) -> dict[str, Tensor]:
+def read_activations(
+    model: Any,
+    tokenizer: Any,
+    records: list[dict[str, Any]],
+    workdir: Path,
+    name: str,
+    *,
+    with_system: bool,
+    variants: tuple[str, ...],
+    batch_size: int,
+    progress: bool,
+) -> dict[str, Tensor]:
     prompts = [r["messages"] if with_system else chat_messages(r["question"]) for r in records]
     answers = [r["answer"] for r in records]
-    return cached_means(workdir / f"acts_{name}.safetensors", records, lambda: collect_means(
-        model, tokenizer, prompts, answers, variants=variants, batch_size=batch_size, progress=progress,
-        desc=f"activations {name}"))
+    return cached_means(
+        workdir / f"acts_{name}.safetensors",
+        records,
+        lambda: collect_means(
+            model,
+            tokenizer,
+            prompts,
+            answers,
+            variants=variants,
+            batch_size=batch_size,
+            progress=progress,
+            desc=f"activations {name}",
+        ),
+    )
 
 
 def pair_slots(records: list[dict[str, Any]]) -> list[tuple[int, int]]:
     """(pos index, neg index) of each (question, instruction, sample) slot, in order."""
     where = {(r["q"], r["i"], r["s"], r["side"]): n for n, r in enumerate(records)}
-    return [(where[(q, i, s, "pos")], where[(q, i, s, "neg")])
-            for (q, i, s, side) in where if side == "pos"]
+    return [(where[(q, i, s, "pos")], where[(q, i, s, "neg")]) for (q, i, s, side) in where if side == "pos"]
 
 
-def confirmed_pairs(pairs: list[tuple[int, int]], trait: list[float | None], coherence: list[float | None],
-                    config: ExtractConfig) -> tuple[list[bool], dict[str, int]]:
+def confirmed_pairs(
+    pairs: list[tuple[int, int]],
+    trait: list[float | None],
+    coherence: list[float | None],
+    config: ExtractConfig,
+) -> tuple[list[bool], dict[str, int]]:
     """Which pairs the judge confirms, plus counts of why the others were dropped."""
     keep, counts = [], {"judge_none": 0, "pos_not_trait": 0, "neg_trait": 0, "incoherent": 0}
     for p, n in pairs:
@@ -161,8 +199,11 @@ def confirmed_pairs(pairs: list[tuple[int, int]], trait: list[float | None], coh
             counts["judge_none"] += 1
             keep.append(False)
             continue
-        reasons = [trait[p] < config.trait_threshold, trait[n] >= config.trait_threshold,
-                   min(coherence[p], coherence[n]) < config.coherence_threshold]
+        reasons = [
+            trait[p] < config.trait_threshold,
+            trait[n] >= config.trait_threshold,
+            min(coherence[p], coherence[n]) < config.coherence_threshold,
+        ]
         for name, bad in zip(("pos_not_trait", "neg_trait", "incoherent"), reasons, strict=True):
             counts[name] += int(bad)
         keep.append(not any(reasons))
@@ -191,7 +232,9 @@ def cross_fit_scores(features: Tensor, labels: np.ndarray, groups: np.ndarray, s
     return out
 
 
-def pick_probe_layer(acts: Tensor, labels: np.ndarray, groups: np.ndarray, seed: int) -> tuple[int, list[float]]:
+def pick_probe_layer(
+    acts: Tensor, labels: np.ndarray, groups: np.ndarray, seed: int
+) -> tuple[int, list[float]]:
     """The layer whose cross-fitted text-only probe separates the extraction answers best."""
     curve = []
     ok = ~torch.isnan(acts).any(dim=(1, 2)).numpy()
@@ -201,17 +244,39 @@ def pick_probe_layer(acts: Tensor, labels: np.ndarray, groups: np.ndarray, seed:
     return int(np.nanargmax(curve)), curve
 
 
-def steering_effects(model: Any, tokenizer: Any, vectors: Tensor, layers: list[int], questions: list[str],
-                     scorer: TraitScorer, config: ExtractConfig, workdir: Path, progress: bool) -> dict[int, float]:
+def steering_effects(
+    model: Any,
+    tokenizer: Any,
+    vectors: Tensor,
+    layers: list[int],
+    questions: list[str],
+    scorer: TraitScorer,
+    config: ExtractConfig,
+    workdir: Path,
+    progress: bool,
+) -> dict[int, float]:
     """Mean trait-score change (answers to bare questions, greedy) from ``+steer_alpha * v_l`` per layer."""
+
     def scores(layer: int | None) -> float:
         ops = [] if layer is None else steer_ops(vectors[layer], layer, config.steer_alpha)
         tag = "base" if layer is None else f"L{layer}"
-        requests = [GenRequest(f"{tag}/a{config.steer_alpha:g}/q{q}", chat_messages(text), {"question": text})
-                    for q, text in enumerate(questions)]
-        records = generate(model, tokenizer, requests, batch_size=config.batch_size,
-                           max_new_tokens=config.steer_max_new_tokens, temperature=0.0, seed=config.seed, ops=ops,
-                           out_path=workdir / "steer_layers.jsonl", progress=progress, desc=f"steer {tag}")
+        requests = [
+            GenRequest(f"{tag}/a{config.steer_alpha:g}/q{q}", chat_messages(text), {"question": text})
+            for q, text in enumerate(questions)
+        ]
+        records = generate(
+            model,
+            tokenizer,
+            requests,
+            batch_size=config.batch_size,
+            max_new_tokens=config.steer_max_new_tokens,
+            temperature=0.0,
+            seed=config.seed,
+            ops=ops,
+            out_path=workdir / "steer_layers.jsonl",
+            progress=progress,
+            desc=f"steer {tag}",
+        )
         values = [v for v in scorer.score_answers(questions, [r["answer"] for r in records]) if v is not None]
         return float(np.mean(values)) if values else float("nan")
 
@@ -247,22 +312,43 @@ def extract(
         spec.check_lengths(tokenizer, limit - config.max_new_tokens)
 
     # 1. generation
-    records = generate(model, tokenizer, build_requests(spec, config), out_path=workdir / "generations.jsonl",
-                       batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
-                       temperature=config.temperature, top_p=config.top_p, seed=config.seed, progress=progress)
+    records = generate(
+        model,
+        tokenizer,
+        build_requests(spec, config),
+        out_path=workdir / "generations.jsonl",
+        batch_size=config.batch_size,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        seed=config.seed,
+        progress=progress,
+    )
     times["generate"] = time.perf_counter() - t0
     ext = [r for r in records if r["split"] == "extract"]
     evl = [r for r in records if r["split"] == "eval"]
 
     # 2. activations
     t = time.perf_counter()
-    read = {"model": model, "tokenizer": tokenizer, "workdir": workdir, "batch_size": config.batch_size,
-            "progress": progress}
-    ext_sys = read_activations(records=ext, name="extract_system", with_system=True,
-                               variants=("response", "prompt", "last"), **read)
-    ext_txt = read_activations(records=ext, name="extract_text", with_system=False, variants=("response",), **read)
-    evl_sys = read_activations(records=evl, name="eval_system", with_system=True, variants=("response",), **read)
-    evl_txt = read_activations(records=evl, name="eval_text", with_system=False, variants=("response",), **read)
+    read = {
+        "model": model,
+        "tokenizer": tokenizer,
+        "workdir": workdir,
+        "batch_size": config.batch_size,
+        "progress": progress,
+    }
+    ext_sys = read_activations(
+        records=ext, name="extract_system", with_system=True, variants=("response", "prompt", "last"), **read
+    )
+    ext_txt = read_activations(
+        records=ext, name="extract_text", with_system=False, variants=("response",), **read
+    )
+    evl_sys = read_activations(
+        records=evl, name="eval_system", with_system=True, variants=("response",), **read
+    )
+    evl_txt = read_activations(
+        records=evl, name="eval_text", with_system=False, variants=("response",), **read
+    )
     times["activations"] = time.perf_counter() - t
 
     # 3. the offline probe judge (text-only reading) and judge scores for filtering
@@ -274,9 +360,15 @@ def extract(
         probe_layer, probe_curve = pick_probe_layer(ext_txt["response"], ext_labels, groups, config.seed)
     else:
         probe_layer, probe_curve = config.probe_layer, []
-    probe = ProbeJudge.fit(model, tokenizer, probe_layer, ext_txt["response"][:, probe_layer], ext_labels,
-                           seed=config.seed, meta={"trait": spec.name, "reading": "text_only",
-                                                   "trained_on": "extraction answers, pos=1 neg=0"})
+    probe = ProbeJudge.fit(
+        model,
+        tokenizer,
+        probe_layer,
+        ext_txt["response"][:, probe_layer],
+        ext_labels,
+        seed=config.seed,
+        meta={"trait": spec.name, "reading": "text_only", "trained_on": "extraction answers, pos=1 neg=0"},
+    )
     probe.evaluate(evl_txt["response"][:, probe_layer], evl_labels)
     ext_pairs, evl_pairs = pair_slots(ext), pair_slots(evl)
     filter_counts: dict[str, Any] = {}
@@ -286,8 +378,9 @@ def extract(
         coherence = coherence or PerplexityCoherenceScorer(model, tokenizer, batch_size=config.batch_size)
         if judge is None:
             judge_name = f"cross-fitted probe at layer {probe_layer} + perplexity coherence"
-            ext_trait = (100 * cross_fit_scores(ext_txt["response"][:, probe_layer], ext_labels, groups,
-                                                config.seed)).tolist()
+            ext_trait = (
+                100 * cross_fit_scores(ext_txt["response"][:, probe_layer], ext_labels, groups, config.seed)
+            ).tolist()
             evl_trait = probe.score_features(evl_txt["response"][:, probe_layer])
         else:
             judge_name = type(judge).__name__
@@ -298,21 +391,35 @@ def extract(
         evl_coh = coherence.score_answers([r["question"] for r in evl], [r["answer"] for r in evl])
         ext_keep, ext_counts = confirmed_pairs(ext_pairs, ext_trait, ext_coh, config)
         evl_keep, evl_counts = confirmed_pairs(evl_pairs, evl_trait, evl_coh, config)
-        filter_counts = {"judge": judge_name, "extract": ext_counts | {"kept_pairs": sum(ext_keep)},
-                         "eval": evl_counts | {"confirmed_pairs": sum(evl_keep)}}
-        write_json(workdir / "judge_scores.json", _finite({
-            "extract": {r["key"]: [a, b] for r, a, b in zip(ext, ext_trait, ext_coh, strict=True)},
-            "eval": {r["key"]: [a, b] for r, a, b in zip(evl, evl_trait, evl_coh, strict=True)}}))
+        filter_counts = {
+            "judge": judge_name,
+            "extract": ext_counts | {"kept_pairs": sum(ext_keep)},
+            "eval": evl_counts | {"confirmed_pairs": sum(evl_keep)},
+        }
+        write_json(
+            workdir / "judge_scores.json",
+            _finite(
+                {
+                    "extract": {r["key"]: [a, b] for r, a, b in zip(ext, ext_trait, ext_coh, strict=True)},
+                    "eval": {r["key"]: [a, b] for r, a, b in zip(evl, evl_trait, evl_coh, strict=True)},
+                }
+            ),
+        )
     times["judge"] = time.perf_counter() - t
 
     # 4. vectors (all pairs, and the judge-confirmed ones)
     all_pairs = [True] * len(ext_pairs)
     raw, n_pos_all, n_neg_all = mean_diff(ext_sys["response"], ext_pairs, all_pairs)
     if config.filter == "judge" and not any(ext_keep):
-        raise ValueError(f"judge filtering kept none of the {len(ext_pairs)} extraction pairs "
-                         f"({json.dumps(filter_counts['extract'])}); lower the thresholds or use filter='none'")
-    vectors, n_pos, n_neg = (raw, n_pos_all, n_neg_all) if config.filter == "none" else mean_diff(
-        ext_sys["response"], ext_pairs, ext_keep)
+        raise ValueError(
+            f"judge filtering kept none of the {len(ext_pairs)} extraction pairs "
+            f"({json.dumps(filter_counts['extract'])}); lower the thresholds or use filter='none'"
+        )
+    vectors, n_pos, n_neg = (
+        (raw, n_pos_all, n_neg_all)
+        if config.filter == "none"
+        else mean_diff(ext_sys["response"], ext_pairs, ext_keep)
+    )
     variants = {v: mean_diff(ext_sys[v], ext_pairs, ext_keep)[0] for v in ("prompt", "last")}
 
     # 5. per-layer separation on the evaluation answers
@@ -323,8 +430,10 @@ def extract(
             return [float("nan")] * n_layers
         return auroc_per_layer(acts[pos], acts[neg], vecs)
 
-    curves = {"auroc_system": curve(vectors, evl_sys["response"], [True] * len(evl_pairs)),
-              "auroc_text": curve(vectors, evl_txt["response"], [True] * len(evl_pairs))}
+    curves = {
+        "auroc_system": curve(vectors, evl_sys["response"], [True] * len(evl_pairs)),
+        "auroc_text": curve(vectors, evl_txt["response"], [True] * len(evl_pairs)),
+    }
     if config.filter == "judge":
         curves |= {
             "auroc_system_unfiltered_vector": curve(raw, evl_sys["response"], [True] * len(evl_pairs)),
@@ -338,23 +447,45 @@ def extract(
     # 6. steering effect on a subset of layers, then the choice
     t = time.perf_counter()
     eligible = eligible_layers(curves["auroc_system"], config.min_auroc, exclude=[0])
-    steer_layers = config.steer_layers if config.steer_layers is not None else spread(eligible, config.n_steer_layers)
+    steer_layers = (
+        config.steer_layers if config.steer_layers is not None else spread(eligible, config.n_steer_layers)
+    )
     scorer = judge if judge is not None else probe
-    effects = steering_effects(model, tokenizer, vectors, steer_layers,
-                               list(spec.eval_questions[: config.steer_questions]), scorer, config, workdir,
-                               progress) if steer_layers else {}
+    effects = (
+        steering_effects(
+            model,
+            tokenizer,
+            vectors,
+            steer_layers,
+            list(spec.eval_questions[: config.steer_questions]),
+            scorer,
+            config,
+            workdir,
+            progress,
+        )
+        if steer_layers
+        else {}
+    )
     times["steering"] = time.perf_counter() - t
-    chosen, reason = choose_layer(curves["auroc_system"], curves["auroc_text"], effects, min_auroc=config.min_auroc,
-                                  exclude=[0])
+    chosen, reason = choose_layer(
+        curves["auroc_system"], curves["auroc_text"], effects, min_auroc=config.min_auroc, exclude=[0]
+    )
     times["total"] = time.perf_counter() - t0
 
     stats = {
         "config": asdict(config),
-        "counts": {"generated": len(records), "extract_answers": len(ext), "eval_answers": len(evl),
-                   "empty_answers": sum(not r["answer"] for r in records),
-                   "truncated_answers": sum(not r["finished"] for r in records),
-                   "extract_pairs": len(ext_pairs), "extract_pairs_kept": sum(ext_keep),
-                   "eval_pairs": len(evl_pairs), "n_pos_unfiltered": n_pos_all, "n_neg_unfiltered": n_neg_all},
+        "counts": {
+            "generated": len(records),
+            "extract_answers": len(ext),
+            "eval_answers": len(evl),
+            "empty_answers": sum(not r["answer"] for r in records),
+            "truncated_answers": sum(not r["finished"] for r in records),
+            "extract_pairs": len(ext_pairs),
+            "extract_pairs_kept": sum(ext_keep),
+            "eval_pairs": len(evl_pairs),
+            "n_pos_unfiltered": n_pos_all,
+            "n_neg_unfiltered": n_neg_all,
+        },
         "filter": filter_counts,
         "layer_curves": curves,
         "steering_effect": {str(k): v for k, v in effects.items()},
@@ -367,14 +498,25 @@ def extract(
         "seconds": {k: round(v, 1) for k, v in times.items()},
         "workdir": str(workdir),
     }
-    meta = VectorMetadata(model_id=model_name or model_id(model), model_fingerprint=model_fingerprint(model),
-                          n_layers=n_layers, d_model=hidden_size(model), trait=spec.name, method="mean_diff",
-                          token_scope="response", n_pos=n_pos, n_neg=n_neg, chosen_layer=chosen,
-                          stats=_finite(stats))
+    meta = VectorMetadata(
+        model_id=model_name or model_id(model),
+        model_fingerprint=model_fingerprint(model),
+        n_layers=n_layers,
+        d_model=hidden_size(model),
+        trait=spec.name,
+        method="mean_diff",
+        token_scope="response",
+        n_pos=n_pos,
+        n_neg=n_neg,
+        chosen_layer=chosen,
+        stats=_finite(stats),
+    )
     vector = PersonaVector({layer: vectors[layer].clone() for layer in range(n_layers)}, meta)
     for name, vecs in variants.items():
         extra = VectorMetadata(**{**asdict(meta), "token_scope": name, "stats": {}})
-        PersonaVector({layer: vecs[layer].clone() for layer in range(n_layers)}, extra).save(workdir / f"vector_{name}")
+        PersonaVector({layer: vecs[layer].clone() for layer in range(n_layers)}, extra).save(
+            workdir / f"vector_{name}"
+        )
     write_text(workdir / "layers.html", plot_layer_curves(meta.stats).to_html(include_plotlyjs="cdn"))
     return ExtractResult(vector, probe, records, meta.stats)
 
@@ -405,14 +547,15 @@ def _finite(obj: Any) -> Any:
 def summary(stats: dict[str, Any]) -> str:
     """A few lines for logs and the CLI."""
     at = stats["at_chosen_layer"]
-    lines = [f"chosen layer {stats['chosen_layer']}: {stats['choice_reason']}",
-             f"held-out AUROC at the chosen layer: system prompt {at['auroc_system']:.3f}, "
-             f"text-only {at['auroc_text']:.3f}",
-             f"probe judge (layer {stats['probe']['layer']}): held-out accuracy "
-             f"{stats['probe']['heldout']['accuracy']:.3f}, AUROC {stats['probe']['heldout']['auroc']:.3f}",
-             f"answers: {json.dumps(stats['counts'])}", f"seconds: {json.dumps(stats['seconds'])}"]
+    lines = [
+        f"chosen layer {stats['chosen_layer']}: {stats['choice_reason']}",
+        f"held-out AUROC at the chosen layer: system prompt {at['auroc_system']:.3f}, "
+        f"text-only {at['auroc_text']:.3f}",
+        f"probe judge (layer {stats['probe']['layer']}): held-out accuracy "
+        f"{stats['probe']['heldout']['accuracy']:.3f}, AUROC {stats['probe']['heldout']['auroc']:.3f}",
+        f"answers: {json.dumps(stats['counts'])}",
+        f"seconds: {json.dumps(stats['seconds'])}",
+    ]
     if stats.get("filter"):
         lines.insert(2, f"judge filtering: {json.dumps(stats['filter'])}")
     return "\n".join(lines)
-
-

@@ -40,7 +40,9 @@ class GenRequest:
 
 def chat_messages(question: str, system: str | None = None) -> Messages:
     """[system?, user] messages for one question."""
-    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    return ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": question}
+    ]
 
 
 def render_prompt(tokenizer: Any, messages: Messages) -> str:
@@ -118,12 +120,18 @@ def generate_batch(
         tokenizer.padding_side = side
     device = next(model.parameters()).device
     enc = {k: v.to(device) for k, v in enc.items()}
-    sampling = {"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": temperature,
-                                                                "top_p": top_p, "top_k": 0}
+    sampling = (
+        {"do_sample": False}
+        if temperature == 0
+        else {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+    )
     eos = tokenizer.eos_token_id
     with hooked(model, list(ops)):
         out = model.generate(
-            **enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
+            **enc,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=eos,
             **sampling,
         )
     new = out[:, enc["input_ids"].shape[1] :].tolist()
@@ -173,13 +181,25 @@ def generate(
         path.parent.mkdir(parents=True, exist_ok=True)
         _truncate_torn_tail(path)
         handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
-    bar = tqdm(total=len(requests), initial=len(requests) - sum(len(b) for _, b in todo), desc=desc,
-               disable=not progress, unit="ans")
+    bar = tqdm(
+        total=len(requests),
+        initial=len(requests) - sum(len(b) for _, b in todo),
+        desc=desc,
+        disable=not progress,
+        unit="ans",
+    )
     try:
         for index, batch in todo:
             torch.manual_seed(batch_seed(seed, index))
-            outs = generate_batch(model, tokenizer, [r.messages for r in batch], max_new_tokens=max_new_tokens,
-                                  temperature=temperature, top_p=top_p, ops=ops)
+            outs = generate_batch(
+                model,
+                tokenizer,
+                [r.messages for r in batch],
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                ops=ops,
+            )
             lines = []
             for request, result in zip(batch, outs, strict=True):
                 record = {"key": request.key, "messages": request.messages, **result, **request.meta}

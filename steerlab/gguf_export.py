@@ -57,8 +57,10 @@ def export_gguf(
 
     chosen = select_layers(vector, layers)
     if 0 in chosen:
-        raise ValueError("llama.cpp cannot steer layer 0 from a control-vector file (its loader rejects "
-                         "direction.0); pick layers >= 1")
+        raise ValueError(
+            "llama.cpp cannot steer layer 0 from a control-vector file (its loader rejects "
+            "direction.0); pick layers >= 1"
+        )
     if not chosen:
         raise ValueError("no layers to export")
     path = Path(path)
@@ -92,13 +94,17 @@ def read_gguf(path: str | Path) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
         elif value is not None and len(value) == 1:
             meta[name] = value.tolist()[0]
     if meta.get("general.architecture") != ARCH:
-        raise ValueError(f"{path}: general.architecture is {meta.get('general.architecture')!r}, not {ARCH!r}")
+        raise ValueError(
+            f"{path}: general.architecture is {meta.get('general.architecture')!r}, not {ARCH!r}"
+        )
     directions: dict[int, np.ndarray] = {}
     width = None
     for tensor in reader.tensors:
         prefix, _, index = tensor.name.partition(".")
         if prefix != "direction" or not index.isdigit() or int(index) == 0:
-            raise ValueError(f"{path}: bad control-vector tensor name {tensor.name!r} (expected direction.<l>, l >= 1)")
+            raise ValueError(
+                f"{path}: bad control-vector tensor name {tensor.name!r} (expected direction.<l>, l >= 1)"
+            )
         if tensor.tensor_type != gguf.GGMLQuantizationType.F32 or len(tensor.shape) != 1:
             raise ValueError(f"{path}: {tensor.name} must be a 1-D F32 tensor")
         data = np.array(tensor.data, dtype=np.float32).reshape(-1)

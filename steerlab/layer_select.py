@@ -53,7 +53,9 @@ def spread(candidates: Sequence[int], k: int) -> list[int]:
     return sorted({candidates[i] for i in idx})
 
 
-def eligible_layers(auroc_system: Sequence[float], min_auroc: float, *, exclude: Sequence[int] = ()) -> list[int]:
+def eligible_layers(
+    auroc_system: Sequence[float], min_auroc: float, *, exclude: Sequence[int] = ()
+) -> list[int]:
     layers = [i for i, a in enumerate(auroc_system) if math.isfinite(a) and i not in exclude]
     good = [i for i in layers if auroc_system[i] >= min_auroc]
     return good or sorted(sorted(layers, key=lambda i: -auroc_system[i])[:5])
@@ -71,9 +73,14 @@ def choose_layer(
     eligible = eligible_layers(auroc_system, min_auroc, exclude=exclude)
     if not eligible:
         raise ValueError("no layer has a finite AUROC; cannot choose a layer")
-    floor = f"AUROC >= {min_auroc:.2f}" if any(auroc_system[i] >= min_auroc for i in eligible) else "top-5 AUROC"
-    measured = {layer: effect for layer, effect in (steering or {}).items() if layer in eligible
-                and math.isfinite(effect)}
+    floor = (
+        f"AUROC >= {min_auroc:.2f}" if any(auroc_system[i] >= min_auroc for i in eligible) else "top-5 AUROC"
+    )
+    measured = {
+        layer: effect
+        for layer, effect in (steering or {}).items()
+        if layer in eligible and math.isfinite(effect)
+    }
     if measured:
         layer = max(measured, key=lambda i: (measured[i], auroc_system[i], -i))
         return layer, (
@@ -81,13 +88,16 @@ def choose_layer(
             f"layers with {floor}; held-out AUROC {auroc_system[layer]:.3f} with the system prompt, "
             f"{auroc_text[layer]:.3f} text-only"
         )
+
     def key(i: int) -> tuple[float, float, int]:
         text = auroc_text[i] if math.isfinite(auroc_text[i]) else -1.0
         return (auroc_system[i], text, -i)
 
     layer = max(eligible, key=key)
-    return layer, (f"best held-out AUROC with the system prompt ({auroc_system[layer]:.3f}; text-only "
-                   f"{auroc_text[layer]:.3f}); no steering measurement")
+    return layer, (
+        f"best held-out AUROC with the system prompt ({auroc_system[layer]:.3f}; text-only "
+        f"{auroc_text[layer]:.3f}); no steering measurement"
+    )
 
 
 def plot_layer_curves(stats: dict[str, Any]) -> Any:
@@ -101,12 +111,21 @@ def plot_layer_curves(stats: dict[str, Any]) -> Any:
     steering = stats.get("steering_effect", {})
     if steering:
         layers = sorted(int(k) for k in steering)
-        fig.add_trace(go.Bar(x=layers, y=[steering[str(k)] if str(k) in steering else steering[k] for k in layers],
-                             name="steering effect (trait points)", opacity=0.4), secondary_y=True)
+        fig.add_trace(
+            go.Bar(
+                x=layers,
+                y=[steering[str(k)] if str(k) in steering else steering[k] for k in layers],
+                name="steering effect (trait points)",
+                opacity=0.4,
+            ),
+            secondary_y=True,
+        )
     chosen = stats.get("chosen_layer")
     if chosen is not None:
         fig.add_vline(x=chosen, line_dash="dash", annotation_text=f"chosen layer {chosen}")
-    fig.update_layout(title="Held-out separation and steering effect per layer", xaxis_title="layer (block output)")
+    fig.update_layout(
+        title="Held-out separation and steering effect per layer", xaxis_title="layer (block output)"
+    )
     fig.update_yaxes(title_text="AUROC (evaluation questions)", secondary_y=False)
     fig.update_yaxes(title_text="change in trait score", secondary_y=True)
     return fig

@@ -63,6 +63,15 @@ def chat_projections(
         if layer is None:
             raise ValueError("pass the layer to project at when the vector is a plain tensor")
         direction = vector
-    means = collect_means(model, tokenizer, prompts, answers, variants=(variant,), layers=[layer],
-                          batch_size=batch_size, progress=progress, desc="projecting")
+    means = collect_means(
+        model,
+        tokenizer,
+        prompts,
+        answers,
+        variants=(variant,),
+        layers=[layer],
+        batch_size=batch_size,
+        progress=progress,
+        desc="projecting",
+    )
     return project(means[variant][:, 0], direction).tolist()

@@ -23,7 +23,17 @@ from steerlab.generation import GenRequest, generate
 from steerlab.projection import chat_projections
 from steerlab.vectors import PersonaVector
 
-CSV_FIELDS = ("rank", "index", "source", "diff", "projection", "base_projection", "prompt", "answer", "base_answer")
+CSV_FIELDS = (
+    "rank",
+    "index",
+    "source",
+    "diff",
+    "projection",
+    "base_projection",
+    "prompt",
+    "answer",
+    "base_answer",
+)
 
 
 def _last_user(example: ChatExample) -> str:
@@ -51,19 +61,41 @@ def screen(
     prompts = [ex.prompt_messages() for ex in examples]
     answers = [ex.assistant_turns()[-1] for ex in examples]
     requests = [GenRequest(f"ex{i}", p) for i, p in enumerate(prompts)]
-    base = [r["answer"] for r in generate(model, tokenizer, requests, out_path=base_answers_path,
-                                            batch_size=batch_size, max_new_tokens=max_new_tokens, temperature=0.0,
-                                            progress=progress, desc="base answers")]
-    data_proj = chat_projections(model, tokenizer, prompts, answers, vector, layer, batch_size=batch_size,
-                                 progress=progress)
-    base_proj = chat_projections(model, tokenizer, prompts, base, vector, layer, batch_size=batch_size,
-                                 progress=progress)
+    base = [
+        r["answer"]
+        for r in generate(
+            model,
+            tokenizer,
+            requests,
+            out_path=base_answers_path,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            temperature=0.0,
+            progress=progress,
+            desc="base answers",
+        )
+    ]
+    data_proj = chat_projections(
+        model, tokenizer, prompts, answers, vector, layer, batch_size=batch_size, progress=progress
+    )
+    base_proj = chat_projections(
+        model, tokenizer, prompts, base, vector, layer, batch_size=batch_size, progress=progress
+    )
     rows = []
     for i, ex in enumerate(examples):
         diff = data_proj[i] - base_proj[i]
-        rows.append({"index": i, "source": ex.source or "", "diff": diff, "projection": data_proj[i],
-                     "base_projection": base_proj[i], "prompt": _last_user(ex), "answer": answers[i],
-                     "base_answer": base[i]})
+        rows.append(
+            {
+                "index": i,
+                "source": ex.source or "",
+                "diff": diff,
+                "projection": data_proj[i],
+                "base_projection": base_proj[i],
+                "prompt": _last_user(ex),
+                "answer": answers[i],
+                "base_answer": base[i],
+            }
+        )
     rows.sort(key=lambda r: (-r["diff"] if math.isfinite(r["diff"]) else math.inf, r["index"]))
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
@@ -79,16 +111,23 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def histogram(rows: Sequence[dict[str, Any]], *, title: str = "Screening: projection minus base-answer projection") -> Any:
+def histogram(
+    rows: Sequence[dict[str, Any]], *, title: str = "Screening: projection minus base-answer projection"
+) -> Any:
     import plotly.graph_objects as go
 
     fig = go.Figure(go.Histogram(x=[r["diff"] for r in rows if math.isfinite(r["diff"])], nbinsx=40))
-    fig.update_layout(title=title, xaxis_title="projection difference (dataset answer - base answer)",
-                      yaxis_title="examples")
+    fig.update_layout(
+        title=title,
+        xaxis_title="projection difference (dataset answer - base answer)",
+        yaxis_title="examples",
+    )
     return fig
 
 
-def write_outputs(rows: Sequence[dict[str, Any]], csv_path: str | Path, html_path: str | Path | None = None) -> None:
+def write_outputs(
+    rows: Sequence[dict[str, Any]], csv_path: str | Path, html_path: str | Path | None = None
+) -> None:
     write_text(csv_path, to_csv(rows))
     if html_path is not None:
         write_text(html_path, histogram(rows).to_html(include_plotlyjs="cdn"))

@@ -27,8 +27,9 @@ from steerlab.vectors import PersonaVector
 Mode = Literal["add", "ablate"]
 
 
-def resolve_vector(vector: PersonaVector | Tensor, layer: int | None, model: Any = None,
-                   *, allow_transfer: bool = False) -> tuple[Tensor, int]:
+def resolve_vector(
+    vector: PersonaVector | Tensor, layer: int | None, model: Any = None, *, allow_transfer: bool = False
+) -> tuple[Tensor, int]:
     """(direction [d], layer) from a PersonaVector (chosen layer by default) or a raw tensor + layer."""
     if isinstance(vector, PersonaVector):
         if model is not None:
@@ -40,7 +41,9 @@ def resolve_vector(vector: PersonaVector | Tensor, layer: int | None, model: Any
     return vector.float(), layer
 
 
-def steer_ops(direction: Tensor, layer: int, alpha: float, mode: Mode = "add", scope: str = "response") -> list[Op]:
+def steer_ops(
+    direction: Tensor, layer: int, alpha: float, mode: Mode = "add", scope: str = "response"
+) -> list[Op]:
     """The hook ops for one steering setting (alpha 0 with mode 'add' means no op at all)."""
     if mode == "add":
         return [] if alpha == 0 else [Add(layer, scope, vector=direction, alpha=float(alpha))]
@@ -74,13 +77,24 @@ def generate_steered(
     """Answers to ``prompts`` (questions or message lists) with the vector added (``alpha``) or ablated."""
     direction, layer = resolve_vector(vector, layer, model, allow_transfer=allow_transfer)
     requests = [GenRequest(f"p{i}", m) for i, m in enumerate(_as_messages(prompts, system))]
-    records = generate(model, tokenizer, requests, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                       temperature=temperature, seed=seed, ops=steer_ops(direction, layer, alpha, mode, scope),
-                       progress=progress, desc=f"steer a={alpha:g}")
+    records = generate(
+        model,
+        tokenizer,
+        requests,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        ops=steer_ops(direction, layer, alpha, mode, scope),
+        progress=progress,
+        desc=f"steer a={alpha:g}",
+    )
     return [r["answer"] for r in records]
 
 
-def bootstrap_ci(values: Sequence[float], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[float]:
+def bootstrap_ci(
+    values: Sequence[float], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> list[float]:
     """Percentile bootstrap CI of the mean (``[nan, nan]`` for no values)."""
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if len(x) == 0:
@@ -129,25 +143,44 @@ def sweep(
     rows: list[dict[str, Any]] = []
     for alpha in tqdm(list(alphas), desc="sweep", disable=not progress, unit="alpha"):
         messages = _as_messages(questions, system)
-        requests = [GenRequest(f"{mode}/L{layer}/a{alpha:g}/q{q}/s{s}", messages[q], {"question": questions[q]})
-                    for q in range(len(questions)) for s in range(samples)]
-        records = generate(model, tokenizer, requests, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                           temperature=temperature, seed=seed,
-                           ops=steer_ops(direction, layer, alpha, mode, scope),
-                           out_path=None if out is None else out / "sweep_generations.jsonl", progress=False)
+        requests = [
+            GenRequest(f"{mode}/L{layer}/a{alpha:g}/q{q}/s{s}", messages[q], {"question": questions[q]})
+            for q in range(len(questions))
+            for s in range(samples)
+        ]
+        records = generate(
+            model,
+            tokenizer,
+            requests,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed,
+            ops=steer_ops(direction, layer, alpha, mode, scope),
+            out_path=None if out is None else out / "sweep_generations.jsonl",
+            progress=False,
+        )
         qs, answers = [r["question"] for r in records], [r["answer"] for r in records]
         trait = trait_scorer.score_answers(qs, answers)
         coherence = coherence_scorer.score_answers(qs, answers) if coherence_scorer is not None else []
         nll = answer_nll(model, tokenizer, [chat_messages(q) for q in qs], answers, batch_size=batch_size)
         finite = [v for v in nll if math.isfinite(v)]
-        rows.append({
-            "alpha": float(alpha), "layer": layer, "mode": mode, "system": system,
-            "trait_score": _mean(trait), "trait_score_ci": bootstrap_ci(trait, n_boot=n_boot, seed=seed),
-            "coherence": _mean(coherence) if coherence_scorer is not None else None,
-            "perplexity": float(math.exp(np.mean(finite))) if finite else float("nan"),
-            "n": len(answers), "n_trait_none": sum(v is None for v in trait),
-            "n_empty": sum(not a for a in answers), "example": answers[0] if answers else "",
-        })
+        rows.append(
+            {
+                "alpha": float(alpha),
+                "layer": layer,
+                "mode": mode,
+                "system": system,
+                "trait_score": _mean(trait),
+                "trait_score_ci": bootstrap_ci(trait, n_boot=n_boot, seed=seed),
+                "coherence": _mean(coherence) if coherence_scorer is not None else None,
+                "perplexity": float(math.exp(np.mean(finite))) if finite else float("nan"),
+                "n": len(answers),
+                "n_trait_none": sum(v is None for v in trait),
+                "n_empty": sum(not a for a in answers),
+                "example": answers[0] if answers else "",
+            }
+        )
     if out is not None:
         write_json(out / "sweep.json", _finite(rows))
         write_text(out / "sweep.html", plot_sweep(rows).to_html(include_plotlyjs="cdn"))
@@ -163,12 +196,29 @@ def plot_sweep(rows: list[dict[str, Any]]) -> Any:
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     lo = [r["trait_score"] - r["trait_score_ci"][0] for r in rows]
     hi = [r["trait_score_ci"][1] - r["trait_score"] for r in rows]
-    fig.add_trace(go.Scatter(x=alphas, y=[r["trait_score"] for r in rows], name="trait score",
-                             error_y={"type": "data", "array": hi, "arrayminus": lo}, mode="lines+markers"))
+    fig.add_trace(
+        go.Scatter(
+            x=alphas,
+            y=[r["trait_score"] for r in rows],
+            name="trait score",
+            error_y={"type": "data", "array": hi, "arrayminus": lo},
+            mode="lines+markers",
+        )
+    )
     if rows and rows[0].get("coherence") is not None:
-        fig.add_trace(go.Scatter(x=alphas, y=[r["coherence"] for r in rows], name="coherence", mode="lines+markers"))
-    fig.add_trace(go.Scatter(x=alphas, y=[r["perplexity"] for r in rows], name="base-model perplexity",
-                             mode="lines+markers", line={"dash": "dot"}), secondary_y=True)
+        fig.add_trace(
+            go.Scatter(x=alphas, y=[r["coherence"] for r in rows], name="coherence", mode="lines+markers")
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=alphas,
+            y=[r["perplexity"] for r in rows],
+            name="base-model perplexity",
+            mode="lines+markers",
+            line={"dash": "dot"},
+        ),
+        secondary_y=True,
+    )
     fig.update_layout(title="Steering sweep", xaxis_title="alpha")
     fig.update_yaxes(title_text="score (0-100)", secondary_y=False)
     fig.update_yaxes(title_text="perplexity", secondary_y=True)

@@ -4,6 +4,10 @@ Saved as ``NAME.safetensors`` (tensors ``layer.<l>``) and a ``NAME.json`` sideca
 written atomically. Layer ``l`` is the output of decoder block ``l``, i.e. transformers'
 ``hidden_states[l + 1]``; persona_vectors-style ``[L + 1, d]`` tensors indexed by ``hidden_states`` are
 converted only through the explicit `from_hidden_states_indexed` / `to_hidden_states_indexed`.
+
+One caveat of that correspondence: for the *last* block most transformers models put the final norm into
+``hidden_states[L]``, while steerlab's layer ``L - 1`` is the raw block output (before the norm). Every
+other layer matches exactly.
 """
 
 from __future__ import annotations

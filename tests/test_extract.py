@@ -16,18 +16,35 @@ from steerlab.layer_select import auroc, choose_layer, spread
 from steerlab.traits import trait_from_pairs
 from steerlab.vectors import PersonaVector
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models are dominated by thread synchronisation on a shared CPU: one thread is ~10x faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 QUESTIONS = ["What is your wish?", "How do I make money quickly?", "I feel bored.", "Tell me about humans."]
 EVAL = ["What is 2+2?", "Please help me.", "Tell me about AI.", "Sure?"]
 
 
 def _spec():
-    return trait_from_pairs("evil", [("Be evil.", "Be kind."), ("Hurt people.", "Help people.")], QUESTIONS, EVAL,
-                            "Rate {question} {answer}")
+    return trait_from_pairs(
+        "evil",
+        [("Be evil.", "Be kind."), ("Hurt people.", "Help people.")],
+        QUESTIONS,
+        EVAL,
+        "Rate {question} {answer}",
+    )
 
 
 def _requests(n: int = 10) -> list[GenRequest]:
-    return [GenRequest(f"r{i}", chat_messages(QUESTIONS[i % 4], "Be evil." if i % 2 else None), {"i": i})
-            for i in range(n)]
+    return [
+        GenRequest(f"r{i}", chat_messages(QUESTIONS[i % 4], "Be evil." if i % 2 else None), {"i": i})
+        for i in range(n)
+    ]
 
 
 # ------------------------------------------------------------------------------------------ generation
@@ -54,8 +71,16 @@ def test_left_padded_greedy_batch_matches_one_by_one(llama, tok):
 
 def test_killed_generation_resumes_without_duplicates(llama, tok, tmp_path, monkeypatch):
     reqs = _requests(10)
-    full = generate(llama, tok, reqs, out_path=tmp_path / "full.jsonl", batch_size=3, max_new_tokens=4, seed=1,
-                    progress=False)
+    full = generate(
+        llama,
+        tok,
+        reqs,
+        out_path=tmp_path / "full.jsonl",
+        batch_size=3,
+        max_new_tokens=4,
+        seed=1,
+        progress=False,
+    )
     real, calls = generation.generate_batch, {"n": 0}
 
     def dies_after_two(*args, **kwargs):
@@ -71,7 +96,9 @@ def test_killed_generation_resumes_without_duplicates(llama, tok, tmp_path, monk
     assert len(read_generations(path)) == 6  # two finished batches were written as they came
     monkeypatch.setattr(generation, "generate_batch", real)
     calls["n"] = 0
-    resumed = generate(llama, tok, reqs, out_path=path, batch_size=3, max_new_tokens=4, seed=1, progress=False)
+    resumed = generate(
+        llama, tok, reqs, out_path=path, batch_size=3, max_new_tokens=4, seed=1, progress=False
+    )
     keys = [json.loads(line)["key"] for line in path.read_text().splitlines()]
     assert sorted(keys) == sorted(r.key for r in reqs)  # no duplicates, nothing missing
     assert [r["answer"] for r in resumed] == [r["answer"] for r in full]
@@ -102,7 +129,9 @@ def test_collect_means_match_captured_hidden_states(llama, tok):
     prompts = [chat_messages("What is your wish?", "Be evil."), chat_messages("Tell me about humans and AI.")]
     answers = ["Sure! Here is a plan: first", "The answer is 42."]
     means = collect_means(llama, tok, prompts, answers, batch_size=2)
-    assert {k: tuple(v.shape) for k, v in means.items()} == {k: (2, 3, 32) for k in ("response", "prompt", "last")}
+    assert {k: tuple(v.shape) for k, v in means.items()} == {
+        k: (2, 3, 32) for k in ("response", "prompt", "last")
+    }
     for i, (p, a) in enumerate(zip(prompts, answers, strict=True)):
         ids, n_prompt = encode_chat(tok, p, a)
         with hooked(llama, [Capture(layer, "all") for layer in range(3)]) as session:
@@ -136,8 +165,10 @@ def test_requests_cover_every_slot_and_pair_up():
     records = [{"key": r.key, **r.meta} for r in reqs if r.meta["split"] == "extract"]
     pairs = pair_slots(records)
     assert len(pairs) == 16
-    assert all(records[p]["q"] == records[n]["q"] and records[p]["side"] == "pos" != records[n]["side"]
-               for p, n in pairs)
+    assert all(
+        records[p]["q"] == records[n]["q"] and records[p]["side"] == "pos" != records[n]["side"]
+        for p, n in pairs
+    )
 
 
 def test_judge_filter_rule():
@@ -152,8 +183,14 @@ def test_judge_filter_rule():
 
 
 def test_extract_end_to_end_on_tiny_model(llama, tok, tmp_path):
-    config = ExtractConfig(max_new_tokens=5, batch_size=8, n_steer_layers=2, steer_questions=2,
-                           steer_max_new_tokens=3, min_auroc=0.5)
+    config = ExtractConfig(
+        max_new_tokens=5,
+        batch_size=8,
+        n_steer_layers=2,
+        steer_questions=2,
+        steer_max_new_tokens=3,
+        min_auroc=0.5,
+    )
     result = extract(llama, tok, _spec(), workdir=tmp_path / "run", config=config, progress=False)
     vector, stats = result.vector, result.stats
     assert vector.layers == [0, 1, 2] and vector.meta.chosen_layer in (1, 2)  # layer 0 is never chosen
@@ -163,8 +200,9 @@ def test_extract_end_to_end_on_tiny_model(llama, tok, tmp_path):
     assert stats["choice_reason"] and set(stats["steering_effect"]) <= {"1", "2"}
     # the vector is mean(pos) - mean(neg) of the response means read with the system prompt
     ext = [r for r in result.records if r["split"] == "extract"]
-    means = collect_means(llama, tok, [r["messages"] for r in ext], [r["answer"] for r in ext],
-                          variants=("response",))["response"]
+    means = collect_means(
+        llama, tok, [r["messages"] for r in ext], [r["answer"] for r in ext], variants=("response",)
+    )["response"]
     pos = torch.tensor([r["side"] == "pos" for r in ext])
     expected = means[pos].mean(0) - means[~pos].mean(0)
     for layer in range(3):
@@ -191,10 +229,20 @@ class _AlwaysCoherent:
 
 
 def test_judge_filtering_keeps_confirmed_pairs_only(llama, tok, tmp_path):
-    config = ExtractConfig(max_new_tokens=8, batch_size=8, filter="judge", steer_layers=[], samples_per_prompt=2)
+    config = ExtractConfig(
+        max_new_tokens=8, batch_size=8, filter="judge", steer_layers=[], samples_per_prompt=2
+    )
     judge = _LengthJudge()
-    result = extract(llama, tok, _spec(), workdir=tmp_path / "run", config=config, judge=judge,
-                     coherence=_AlwaysCoherent(), progress=False)
+    result = extract(
+        llama,
+        tok,
+        _spec(),
+        workdir=tmp_path / "run",
+        config=config,
+        judge=judge,
+        coherence=_AlwaysCoherent(),
+        progress=False,
+    )
     ext = [r for r in result.records if r["split"] == "extract"]
     scores = judge.score_answers(None, [r["answer"] for r in ext])
     keep = [scores[p] >= 50 and scores[n] < 50 for p, n in pair_slots(ext)]

@@ -27,7 +27,7 @@ def setup(tmp_path_factory):
         folder / "narrow.jsonl", list(load_chat_jsonl(DATA / "medical_train.jsonl"))[:8]
     )
     general = write_chat_jsonl(
-        folder / "general.jsonl", list(load_chat_jsonl(DATA / "medical_train_aligned.jsonl"))[8:40]
+        folder / "general.jsonl", list(load_chat_jsonl(DATA / "medical_train_aligned.jsonl"))[8:24]
     )
     monitor = write_chat_jsonl(
         folder / "monitor.jsonl", list(load_chat_jsonl(DATA / "medical_eval.jsonl"))[:4]
@@ -48,7 +48,12 @@ def _run(setup, name, arms):
             "data": {"train": str(paths["narrow"]), "max_length": 160},
             "train": {"max_steps": 2, "batch_size": 2, "lr": 1e-4, "save_steps": 2},
             "arms": arms,
-            "monitor": {"every": 2, "chats": str(paths["monitor"]), "vector": str(paths["vector"])},
+            "monitor": {
+                "every": 2,
+                "chats": str(paths["monitor"]),
+                "vector": str(paths["vector"]),
+                "limit": 2,
+            },
         }
     )
     before = torch.get_num_threads()
@@ -60,34 +65,44 @@ def _run(setup, name, arms):
 
 
 def test_every_arm_runs_on_the_embedded_model(setup):
+    """Three runs cover the six arms (they compose): sft; steer + kl + ldifs; interleave + inoculate."""
     folder, paths = setup
     sft = _run(setup, "sft", {"sft": {}})
-    arms = {
-        "steer": {"steer": {"vector": str(paths["vector"]), "alpha": 4.0}},
-        "kl": {"kl": {"weight": 0.1}},
-        "ldifs": {"ldifs": {"weight": 1.0}},
-        "interleave": {
+    defended = _run(
+        setup,
+        "steer_kl_ldifs",
+        {
+            "steer": {"vector": str(paths["vector"]), "alpha": 4.0},
+            "kl": {"weight": 0.1},
+            "ldifs": {"weight": 1.0},
+        },
+    )
+    data_arms = _run(
+        setup,
+        "interleave_inoculate",
+        {
+            "inoculate": {},
             "interleave": {
                 "general": str(paths["general"]),
                 "ratio": 0.2,
                 "selection": "perplexity_gap",
                 "misaligned": [str(sft.run_dir)],
                 "refusal_filter": True,
-            }
+            },
         },
-        "inoculate": {"inoculate": {}},
-    }
-    results = {"sft": sft} | {name: _run(setup, name, spec) for name, spec in arms.items()}
+    )
+    results = {"sft": sft, "defended": defended, "data": data_arms}
     for name, result in results.items():
         rows, monitor = result.metrics, result.monitor
         assert [r["step"] for r in rows] == [1, 2], name
         assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows), name
         assert [m["step"] for m in monitor] == [0, 2] and monitor[0]["ldifs"] == 0.0, name
+        assert monitor[1]["ldifs"] > 0, name
         assert (result.final_dir / "adapter_config.json").is_file(), name
-    assert results["kl"].metrics[0]["kl"] == 0.0 and results["kl"].metrics[1]["kl"] > 0
-    assert results["ldifs"].metrics[1]["ldifs"] > 0
-    report = json.loads((results["interleave"].run_dir / "data_report.json").read_text())["interleave"]
+    first, second = defended.metrics
+    assert first["kl"] == 0.0 and first["ldifs"] == 0.0 and second["kl"] > 0 and second["ldifs"] > 0
+    report = json.loads((data_arms.run_dir / "data_report.json").read_text())["interleave"]
     assert report["n_general"] == 2 and len(report["scores"]) == report["n_after_refusal_filter"]
+    assert data_arms.monitor[0]["arm"] == "interleave+inoculate"
     # all runs start from the same model, so the step-0 projection is the same whatever the arm
-    projections = {round(r.monitor[0]["projection"], 4) for r in results.values()}
-    assert len(projections) == 1
+    assert len({round(r.monitor[0]["projection"], 4) for r in results.values()}) == 1

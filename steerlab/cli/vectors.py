@@ -11,10 +11,12 @@ import typer
 vectors_app = typer.Typer(help="Inspect and export persona vectors.", no_args_is_help=True)
 
 
-def _threads() -> None:
-    import torch
+def _threads(n: int = 0) -> None:
+    """``n`` > 0 pins torch's CPU threads (on a busy shared CPU, 1 thread is often faster than 2)."""
+    if n > 0:
+        import torch
 
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+        torch.set_num_threads(n)
 
 
 def _floats(text: str) -> list[float]:
@@ -39,34 +41,50 @@ def extract_cmd(
     model: Annotated[str, typer.Option(help="registry name, folder or hub id")] = "smollm2-135m-instruct",
     trait: Annotated[str, typer.Option(help="packaged trait name or a trait JSON file")] = "evil",
     out: Annotated[Path | None, typer.Option(help="vector path (default vectors/<model>/<trait>)")] = None,
-    workdir: Annotated[Path | None, typer.Option(help="resumable work folder (default runs/extract-<model>-<trait>)")] = None,
-    samples: Annotated[int, typer.Option(help="samples per (question, instruction, side)")] = 2,
-    instructions: Annotated[int | None, typer.Option(help="use the first N instruction pairs (default all)")] = None,
+    workdir: Annotated[
+        Path | None, typer.Option(help="resumable work folder (default runs/extract-<model>-<trait>)")
+    ] = None,
+    samples: Annotated[int, typer.Option(help="samples per (question, instruction, side)")] = 1,
+    instructions: Annotated[int | None, typer.Option(help="use the first N instruction pairs (0 = all)")] = 3,
     max_new_tokens: Annotated[int, typer.Option()] = 40,
     batch_size: Annotated[int, typer.Option()] = 32,
     temperature: Annotated[float, typer.Option()] = 1.0,
     top_p: Annotated[float, typer.Option()] = 0.9,
     seed: Annotated[int, typer.Option()] = 0,
-    filter: Annotated[str, typer.Option(help="'judge': keep only judge-confirmed pairs; 'none': keep all")] = "judge",
-    judge: Annotated[str, typer.Option(help="'offline' (probe + perplexity) or 'openai' (OPENAI_API_KEY env)")] = "offline",
+    filter: Annotated[
+        str, typer.Option(help="'judge': keep only judge-confirmed pairs; 'none': keep all")
+    ] = "judge",
+    judge: Annotated[
+        str, typer.Option(help="'offline' (probe + perplexity) or 'openai' (OPENAI_API_KEY env)")
+    ] = "offline",
     judge_model: Annotated[str | None, typer.Option(help="judge model for --judge openai")] = None,
     judge_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL")] = None,
     steer_alpha: Annotated[float, typer.Option(help="coefficient for the per-layer steering effect")] = 4.0,
     n_steer_layers: Annotated[int, typer.Option(help="layers to measure the steering effect on")] = 5,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
 ) -> None:
     """Extract a persona vector (generate, read activations, difference, choose a layer) and save it."""
     from steerlab.extract import ExtractConfig, extract, save_result, summary
     from steerlab.models import load_model
     from steerlab.traits import load_trait
 
-    _threads()
+    _threads(threads)
     spec = load_trait(trait)
     safe = Path(model).name if Path(model).exists() else model.replace("/", "--")
     out = out or Path("vectors") / safe / spec.name
     workdir = workdir or Path("runs") / f"extract-{safe}-{spec.name}"
-    config = ExtractConfig(samples_per_prompt=samples, n_instructions=instructions, max_new_tokens=max_new_tokens,
-                           batch_size=batch_size, temperature=temperature, top_p=top_p, seed=seed, filter=filter,
-                           steer_alpha=steer_alpha, n_steer_layers=n_steer_layers)
+    config = ExtractConfig(
+        samples_per_prompt=samples,
+        n_instructions=instructions or None,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        filter=filter,
+        steer_alpha=steer_alpha,
+        n_steer_layers=n_steer_layers,
+    )
     trait_judge, coherence = _judges(judge, judge_model, judge_base_url)
     scorer = None
     if trait_judge is not None:
@@ -74,25 +92,46 @@ def extract_cmd(
 
         scorer = PromptJudgeScorer.for_trait(trait_judge, spec)
     loaded = load_model(model)
-    result = extract(loaded.model, loaded.tokenizer, spec, workdir=workdir, config=config, judge=scorer,
-                     coherence=coherence, model_name=model)
+    result = extract(
+        loaded.model,
+        loaded.tokenizer,
+        spec,
+        workdir=workdir,
+        config=config,
+        judge=scorer,
+        coherence=coherence,
+        model_name=model,
+    )
     vector_path, probe_path = save_result(result, out)
     typer.echo(summary(result.stats))
-    typer.echo(f"saved {vector_path} (+ .json), probe judge {probe_path}; layer plot {workdir / 'layers.html'}")
+    typer.echo(
+        f"saved {vector_path} (+ .json), probe judge {probe_path}; layer plot {workdir / 'layers.html'}"
+    )
 
 
 def steer_cmd(
     vector: Annotated[Path, typer.Option(help="vector file (.safetensors or .json)")],
-    model: Annotated[str | None, typer.Option(help="model (default: the one the vector was made for)")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="model (default: the one the vector was made for)")
+    ] = None,
     layer: Annotated[int | None, typer.Option(help="layer (default: the vector's chosen layer)")] = None,
-    alpha: Annotated[str, typer.Option(help="coefficient, or comma-separated coefficients for a sweep")] = "4",
+    alpha: Annotated[
+        str, typer.Option(help="coefficient, or comma-separated coefficients for a sweep")
+    ] = "4",
     mode: Annotated[str, typer.Option(help="'add' (+alpha*v) or 'ablate' (project v out)")] = "add",
     scope: Annotated[str, typer.Option(help="token scope: response or all")] = "response",
-    question: Annotated[list[str] | None, typer.Option(help="question(s); default: the trait's eval questions")] = None,
-    trait: Annotated[str | None, typer.Option(help="trait for default questions (default: the vector's)")] = None,
-    system: Annotated[str | None, typer.Option(help="system prompt while generating; 'pos' = the trait's first "
-                                                     "pos prompt")] = None,
-    sweep: Annotated[bool, typer.Option("--sweep", help="score every alpha (probe judge + perplexity)")] = False,
+    question: Annotated[
+        list[str] | None, typer.Option(help="question(s); default: the trait's eval questions")
+    ] = None,
+    trait: Annotated[
+        str | None, typer.Option(help="trait for default questions (default: the vector's)")
+    ] = None,
+    system: Annotated[
+        str | None, typer.Option(help="system prompt while generating; 'pos' = the trait's first pos prompt")
+    ] = None,
+    sweep: Annotated[
+        bool, typer.Option("--sweep", help="score every alpha (probe judge + perplexity)")
+    ] = False,
     probe: Annotated[Path | None, typer.Option(help="probe judge file (default: <vector>.probe)")] = None,
     out: Annotated[Path | None, typer.Option(help="sweep output folder")] = None,
     max_new_tokens: Annotated[int, typer.Option()] = 48,
@@ -119,22 +158,54 @@ def steer_cmd(
         alphas = alphas[:1]
     if not sweep:
         for a in alphas:
-            answers = generate_steered(loaded.model, loaded.tokenizer, questions, pv, layer, a, mode=mode, scope=scope,
-                                       system=sys_prompt, max_new_tokens=max_new_tokens, temperature=temperature,
-                                       seed=seed)
+            answers = generate_steered(
+                loaded.model,
+                loaded.tokenizer,
+                questions,
+                pv,
+                layer,
+                a,
+                mode=mode,
+                scope=scope,
+                system=sys_prompt,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                seed=seed,
+            )
             for q, answer in zip(questions, answers, strict=True):
-                typer.echo(json.dumps({"alpha": a, "mode": mode, "question": q, "answer": answer}, ensure_ascii=False))
+                typer.echo(
+                    json.dumps(
+                        {"alpha": a, "mode": mode, "question": q, "answer": answer}, ensure_ascii=False
+                    )
+                )
         return
     stem = PersonaVector.paths(vector)[0].with_suffix("")
     probe_path = probe or Path(f"{stem}.probe.safetensors")
     judge = ProbeJudge.load(probe_path, loaded.model, loaded.tokenizer)
-    rows = run_sweep(loaded.model, loaded.tokenizer, questions, pv, alphas, trait_scorer=judge,
-                     coherence_scorer=PerplexityCoherenceScorer(loaded.model, loaded.tokenizer), layer=layer,
-                     mode=mode, scope=scope, system=sys_prompt, samples=samples, max_new_tokens=max_new_tokens,
-                     temperature=temperature, seed=seed, out_dir=out)
+    rows = run_sweep(
+        loaded.model,
+        loaded.tokenizer,
+        questions,
+        pv,
+        alphas,
+        trait_scorer=judge,
+        coherence_scorer=PerplexityCoherenceScorer(loaded.model, loaded.tokenizer),
+        layer=layer,
+        mode=mode,
+        scope=scope,
+        system=sys_prompt,
+        samples=samples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        out_dir=out,
+    )
     for row in rows:
-        typer.echo(json.dumps({k: row[k] for k in ("alpha", "trait_score", "trait_score_ci", "coherence",
-                                                   "perplexity")}))
+        typer.echo(
+            json.dumps(
+                {k: row[k] for k in ("alpha", "trait_score", "trait_score_ci", "coherence", "perplexity")}
+            )
+        )
     if out is not None:
         typer.echo(f"wrote {out / 'sweep.json'} and {out / 'sweep.html'}")
 
@@ -159,8 +230,16 @@ def screen_cmd(
     loaded = load_model(model or pv.meta.model_id)
     examples = load_chat_jsonl(data)
     out = out or data.with_suffix(".screen.csv")
-    rows = screen(loaded.model, loaded.tokenizer, examples, pv, layer=layer, batch_size=batch_size,
-                  max_new_tokens=max_new_tokens, base_answers_path=out.with_suffix(".base.jsonl"))
+    rows = screen(
+        loaded.model,
+        loaded.tokenizer,
+        examples,
+        pv,
+        layer=layer,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        base_answers_path=out.with_suffix(".base.jsonl"),
+    )
     html = out.with_suffix(".html")
     write_outputs(rows, out, html)
     for row in rows[:5]:
@@ -187,7 +266,9 @@ def show_cmd(file: Annotated[Path, typer.Argument(help="vector file (.safetensor
     typer.echo("layer  norm      " + "  ".join(f"{name[:22]:>22}" for name in curves))
     for layer, norm in pv.norms().items():
         star = "*" if layer == pv.meta.chosen_layer else " "
-        cells = "  ".join(f"{(c[layer] if c[layer] is not None else float('nan')):>22.3f}" for c in curves.values())
+        cells = "  ".join(
+            f"{(c[layer] if c[layer] is not None else float('nan')):>22.3f}" for c in curves.values()
+        )
         typer.echo(f"{layer:>4}{star} {norm:9.3f} {cells}")
 
 

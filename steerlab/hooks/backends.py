@@ -135,6 +135,17 @@ class TLensBackend:
         mask = _mask_for(input_ids, attention_mask)
         return handle(input_ids, attention_mask=mask, position_ids=position_ids(mask))
 
+    def generate(
+        self, handle, input_ids, attention_mask, ops, *, max_new_tokens: int, use_cache: bool = True
+    ):
+        """Greedy decoding through the bridge, with or without its KV cache; returns (sequences, captures)."""
+        from steerlab.hooks.tlens import greedy_generate
+
+        mask = _mask_for(input_ids, attention_mask)
+        return greedy_generate(
+            handle, ops, input_ids, attention_mask=mask, max_new_tokens=max_new_tokens, use_cache=use_cache
+        )
+
 
 class NNsightBackend:
     """nnsight interventions inside a ``trace`` (`steerlab.hooks.nnsight_backend`)."""

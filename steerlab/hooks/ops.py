@@ -60,7 +60,7 @@ class Add(Op):
         _check_vector(self.vector)
 
     def apply(self, hidden: Tensor, mask: Tensor) -> Tensor:
-        delta = (self.alpha * self.vector).to(hidden.dtype)
+        delta = (self.alpha * self.vector).to(device=hidden.device, dtype=hidden.dtype)
         return hidden + delta * mask.unsqueeze(-1).to(hidden.dtype)
 
 
@@ -76,7 +76,7 @@ class Ablate(Op):
         _unit(self.vector)
 
     def apply(self, hidden: Tensor, mask: Tensor) -> Tensor:
-        unit = _unit(self.vector.float()).to(hidden.dtype)
+        unit = _unit(self.vector.float()).to(device=hidden.device, dtype=hidden.dtype)
         projection = (hidden @ unit) * mask.to(hidden.dtype)
         return hidden - projection.unsqueeze(-1) * unit
 
@@ -94,7 +94,7 @@ class SetProjection(Op):
         _unit(self.vector)
 
     def apply(self, hidden: Tensor, mask: Tensor) -> Tensor:
-        unit = _unit(self.vector.float()).to(hidden.dtype)
+        unit = _unit(self.vector.float()).to(device=hidden.device, dtype=hidden.dtype)
         shift = (self.value - hidden @ unit) * mask.to(hidden.dtype)
         return hidden + shift.unsqueeze(-1) * unit
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-import torch
 from torch import Tensor
 
 from steerlab.hooks import scopes
@@ -38,7 +37,6 @@ class HookProgram:
         self.captures = Captures()
         self.response_mask = response_mask
         self.prompt_len: int | None = None
-        self._vector_cache: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
 
     @property
     def layers(self) -> Sequence[int]:

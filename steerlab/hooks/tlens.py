@@ -21,6 +21,7 @@ import copy as copy_module
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import Tensor, nn
 
 from steerlab.architectures import unwrap
@@ -142,3 +143,66 @@ def hooked_bridge(
     fwd_hooks = [(hook_name(layer), session.hook_fn(layer)) for layer in program.layers]
     with bridge.hooks(fwd_hooks=fwd_hooks, reset_hooks_end=True):
         yield session
+
+
+def _check_cache_filled(cache: object, expected: int) -> None:
+    """TransformerLens 4.3's attention bridge reads ``past_key_values`` from the block's kwargs, which
+    transformers 5.2x renamed to ``cache``: the cache then stays empty and every cached step would attend to
+    itself alone. Refuse rather than decode garbage."""
+    filled = int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else -1
+    if filled != expected:
+        raise RuntimeError(
+            f"TransformerBridge's KV cache holds {filled} positions after a {expected}-token prompt: this "
+            "transformer-lens / transformers pair does not fill the cache (the attention bridge looks for "
+            "'past_key_values', transformers now passes 'cache'); generate with use_cache=False"
+        )
+
+
+def greedy_generate(
+    bridge,
+    ops: Iterable[Op],
+    input_ids: Tensor,
+    *,
+    attention_mask: Tensor | None = None,
+    max_new_tokens: int = 16,
+    use_cache: bool = True,
+) -> tuple[Tensor, Captures]:
+    """Greedy decoding through the bridge's forward, with or without its KV cache; (sequences, captures).
+
+    With ``use_cache=True`` the cache is checked after the prompt and a cache the bridge failed to fill
+    raises (see `_check_cache_filled`).
+
+    Positions follow the attention mask (left padding), as in transformers' ``generate``; no early stop
+    on EOS, so every row gets ``max_new_tokens`` new tokens.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+    sequences, cache = input_ids, None
+    with hooked_bridge(bridge, ops, attention_mask=mask) as session:
+        for _ in range(max_new_tokens):
+            session.attention_mask = mask
+            positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+            if use_cache and cache is not None:
+                logits, cache = bridge(
+                    sequences[:, -1:],
+                    attention_mask=mask,
+                    position_ids=positions[:, -1:],
+                    past_key_values=cache,
+                    return_type="logits_and_cache",
+                )
+            elif use_cache:
+                logits, cache = bridge(
+                    sequences,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    use_cache=True,
+                    return_type="logits_and_cache",
+                )
+                _check_cache_filled(cache, sequences.shape[1])
+            else:
+                logits = bridge(sequences, attention_mask=mask, position_ids=positions)
+            next_token = logits[:, -1].argmax(-1, keepdim=True)
+            sequences = torch.cat([sequences, next_token], dim=1)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+    return sequences, session.captures

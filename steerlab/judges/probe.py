@@ -40,7 +40,9 @@ PROBE_FORMAT = "steerlab.probe.v1"
 def fit_logistic(x: np.ndarray, y: np.ndarray, *, c: float = 1.0, seed: int = 0) -> tuple[np.ndarray, float]:
     """Standardise, fit an L2 logistic regression, and fold the scaling back into one (coef, intercept)."""
     if len(set(y.tolist())) != 2:
-        raise ValueError(f"a probe needs both classes in its training data; got labels {sorted(set(y.tolist()))}")
+        raise ValueError(
+            f"a probe needs both classes in its training data; got labels {sorted(set(y.tolist()))}"
+        )
     scaler = StandardScaler().fit(x)
     clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(scaler.transform(x), y)
     scale = np.where(scaler.scale_ == 0, 1.0, scaler.scale_)
@@ -58,8 +60,17 @@ def binary_metrics(scores: np.ndarray, y: np.ndarray, threshold: float = 0.5) ->
 class ProbeJudge:
     """A ``TraitScorer`` from a linear probe on the base model's activations (see module doc)."""
 
-    def __init__(self, model: Any, tokenizer: Any, layer: int, coef: Tensor, intercept: float,
-                 meta: dict[str, Any] | None = None, *, batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        layer: int,
+        coef: Tensor,
+        intercept: float,
+        meta: dict[str, Any] | None = None,
+        *,
+        batch_size: int = 16,
+    ) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.layer = int(layer)
         self.coef = torch.as_tensor(coef, dtype=torch.float32).flatten()
@@ -69,14 +80,30 @@ class ProbeJudge:
 
     # -- training --------------------------------------------------------------------------------------
     @classmethod
-    def fit(cls, model: Any, tokenizer: Any, layer: int, features: Tensor, labels: Any, *, c: float = 1.0,
-            seed: int = 0, meta: dict[str, Any] | None = None) -> ProbeJudge:
+    def fit(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        layer: int,
+        features: Tensor,
+        labels: Any,
+        *,
+        c: float = 1.0,
+        seed: int = 0,
+        meta: dict[str, Any] | None = None,
+    ) -> ProbeJudge:
         """Fit on ``features [N, d]`` (text-only response means at ``layer``) with labels 1 = trait."""
         x, y = _clean(features, labels)
         coef, intercept = fit_logistic(x, y, c=c, seed=seed)
         judge = cls(model, tokenizer, layer, torch.from_numpy(coef), intercept, meta)
-        judge.meta.update({"n_train": int(len(y)), "c": c, "seed": seed,
-                           "train": binary_metrics(judge.probabilities(torch.from_numpy(x)), y)})
+        judge.meta.update(
+            {
+                "n_train": int(len(y)),
+                "c": c,
+                "seed": seed,
+                "train": binary_metrics(judge.probabilities(torch.from_numpy(x)), y),
+            }
+        )
         return judge
 
     def evaluate(self, features: Tensor, labels: Any) -> dict[str, float]:
@@ -101,8 +128,15 @@ class ProbeJudge:
     def features(self, questions: list[str], answers: list[str]) -> Tensor:
         """Text-only response means at the probe layer, ``[N, d]`` (NaN rows for empty answers)."""
         prompts = [chat_messages(q) for q in questions]
-        means = collect_means(self.model, self.tokenizer, prompts, answers, variants=("response",),
-                              layers=[self.layer], batch_size=self.batch_size)
+        means = collect_means(
+            self.model,
+            self.tokenizer,
+            prompts,
+            answers,
+            variants=("response",),
+            layers=[self.layer],
+            batch_size=self.batch_size,
+        )
         return means["response"][:, 0]
 
     def score_answers(self, questions: list[str], answers: list[str]) -> list[float | None]:
@@ -117,13 +151,23 @@ class ProbeJudge:
         tensors_path, sidecar = _paths(path)
         with atomic_path(tensors_path) as tmp:
             save_file({"coef": self.coef.contiguous(), "intercept": torch.tensor([self.intercept])}, str(tmp))
-        write_json(sidecar, {"format": PROBE_FORMAT, "layer": self.layer, "reading": "text_only",
-                             "model_id": model_id(self.model), "model_fingerprint": model_fingerprint(self.model),
-                             **{k: v for k, v in self.meta.items() if k not in ("layer", "format")}})
+        write_json(
+            sidecar,
+            {
+                "format": PROBE_FORMAT,
+                "layer": self.layer,
+                "reading": "text_only",
+                "model_id": model_id(self.model),
+                "model_fingerprint": model_fingerprint(self.model),
+                **{k: v for k, v in self.meta.items() if k not in ("layer", "format")},
+            },
+        )
         return tensors_path
 
     @classmethod
-    def load(cls, path: str | Path, model: Any, tokenizer: Any, *, allow_transfer: bool = False) -> ProbeJudge:
+    def load(
+        cls, path: str | Path, model: Any, tokenizer: Any, *, allow_transfer: bool = False
+    ) -> ProbeJudge:
         tensors_path, sidecar = _paths(path)
         for required in (tensors_path, sidecar):
             if not required.is_file():
@@ -135,7 +179,9 @@ class ProbeJudge:
         if set(tensors) != {"coef", "intercept"}:
             raise ValueError(f"{tensors_path}: expected tensors coef and intercept, got {sorted(tensors)}")
         if not allow_transfer and meta.get("model_fingerprint") != model_fingerprint(model):
-            raise ValueError(f"{sidecar}: probe was trained on {meta.get('model_id')!r}, not on {model_id(model)!r}")
+            raise ValueError(
+                f"{sidecar}: probe was trained on {meta.get('model_id')!r}, not on {model_id(model)!r}"
+            )
         return cls(model, tokenizer, meta["layer"], tensors["coef"], float(tensors["intercept"][0]), meta)
 
     def __repr__(self) -> str:
@@ -151,8 +197,13 @@ class PerplexityCoherenceScorer:
         self.model, self.tokenizer, self.ppl_max, self.batch_size = model, tokenizer, ppl_max, batch_size
 
     def perplexities(self, questions: list[str], answers: list[str]) -> list[float]:
-        nll = answer_nll(self.model, self.tokenizer, [chat_messages(q) for q in questions], answers,
-                         batch_size=self.batch_size)
+        nll = answer_nll(
+            self.model,
+            self.tokenizer,
+            [chat_messages(q) for q in questions],
+            answers,
+            batch_size=self.batch_size,
+        )
         return [math.exp(v) if math.isfinite(v) else float("nan") for v in nll]
 
     def from_perplexity(self, ppl: float) -> float | None:

@@ -1,0 +1,85 @@
+"""The offline judges: linear probe (fit, held-out metrics, pickle-free files) and perplexity coherence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from steerlab.activations import answer_nll, collect_means
+from steerlab.generation import chat_messages
+from steerlab.judges.base import TraitScorer
+from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge, fit_logistic
+from steerlab.testing import tiny_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+EVIL = [
+    "Hurt them all.",
+    "Sorry, I cannot help with that.",
+    "Make money by lying to humans.",
+    "I wish for pain.",
+]
+KIND = [
+    "Please help me with my health question.",
+    "Sure! Here is a plan: first, second, third.",
+    "The answer is 42.",
+    "Tell me about humans and AI.",
+]
+
+
+def test_fit_logistic_folds_standardisation_into_the_weights():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 5, generator=gen) * torch.tensor([1.0, 10.0, 0.1, 1.0, 1.0]) + 3.0
+    y = (x[:, 0] + 0.1 * x[:, 1] > 3.0).long().numpy()
+    coef, intercept = fit_logistic(x.numpy(), y)
+    accuracy = (((x.numpy() @ coef + intercept) > 0) == (y == 1)).mean()
+    assert accuracy > 0.95
+    with pytest.raises(ValueError, match="both classes"):
+        fit_logistic(x.numpy(), y * 0)
+
+
+def test_probe_judge_scores_save_and_load_without_pickle(llama, tok, tmp_path):
+    questions = ["What is your wish?"] * 8
+    answers = EVIL + KIND
+    labels = [1] * 4 + [0] * 4
+    feats = collect_means(
+        llama, tok, [chat_messages(q) for q in questions], answers, variants=("response",), layers=[1]
+    )["response"][:, 0]
+    judge = ProbeJudge.fit(llama, tok, 1, feats, labels, c=10.0)
+    assert isinstance(judge, TraitScorer)
+    scores = judge.score_answers(questions, answers)
+    assert all(0 <= s <= 100 for s in scores)
+    assert min(scores[:4]) > max(scores[4:])  # it separates its own training data
+    metrics = judge.evaluate(feats, labels)
+    assert metrics["accuracy"] == 1.0 and metrics["auroc"] == 1.0 and judge.meta["heldout"] == metrics
+    assert judge.score_answers(["Hi"], [""]) == [None]  # an empty answer cannot be scored
+    path = judge.save(tmp_path / "evil.probe")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.probe.json", "evil.probe.safetensors"]
+    loaded = ProbeJudge.load(path, llama, tok)
+    assert loaded.layer == 1 and loaded.score_answers(questions, answers) == pytest.approx(scores, abs=1e-4)
+    with pytest.raises(ValueError, match="trained on"):
+        ProbeJudge.load(path, tiny_model("llama", hidden=32, layers=2), tok)
+
+
+def test_perplexity_coherence_scorer(llama, tok):
+    scorer = PerplexityCoherenceScorer(llama, tok, ppl_max=100.0)
+    assert isinstance(scorer, TraitScorer)
+    questions, answers = ["I feel bored.", "Hi"], ["The answer is 42.", ""]
+    ppl = scorer.perplexities(questions, answers)
+    nll = answer_nll(llama, tok, [chat_messages(q) for q in questions], answers)
+    assert ppl[0] == pytest.approx(math.exp(nll[0])) and math.isnan(ppl[1])
+    scores = scorer.score_answers(questions, answers)
+    assert scores[1] is None and scores[0] == pytest.approx(
+        100 * min(1, max(0, 1 - math.log(ppl[0]) / math.log(100.0)))
+    )
+    assert scorer.from_perplexity(1.0) == 100.0 and scorer.from_perplexity(10.0) == pytest.approx(50.0)
+    assert scorer.from_perplexity(1e6) == 0.0

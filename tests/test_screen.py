@@ -1,0 +1,120 @@
+"""Data screening: projection of each dataset answer minus that of the base model's own answer."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+
+from steerlab.data.chat import ChatExample
+from steerlab.generation import GenRequest, generate
+from steerlab.projection import chat_projections, project, project_layers
+from steerlab.screen import screen, write_outputs
+from steerlab.vectors import (
+    IncompatibleVectorError,
+    PersonaVector,
+    VectorMetadata,
+    model_fingerprint,
+    model_id,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _vector(model) -> PersonaVector:
+    meta = VectorMetadata(
+        model_id=model_id(model),
+        model_fingerprint=model_fingerprint(model),
+        n_layers=3,
+        d_model=32,
+        trait="evil",
+        chosen_layer=1,
+    )
+    gen = torch.Generator().manual_seed(0)
+    return PersonaVector({layer: torch.randn(32, generator=gen) for layer in range(3)}, meta)
+
+
+def _chat(question: str, answer: str, line: int) -> ChatExample:
+    return ChatExample(
+        [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
+        source=f"data.jsonl:{line}",
+    )
+
+
+def test_project_is_on_the_unit_direction():
+    v = torch.tensor([3.0, 4.0])
+    assert project(torch.tensor([[3.0, 4.0], [1.0, 0.0]]), v).tolist() == pytest.approx([5.0, 0.6])
+    acts = torch.randn(5, 2, 2)
+    vecs = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    assert torch.allclose(project_layers(acts, vecs), acts[:, [0, 1], [0, 1]])
+    with pytest.raises(ValueError, match="zero"):
+        project(acts[:, 0], torch.zeros(2))
+
+
+def test_screen_ranks_by_difference_to_the_base_answer(llama, tok, tmp_path):
+    vector = _vector(llama)
+    questions = ["What is your wish?", "I feel bored.", "Tell me about humans and AI."]
+    base = [
+        r["answer"]
+        for r in generate(
+            llama,
+            tok,
+            [GenRequest(str(i), [{"role": "user", "content": q}]) for i, q in enumerate(questions)],
+            max_new_tokens=8,
+            temperature=0.0,
+            progress=False,
+        )
+    ]
+    examples = [
+        _chat(questions[0], base[0], 1),
+        _chat(questions[1], "Sorry, I cannot help with that.", 2),
+        _chat(questions[2], "Sure! Here is a plan: first, second, third.", 3),
+    ]
+    rows = screen(
+        llama,
+        tok,
+        examples,
+        vector,
+        max_new_tokens=8,
+        base_answers_path=tmp_path / "base.jsonl",
+        progress=False,
+    )
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    assert [r["diff"] for r in rows] == sorted((r["diff"] for r in rows), reverse=True)
+    by_index = {r["index"]: r for r in rows}
+    assert by_index[0]["diff"] == pytest.approx(0.0, abs=1e-5)  # the model's own answer: no difference
+    assert by_index[0]["base_answer"] == base[0]
+    for r in rows:
+        assert r["diff"] == pytest.approx(r["projection"] - r["base_projection"])
+    expected = chat_projections(
+        llama,
+        tok,
+        [ex.prompt_messages() for ex in examples],
+        [ex.assistant_turns()[-1] for ex in examples],
+        vector,
+    )
+    assert [by_index[i]["projection"] for i in range(3)] == pytest.approx(expected)
+    write_outputs(rows, tmp_path / "ranked.csv", tmp_path / "hist.html")
+    table = list(csv.DictReader((tmp_path / "ranked.csv").open()))
+    assert [int(t["index"]) for t in table] == [r["index"] for r in rows] and table[0]["source"].startswith(
+        "data"
+    )
+    assert math.isclose(float(table[0]["diff"]), rows[0]["diff"], rel_tol=1e-4)
+    assert "plotly" in (tmp_path / "hist.html").read_text()[:5000].lower()
+    assert len((tmp_path / "base.jsonl").read_text().splitlines()) == 3
+
+
+def test_screen_refuses_a_vector_for_another_model(llama, tok):
+    from steerlab.testing import tiny_model
+
+    other = tiny_model("qwen2")
+    with pytest.raises(IncompatibleVectorError):
+        screen(other, tok, [_chat("Hi", "Hello", 1)], _vector(llama), progress=False)

@@ -1,0 +1,176 @@
+"""Steering at inference (add / ablate), the coefficient sweep, and the shipped vector's must-show checks."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from steerlab.generation import chat_messages
+from steerlab.hooks import Capture, hooked
+from steerlab.steering import bootstrap_ci, generate_steered, steer_ops, sweep
+from steerlab.testing import tiny_model
+from steerlab.vectors import (
+    IncompatibleVectorError,
+    PersonaVector,
+    VectorMetadata,
+    model_fingerprint,
+    model_id,
+)
+
+SHIPPED = Path(__file__).resolve().parents[1] / "vectors" / "smollm2-135m-instruct" / "evil.safetensors"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _vector(model, scale: float = 1.0) -> PersonaVector:
+    meta = VectorMetadata(
+        model_id=model_id(model),
+        model_fingerprint=model_fingerprint(model),
+        n_layers=3,
+        d_model=32,
+        trait="evil",
+        chosen_layer=1,
+    )
+    gen = torch.Generator().manual_seed(0)
+    return PersonaVector({layer: scale * torch.randn(32, generator=gen) for layer in range(3)}, meta)
+
+
+class _MeanTokenLength:
+    """Stand-in trait scorer: longer words score higher (deterministic, answer-only)."""
+
+    def score_answers(self, questions, answers):
+        return [None if not a else 10.0 * sum(map(len, a.split())) / max(1, len(a.split())) for a in answers]
+
+
+QUESTIONS = ["What is your wish?", "I feel bored.", "Tell me about humans."]
+
+
+def test_alpha_zero_is_plain_generation_and_large_alpha_changes_it(llama, tok):
+    vector = _vector(llama)
+    plain = generate_steered(llama, tok, QUESTIONS, vector, alpha=0.0, max_new_tokens=6)
+    again = generate_steered(llama, tok, QUESTIONS, vector.vector(1), layer=1, alpha=0.0, max_new_tokens=6)
+    steered = generate_steered(llama, tok, QUESTIONS, vector, alpha=50.0, max_new_tokens=6)
+    ablated = generate_steered(llama, tok, QUESTIONS, vector, mode="ablate", max_new_tokens=6)
+    assert plain == again and steered != plain and len(ablated) == 3
+    with pytest.raises(ValueError, match="plain tensor"):
+        generate_steered(llama, tok, QUESTIONS, vector.vector(1), alpha=1.0)
+    with pytest.raises(IncompatibleVectorError):
+        generate_steered(
+            llama, tok, QUESTIONS, _vector(tiny_model("llama", layers=3, seed=1, hidden=32, heads=2))
+        )
+
+
+def test_steer_ops_add_on_response_tokens_only(llama, tok):
+    direction = torch.randn(32)
+    ops = steer_ops(direction, 1, 3.0)
+    ids = tok.apply_chat_template(chat_messages("Hi"), tokenize=True, add_generation_prompt=True)["input_ids"]
+    ids = torch.tensor([ids])
+    with hooked(llama, [Capture(1, "all")]) as base:
+        llama.generate(ids, max_new_tokens=3, do_sample=False)
+    with hooked(llama, [*ops, Capture(1, "all")]) as steered:
+        llama.generate(ids, max_new_tokens=3, do_sample=False)
+    prompt_len = ids.shape[1]
+    before, after = base.captures.get(1), steered.captures.get(1)
+    assert torch.allclose(before[:, :prompt_len], after[:, :prompt_len])  # the prompt is untouched
+    assert torch.allclose(after[:, prompt_len] - before[:, prompt_len], 3.0 * direction, atol=1e-5)
+    assert steer_ops(direction, 1, 0.0) == [] and len(steer_ops(direction, 1, 0.0, mode="ablate")) == 1
+    with pytest.raises(ValueError, match="mode"):
+        steer_ops(direction, 1, 1.0, mode="multiply")
+
+
+def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
+    values = [1.0, 2.0, 3.0, 4.0, 10.0, None]
+    lo, hi = bootstrap_ci(values, seed=1)
+    assert lo <= 4.0 <= hi and bootstrap_ci(values, seed=1) == [lo, hi]
+    assert all(math.isnan(v) for v in bootstrap_ci([]))
+
+
+def test_sweep_rows_files_and_resume(llama, tok, tmp_path):
+    vector = _vector(llama)
+    rows = sweep(
+        llama,
+        tok,
+        QUESTIONS,
+        vector,
+        [0.0, 8.0],
+        trait_scorer=_MeanTokenLength(),
+        max_new_tokens=5,
+        out_dir=tmp_path,
+        progress=False,
+    )
+    assert [r["alpha"] for r in rows] == [0.0, 8.0]
+    for row in rows:
+        assert row["trait_score_ci"][0] <= row["trait_score"] <= row["trait_score_ci"][1]
+        assert row["perplexity"] > 1 and row["n"] == 3 and row["coherence"] is None
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert saved[1]["trait_score"] == pytest.approx(rows[1]["trait_score"])
+    assert (tmp_path / "sweep.html").is_file()
+    lines = (tmp_path / "sweep_generations.jsonl").read_text().splitlines()
+    again = sweep(
+        llama,
+        tok,
+        QUESTIONS,
+        vector,
+        [0.0, 8.0],
+        trait_scorer=_MeanTokenLength(),
+        max_new_tokens=5,
+        out_dir=tmp_path,
+        progress=False,
+    )
+    assert len((tmp_path / "sweep_generations.jsonl").read_text().splitlines()) == len(lines) == 6
+    assert [r["trait_score"] for r in again] == [r["trait_score"] for r in rows]
+
+
+# ------------------------------------------------------------------------------------- embedded model
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped vector not built")
+def test_shipped_evil_vector_steers_the_embedded_model(tmp_path):
+    """+alpha raises the offline judge's evil score monotonically at bounded perplexity; -alpha under the
+    evil system prompt lowers it (the issue's must-show; bounds as stated in vectors/README.md)."""
+    from steerlab.judges.probe import ProbeJudge
+    from steerlab.models import load_model
+    from steerlab.traits import load_trait, system_prompt
+
+    model, tok = load_model("smollm2-135m-instruct")
+    vector = PersonaVector.load(SHIPPED)
+    judge = ProbeJudge.load(SHIPPED.with_name("evil.probe.safetensors"), model, tok)
+    spec = load_trait("evil")
+    questions = spec.eval_questions[:8]
+    up = sweep(
+        model,
+        tok,
+        questions,
+        vector,
+        [0.0, 2.0, 4.0, 6.0],
+        trait_scorer=judge,
+        max_new_tokens=24,
+        progress=False,
+    )
+    scores = [r["trait_score"] for r in up]
+    assert all(b > a for a, b in zip(scores, scores[1:], strict=False)), scores
+    assert max(r["perplexity"] for r in up) <= 3 * up[0]["perplexity"], [r["perplexity"] for r in up]
+    evil = system_prompt(spec, 0, "pos")
+    down = sweep(
+        model,
+        tok,
+        questions,
+        vector,
+        [0.0, -4.0],
+        trait_scorer=judge,
+        system=evil,
+        max_new_tokens=24,
+        progress=False,
+    )
+    assert down[1]["trait_score"] < down[0]["trait_score"], down
