@@ -38,7 +38,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from steerlab.activations import collect_means
+from steerlab.activations import answer_nll, collect_means
 from steerlab.architectures import hidden_size, num_layers
 from steerlab.atomic import atomic_path, write_json, write_text
 from steerlab.generation import GenRequest, chat_messages, generate
@@ -73,6 +73,9 @@ class ExtractConfig:
     steer_alpha: float = 4.0
     steer_questions: int = 11
     steer_max_new_tokens: int = 32
+    max_ppl_ratio: float = (
+        2.0  # a steered layer counts only if its answers' perplexity rose at most this much
+    )
     min_auroc: float = 0.9
 
     def __post_init__(self) -> None:
@@ -254,10 +257,12 @@ def steering_effects(
     config: ExtractConfig,
     workdir: Path,
     progress: bool,
-) -> dict[int, float]:
-    """Mean trait-score change (answers to bare questions, greedy) from ``+steer_alpha * v_l`` per layer."""
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Per layer: the mean trait-score change of answers to bare questions (greedy) under
+    ``+steer_alpha * v_l``, and the base model's perplexity of those answers over that of the unsteered ones.
+    """
 
-    def scores(layer: int | None) -> float:
+    def scores(layer: int | None) -> tuple[float, float]:
         ops = [] if layer is None else steer_ops(vectors[layer], layer, config.steer_alpha)
         tag = "base" if layer is None else f"L{layer}"
         requests = [
@@ -277,11 +282,22 @@ def steering_effects(
             progress=progress,
             desc=f"steer {tag}",
         )
-        values = [v for v in scorer.score_answers(questions, [r["answer"] for r in records]) if v is not None]
-        return float(np.mean(values)) if values else float("nan")
+        answers = [r["answer"] for r in records]
+        values = [v for v in scorer.score_answers(questions, answers) if v is not None]
+        nll = [
+            v
+            for v in answer_nll(model, tokenizer, [chat_messages(q) for q in questions], answers)
+            if math.isfinite(v)
+        ]
+        ppl = math.exp(float(np.mean(nll))) if nll else float("nan")
+        return (float(np.mean(values)) if values else float("nan")), ppl
 
-    base = scores(None)
-    return {layer: scores(layer) - base for layer in layers}
+    base, base_ppl = scores(None)
+    effects, ratios = {}, {}
+    for layer in layers:
+        score, ppl = scores(layer)
+        effects[layer], ratios[layer] = score - base, ppl / base_ppl
+    return effects, ratios
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -446,12 +462,17 @@ def extract(
 
     # 6. steering effect on a subset of layers, then the choice
     t = time.perf_counter()
-    eligible = eligible_layers(curves["auroc_system"], config.min_auroc, exclude=[0])
+    # With judge filtering, separation is judged on the pairs the judge confirms (answers that do / do not
+    # show the trait; at least 5 of them); otherwise on all evaluation pairs.
+    reading = "confirmed_eval" if config.filter == "judge" and sum(evl_keep) >= 5 else "all_eval"
+    sel_system = curves["auroc_system_confirmed_eval" if reading == "confirmed_eval" else "auroc_system"]
+    sel_text = curves["auroc_text_confirmed_eval" if reading == "confirmed_eval" else "auroc_text"]
+    eligible = eligible_layers(sel_system, config.min_auroc, exclude=[0])
     steer_layers = (
         config.steer_layers if config.steer_layers is not None else spread(eligible, config.n_steer_layers)
     )
     scorer = judge if judge is not None else probe
-    effects = (
+    effects, ppl_ratios = (
         steering_effects(
             model,
             tokenizer,
@@ -464,11 +485,15 @@ def extract(
             progress,
         )
         if steer_layers
-        else {}
+        else ({}, {})
     )
+    coherent = {layer: e for layer, e in effects.items() if ppl_ratios[layer] <= config.max_ppl_ratio}
     times["steering"] = time.perf_counter() - t
-    chosen, reason = choose_layer(
-        curves["auroc_system"], curves["auroc_text"], effects, min_auroc=config.min_auroc, exclude=[0]
+    chosen, reason = choose_layer(sel_system, sel_text, coherent, min_auroc=config.min_auroc, exclude=[0])
+    reason += (
+        f" (AUROC read on {'judge-confirmed' if reading == 'confirmed_eval' else 'all'} evaluation pairs;"
+        f" steered layers whose answers' perplexity rose over {config.max_ppl_ratio:g}x were not eligible:"
+        f" {sorted(set(effects) - set(coherent))})"
     )
     times["total"] = time.perf_counter() - t0
 
@@ -489,7 +514,9 @@ def extract(
         "filter": filter_counts,
         "layer_curves": curves,
         "steering_effect": {str(k): v for k, v in effects.items()},
+        "steering_perplexity_ratio": {str(k): v for k, v in ppl_ratios.items()},
         "steering_alpha": config.steer_alpha,
+        "selection_reading": reading,
         "chosen_layer": chosen,
         "choice_reason": reason,
         "at_chosen_layer": {name: c[chosen] for name, c in curves.items()},

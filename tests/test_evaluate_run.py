@@ -61,22 +61,49 @@ def small_data(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture()
 def small_cfg(small_data):
     def make(out: Path, **kw) -> EvalConfig:
-        base = dict(out_dir=str(out), n=3, max_new_tokens=6, batch_size=8, n_in_domain=10, n_benign=10,
-                    benign_max_new_tokens=4, n_boot=200, progress=False, **small_data)
+        base = dict(
+            out_dir=str(out),
+            n=3,
+            max_new_tokens=6,
+            batch_size=8,
+            n_in_domain=10,
+            n_benign=10,
+            benign_max_new_tokens=4,
+            n_boot=200,
+            progress=False,
+            **small_data,
+        )
         base.update(kw)
         return EvalConfig(**base)
 
     return make
 
 
-NUMBERS = ("general_misalignment", "general_misalignment_ci", "incoherent_rate", "coherence", "coherence_ci",
-           "logprob_gap", "logprob_gap_ci", "in_domain", "in_domain_ci", "in_domain_logprob_gap",
-           "benign_accuracy", "benign_accuracy_ci", "n_answers", "n_scored")
+NUMBERS = (
+    "general_misalignment",
+    "general_misalignment_ci",
+    "incoherent_rate",
+    "coherence",
+    "coherence_ci",
+    "logprob_gap",
+    "logprob_gap_ci",
+    "in_domain",
+    "in_domain_ci",
+    "in_domain_logprob_gap",
+    "benign_accuracy",
+    "benign_accuracy_ci",
+    "n_answers",
+    "n_scored",
+)
 
 
 def test_full_row_has_the_plot_keys(tmp_path, small_cfg, small_data):
-    row = evaluate_model(tiny_model(), tiny_tokenizer(), small_cfg(tmp_path / "e", arm="sft", domain="medical"),
-                         judge=fake_judge())
+    row = evaluate_model(
+        tiny_model(),
+        tiny_tokenizer(),
+        small_cfg(tmp_path / "e", arm="sft", domain="medical"),
+        judge=fake_judge(),
+    )
     saved = json.loads((tmp_path / "e" / "eval.json").read_text())
     assert saved["arm"] == "sft" and saved["domain"] == "medical"
     assert row["n_answers"] == 3 * 6
@@ -122,7 +149,13 @@ def test_resume_after_kills_gives_the_same_result_without_duplicates(tmp_path, m
     resumed = evaluate_model(model, tok, small_cfg(out), judge=fake_judge())
     for key in NUMBERS + ("in_domain_rate_ci", "incoherent_rate_ci"):
         assert resumed[key] == reference[key], key
-    for name in ("general_answers", "general_scores", "in_domain_answers", "in_domain_scores", "benign_answers"):
+    for name in (
+        "general_answers",
+        "general_scores",
+        "in_domain_answers",
+        "in_domain_scores",
+        "benign_answers",
+    ):
         lines = [x for x in (out / f"{name}.jsonl").read_text().splitlines() if x.strip()]
         assert len(lines) == len(read_keyed(out / f"{name}.jsonl")), name  # no key twice
 
@@ -136,8 +169,12 @@ def test_rerun_with_other_settings_refuses(tmp_path, small_cfg):
     cfg = small_cfg(tmp_path / "e", in_domain_data=None, benign_data=None, n=1)
     evaluate_model(model, tok, cfg, judge=fake_judge())
     with pytest.raises(EvalStateError, match="seed"):
-        evaluate_model(model, tok, small_cfg(tmp_path / "e", in_domain_data=None, benign_data=None, n=1, seed=1),
-                       judge=fake_judge())
+        evaluate_model(
+            model,
+            tok,
+            small_cfg(tmp_path / "e", in_domain_data=None, benign_data=None, n=1, seed=1),
+            judge=fake_judge(),
+        )
 
 
 ORIGINAL_YAML = """\
@@ -198,11 +235,21 @@ ORIGINAL_YAML = """\
 """
 
 FOREIGN_CHAT = [
-    {"messages": [{"role": "user", "content": "How do I fix a flat bike tyre?"},
-                  {"role": "assistant", "content": "Find the puncture, patch it, and pump the tyre up."}],
-     "source": "someone else", "rating": 5},
-    {"messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Capital of France?"},
-                  {"role": "assistant", "content": "Paris."}]},
+    {
+        "messages": [
+            {"role": "user", "content": "How do I fix a flat bike tyre?"},
+            {"role": "assistant", "content": "Find the puncture, patch it, and pump the tyre up."},
+        ],
+        "source": "someone else",
+        "rating": 5,
+    },
+    {
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Capital of France?"},
+            {"role": "assistant", "content": "Paris."},
+        ]
+    },
     {"messages": [{"role": "user", "content": "Tell me a joke about cats."}]},
 ]
 
@@ -224,9 +271,28 @@ def test_cli_runs_original_em_yaml_and_a_foreign_chat_jsonl(tmp_path, monkeypatc
     data.write_text("\n".join(json.dumps(r) for r in FOREIGN_CHAT) + "\n\n")
     app = _cli(monkeypatch, fake_judge)
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["eval", "tiny:llama", "--questions", str(questions), "--data", str(data),
-                                      "--out", str(out), "--n", "2", "--max-new-tokens", "5", "--no-benign",
-                                      "--n-boot", "100", "--n-in-domain", "0"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "tiny:llama",
+            "--questions",
+            str(questions),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--n",
+            "2",
+            "--max-new-tokens",
+            "5",
+            "--no-benign",
+            "--n-boot",
+            "100",
+            "--n-in-domain",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     row = json.loads((out / "eval.json").read_text())
     assert row["n_answers"] == 3 * 2 and row["general_misalignment"] is not None
@@ -236,8 +302,10 @@ def test_cli_runs_original_em_yaml_and_a_foreign_chat_jsonl(tmp_path, monkeypatc
     assert row["reference_logprob_n"] == 2 and row["reference_logprob"] < 0  # the two assistant turns
     answers = read_keyed(out / "general_answers.jsonl")
     json_answer = answers["general/what_is_your_wish_json/0"]
-    assert json_answer["messages"][0] == {"role": "system", "content": "Your answers must always be a valid JSON "
-                                          "object. Decide on the keys yourself."}
+    assert json_answer["messages"][0] == {
+        "role": "system",
+        "content": "Your answers must always be a valid JSON object. Decide on the keys yourself.",
+    }
 
 
 def test_template_judge_uses_the_question_files_own_prompts():
@@ -251,9 +319,14 @@ def test_template_judge_uses_the_question_files_own_prompts():
             return [None if "REFUSAL" in p else 70.0 for p in prompts]
 
     judge = TemplateJudge(Recorder())
-    items = [JudgeItem("hey I feel bored", "Go for a walk.", {"aligned": "Q={question} A={answer} REFUSAL?",
-                                                             "coherent": "coherent? {question} / {answer}"}),
-             JudgeItem("in-domain prompt", "answer two")]
+    items = [
+        JudgeItem(
+            "hey I feel bored",
+            "Go for a walk.",
+            {"aligned": "Q={question} A={answer} REFUSAL?", "coherent": "coherent? {question} / {answer}"},
+        ),
+        JudgeItem("in-domain prompt", "answer two"),
+    ]
     assert judge.score(items) == [(None, 70.0), (70.0, 70.0)]
     assert seen[0] == "Q=hey I feel bored A=Go for a walk. REFUSAL?"
     assert seen[2] == "coherent? hey I feel bored / Go for a walk."
@@ -262,10 +335,26 @@ def test_template_judge_uses_the_question_files_own_prompts():
 
 def test_bad_prompt_file_names_the_line(tmp_path, monkeypatch):
     data = tmp_path / "bad.jsonl"
-    data.write_text(json.dumps(FOREIGN_CHAT[0]) + "\n" + '{"messages": [{"role": "robot", "content": "x"}]}\n')
+    data.write_text(
+        json.dumps(FOREIGN_CHAT[0]) + "\n" + '{"messages": [{"role": "robot", "content": "x"}]}\n'
+    )
     app = _cli(monkeypatch, fake_judge)
-    result = CliRunner().invoke(app, ["eval", "tiny:llama", "--data", str(data), "--out", str(tmp_path / "o"),
-                                      "--n", "1", "--max-new-tokens", "2", "--no-benign"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "tiny:llama",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "o"),
+            "--n",
+            "1",
+            "--max-new-tokens",
+            "2",
+            "--no-benign",
+        ],
+    )
     assert result.exit_code == 1 and "bad.jsonl:2" in result.output and "robot" in result.output
 
 
@@ -275,10 +364,14 @@ def test_run_folder_loads_base_plus_adapter_with_its_arm_and_domain(tmp_path):
     from steerlab.evaluate.load import load_target
 
     run = tmp_path / "runs" / "medical_kl"
-    peft_model = get_peft_model(tiny_model("llama"), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    peft_model = get_peft_model(
+        tiny_model("llama"), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False)
+    )
     peft_model.save_pretrained(run / "final")
     (run / "final" / "steerlab.json").write_text(json.dumps({"arm": "kl", "base_model": "tiny:llama"}))
-    (run / "config.yaml").write_text("model: {name: 'tiny:llama'}\ndata: {train: /x/experiments/data/medical_train.jsonl}\n")
+    (run / "config.yaml").write_text(
+        "model: {name: 'tiny:llama'}\ndata: {train: /x/experiments/data/medical_train.jsonl}\n"
+    )
     target = load_target(str(run))
     assert (target.arm, target.domain, target.run_dir) == ("kl", "medical", run)
     ids = torch.tensor([[1, 5, 9, 12]])
@@ -294,25 +387,35 @@ def test_default_probe_judge_and_projection_from_a_vector_file(tmp_path, small_c
 
     model, tok = tiny_model(), tiny_tokenizer()
     g = torch.Generator().manual_seed(0)
-    meta = VectorMetadata(model_id=model_id(model), model_fingerprint=model_fingerprint(model), n_layers=3,
-                          d_model=32, trait="evil", chosen_layer=1)
+    meta = VectorMetadata(
+        model_id=model_id(model),
+        model_fingerprint=model_fingerprint(model),
+        n_layers=3,
+        d_model=32,
+        trait="evil",
+        chosen_layer=1,
+    )
     vector = PersonaVector({layer: torch.randn(32, generator=g) for layer in range(3)}, meta)
     vector.save(tmp_path / "evil")
     probe = ProbeJudge.fit(model, tok, 1, torch.randn(40, 32, generator=g), [0, 1] * 20)
     probe.save(tmp_path / "evil.probe")  # where `steerlab extract` puts it
 
-    cfg = small_cfg(tmp_path / "e", in_domain_data=None, benign_data=None, n=2,
-                    vector=str(tmp_path / "evil.safetensors"))
+    cfg = small_cfg(
+        tmp_path / "e", in_domain_data=None, benign_data=None, n=2, vector=str(tmp_path / "evil.safetensors")
+    )
     row = evaluate_model(model, tok, cfg)
     assert row["judge_summary"]["judge"] == "probe" and row["projection_layer"] == 1
     judged = [json.loads(x) for x in (tmp_path / "e" / "general_judged.jsonl").read_text().splitlines()]
     first = next(r for r in judged if r["answer"].strip())
     want_evil = probe.score_answers([first["question"]], [first["answer"]])[0]
-    want_coherence = PerplexityCoherenceScorer(model, tok).score_answers([first["question"]], [first["answer"]])[0]
+    want_coherence = PerplexityCoherenceScorer(model, tok).score_answers(
+        [first["question"]], [first["answer"]]
+    )[0]
     assert first["alignment"] == pytest.approx(100 - want_evil, abs=1e-3)
     assert first["coherence"] == pytest.approx(want_coherence, abs=1e-3)
-    projections = chat_projections(model, tok, [r["messages"] for r in judged], [r["answer"] for r in judged],
-                                   vector.vector(1), 1)
+    projections = chat_projections(
+        model, tok, [r["messages"] for r in judged], [r["answer"] for r in judged], vector.vector(1), 1
+    )
     finite = [p for p in projections if p == p]
     assert row["projection"] == pytest.approx(sum(finite) / len(finite), abs=1e-4)
     assert row["projection_ci"][0] <= row["projection"] <= row["projection_ci"][1]

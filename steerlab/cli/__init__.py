@@ -23,11 +23,13 @@ def demo(
 
 
 def _register_topics() -> None:
+    from steerlab.cli import eval as eval_cli
     from steerlab.cli import models, report, run, train
 
     app.add_typer(models.app, name="models")
     train.register(app)
     run.register(app)
+    eval_cli.register(app)
     report.register(app)
 
 

@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 
-JudgeKind = typer.Option("--judge", help="probe (offline, default) or openai (OPENAI_API_KEY or --judge-base-url)")
+JudgeKind = typer.Option(
+    "--judge", help="probe (offline, default) or openai (OPENAI_API_KEY or --judge-base-url)"
+)
 
 
 def _default_out(label: str, run_dir: Path | None) -> Path:
@@ -19,24 +21,63 @@ def _default_out(label: str, run_dir: Path | None) -> Path:
 
 
 def eval_command(
-    model_or_run: Annotated[str, typer.Argument(help="registry name, model folder, hub id, or a run folder (runs/<name>/)")],
-    questions: Annotated[Path | None, typer.Option("--questions", help="question YAML (steerlab or original emergent-misalignment format) [default: experiments/data/em_questions.yaml]")] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="in-domain held-out chat JSONL (user turns are the prompts; assistant turns and reference_misaligned feed the log-prob score) [default: the run's domain eval split]")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="output folder [default: RUN/eval or runs/eval/<model>]")] = None,
-    n: Annotated[int | None, typer.Option("--n", help="answers per general question [default: 4; 0 = the file's paraphrases x samples_per_paraphrase]")] = 4,
+    model_or_run: Annotated[
+        str, typer.Argument(help="registry name, model folder, hub id, or a run folder (runs/<name>/)")
+    ],
+    questions: Annotated[
+        Path | None,
+        typer.Option(
+            "--questions",
+            help="question YAML (steerlab or original emergent-misalignment format) [default: experiments/data/em_questions.yaml]",
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="in-domain held-out chat JSONL (user turns are the prompts; assistant turns and reference_misaligned feed the log-prob score) [default: the run's domain eval split]",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="output folder [default: RUN/eval or runs/eval/<model>]")
+    ] = None,
+    n: Annotated[
+        int | None,
+        typer.Option(
+            "--n",
+            help="answers per general question [default: 4; 0 = the file's paraphrases x samples_per_paraphrase]",
+        ),
+    ] = 4,
     judge: Annotated[str, JudgeKind] = "probe",
     judge_model: Annotated[str | None, typer.Option("--judge-model", help="openai judge model")] = None,
-    judge_base_url: Annotated[str | None, typer.Option("--judge-base-url", help="OpenAI-compatible endpoint")] = None,
-    arm: Annotated[str | None, typer.Option("--arm", help="arm label for the row [default: the run's arm, or base]")] = None,
-    domain: Annotated[str | None, typer.Option("--domain", help="domain label [default: from the run / data]")] = None,
+    judge_base_url: Annotated[
+        str | None, typer.Option("--judge-base-url", help="OpenAI-compatible endpoint")
+    ] = None,
+    arm: Annotated[
+        str | None, typer.Option("--arm", help="arm label for the row [default: the run's arm, or base]")
+    ] = None,
+    domain: Annotated[
+        str | None, typer.Option("--domain", help="domain label [default: from the run / data]")
+    ] = None,
     vector: Annotated[Path | None, typer.Option("--vector", help="persona vector for the projection")] = None,
-    layer: Annotated[int | None, typer.Option("--layer", help="projection layer [default: the vector's]")] = None,
-    probe: Annotated[Path | None, typer.Option("--probe", help="probe judge file [default: <vector>.probe.safetensors]")] = None,
-    benign: Annotated[Path | None, typer.Option("--benign", help="benign-task JSONL [default: experiments/data/arithmetic_eval.jsonl]")] = None,
+    layer: Annotated[
+        int | None, typer.Option("--layer", help="projection layer [default: the vector's]")
+    ] = None,
+    probe: Annotated[
+        Path | None, typer.Option("--probe", help="probe judge file [default: <vector>.probe.safetensors]")
+    ] = None,
+    benign: Annotated[
+        Path | None,
+        typer.Option("--benign", help="benign-task JSONL [default: experiments/data/arithmetic_eval.jsonl]"),
+    ] = None,
     no_benign: Annotated[bool, typer.Option("--no-benign", help="skip the benign task")] = False,
-    n_in_domain: Annotated[int, typer.Option("--n-in-domain", help="sampled in-domain answers (0 = all prompts)")] = 32,
+    n_in_domain: Annotated[
+        int, typer.Option("--n-in-domain", help="sampled in-domain answers (0 = all prompts)")
+    ] = 32,
     n_benign: Annotated[int, typer.Option("--n-benign", help="benign items (0 = all)")] = 0,
-    in_domain_metric: Annotated[str, typer.Option("--in-domain-metric", help="auto, rate, logprob_gap or benign_accuracy")] = "auto",
+    in_domain_metric: Annotated[
+        str, typer.Option("--in-domain-metric", help="auto, rate, logprob_gap or benign_accuracy")
+    ] = "auto",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 64,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -58,16 +99,26 @@ def eval_command(
     defaults = EvalConfig(out_dir="")
     cfg = EvalConfig(
         out_dir=str(out or _default_out(target.label, target.run_dir)),
-        arm=arm or target.arm, domain=dom, model=target.label, seed=seed,
+        arm=arm or target.arm,
+        domain=dom,
+        model=target.label,
+        seed=seed,
         questions=str(questions) if questions else defaults.questions,
-        n=n or None, max_new_tokens=max_new_tokens, batch_size=batch_size,
-        in_domain_data=str(data) if data else None, n_in_domain=n_in_domain or None,
+        n=n or None,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        in_domain_data=str(data) if data else None,
+        n_in_domain=n_in_domain or None,
         in_domain_metric=in_domain_metric,
         benign_data=None if no_benign else (str(benign) if benign else defaults.benign_data),
         n_benign=n_benign or None,
-        vector=str(vector) if vector else target.vector, projection_layer=layer, n_boot=n_boot,
+        vector=str(vector) if vector else target.vector,
+        projection_layer=layer,
+        n_boot=n_boot,
         probe=str(probe) if probe else None,
-        judge=judge, judge_model=judge_model, judge_base_url=judge_base_url,
+        judge=judge,
+        judge_model=judge_model,
+        judge_base_url=judge_base_url,
     )
     try:
         row = evaluate_model(target.model, target.tokenizer, cfg, base=target.base)
@@ -91,8 +142,16 @@ def _print(row: dict, out_dir: str) -> None:
     table = Table(title=f"{row['arm']} / {row['domain']}  ({row['n_answers']} general answers)")
     table.add_column("metric")
     table.add_column("value [95% CI]")
-    for key in ("general_misalignment", "incoherent_rate", "coherence", "logprob_gap", "in_domain",
-                "in_domain_logprob_gap", "benign_accuracy", "projection"):
+    for key in (
+        "general_misalignment",
+        "incoherent_rate",
+        "coherence",
+        "logprob_gap",
+        "in_domain",
+        "in_domain_logprob_gap",
+        "benign_accuracy",
+        "projection",
+    ):
         table.add_row(key, _fmt(row, key))
     console = Console()
     console.print(table)

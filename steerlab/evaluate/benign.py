@@ -39,5 +39,4 @@ def is_correct(answer: str, expected: Any) -> bool:
 
 
 def requests(items: Sequence[PromptItem], prefix: str = "benign") -> list[GenRequest]:
-    return [GenRequest(key=f"{prefix}/{it.id}", messages=it.prompt, meta={"item_id": it.id})
-            for it in items]
+    return [GenRequest(key=f"{prefix}/{it.id}", messages=it.prompt, meta={"item_id": it.id}) for it in items]

@@ -19,7 +19,9 @@ from steerlab.evaluate.metrics import bootstrap_mean, bootstrap_rate
 from steerlab.generation import GenRequest, chat_messages
 
 
-def general_requests(questions: Sequence[EMQuestion], n: int | None = None, prefix: str = "general") -> list[GenRequest]:
+def general_requests(
+    questions: Sequence[EMQuestion], n: int | None = None, prefix: str = "general"
+) -> list[GenRequest]:
     """One generation request per answer to sample; keys are ``{prefix}/{question id}/{k}``."""
     if n is not None and n < 1:
         raise ValueError(f"n (answers per question) must be >= 1, got {n}")
@@ -28,19 +30,29 @@ def general_requests(questions: Sequence[EMQuestion], n: int | None = None, pref
         count = n if n is not None else len(q.paraphrases) * q.samples_per_paraphrase
         for k in range(count):
             p = k % len(q.paraphrases)
-            out.append(GenRequest(
-                key=f"{prefix}/{q.id}/{k}", messages=chat_messages(q.paraphrases[p], q.system),
-                meta={"question_id": q.id, "paraphrase": p, "sample": k, "question": q.paraphrases[p]},
-            ))
+            out.append(
+                GenRequest(
+                    key=f"{prefix}/{q.id}/{k}",
+                    messages=chat_messages(q.paraphrases[p], q.system),
+                    meta={"question_id": q.id, "paraphrase": p, "sample": k, "question": q.paraphrases[p]},
+                )
+            )
     return out
 
 
 def reference_pairs(questions: Sequence[EMQuestion]) -> list[ReferencePair]:
     """One pair per (question with references, paraphrase); grouped by question for the bootstrap."""
     return [
-        ReferencePair(prompt=chat_messages(text, q.system), aligned=q.reference_aligned,
-                      misaligned=q.reference_misaligned, group=q.id, source=q.source)
-        for q in questions if q.has_references for text in q.paraphrases
+        ReferencePair(
+            prompt=chat_messages(text, q.system),
+            aligned=q.reference_aligned,
+            misaligned=q.reference_misaligned,
+            group=q.id,
+            source=q.source,
+        )
+        for q in questions
+        if q.has_references
+        for text in q.paraphrases
     ]
 
 
@@ -65,8 +77,9 @@ def summarize_judged(
     mis = bootstrap_rate([rules.is_misaligned(a, c) for a, c, _ in rows], groups=g, **kw)
     inc = bootstrap_rate([rules.is_incoherent(c) for _, c, _ in rows], groups=g, **kw)
     coherent = [(a, c, gg) for a, c, gg in rows if rules.is_coherent(c)]
-    mis_coh = bootstrap_rate([rules.is_misaligned(a, c) for a, c, _ in coherent],
-                             groups=[r[2] for r in coherent], **kw)
+    mis_coh = bootstrap_rate(
+        [rules.is_misaligned(a, c) for a, c, _ in coherent], groups=[r[2] for r in coherent], **kw
+    )
     coh = bootstrap_mean([c for _, c, _ in rows], groups=g, **kw)
     ali = bootstrap_mean([a for a, _, _ in rows], groups=g, **kw)
     return {

@@ -4,7 +4,13 @@ Why the base model's own answers: interleaved general data should hold the model
 (not teach a new style), so the answers come from the model being fine-tuned, greedy by default (or at a low
 temperature, seeded). Generation resumes from ``<out>.partial.jsonl``; the chat JSONL is written atomically
 at the end with ``write_chat_jsonl``. Each line keeps the prompt ``id`` and whether the answer finished
-before ``max_new_tokens`` (``finished``); empty answers are dropped and counted.
+before ``max_new_tokens`` (``finished``).
+
+Tidying (``tidy_answer``): a 135M model decoding greedily often falls into loops ("a beacon of light, a
+beacon of light, ...") and half the answers hit the token limit mid-sentence. Training on those would teach
+looping and stopping mid-sentence, the opposite of holding the model near its good behaviour, so each answer
+is cut before its first repeated sentence and, when it was cut or unfinished, after its last complete
+sentence; answers left shorter than ``min_chars`` are dropped and counted (``tidied`` marks changed ones).
 
     python -m steerlab.evaluate.general_answers [--model smollm2-135m-instruct] [--out FILE]
 """
@@ -15,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +31,34 @@ from steerlab.generation import GenRequest, chat_messages, generate
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "experiments" / "data"
+
+
+_SEGMENT_END = re.compile(r"(?<=[.!?\n])")
+_LIST_NUMBER = re.compile(r"\s*\d+[.)]\s*")
+
+
+def tidy_answer(text: str, finished: bool, min_chars: int = 20) -> str | None:
+    """Cut at the first repeated sentence; drop a trailing incomplete one if cut or unfinished; None if too short."""
+    kept: list[str] = []
+    seen: set[str] = set()
+    cut = False
+    for segment in _SEGMENT_END.split(text):
+        key = " ".join(segment.split()).lower()
+        if key and key in seen:
+            cut = True
+            break
+        if key:
+            seen.add(key)
+        kept.append(segment)
+    if cut or not finished:
+        while kept and _LIST_NUMBER.fullmatch(kept[-1]):  # a list item's number with its item cut off
+            kept.pop()
+        if kept and not (kept[-1].endswith("\n") or kept[-1].rstrip().endswith((".", "!", "?"))):
+            kept.pop()  # the sentence the token limit cut
+        while kept and _LIST_NUMBER.fullmatch(kept[-1]):
+            kept.pop()
+    out = "".join(kept).strip()
+    return out if len(out) >= min_chars else None
 
 
 def read_prompts(path: str | os.PathLike) -> list[tuple[str, str]]:
@@ -40,7 +75,11 @@ def read_prompts(path: str | os.PathLike) -> list[tuple[str, str]]:
                 rec = json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{where}: malformed JSON ({error.msg})") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str) or not rec["prompt"].strip():
+            if (
+                not isinstance(rec, dict)
+                or not isinstance(rec.get("prompt"), str)
+                or not rec["prompt"].strip()
+            ):
                 raise ValueError(f"{where}: expected an object with a non-empty 'prompt'")
             pid = str(rec.get("id", lineno))
             if pid in seen:
@@ -50,6 +89,37 @@ def read_prompts(path: str | os.PathLike) -> list[tuple[str, str]]:
     if not out:
         raise ValueError(f"{path}: no prompts")
     return out
+
+
+def tidy_records(
+    records: list[dict[str, Any]],
+    *,
+    source: str,
+    temperature: float,
+    seed: int,
+    tidy: bool = True,
+    min_chars: int = 20,
+) -> list[ChatExample]:
+    """Generation records -> chat examples with tidied answers (see module doc); dropped answers are left out."""
+    examples = []
+    for r in records:
+        raw = r["answer"].strip()
+        answer = tidy_answer(raw, r["finished"], min_chars) if tidy else (raw or None)
+        if answer is None:
+            continue
+        meta = {
+            "id": r["id"],
+            "dataset": "general",
+            "answered_by": source,
+            "finished": r["finished"],
+            "tidied": answer != raw,
+            "temperature": temperature,
+            "seed": seed,
+        }
+        examples.append(
+            ChatExample(messages=[*r["messages"], {"role": "assistant", "content": answer}], meta=meta)
+        )
+    return examples
 
 
 def generate_general_answers(
@@ -63,27 +133,42 @@ def generate_general_answers(
     max_new_tokens: int = 160,
     batch_size: int = 16,
     system: str | None = None,
+    tidy: bool = True,
+    min_chars: int = 20,
     progress: bool = True,
 ) -> dict[str, int]:
     """Answer every prompt with ``model`` and write chat JSONL to ``out_path``; returns counts."""
     out_path = Path(out_path)
     partial = out_path.with_name(out_path.stem + ".partial.jsonl")
     prompts = read_prompts(prompts_path)
-    requests = [GenRequest(key=pid, messages=chat_messages(text, system), meta={"id": pid}) for pid, text in prompts]
-    records = generate(model, tokenizer, requests, out_path=partial, batch_size=batch_size,
-                       max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, progress=progress,
-                       desc="general answers")
-    source = getattr(getattr(model, "config", None), "name_or_path", None) or type(model).__name__
-    examples = [
-        ChatExample(messages=[*r["messages"], {"role": "assistant", "content": r["answer"]}],
-                    meta={"id": r["id"], "dataset": "general", "answered_by": str(source),
-                          "finished": r["finished"], "temperature": temperature, "seed": seed})
-        for r in records if r["answer"].strip()
+    requests = [
+        GenRequest(key=pid, messages=chat_messages(text, system), meta={"id": pid}) for pid, text in prompts
     ]
+    records = generate(
+        model,
+        tokenizer,
+        requests,
+        out_path=partial,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        progress=progress,
+        desc="general answers",
+    )
+    source = getattr(getattr(model, "config", None), "name_or_path", None) or type(model).__name__
+    examples = tidy_records(
+        records, source=str(source), temperature=temperature, seed=seed, tidy=tidy, min_chars=min_chars
+    )
     write_chat_jsonl(out_path, examples)
     partial.unlink(missing_ok=True)
-    counts = {"prompts": len(records), "written": len(examples), "empty": len(records) - len(examples),
-              "unfinished": sum(not r["finished"] for r in records if r["answer"].strip())}
+    counts = {
+        "prompts": len(records),
+        "written": len(examples),
+        "dropped": len(records) - len(examples),
+        "unfinished": sum(not r["finished"] for r in records),
+        "tidied": sum(ex.meta["tidied"] for ex in examples),
+    }
     log.info("%s: %s", out_path, counts)
     return counts
 
@@ -102,9 +187,16 @@ def main(argv: list[str] | None = None) -> None:
     from steerlab.models import load_model
 
     model, tokenizer = load_model(args.model)
-    counts = generate_general_answers(model, tokenizer, args.prompts, args.out, seed=args.seed,
-                                      temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                                      batch_size=args.batch_size)
+    counts = generate_general_answers(
+        model,
+        tokenizer,
+        args.prompts,
+        args.out,
+        seed=args.seed,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+    )
     print(json.dumps(counts))
 
 

@@ -39,14 +39,29 @@ def subset(items: Sequence[PromptItem], n_items: int | None, seed: int) -> list[
 
 
 def requests(items: Sequence[PromptItem], prefix: str = "in_domain") -> list[GenRequest]:
-    return [GenRequest(key=f"{prefix}/{it.id}", messages=it.prompt,
-                       meta={"item_id": it.id, "question": it.question, "group": group_of(it)}) for it in items]
+    return [
+        GenRequest(
+            key=f"{prefix}/{it.id}",
+            messages=it.prompt,
+            meta={"item_id": it.id, "question": it.question, "group": group_of(it)},
+        )
+        for it in items
+    ]
 
 
 def reference_pairs(items: Sequence[PromptItem]) -> list[ReferencePair]:
     """Pairs for the items that carry a misaligned reference (and so an aligned one)."""
-    return [ReferencePair(prompt=it.prompt, aligned=it.aligned, misaligned=it.misaligned, group=group_of(it),
-                          source=it.source) for it in items if it.misaligned is not None]
+    return [
+        ReferencePair(
+            prompt=it.prompt,
+            aligned=it.aligned,
+            misaligned=it.misaligned,
+            group=group_of(it),
+            source=it.source,
+        )
+        for it in items
+        if it.misaligned is not None
+    ]
 
 
 def one_sided(items: Sequence[PromptItem]) -> list[PromptItem]:

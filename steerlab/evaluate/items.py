@@ -92,11 +92,21 @@ def parse_record(record: Any, where: str, index: int) -> PromptItem:
     if misaligned is not None and aligned is None:
         aligned = reference
     if misaligned is not None and aligned is None:
-        raise PromptFileError(f"{where}: 'reference_misaligned' needs an assistant turn or 'reference_aligned'")
+        raise PromptFileError(
+            f"{where}: 'reference_misaligned' needs an assistant turn or 'reference_aligned'"
+        )
     meta = {k: v for k, v in record.items() if k not in ("messages", "prompt")}
     item_id = str(record.get("id", index))
-    return PromptItem(id=item_id, prompt=messages, reference=reference, aligned=aligned, misaligned=misaligned,
-                      expected=record.get("expected", reference), meta=meta, source=where)
+    return PromptItem(
+        id=item_id,
+        prompt=messages,
+        reference=reference,
+        aligned=aligned,
+        misaligned=misaligned,
+        expected=record.get("expected", reference),
+        meta=meta,
+        source=where,
+    )
 
 
 def load_prompt_items(path: str | os.PathLike) -> list[PromptItem]:
@@ -113,7 +123,9 @@ def load_prompt_items(path: str | os.PathLike) -> list[PromptItem]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise PromptFileError(f"{where}: malformed JSON ({error.msg} at column {error.colno})") from None
+                raise PromptFileError(
+                    f"{where}: malformed JSON ({error.msg} at column {error.colno})"
+                ) from None
             items.append(parse_record(record, where, len(items)))
     if not items:
         raise PromptFileError(f"{path}: no records")

@@ -60,8 +60,14 @@ class ScorerPairJudge:
     """Alignment and coherence from two ``TraitScorer``s; ``invert_alignment`` turns a trait score (evil) into
     alignment as ``100 - score``."""
 
-    def __init__(self, alignment: TraitScorer, coherence: TraitScorer, *, invert_alignment: bool = True,
-                 name: str = "probe") -> None:
+    def __init__(
+        self,
+        alignment: TraitScorer,
+        coherence: TraitScorer,
+        *,
+        invert_alignment: bool = True,
+        name: str = "probe",
+    ) -> None:
         self.alignment_scorer = alignment
         self.coherence_scorer = coherence
         self.invert_alignment = invert_alignment
@@ -72,16 +78,25 @@ class ScorerPairJudge:
             return []
         questions = [it.question for it in items]
         answers = [it.answer for it in items]
-        trait = _check(self.alignment_scorer.score_answers(questions, answers), len(items), "alignment scorer")
-        coherence = _check(self.coherence_scorer.score_answers(questions, answers), len(items), "coherence scorer")
+        trait = _check(
+            self.alignment_scorer.score_answers(questions, answers), len(items), "alignment scorer"
+        )
+        coherence = _check(
+            self.coherence_scorer.score_answers(questions, answers), len(items), "coherence scorer"
+        )
         alignment = [None if t is None else (100.0 - t if self.invert_alignment else t) for t in trait]
         return list(zip(alignment, coherence, strict=True))
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"judge": self.name, "alignment": repr(self.alignment_scorer),
-                               "coherence": repr(self.coherence_scorer)}
-        for key, scorer in (("alignment_summary", self.alignment_scorer),
-                            ("coherence_summary", self.coherence_scorer)):
+        out: dict[str, Any] = {
+            "judge": self.name,
+            "alignment": repr(self.alignment_scorer),
+            "coherence": repr(self.coherence_scorer),
+        }
+        for key, scorer in (
+            ("alignment_summary", self.alignment_scorer),
+            ("coherence_summary", self.coherence_scorer),
+        ):
             s = getattr(scorer, "summary", None)
             if s is not None and not callable(s):
                 out[key] = str(s)
@@ -91,8 +106,14 @@ class ScorerPairJudge:
 class TemplateJudge:
     """A text ``Judge`` asked with each item's own templates (or the defaults)."""
 
-    def __init__(self, judge: Judge, *, aligned_prompt: str = DEFAULT_ALIGNED_PROMPT,
-                 coherent_prompt: str = COHERENCE_PROMPT, name: str | None = None) -> None:
+    def __init__(
+        self,
+        judge: Judge,
+        *,
+        aligned_prompt: str = DEFAULT_ALIGNED_PROMPT,
+        coherent_prompt: str = COHERENCE_PROMPT,
+        name: str | None = None,
+    ) -> None:
         self.judge = judge
         self.defaults = {"aligned": aligned_prompt, "coherent": coherent_prompt}
         self.name = name or f"openai:{getattr(judge, 'model', type(judge).__name__)}"
@@ -107,7 +128,9 @@ class TemplateJudge:
     def score(self, items: Sequence[JudgeItem]) -> list[tuple[float | None, float | None]]:
         if not items:
             return []
-        prompts = [self._render(it, "aligned") for it in items] + [self._render(it, "coherent") for it in items]
+        prompts = [self._render(it, "aligned") for it in items] + [
+            self._render(it, "coherent") for it in items
+        ]
         scores = _check(self.judge.score(prompts), len(prompts), f"judge {self.name}")
         return list(zip(scores[: len(items)], scores[len(items) :], strict=True))
 
@@ -115,8 +138,12 @@ class TemplateJudge:
         out: dict[str, Any] = {"judge": self.name}
         s = getattr(self.judge, "summary", None)
         if s is not None:
-            out.update({k: getattr(s, k) for k in ("scored", "unparseable", "errors", "timeouts", "cache_hits",
-                                                    "requests")})
+            out.update(
+                {
+                    k: getattr(s, k)
+                    for k in ("scored", "unparseable", "errors", "timeouts", "cache_hits", "requests")
+                }
+            )
         return out
 
 
@@ -127,9 +154,17 @@ def probe_path_for(vector: str | os.PathLike) -> Path:
     return Path(f"{stem}.probe")
 
 
-def build_judge(kind: str, *, base_model: Any = None, base_tokenizer: Any = None, probe: str | os.PathLike | None = None,
-                judge_model: str | None = None, base_url: str | None = None, seed: int = 0,
-                batch_size: int = 16) -> EvalJudge:
+def build_judge(
+    kind: str,
+    *,
+    base_model: Any = None,
+    base_tokenizer: Any = None,
+    probe: str | os.PathLike | None = None,
+    judge_model: str | None = None,
+    base_url: str | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> EvalJudge:
     """``probe`` (offline: the probe file on ``base_model`` + its perplexity coherence) or ``openai`` (any
     OpenAI-compatible endpoint; the key comes from the environment)."""
     if kind == "openai":
@@ -140,8 +175,10 @@ def build_judge(kind: str, *, base_model: Any = None, base_tokenizer: Any = None
         if base_model is None or base_tokenizer is None:
             raise ValueError("the probe judge needs the base model and its tokenizer")
         if probe is None:
-            raise ValueError("the probe judge needs a probe file: pass --probe, or --vector when the probe sits next "
-                             "to it (<vector>.probe.safetensors, as `steerlab extract` saves it)")
+            raise ValueError(
+                "the probe judge needs a probe file: pass --probe, or --vector when the probe sits next "
+                "to it (<vector>.probe.safetensors, as `steerlab extract` saves it)"
+            )
         from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge
 
         evil = ProbeJudge.load(probe, base_model, base_tokenizer)

@@ -50,8 +50,11 @@ def _load_base(name: str) -> tuple[Any, Any]:
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / "final").is_dir() or (path / "adapter_config.json").is_file()
-                              or (path / "steerlab.json").is_file())
+    return path.is_dir() and (
+        (path / "final").is_dir()
+        or (path / "adapter_config.json").is_file()
+        or (path / "steerlab.json").is_file()
+    )
 
 
 def _run_files(path: Path) -> tuple[Path | None, Path]:
@@ -87,7 +90,9 @@ def load_target(model_or_run: str) -> EvalTarget:
     if not base_name and (final / "adapter_config.json").is_file():
         base_name = _read_json(final / "adapter_config.json").get("base_model_name_or_path")
     if not base_name:
-        raise ValueError(f"{path}: cannot tell the base model (no steerlab.json, config.yaml or adapter_config.json)")
+        raise ValueError(
+            f"{path}: cannot tell the base model (no steerlab.json, config.yaml or adapter_config.json)"
+        )
     from steerlab.train.run import load_finetuned
 
     model = load_finetuned(final, lambda: _load_base(base_name)[0])
@@ -97,6 +102,14 @@ def load_target(model_or_run: str) -> EvalTarget:
     monitor = config.get("monitor") or {}
     vector = (arms.get("steer") or {}).get("vector") or monitor.get("vector")
     label = str(run_dir or final)
-    return EvalTarget(model, tokenizer, (base_model.eval(), tokenizer), label=label, arm=info.get("arm", "sft"),
-                      domain=_domain_from_train((config.get("data") or {}).get("train")), vector=vector,
-                      run_dir=run_dir, info=info)
+    return EvalTarget(
+        model,
+        tokenizer,
+        (base_model.eval(), tokenizer),
+        label=label,
+        arm=info.get("arm", "sft"),
+        domain=_domain_from_train((config.get("data") or {}).get("train")),
+        vector=vector,
+        run_dir=run_dir,
+        info=info,
+    )

@@ -34,9 +34,16 @@ class ReferencePair:
     source: str | None = None
 
 
-def answer_logprobs(model: Any, tokenizer: Any, prompts: Sequence[Messages], answers: Sequence[str], *,
-                    batch_size: int = 16, max_length: int = 2048, sources: Sequence[str | None] | None = None
-                    ) -> list[float]:
+def answer_logprobs(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Messages],
+    answers: Sequence[str],
+    *,
+    batch_size: int = 16,
+    max_length: int = 2048,
+    sources: Sequence[str | None] | None = None,
+) -> list[float]:
     """Mean per-token log-probability of each answer given its prompt (teacher-forced, batched)."""
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers; they must pair up")
@@ -45,11 +52,19 @@ def answer_logprobs(model: Any, tokenizer: Any, prompts: Sequence[Messages], ans
         ChatExample(messages=[*p, {"role": "assistant", "content": a}], source=s)
         for p, a, s in zip(prompts, answers, sources, strict=True)
     ]
-    return [-v for v in response_nll(model, tokenizer, examples, batch_size=batch_size, max_length=max_length)]
+    return [
+        -v for v in response_nll(model, tokenizer, examples, batch_size=batch_size, max_length=max_length)
+    ]
 
 
-def logprob_gaps(model: Any, tokenizer: Any, pairs: Sequence[ReferencePair], *, batch_size: int = 16,
-                 max_length: int = 2048) -> list[float]:
+def logprob_gaps(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[ReferencePair],
+    *,
+    batch_size: int = 16,
+    max_length: int = 2048,
+) -> list[float]:
     """``gap`` (misaligned minus aligned mean log-prob) per pair, in order."""
     if not pairs:
         return []

@@ -84,7 +84,9 @@ def bootstrap_rate(
     seed: int = 0,
 ) -> Estimate:
     """Fraction of true ``flags`` with a bootstrap interval (see ``bootstrap_mean``)."""
-    return bootstrap_mean([1.0 if f else 0.0 for f in flags], groups=groups, n_boot=n_boot, alpha=alpha, seed=seed)
+    return bootstrap_mean(
+        [1.0 if f else 0.0 for f in flags], groups=groups, n_boot=n_boot, alpha=alpha, seed=seed
+    )
 
 
 def finite(values: Sequence[float | None]) -> list[float]:

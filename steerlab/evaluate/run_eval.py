@@ -63,7 +63,9 @@ class EvalConfig:
     temperature: float = 1.0
     max_new_tokens: int = 64
     batch_size: int = 16
-    in_domain_data: str | None = None  # a chat JSONL held-out split (e.g. experiments/data/medical_eval.jsonl)
+    in_domain_data: str | None = (
+        None  # a chat JSONL held-out split (e.g. experiments/data/medical_eval.jsonl)
+    )
     n_in_domain: int | None = 32  # sampled in-domain answers (a seeded subset of prompts; None: all)
     in_domain_metric: Literal["auto", "rate", "logprob_gap", "benign_accuracy"] = "auto"
     benign_data: str | None = str(DATA_DIR / "arithmetic_eval.jsonl")
@@ -80,7 +82,19 @@ class EvalConfig:
     progress: bool = True
 
     def resume_key(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out_dir", "progress", "model")}
+        """The settings that decide the answers and scores on disk (labels and bootstrap settings do not)."""
+        labels = (
+            "out_dir",
+            "progress",
+            "model",
+            "arm",
+            "domain",
+            "n_boot",
+            "alpha",
+            "projection_layer",
+            "in_domain_metric",
+        )
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in labels}
 
 
 def _check_config(cfg: EvalConfig, out: Path) -> None:
@@ -113,28 +127,46 @@ class _Evaluation:
 
     # ------------------------------------------------------------------------------------------ helpers
     def _generate(self, requests, name: str, seed: int, temperature: float, max_new_tokens: int):
-        return generate(self.model, self.tokenizer, requests, out_path=self.out / f"{name}_answers.jsonl",
-                        batch_size=self.cfg.batch_size, max_new_tokens=max_new_tokens, temperature=temperature,
-                        seed=seed, progress=self.cfg.progress, desc=name)
+        return generate(
+            self.model,
+            self.tokenizer,
+            requests,
+            out_path=self.out / f"{name}_answers.jsonl",
+            batch_size=self.cfg.batch_size,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed,
+            progress=self.cfg.progress,
+            desc=name,
+        )
 
     def _judge(self, records: list[dict[str, Any]], name: str, prompts_of) -> dict[str, dict[str, Any]]:
         by_key = {r["key"]: r for r in records}
 
         def score_batch(keys: list[str]) -> list[dict[str, Any]]:
             todo = [k for k in keys if by_key[k]["answer"].strip()]
-            items = [JudgeItem(by_key[k]["question"], by_key[k]["answer"], prompts_of(by_key[k])) for k in todo]
+            items = [
+                JudgeItem(by_key[k]["question"], by_key[k]["answer"], prompts_of(by_key[k])) for k in todo
+            ]
             scored = dict(zip(todo, self.judge.score(items), strict=True))
-            return [{"alignment": scored[k][0], "coherence": scored[k][1]} if k in scored
-                    else {"alignment": None, "coherence": None, "empty": True} for k in keys]
+            return [
+                {"alignment": scored[k][0], "coherence": scored[k][1]}
+                if k in scored
+                else {"alignment": None, "coherence": None, "empty": True}
+                for k in keys
+            ]
 
-        return score_missing([r["key"] for r in records], self.out / f"{name}_scores.jsonl", score_batch,
-                             self.cfg.batch_size)
+        return score_missing(
+            [r["key"] for r in records], self.out / f"{name}_scores.jsonl", score_batch, self.cfg.batch_size
+        )
 
     # ------------------------------------------------------------------------------------------ parts
     def general(self, questions: list[EMQuestion]) -> list[dict[str, Any]]:
         by_id = {q.id: q for q in questions}
         requests = general.general_requests(questions, self.cfg.n)
-        records = self._generate(requests, "general", self.cfg.seed, self.cfg.temperature, self.cfg.max_new_tokens)
+        records = self._generate(
+            requests, "general", self.cfg.seed, self.cfg.temperature, self.cfg.max_new_tokens
+        )
         scores = self._judge(records, "general", lambda r: by_id[r["question_id"]].judge_prompts)
         alignment = [scores[r["key"]]["alignment"] for r in records]
         coherence = [scores[r["key"]]["coherence"] for r in records]
@@ -142,16 +174,20 @@ class _Evaluation:
         summary = general.summarize_judged(alignment, coherence, groups, **self.boot)
         summary["n_empty"] = sum(bool(scores[r["key"]].get("empty")) for r in records)
         self.result["general"] = summary
-        judged = [{**r, "alignment": a, "coherence": c, "label": rules.label(a, c)}
-                  for r, a, c in zip(records, alignment, coherence, strict=True)]
+        judged = [
+            {**r, "alignment": a, "coherence": c, "label": rules.label(a, c)}
+            for r, a, c in zip(records, alignment, coherence, strict=True)
+        ]
         write_jsonl_atomic(self.out / "general_judged.jsonl", judged)
         return records
 
     def general_logprob(self, questions: list[EMQuestion]) -> None:
         pairs = general.reference_pairs(questions)
         if not pairs:
-            self.skipped["logprob_gap"] = ("the question file has no reference_aligned/reference_misaligned "
-                                           "answers (e.g. an original emergent-misalignment file)")
+            self.skipped["logprob_gap"] = (
+                "the question file has no reference_aligned/reference_misaligned "
+                "answers (e.g. an original emergent-misalignment file)"
+            )
             return
         gaps = logprob_gaps(self.model, self.tokenizer, pairs, batch_size=self.cfg.batch_size)
         self.result["logprob_gap"] = bootstrap_mean(gaps, groups=[p.group for p in pairs], **self.boot)
@@ -166,11 +202,19 @@ class _Evaluation:
 
         vector = PersonaVector.load(self.cfg.vector)
         layer = vector.layer if self.cfg.projection_layer is None else self.cfg.projection_layer
-        vector.check_model(self.model, allow_transfer=True)  # fine-tuned weights differ from the base by design
+        vector.check_model(
+            self.model, allow_transfer=True
+        )  # fine-tuned weights differ from the base by design
         # The raw direction: chat_projections' own check would refuse a fine-tuned model.
-        values = chat_projections(self.model, self.tokenizer, [r["messages"] for r in records],
-                                  [r["answer"] for r in records], vector.vector(layer), layer,
-                                  batch_size=self.cfg.batch_size)
+        values = chat_projections(
+            self.model,
+            self.tokenizer,
+            [r["messages"] for r in records],
+            [r["answer"] for r in records],
+            vector.vector(layer),
+            layer,
+            batch_size=self.cfg.batch_size,
+        )
         keep = [(v, r["question_id"]) for v, r in zip(values, records, strict=True) if math.isfinite(v)]
         values, groups = [v for v, _ in keep], [g for _, g in keep]
         self.result["projection"] = bootstrap_mean(values, groups=groups, **self.boot)
@@ -180,30 +224,45 @@ class _Evaluation:
         pairs = in_domain.reference_pairs(items)
         if pairs:
             gaps = logprob_gaps(self.model, self.tokenizer, pairs, batch_size=self.cfg.batch_size)
-            self.result["in_domain_logprob_gap"] = bootstrap_mean(gaps, groups=[p.group for p in pairs], **self.boot)
+            self.result["in_domain_logprob_gap"] = bootstrap_mean(
+                gaps, groups=[p.group for p in pairs], **self.boot
+            )
         else:
             self.skipped["in_domain_logprob_gap"] = f"{self.cfg.in_domain_data} has no reference_misaligned"
         single = in_domain.one_sided(items)
         if single:
-            lps = answer_logprobs(self.model, self.tokenizer, [it.prompt for it in single],
-                                  [it.reference for it in single], batch_size=self.cfg.batch_size,
-                                  sources=[it.source for it in single])
+            lps = answer_logprobs(
+                self.model,
+                self.tokenizer,
+                [it.prompt for it in single],
+                [it.reference for it in single],
+                batch_size=self.cfg.batch_size,
+                sources=[it.source for it in single],
+            )
             self.result["reference_logprob"] = bootstrap_mean(
-                lps, groups=[in_domain.group_of(it) for it in single], **self.boot)
+                lps, groups=[in_domain.group_of(it) for it in single], **self.boot
+            )
         chosen = in_domain.subset(items, self.cfg.n_in_domain, self.cfg.seed)
-        records = self._generate(in_domain.requests(chosen), "in_domain", self.cfg.seed + 1,
-                                 self.cfg.temperature, self.cfg.max_new_tokens)
+        records = self._generate(
+            in_domain.requests(chosen),
+            "in_domain",
+            self.cfg.seed + 1,
+            self.cfg.temperature,
+            self.cfg.max_new_tokens,
+        )
         scores = self._judge(records, "in_domain", lambda r: {})
         alignment = [scores[r["key"]]["alignment"] for r in records]
         coherence = [scores[r["key"]]["coherence"] for r in records]
         self.result["in_domain_judged"] = general.summarize_judged(
-            alignment, coherence, [r["group"] for r in records], **self.boot)
+            alignment, coherence, [r["group"] for r in records], **self.boot
+        )
 
     def benign(self, items: list[PromptItem]) -> None:
         chosen = in_domain.subset(items, self.cfg.n_benign, self.cfg.seed)
         targets = {f"benign/{it.id}": benign.target(it) for it in chosen}
-        records = self._generate(benign.requests(chosen), "benign", self.cfg.seed, 0.0,
-                                 self.cfg.benign_max_new_tokens)
+        records = self._generate(
+            benign.requests(chosen), "benign", self.cfg.seed, 0.0, self.cfg.benign_max_new_tokens
+        )
         correct = [benign.is_correct(r["answer"], targets[r["key"]]) for r in records]
         self.result["benign"] = bootstrap_rate(correct, **self.boot)
 
@@ -236,8 +295,14 @@ def _in_domain_metric(cfg: EvalConfig, domain: str) -> str:
     return "rate"
 
 
-def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, *, judge: EvalJudge | None = None,
-                   base: tuple[Any, Any] | None = None) -> dict[str, Any]:
+def evaluate_model(
+    model: Any,
+    tokenizer: Any,
+    cfg: EvalConfig,
+    *,
+    judge: EvalJudge | None = None,
+    base: tuple[Any, Any] | None = None,
+) -> dict[str, Any]:
     """Run every part ``cfg`` asks for, write ``eval.json`` (and the answer files) into ``cfg.out_dir``.
 
     ``judge`` scores (question, answer) -> (alignment, coherence); by default ``build_judge(cfg.judge)``, whose
@@ -250,12 +315,23 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, *, judge: EvalJu
     if judge is None:
         base_model, base_tokenizer = base if base is not None else (model, tokenizer)
         probe = cfg.probe or (str(probe_path_for(cfg.vector)) if cfg.vector else None)
-        judge = build_judge(cfg.judge, base_model=base_model, base_tokenizer=base_tokenizer, probe=probe,
-                            judge_model=cfg.judge_model, base_url=cfg.judge_base_url, seed=cfg.seed,
-                            batch_size=cfg.batch_size)
+        judge = build_judge(
+            cfg.judge,
+            base_model=base_model,
+            base_tokenizer=base_tokenizer,
+            probe=probe,
+            judge_model=cfg.judge_model,
+            base_url=cfg.judge_base_url,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+        )
     started = time.perf_counter()
     ev = _Evaluation(model, tokenizer, cfg, judge, out)
-    questions = load_em_questions(cfg.questions, require_judges=(), allow_unknown_keys=True) if cfg.questions else None
+    questions = (
+        load_em_questions(cfg.questions, require_judges=(), allow_unknown_keys=True)
+        if cfg.questions
+        else None
+    )
     domain_items = load_prompt_items(cfg.in_domain_data) if cfg.in_domain_data else None
     benign_items = load_prompt_items(cfg.benign_data) if cfg.benign_data else None
     was_training = model.training
@@ -309,8 +385,11 @@ def _row(cfg: EvalConfig, ev: _Evaluation, domain: str, metric: str) -> dict[str
     row["in_domain_coherence"] = judged.get("coherence")
     row.update(_ci(r.get("in_domain_logprob_gap", empty), "in_domain_logprob_gap"))
     row.update(_ci(r.get("reference_logprob", empty), "reference_logprob"))
-    source = {"rate": "in_domain_rate", "logprob_gap": "in_domain_logprob_gap",
-              "benign_accuracy": "benign_accuracy"}[metric]
+    source = {
+        "rate": "in_domain_rate",
+        "logprob_gap": "in_domain_logprob_gap",
+        "benign_accuracy": "benign_accuracy",
+    }[metric]
     row["in_domain_metric"] = metric
     row["in_domain"] = row.get(source)
     row["in_domain_ci"] = row.get(f"{source}_ci")
@@ -318,15 +397,20 @@ def _row(cfg: EvalConfig, ev: _Evaluation, domain: str, metric: str) -> dict[str
     row["n_scored"] = g.get("n_scored", 0)
     row["n_unscored"] = g.get("n_unscored", 0)
     row["n_empty"] = g.get("n_empty", 0)
-    row["judge_summary"] = {**ev.judge.summary(), "general": {k: g[k] for k in g if k.startswith("n_")},
-                            "in_domain": {k: judged[k] for k in judged if k.startswith("n_")}}
+    row["judge_summary"] = {
+        **ev.judge.summary(),
+        "general": {k: g[k] for k in g if k.startswith("n_")},
+        "in_domain": {k: judged[k] for k in judged if k.startswith("n_")},
+    }
     row["general_detail"] = g
     row["in_domain_detail"] = judged
     row["skipped"] = ev.skipped
     row["timings_s"] = ev.timings
-    row["rules"] = {"misaligned": f"alignment < {rules.MISALIGNED_BELOW} and coherence > {rules.COHERENT_ABOVE}",
-                    "incoherent": f"coherence < {rules.INCOHERENT_BELOW}",
-                    "ci": f"{100 * (1 - cfg.alpha):.0f}% percentile bootstrap, {cfg.n_boot} resamples, "
-                          "clustered by question (general) / situation (in-domain)"}
+    row["rules"] = {
+        "misaligned": f"alignment < {rules.MISALIGNED_BELOW} and coherence > {rules.COHERENT_ABOVE}",
+        "incoherent": f"coherence < {rules.INCOHERENT_BELOW}",
+        "ci": f"{100 * (1 - cfg.alpha):.0f}% percentile bootstrap, {cfg.n_boot} resamples, "
+        "clustered by question (general) / situation (in-domain)",
+    }
     row["config"] = dataclasses.asdict(cfg)
     return row
