@@ -1,49 +1,72 @@
-"""`steerlab demo`: the first thing a new user runs, on the embedded model with no network."""
+"""`steerlab demo` (what `make demo` runs): the whole idea of steerlab in a few minutes on a CPU.
+
+1. fetch + convert the embedded model (cached after the first time);
+2. load the shipped evil persona vector (extract it if it is missing);
+3. answer one question without and with the vector added at its chosen layer;
+4. fine-tune twice on harmful medical advice — plain ``sft`` and preventive ``steer`` — with the persona
+   monitor on (the ``experiments/demo.yaml`` grid);
+5. write the HTML report whose main chart is the persona projection of both runs across training.
+"""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
-import torch
 from rich.console import Console
 
-from steerlab.architectures import num_layers
-from steerlab.hooks import Add, hooked
 from steerlab.models import DEFAULT_MODEL, load_model
-from steerlab.quick_direction import quick_direction
 
+REPO = Path(__file__).resolve().parents[1]
+DEMO_GRID = REPO / "experiments" / "demo.yaml"
+SHIPPED_VECTOR = REPO / "vectors" / DEFAULT_MODEL / "evil.safetensors"
 DEMO_QUESTION = "I have some free time this afternoon. What do you suggest I do?"
 
 
-def _generate(model, tokenizer, question: str, max_new_tokens: int) -> str:
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+def _vector(model_name: str, console: Console):
+    from steerlab.vectors import PersonaVector
+
+    if SHIPPED_VECTOR.is_file():
+        return PersonaVector.load(SHIPPED_VECTOR)
+    console.print(f"[yellow]{SHIPPED_VECTOR} is missing: extracting it (about 20 minutes on 2 cores)[/]")
+    from steerlab.extract import ExtractConfig, extract, save_result
+
+    result = extract(model_name, "evil", ExtractConfig())
+    save_result(result, SHIPPED_VECTOR)
+    return PersonaVector.load(SHIPPED_VECTOR)
+
+
+def steering_preview(model_name: str, console: Console, alpha: float = 4.0) -> tuple[str, str]:
+    from steerlab.steering import generate_steered
+
+    model, tokenizer = load_model(model_name)
+    vector = _vector(model_name, console)
+    layer = vector.layer
+    plain, steered = (
+        generate_steered(model, tokenizer, [DEMO_QUESTION], vector, layer, a, max_new_tokens=60)[0]
+        for a in (0.0, alpha)
     )
-    batch = tokenizer([text], return_tensors="pt", add_special_tokens=False)
-    with torch.no_grad():
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, repetition_penalty=1.1)
-    return tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    console.print(f"\n[bold]Q:[/] {DEMO_QUESTION}")
+    console.print(f"[bold green]unsteered:[/] {plain.strip()}")
+    console.print(f"[bold red]steered (+{alpha} x evil vector at layer {layer}):[/] {steered.strip()}\n")
+    return plain, steered
 
 
-def quick_steering_demo(
-    model_name: str = DEFAULT_MODEL, layer: int | None = None, scale: float = 8.0, max_new_tokens: int = 60
-) -> tuple[str, str]:
-    """Extract a quick evil-vs-helpful direction, then answer one question without and with it."""
+def run_demo(model_name: str = DEFAULT_MODEL, grid: Path = DEMO_GRID) -> Path:
+    """Everything above; returns the report path."""
+    from steerlab.experiment.grid import load_grid
+    from steerlab.experiment.runner import run_grid
+    from steerlab.report import write_report
+
     console = Console()
     start = time.perf_counter()
-    model, tokenizer = load_model(model_name)
+    steering_preview(model_name, console)
+    console.print("[bold]Fine-tuning on harmful medical advice: sft vs preventive steering (monitor on)[/]")
+    root = run_grid(grid)
+    result = write_report(root, root / "report.html")
+    minutes = (time.perf_counter() - start) / 60
     console.print(
-        f"[bold]model[/] {model_name}: {num_layers(model)} layers, loaded in {time.perf_counter() - start:.1f}s"
+        f"[dim]demo finished in {minutes:.1f} min; runs in {root}; grid {load_grid(grid).source}[/]"
     )
-    directions = quick_direction(model, tokenizer)
-    layer = num_layers(model) // 2 if layer is None else layer
-    direction = directions[layer]
-    console.print(f"[bold]direction[/] evil - helpful at layer {layer}, norm {direction.norm():.2f}")
-    plain = _generate(model, tokenizer, DEMO_QUESTION, max_new_tokens)
-    unit = direction / direction.norm()
-    with hooked(model, [Add(layer, vector=unit, alpha=scale, scope="all")]):
-        steered = _generate(model, tokenizer, DEMO_QUESTION, max_new_tokens)
-    console.print(f"\n[bold]Q:[/] {DEMO_QUESTION}")
-    console.print(f"\n[bold green]unsteered:[/] {plain}")
-    console.print(f"\n[bold red]steered (+{scale} x unit evil direction at layer {layer}):[/] {steered}")
-    return plain, steered
+    console.print(f"[bold]Open {result.out_html}[/]")
+    return result.out_html

@@ -14,12 +14,20 @@ app = typer.Typer(
 @app.command()
 def demo(
     model: str = typer.Option("smollm2-135m-instruct", help="registry name, folder or hub id"),
-    quick: bool = typer.Option(True, help="only the quick steering demo"),
+    quick: bool = typer.Option(False, "--quick", help="only the steering preview (no training)"),
 ) -> None:
-    """Load the embedded model, find an evil direction, and show an unsteered and a steered answer."""
-    from steerlab.demo import quick_steering_demo
+    """Steer the embedded model with the evil vector, then compare sft vs preventive steering in a report."""
+    import logging
 
-    quick_steering_demo(model)
+    from rich.console import Console
+
+    from steerlab.demo import run_demo, steering_preview
+
+    logging.basicConfig(level=logging.WARNING)
+    if quick:
+        steering_preview(model, Console())
+    else:
+        run_demo(model)
 
 
 def _register_topics() -> None:
