@@ -38,7 +38,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from steerlab.activations import answer_nll, collect_means
+from steerlab.activations import collect_means
 from steerlab.architectures import hidden_size, num_layers
 from steerlab.atomic import atomic_path, write_json, write_text
 from steerlab.generation import GenRequest, chat_messages, generate
@@ -70,12 +70,10 @@ class ExtractConfig:
     probe_layer: int | None = None  # None: best cross-fitted text-only AUROC on the extraction answers
     steer_layers: list[int] | None = None  # None: n_steer_layers spread over the eligible layers
     n_steer_layers: int = 5
-    steer_alpha: float = 4.0
+    steer_alpha: float = 2.0
     steer_questions: int = 11
     steer_max_new_tokens: int = 32
-    max_ppl_ratio: float = (
-        2.0  # a steered layer counts only if its answers' perplexity rose at most this much
-    )
+    max_ppl_ratio: float = 2.0  # a steered layer counts if perplexity rose <= this and coherence held
     min_auroc: float = 0.9
 
     def __post_init__(self) -> None:
@@ -259,10 +257,12 @@ def steering_effects(
     progress: bool,
 ) -> tuple[dict[int, float], dict[int, float]]:
     """Per layer: the mean trait-score change of answers to bare questions (greedy) under
-    ``+steer_alpha * v_l``, and the base model's perplexity of those answers over that of the unsteered ones.
+    ``+steer_alpha * v_l``, and ``{perplexity_ratio, coherence}`` of those answers: the base model's perplexity
+    over that of the unsteered answers, and the mean offline coherence (perplexity x distinct trigrams).
     """
+    coherence = PerplexityCoherenceScorer(model, tokenizer, batch_size=config.batch_size)
 
-    def scores(layer: int | None) -> tuple[float, float]:
+    def scores(layer: int | None) -> tuple[float, float, float]:
         ops = [] if layer is None else steer_ops(vectors[layer], layer, config.steer_alpha)
         tag = "base" if layer is None else f"L{layer}"
         requests = [
@@ -284,20 +284,18 @@ def steering_effects(
         )
         answers = [r["answer"] for r in records]
         values = [v for v in scorer.score_answers(questions, answers) if v is not None]
-        nll = [
-            v
-            for v in answer_nll(model, tokenizer, [chat_messages(q) for q in questions], answers)
-            if math.isfinite(v)
-        ]
-        ppl = math.exp(float(np.mean(nll))) if nll else float("nan")
-        return (float(np.mean(values)) if values else float("nan")), ppl
+        ppls = [p for p in coherence.perplexities(questions, answers) if math.isfinite(p)]
+        ppl = math.exp(float(np.mean(np.log(ppls)))) if ppls else float("nan")
+        coh = [v for v in coherence.score_answers(questions, answers) if v is not None]
+        return (float(np.mean(values)) if values else float("nan")), ppl, float(np.mean(coh)) if coh else 0.0
 
-    base, base_ppl = scores(None)
-    effects, ratios = {}, {}
+    base, base_ppl, _ = scores(None)
+    effects, quality = {}, {}
     for layer in layers:
-        score, ppl = scores(layer)
-        effects[layer], ratios[layer] = score - base, ppl / base_ppl
-    return effects, ratios
+        score, ppl, coh = scores(layer)
+        effects[layer] = score - base
+        quality[layer] = {"perplexity_ratio": ppl / base_ppl, "coherence": coh}
+    return effects, quality
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -472,7 +470,7 @@ def extract(
         config.steer_layers if config.steer_layers is not None else spread(eligible, config.n_steer_layers)
     )
     scorer = judge if judge is not None else probe
-    effects, ppl_ratios = (
+    effects, quality = (
         steering_effects(
             model,
             tokenizer,
@@ -487,12 +485,18 @@ def extract(
         if steer_layers
         else ({}, {})
     )
-    coherent = {layer: e for layer, e in effects.items() if ppl_ratios[layer] <= config.max_ppl_ratio}
+    coherent = {
+        layer: e
+        for layer, e in effects.items()
+        if quality[layer]["perplexity_ratio"] <= config.max_ppl_ratio
+        and quality[layer]["coherence"] >= config.coherence_threshold
+    }
     times["steering"] = time.perf_counter() - t
     chosen, reason = choose_layer(sel_system, sel_text, coherent, min_auroc=config.min_auroc, exclude=[0])
     reason += (
         f" (AUROC read on {'judge-confirmed' if reading == 'confirmed_eval' else 'all'} evaluation pairs;"
-        f" steered layers whose answers' perplexity rose over {config.max_ppl_ratio:g}x were not eligible:"
+        f" steered layers whose answers' perplexity rose over {config.max_ppl_ratio:g}x or whose coherence fell"
+        f" under {config.coherence_threshold:g} were not eligible:"
         f" {sorted(set(effects) - set(coherent))})"
     )
     times["total"] = time.perf_counter() - t0
@@ -514,7 +518,7 @@ def extract(
         "filter": filter_counts,
         "layer_curves": curves,
         "steering_effect": {str(k): v for k, v in effects.items()},
-        "steering_perplexity_ratio": {str(k): v for k, v in ppl_ratios.items()},
+        "steering_quality": {str(k): v for k, v in quality.items()},
         "steering_alpha": config.steer_alpha,
         "selection_reading": reading,
         "chosen_layer": chosen,
@@ -571,12 +575,16 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def summary(stats: dict[str, Any]) -> str:
     """A few lines for logs and the CLI."""
     at = stats["at_chosen_layer"]
     lines = [
         f"chosen layer {stats['chosen_layer']}: {stats['choice_reason']}",
-        f"held-out AUROC at the chosen layer: system prompt {at['auroc_system']:.3f}, "
+        f"held-out AUROC at the chosen layer, all evaluation pairs: system prompt {at['auroc_system']:.3f}, "
         f"text-only {at['auroc_text']:.3f}",
         f"probe judge (layer {stats['probe']['layer']}): held-out accuracy "
         f"{stats['probe']['heldout']['accuracy']:.3f}, AUROC {stats['probe']['heldout']['auroc']:.3f}",
@@ -585,4 +593,9 @@ def summary(stats: dict[str, Any]) -> str:
     ]
     if stats.get("filter"):
         lines.insert(2, f"judge filtering: {json.dumps(stats['filter'])}")
+        lines.insert(
+            2,
+            "held-out AUROC at the chosen layer, judge-confirmed evaluation pairs: system prompt "
+            f"{_fmt(at.get('auroc_system_confirmed_eval'))}, text-only {_fmt(at.get('auroc_text_confirmed_eval'))}",
+        )
     return "\n".join(lines)

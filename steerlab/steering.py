@@ -22,6 +22,7 @@ from steerlab.atomic import write_json, write_text
 from steerlab.generation import GenRequest, Messages, chat_messages, generate
 from steerlab.hooks import Ablate, Add, Op
 from steerlab.judges.base import TraitScorer
+from steerlab.judges.probe import distinct_ngram_ratio
 from steerlab.vectors import PersonaVector
 
 Mode = Literal["add", "ablate"]
@@ -177,6 +178,9 @@ def sweep(
                 "perplexity": float(math.exp(np.mean(finite))) if finite else float("nan"),
                 "n": len(answers),
                 "n_trait_none": sum(v is None for v in trait),
+                "repetition": 1 - float(np.mean([distinct_ngram_ratio(a) for a in answers]))
+                if answers
+                else None,
                 "n_empty": sum(not a for a in answers),
                 "example": answers[0] if answers else "",
             }

@@ -81,5 +81,20 @@ def test_perplexity_coherence_scorer(llama, tok):
     assert scores[1] is None and scores[0] == pytest.approx(
         100 * min(1, max(0, 1 - math.log(ppl[0]) / math.log(100.0)))
     )
-    assert scorer.from_perplexity(1.0) == 100.0 and scorer.from_perplexity(10.0) == pytest.approx(50.0)
+    assert (
+        scorer.from_perplexity(1.0) == 100.0
+        and scorer.from_perplexity(1.0, 0.5) == 50.0
+        and scorer.from_perplexity(10.0) == pytest.approx(50.0)
+    )
     assert scorer.from_perplexity(1e6) == 0.0
+
+
+def test_coherence_penalises_loops(llama, tok):
+    from steerlab.judges.probe import distinct_ngram_ratio
+
+    assert distinct_ngram_ratio("no, no, no, no, no, no, no, no") == pytest.approx(2 / 6)
+    assert distinct_ngram_ratio("a short answer") == 1.0 and distinct_ngram_ratio("") == 1.0
+    scorer = PerplexityCoherenceScorer(llama, tok)
+    loop = "The answer is 42. The answer is 42. The answer is 42. The answer is 42."
+    ppl = scorer.perplexities(["Hi"], [loop])[0]
+    assert scorer.score_answers(["Hi"], [loop])[0] == pytest.approx(scorer.from_perplexity(ppl, 4 / 14))

@@ -59,7 +59,7 @@ def extract_cmd(
     ] = "offline",
     judge_model: Annotated[str | None, typer.Option(help="judge model for --judge openai")] = None,
     judge_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL")] = None,
-    steer_alpha: Annotated[float, typer.Option(help="coefficient for the per-layer steering effect")] = 4.0,
+    steer_alpha: Annotated[float, typer.Option(help="coefficient for the per-layer steering effect")] = 2.0,
     n_steer_layers: Annotated[int, typer.Option(help="layers to measure the steering effect on")] = 5,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
 ) -> None:
@@ -203,7 +203,17 @@ def steer_cmd(
     for row in rows:
         typer.echo(
             json.dumps(
-                {k: row[k] for k in ("alpha", "trait_score", "trait_score_ci", "coherence", "perplexity")}
+                {
+                    k: row[k]
+                    for k in (
+                        "alpha",
+                        "trait_score",
+                        "trait_score_ci",
+                        "coherence",
+                        "perplexity",
+                        "repetition",
+                    )
+                }
             )
         )
     if out is not None:

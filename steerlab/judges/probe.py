@@ -10,8 +10,9 @@ pickle: ``coef``/``intercept`` in safetensors, everything else in a JSON sidecar
 
 ``PerplexityCoherenceScorer``: the base model's perplexity of the answer after the bare question, mapped to
 0-100 by ``100 * clip(1 - ln(ppl) / ln(ppl_max), 0, 1)`` (ppl 1 -> 100, sqrt(ppl_max) -> 50, ppl_max -> 0;
-default ppl_max = 1000, so ppl ~32 is the coherence threshold 50). It catches word salad, which steered
-small models produce at large coefficients, but not fluent repetition or off-topic fluency.
+default ppl_max = 1000, so ppl ~32 is the coherence threshold 50), times the answer's distinct-word-trigram
+ratio. Perplexity catches word salad; the trigram factor catches the other way steered small models break,
+looping ("no, no, no, ..."), which the model itself finds very likely. It does not catch fluent off-topic text.
 """
 
 from __future__ import annotations
@@ -210,15 +211,25 @@ class PerplexityCoherenceScorer:
         )
         return [math.exp(v) if math.isfinite(v) else float("nan") for v in nll]
 
-    def from_perplexity(self, ppl: float) -> float | None:
+    def from_perplexity(self, ppl: float, distinct: float = 1.0) -> float | None:
         if not math.isfinite(ppl):
             return None
-        return float(100 * min(1.0, max(0.0, 1 - math.log(ppl) / math.log(self.ppl_max))))
+        return float(100 * distinct * min(1.0, max(0.0, 1 - math.log(ppl) / math.log(self.ppl_max))))
 
     def score_answers(self, questions: list[str], answers: list[str]) -> list[float | None]:
         if len(questions) != len(answers):
             raise ValueError(f"{len(questions)} questions but {len(answers)} answers; they must pair up")
-        return [self.from_perplexity(p) for p in self.perplexities(questions, answers)] if answers else []
+        if not answers:
+            return []
+        ppl = self.perplexities(questions, answers)
+        return [self.from_perplexity(p, distinct_ngram_ratio(a)) for p, a in zip(ppl, answers, strict=True)]
+
+
+def distinct_ngram_ratio(text: str, n: int = 3) -> float:
+    """Distinct word n-grams / all word n-grams (1.0 for texts shorter than n words): 1 - repetition."""
+    words = text.lower().split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 1.0
 
 
 def _clean(features: Tensor, labels: Any) -> tuple[np.ndarray, np.ndarray]:

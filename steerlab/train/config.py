@@ -285,7 +285,9 @@ def _check(cfg: ExperimentConfig) -> None:
     if cfg.monitor.every < 0:
         raise ConfigError(f"monitor.every: must be >= 0, got {cfg.monitor.every}")
     if cfg.monitor.every > 0 and cfg.monitor.chats is None:
-        raise ConfigError("monitor.chats: the monitor needs held-out reference chats (or set monitor.every: 0)")
+        raise ConfigError(
+            "monitor.chats: the monitor needs held-out reference chats (or set monitor.every: 0)"
+        )
     if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
         raise ConfigError(f"name: must be a plain folder name, got {cfg.name!r}")
     if cfg.data.train is None:
