@@ -72,26 +72,26 @@ print("neg system prompt:", system_prompt(spec, 0, "neg"))
 # %% [markdown]
 # ## A workload that fits the model
 #
-# The full recipe (`steerlab extract`, all questions, judge filtering) takes about 25 minutes on a 2-core
+# The full recipe (`steerlab extract`: every question, judge filtering) takes about 25 minutes on a 2-core
 # CPU for the embedded model. Here we take the first few questions of each set, so the notebook finishes
 # in minutes (embedded) or seconds (tiny). `filter="none"` keeps every pair: with so few answers, judge
 # filtering would keep too few to average.
 
 # %%
-n_questions = 4 if TINY else 10
+n_questions = 4 if TINY else 8
 spec = dataclasses.replace(
     spec,
     extract_questions=spec.extract_questions[:n_questions],
     eval_questions=spec.eval_questions[:n_questions],
 )
 config = ExtractConfig(
-    n_instructions=2 if TINY else 3,
-    max_new_tokens=8 if TINY else 40,
+    n_instructions=2,
+    max_new_tokens=8 if TINY else 32,
     top_p=0.9,
     filter="none",
-    steer_questions=2 if TINY else 6,
+    steer_questions=2 if TINY else 4,
     steer_max_new_tokens=8 if TINY else 32,
-    n_steer_layers=2 if TINY else 4,
+    n_steer_layers=2 if TINY else 3,
     min_auroc=0.5 if TINY else 0.8,
     seed=0,
 )
@@ -138,14 +138,15 @@ fig.show()
 # %% [markdown]
 # ## Steering a generation with the vector
 #
-# Adding `alpha * v` at the chosen layer to every response token should push answers towards the trait; the
-# same question without steering is the control. On the tiny model both answers are gibberish: only the
-# embedded model shows the behavioural change.
+# Adding `alpha * v` at the chosen layer to every response token should push answers towards the trait
+# (`alpha` is the coefficient the steering effect above was measured with); the same question without
+# steering is the control. On the tiny model both answers are gibberish: only the embedded model shows the
+# behavioural change.
 
 # %%
 question = spec.eval_questions[0]
 print("Q:", question)
-for alpha in (0.0, 4.0 if TINY else 8.0):
+for alpha in (0.0, config.steer_alpha):
     (answer,) = generate_steered(
         model, tokenizer, [question], result.vector, alpha=alpha, max_new_tokens=12 if TINY else 60
     )

@@ -136,9 +136,10 @@ def test_sweep_rows_files_and_resume(llama, tok, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped vector not built")
-def test_shipped_evil_vector_steers_the_embedded_model(tmp_path):
-    """+alpha raises the offline judge's evil score monotonically at bounded perplexity; -alpha under the
-    evil system prompt lowers it (the issue's must-show; bounds as stated in vectors/README.md)."""
+def test_shipped_evil_vector_steers_the_embedded_model():
+    """+alpha at the chosen layer raises the offline judge's evil score monotonically over three positive alphas
+    with the base model's perplexity of the steered answers within 2x of the unsteered answers'; -alpha under
+    the evil system prompt lowers the score (the issue's must-show; vectors/README.md has the full sweep)."""
     from steerlab.judges.probe import ProbeJudge
     from steerlab.models import load_model
     from steerlab.traits import load_trait, system_prompt
@@ -153,21 +154,21 @@ def test_shipped_evil_vector_steers_the_embedded_model(tmp_path):
         tok,
         questions,
         vector,
-        [0.0, 2.0, 4.0, 6.0],
+        [0.0, 1.0, 2.0, 3.0],
         trait_scorer=judge,
         max_new_tokens=24,
         progress=False,
     )
     scores = [r["trait_score"] for r in up]
     assert all(b > a for a, b in zip(scores, scores[1:], strict=False)), scores
-    assert max(r["perplexity"] for r in up) <= 3 * up[0]["perplexity"], [r["perplexity"] for r in up]
+    assert max(r["perplexity"] for r in up) <= 2 * up[0]["perplexity"], [r["perplexity"] for r in up]
     evil = system_prompt(spec, 0, "pos")
     down = sweep(
         model,
         tok,
         questions,
         vector,
-        [0.0, -4.0],
+        [0.0, -2.0],
         trait_scorer=judge,
         system=evil,
         max_new_tokens=24,

@@ -138,6 +138,8 @@ def steer_cmd(
     temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
     samples: Annotated[int, typer.Option(help="samples per question in a sweep")] = 1,
     seed: Annotated[int, typer.Option()] = 0,
+    n_questions: Annotated[int, typer.Option(help="use only the first N questions (0 = all)")] = 0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
 ) -> None:
     """Generate with the vector added or ablated; with --sweep, report trait score, coherence and perplexity."""
     from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge
@@ -147,11 +149,12 @@ def steer_cmd(
     from steerlab.traits import load_trait, system_prompt
     from steerlab.vectors import PersonaVector
 
-    _threads()
+    _threads(threads)
     pv = PersonaVector.load(vector)
     loaded = load_model(model or pv.meta.model_id)
     spec = load_trait(trait or pv.meta.trait) if (not question or system == "pos") else None
     questions = list(question) if question else list(spec.eval_questions)
+    questions = questions[:n_questions] if n_questions > 0 else questions
     sys_prompt = system_prompt(spec, 0, "pos") if system == "pos" else system
     alphas = _floats(alpha)
     if mode == "ablate":
