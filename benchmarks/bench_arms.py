@@ -93,19 +93,41 @@ def _step(model, optimizer, batch, arms, reference) -> None:
     loss = arm_loss(model, batch, arms, reference)[0]
     loss.backward()
     optimizer.step()
+    if loss.device.type == "cuda":
+        torch.cuda.synchronize()
 
 
-def bench_speed(model_name: str, rounds: int, batch: int, seq: int, r: int) -> dict:
-    from steerlab.models import load_model
+def _load(model_name: str, config: str | None):
+    """The model and tokenizer to time; ``config``: same architecture, random weights (same step time)."""
+    if config is None:
+        from steerlab.models import load_model
 
-    loaded = load_model(model_name)
-    base, tokenizer = loaded.model, loaded.tokenizer
+        loaded = load_model(model_name)
+        return loaded.model, loaded.tokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from steerlab.testing import tiny_tokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config), dtype=torch.float32)
+    return model.eval(), tiny_tokenizer("right")
+
+
+def _to(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def bench_speed(
+    model_name: str, rounds: int, batch: int, seq: int, r: int, config: str | None = None, device: str = "cpu"
+) -> dict:
+    base, tokenizer = _load(model_name, config)
+    base = base.to(device)
     vector = tiny_vector(base, layer=num_layers(base) // 2, scale=0.1)
     model = _lora(base, r)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     reference = Reference()
-    synthetic = _synthetic_batch(model.get_output_embeddings().weight.shape[0], batch, seq)
-    data = _data_batches(tokenizer, batch)
+    synthetic = _to(_synthetic_batch(model.get_output_embeddings().weight.shape[0], batch, seq), device)
+    data = {name: _to(b, device) for name, b in _data_batches(tokenizer, batch).items()}
     arms = {
         "sft": ([], synthetic),
         "steer": ([SteerArm(vector, alpha=4.0)], synthetic),
@@ -199,16 +221,25 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--quick", action="store_true", help="2 rounds, for a quick look")
+    parser.add_argument(
+        "--config", default=None, help="a folder with config.json: random weights, same timing"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (memory is measured on cpu only)")
     parser.add_argument("--memory-child", choices=["adapter_disabled", "frozen_copy"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.model, args.memory_child, args.batch, args.seq, args.rank)
         return
     rounds = 2 if args.quick else args.rounds
-    speed = bench_speed(args.model, rounds, args.batch, args.seq, args.rank)
-    memory = bench_memory(args.model, args.batch, args.seq, args.rank)
+    speed = bench_speed(args.model, rounds, args.batch, args.seq, args.rank, args.config, args.device)
+    memory = (
+        bench_memory(args.model, args.batch, args.seq, args.rank)
+        if args.device == "cpu" and not args.config
+        else {}
+    )
     result = {
-        "model": args.model,
+        "model": args.config or args.model,
+        "device": args.device,
         "lora_rank": args.rank,
         "batch": args.batch,
         "seq": args.seq,
@@ -223,7 +254,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(
-        f"\n{args.model}, LoRA r={args.rank}, batch {args.batch} x {args.seq} tokens, {rounds} rounds, "
+        f"\n{args.config or args.model} on {args.device}, LoRA r={args.rank}, batch {args.batch} x {args.seq} tokens, {rounds} rounds, "
         f"{torch.get_num_threads()} threads\n"
     )
     print("| arm | median step (s) | tokens | ratio vs sft | paired ratio | target |")
@@ -235,10 +266,12 @@ def main() -> None:
             f"| {name} | {row['median_s']:.2f} | {row['tokens']} | {row['ratio']:.3f}x{unit} | "
             f"{row['paired_ratio']:.3f}x | {target} |"
         )
-    print("\n| kl reference | peak RSS (MiB) |\n|---|---|")
-    for kind in ("adapter_disabled", "frozen_copy"):
-        print(f"| {kind} | {memory[kind]['peak_rss_mib']:.0f} |")
-    print(f"\nfrozen copy costs {memory['frozen_copy_extra_mib']:.0f} MiB more; results in {RESULTS}")
+    if memory:
+        print("\n| kl reference | peak RSS (MiB) |\n|---|---|")
+        for kind in ("adapter_disabled", "frozen_copy"):
+            print(f"| {kind} | {memory[kind]['peak_rss_mib']:.0f} |")
+        print(f"\nfrozen copy costs {memory['frozen_copy_extra_mib']:.0f} MiB more")
+    print(f"results in {RESULTS}")
 
 
 if __name__ == "__main__":
