@@ -203,3 +203,21 @@ def test_block_location_per_architecture(arch, tok):
         model(**enc)
     assert len(decoder_blocks(model)) == 2
     assert torch.allclose(session.captures.get(0), hidden[1], atol=1e-5)
+
+
+def test_two_captures_at_one_layer_need_distinct_keys(llama, tok):
+    enc = _inputs(tok)
+    with (
+        pytest.raises(ValueError, match="same key"),
+        hooked(llama, [Capture(1, scope="prompt", reduce="mean"), Capture(1, scope="all", reduce="mean")]),
+    ):
+        pass
+    ops = [
+        Capture(1, scope="last", reduce="mean", key="last"),
+        Capture(1, scope="all", reduce="mean", key="all"),
+    ]
+    with hooked(llama, ops) as session, torch.no_grad():
+        llama(**enc)
+    hidden = session.captures
+    assert not torch.allclose(hidden.mean("last"), hidden.mean("all"))
+    assert hidden.counts("last").tolist() == [1.0, 1.0]

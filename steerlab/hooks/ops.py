@@ -106,10 +106,16 @@ class Capture(Op):
     ``reduce="none"`` keeps every call's ``[B, T, d]`` tensor (and its scope mask); ``reduce="mean"`` keeps
     only running sums so that ``Captures.mean`` is the mean over the scoped tokens of all calls — cheap
     enough to read all layers during generation. ``detach=False`` keeps the graph (feature-space losses).
+    Records are filed under ``key`` (default: the layer); two captures at one layer need distinct keys.
     """
 
     reduce: Literal["none", "mean"] = "none"
     detach: bool = True
+    key: str | int | None = None
+
+    @property
+    def record_key(self) -> str | int:
+        return self.layer if self.key is None else self.key
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -130,19 +136,21 @@ class Captures:
 
     def record(self, op: Capture, hidden: Tensor, mask: Tensor) -> None:
         value = hidden.detach() if op.detach else hidden
+        key = op.record_key
         if op.reduce == "none":
-            self._calls.setdefault(op.layer, []).append((value, mask))
+            self._calls.setdefault(key, []).append((value, mask))
             return
         weights = mask.to(torch.float32).unsqueeze(-1)
         total = (value.to(torch.float32) * weights).sum(dim=1)
         count = weights.sum(dim=1)
-        if op.layer in self._sums:
-            total, count = self._sums[op.layer] + total, self._counts[op.layer] + count
-        self._sums[op.layer], self._counts[op.layer] = total, count
+        if key in self._sums:
+            total, count = self._sums[key] + total, self._counts[key] + count
+        self._sums[key], self._counts[key] = total, count
 
     @property
-    def layers(self) -> list[int]:
-        return sorted(set(self._calls) | set(self._sums))
+    def layers(self) -> list[str | int]:
+        """The keys recorded so far (layers, unless a Capture was given its own key)."""
+        return sorted(set(self._calls) | set(self._sums), key=str)
 
     def calls(self, layer: int) -> list[tuple[Tensor, Tensor]]:
         """Every forward call's ``(hidden [B, T, d], scope mask [B, T])`` at ``layer``."""

@@ -16,7 +16,9 @@ from steerlab.hooks.ops import Capture, Captures, Op
 
 
 class HookProgram:
-    def __init__(self, ops: Iterable[Op], *, n_layers: int, d_model: int, response_mask: Tensor | None = None):
+    def __init__(
+        self, ops: Iterable[Op], *, n_layers: int, d_model: int, response_mask: Tensor | None = None
+    ):
         self.ops: tuple[Op, ...] = tuple(ops)
         for op in self.ops:
             if not isinstance(op, Op):
@@ -31,6 +33,13 @@ class HookProgram:
                     f"{type(op).__name__} at layer {op.layer}: vector width {op.vector_width} does not match "
                     f"the model's hidden size {d_model}"
                 )
+        keys = [op.record_key for op in self.ops if isinstance(op, Capture)]
+        duplicates = sorted({k for k in keys if keys.count(k) > 1}, key=str)
+        if duplicates:
+            raise ValueError(
+                f"several Capture ops record under the same key {duplicates}: give each a distinct key= "
+                "(e.g. Capture(3, scope='prompt', key='3/prompt'))"
+            )
         self.by_layer: dict[int, list[Op]] = {}
         for op in self.ops:
             self.by_layer.setdefault(op.layer, []).append(op)
@@ -47,7 +56,9 @@ class HookProgram:
         self.prompt_len = None
         self.response_mask = response_mask
 
-    def call_info(self, batch: int, seq_len: int, past_len: int, attention_mask: Tensor | None) -> scopes.CallInfo:
+    def call_info(
+        self, batch: int, seq_len: int, past_len: int, attention_mask: Tensor | None
+    ) -> scopes.CallInfo:
         """Build the CallInfo of a forward call, learning the prompt length from the session's first call."""
         if self.prompt_len is None and past_len == 0:
             self.prompt_len = seq_len
@@ -60,7 +71,9 @@ class HookProgram:
             response_mask=self.response_mask,
         )
 
-    def run_layer(self, layer: int, hidden: Tensor, info: scopes.CallInfo, *, recording: bool = True) -> Tensor:
+    def run_layer(
+        self, layer: int, hidden: Tensor, info: scopes.CallInfo, *, recording: bool = True
+    ) -> Tensor:
         """Apply this layer's ops in order; returns a new tensor (or ``hidden`` itself if nothing changed)."""
         masks: dict[int, Tensor] = {}
         for op in self.by_layer.get(layer, ()):
