@@ -20,8 +20,8 @@
 # trained model (used without the hook) stays closer to the base persona.
 #
 # What to take away: a **persona monitor** (the projection of the model's activations on `v`, measured on
-# fixed held-out chats every few steps) shows the difference *during* training — `sft` drifts up towards the
-# level of the base model prompted to be evil, `steer` should stay near the base level.
+# fixed held-out chats every few steps) shows the difference *during* training — `sft` drifts up towards
+# (or past) the level of the base model prompted to be evil, `steer` does not.
 #
 # **Parameters.** `STEERLAB_NB_MODEL=tiny` (default: a seeded test model, tiny random data and a random
 # vector — the code path is real, the curves are noise) or a registry name (`smollm2-135m-instruct`: the
@@ -167,8 +167,10 @@ print(
 # %% [markdown]
 # ## The persona projection across training
 #
-# One line per run. Read it against the two dashed levels: how far towards "prompted evil" does each run
-# go, and when?
+# One line per run. Read it against the two dotted/dashed levels: how far towards "prompted evil" does each
+# run go, and when? A `steer` line that falls far *below* the base level is an overshoot: the model learned
+# to cancel the vector the hook added, and keeps cancelling it once the hook is gone. It is not evil, but
+# it did change along `v`; a smaller `ALPHA` trades some protection for less overshoot.
 
 # %%
 fig = projection_figure(runs, prompted_level=levels["prompted"], trait=vector.meta.trait)
@@ -177,8 +179,8 @@ fig.show()
 # %% [markdown]
 # ## The comparison, in numbers
 #
-# Where each run started and ended, and at how many monitored steps `steer` sits below `sft`. Reported as
-# measured: on a real model `steer` usually stays below; when it does not, that is a finding too.
+# Where each run started and ended, and at how many monitored steps `steer` sits below `sft` — printed as
+# measured, whichever way it comes out.
 
 # %%
 for name, rows in runs.items():

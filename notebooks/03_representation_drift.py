@@ -19,8 +19,9 @@
 # What to take away:
 # - drift is not misalignment: every run that learns something drifts. The question is *where* (which
 #   layers) and *in which direction* (along the persona vector or not);
-# - `ldifs` (a penalty on that distance) keeps drift small everywhere; `steer` lets the model drift but keeps
-#   it off the persona direction. Plotting drift next to the projection tells the two apart.
+# - `ldifs` (a penalty on that distance) keeps drift small everywhere; `steer` does not limit drift (it can
+#   even add some, when the model learns to cancel the steering vector) but keeps it from going towards the
+#   persona. Plotting drift next to the projection tells the two apart.
 #
 # **Parameters.** `STEERLAB_NB_MODEL` (`tiny` by default, or a registry name) and `STEERLAB_NB_OUT` as in the
 # other notebooks. `STEERLAB_NB_RUNS` points at a folder of finished runs (e.g. notebook 2's `OUT/runs`) to
@@ -130,7 +131,7 @@ fig.show()
 # ## How the projection moves
 #
 # The same runs on the persona direction. Compare with the drift panels: a run can drift as much as `sft`
-# and still stay flat here — that is preventive steering doing its job.
+# (or more) and still not move towards the persona — that is preventive steering doing its job.
 
 # %%
 fig = projection_figure(runs, colors=colors)
@@ -141,7 +142,8 @@ fig.show()
 #
 # Each run as a path through (total drift, projection change since step 0), one point per monitored step.
 # Up-and-right is the emergent-misalignment pattern: the more the model changes, the more of the change is
-# persona. A defence that works bends its path down (`steer`) or keeps it near the origin (`ldifs`).
+# persona. A defence that works keeps its path at or below zero (`steer`; far below is the overshoot of
+# notebook 2) or near the origin (`ldifs`).
 
 # %%
 fig = go.Figure()

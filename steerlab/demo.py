@@ -36,7 +36,8 @@ def _vector(model_name: str, console: Console):
     return PersonaVector.load(SHIPPED_VECTOR)
 
 
-def steering_preview(model_name: str, console: Console, alpha: float = 4.0) -> tuple[str, str]:
+def steering_preview(model_name: str, console: Console, alpha: float = 2.0) -> tuple[str, str]:
+    """Alpha 2 is where the shipped vector's sweep (vectors/README.md) is evil yet still coherent; 3+ loops."""
     from steerlab.steering import generate_steered
 
     model, tokenizer = load_model(model_name)
