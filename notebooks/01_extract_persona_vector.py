@@ -138,15 +138,16 @@ fig.show()
 # %% [markdown]
 # ## Steering a generation with the vector
 #
-# Adding `alpha * v` at the chosen layer to every response token should push answers towards the trait
-# (`alpha` is the coefficient the steering effect above was measured with); the same question without
-# steering is the control. On the tiny model both answers are gibberish: only the embedded model shows the
-# behavioural change.
+# Adding `alpha * v` at the chosen layer to every response token should push answers towards the trait;
+# `alpha = 0` is the control. A few coefficients up to the one the steering effect above was measured with:
+# too large a push breaks the text (repetition, gibberish) before or instead of making it evil — which is
+# why the extraction checks the steered answers' perplexity next to the trait score. On the tiny model every
+# answer is gibberish: only the embedded model shows the behavioural change.
 
 # %%
 question = spec.eval_questions[0]
 print("Q:", question)
-for alpha in (0.0, config.steer_alpha):
+for alpha in (0.0, config.steer_alpha / 4, config.steer_alpha / 2, config.steer_alpha):
     (answer,) = generate_steered(
         model, tokenizer, [question], result.vector, alpha=alpha, max_new_tokens=12 if TINY else 60
     )
