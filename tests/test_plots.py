@@ -273,3 +273,18 @@ def test_screening_threshold_only_and_errors(tmp_path):
     path.write_text("rank,index,flagged\n1,4,true\n")
     with pytest.raises(PlotDataError, match=r"screen.csv:1: missing column\(s\) 'projection_diff'"):
         load_screening(path)
+
+
+def test_layer_figure_reads_the_shipped_extraction_sidecar():
+    import json
+    from pathlib import Path
+
+    from steerlab.plots.layers import layer_separation_figure
+
+    sidecar = Path(__file__).resolve().parents[1] / "vectors" / "smollm2-135m-instruct" / "evil.json"
+    meta = json.loads(sidecar.read_text())
+    fig = layer_separation_figure(meta["stats"], chosen_layer=meta["chosen_layer"], source=str(sidecar))
+    names = {trace.name for trace in fig.data}
+    assert any("with system prompt" in n for n in names) and any("text only" in n for n in names)
+    auroc = next(t for t in fig.data if "with system prompt" in t.name)
+    assert len(auroc.x) == meta["n_layers"]

@@ -20,6 +20,25 @@ AUROC_CURVES = {
 EFFECT_CURVE = "steer_effect"
 
 
+def curves_from_extraction(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """Map an extraction sidecar's ``stats`` (``layer_curves`` lists, ``steering_effect``) to this figure's keys.
+
+    `steerlab.extract` stores curves as lists over all layers; the figure takes ``{layer: value}`` maps.
+    Keys the figure already understands are kept as they are.
+    """
+    curves = stats.get("layer_curves")
+    out = dict(stats)
+    if isinstance(curves, Mapping):
+        for source_key, key in (("auroc_system", "auroc_eval"), ("auroc_text", "auroc_eval_text_only")):
+            values = curves.get(source_key)
+            if key not in out and isinstance(values, list):
+                out[key] = {layer: v for layer, v in enumerate(values) if v is not None}
+    effect = stats.get("steering_effect")
+    if EFFECT_CURVE not in out and isinstance(effect, Mapping):
+        out[EFFECT_CURVE] = {layer: v for layer, v in effect.items() if v is not None}
+    return out
+
+
 def layer_separation_figure(
     stats: Mapping[str, Any],
     *,
@@ -34,6 +53,7 @@ def layer_separation_figure(
     """
     if not isinstance(stats, Mapping):
         raise PlotDataError(f"{source}: expected an object of per-layer curves, got {type(stats).__name__}")
+    stats = curves_from_extraction(stats)
     aurocs = {
         key: schema.layer_map(stats[key], source, key) for key in AUROC_CURVES if stats.get(key) is not None
     }
