@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from steerlab.evaluate.run_eval import EvalConfig
-from steerlab.train.config import ConfigError, ExperimentConfig, config_from_dict
+from steerlab.train.config import ConfigError, ExperimentConfig, config_from_dict, read_yaml
 
 _TOP_KEYS = {
     "name",
@@ -192,14 +192,7 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
 def load_grid(path: str | Path) -> Grid:
     """Read and validate a grid file; every cell's run config is validated too (unknown keys named)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: grid file does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        raise ConfigError(f"{path}: invalid YAML at line {mark.line + 1 if mark else '?'}") from None
-    data = _mapping(data, str(path))
+    data = _mapping(read_yaml(path, "grid"), str(path))
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise ConfigError(

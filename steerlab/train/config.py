@@ -325,18 +325,23 @@ def config_from_dict(data: Any, *, source: str = "<config>", base: Path | None =
     return cfg
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Load and validate a YAML experiment file."""
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """Parse a YAML file; a missing file or a syntax error becomes a `ConfigError` naming file and line."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file does not exist")
+        raise ConfigError(f"{path}: {what} file does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "?"
         raise ConfigError(f"{path}: invalid YAML at {where}: {getattr(error, 'problem', error)}") from None
-    return config_from_dict(data, source=str(path), base=path.resolve().parent)
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Load and validate a YAML experiment file."""
+    path = Path(path)
+    return config_from_dict(read_yaml(path), source=str(path), base=path.resolve().parent)
 
 
 def dump_config(cfg: ExperimentConfig) -> str:
