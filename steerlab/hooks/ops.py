@@ -65,8 +65,8 @@ class Add(Op):
 
 
 @dataclass(frozen=True, eq=False)
-class Ablate(Op):
-    """Project the unit direction of v out of h on the scoped positions."""
+class _DirectionOp(Op):
+    """An op that acts along the unit direction of ``vector`` (which must therefore be non-zero)."""
 
     vector: Tensor = field(default=None)  # type: ignore[assignment]
 
@@ -75,26 +75,28 @@ class Ablate(Op):
         _check_vector(self.vector)
         _unit(self.vector)
 
+    def _unit_like(self, hidden: Tensor) -> Tensor:
+        return _unit(self.vector.float()).to(device=hidden.device, dtype=hidden.dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class Ablate(_DirectionOp):
+    """Project the unit direction of v out of h on the scoped positions."""
+
     def apply(self, hidden: Tensor, mask: Tensor) -> Tensor:
-        unit = _unit(self.vector.float()).to(device=hidden.device, dtype=hidden.dtype)
+        unit = self._unit_like(hidden)
         projection = (hidden @ unit) * mask.to(hidden.dtype)
         return hidden - projection.unsqueeze(-1) * unit
 
 
 @dataclass(frozen=True, eq=False)
-class SetProjection(Op):
+class SetProjection(_DirectionOp):
     """Set the projection of h on the unit direction of v to ``value`` on the scoped positions."""
 
-    vector: Tensor = field(default=None)  # type: ignore[assignment]
     value: float = 0.0
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_vector(self.vector)
-        _unit(self.vector)
-
     def apply(self, hidden: Tensor, mask: Tensor) -> Tensor:
-        unit = _unit(self.vector.float()).to(device=hidden.device, dtype=hidden.dtype)
+        unit = self._unit_like(hidden)
         shift = (self.value - hidden @ unit) * mask.to(hidden.dtype)
         return hidden + shift.unsqueeze(-1) * unit
 
