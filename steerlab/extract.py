@@ -2,23 +2,27 @@
 
 Pipeline (every stage writes to ``workdir`` and a rerun picks up where a killed one stopped):
 
-1. generate answers to every extraction *and* evaluation question under every pos and neg system prompt
-   (``samples_per_prompt`` samples each; ``generations.jsonl``);
-2. read activations teacher-forced, all layers in one pass per batch: extraction answers with their system
-   prompt (response-mean, prompt-mean, last-prompt-token), and response-means of the text-only readings
-   and of the evaluation answers (``acts_*.safetensors``);
-3. optional judge filtering: keep a (question, instruction, sample) pair only when the pos answer scores
+1. generate answers to every *extraction* question under every candidate pos and neg system prompt
+   (``samples_per_prompt`` samples each; ``generations.jsonl``) and read their activations teacher-forced,
+   all layers in one pass per batch, with the system prompt in context (response-mean, prompt-mean,
+   last-prompt-token);
+2. optionally keep only the ``select_instructions`` instruction pairs the model follows best
+   (`steerlab.instruction_select`, cross-fitted on the extraction answers; the evaluation questions are
+   not looked at);
+3. generate answers to the *evaluation* questions under the kept instructions, and read the text-only
+   extraction answers and the evaluation answers (``acts_*.safetensors``);
+4. optional judge filtering: keep a (question, instruction, sample) pair only when the pos answer scores
    >= ``trait_threshold``, the neg answer < ``trait_threshold``, and both are coherent (>=
    ``coherence_threshold``). The offline default judge is a probe *cross-fitted* over two halves of the
    extraction questions (so no answer is judged by a probe that saw it) plus the perplexity coherence score;
-4. vector per layer = mean(pos) - mean(neg) of the response means with the system prompt in context;
-5. an offline probe judge (`steerlab.judges.probe.ProbeJudge`) trained on all extraction answers and tested on
-   the evaluation answers; per-layer AUROCs; steering effect on a subset of layers; layer choice
-   (`steerlab.layer_select`).
+5. vector per layer = mean(pos) - mean(neg) of the response means with the system prompt in context;
+6. an offline probe judge (`steerlab.judges.probe.ProbeJudge`) trained on the extraction answers and tested
+   on the evaluation answers; per-layer held-out AUROCs;
+7. steering effect on a subset of layers; layer choice (`steerlab.layer_select`).
 
-The vector's ``meta.stats`` keeps everything needed to judge it: counts, per-layer curves (with and without
-filtering, system-prompt and text-only readings), the steering effects, the probe's held-out metrics, the
-choice and its reason, and the time of each stage.
+The vector's ``meta.stats`` keeps everything needed to judge it: counts, instruction scores, per-layer
+curves (with and without filtering, system-prompt and text-only readings), the steering effects, the
+probe's held-out metrics, the choice and its reason, and the time of each stage.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +46,7 @@ from steerlab.activations import collect_means
 from steerlab.architectures import hidden_size, num_layers
 from steerlab.atomic import atomic_path, write_json, write_text
 from steerlab.generation import GenRequest, chat_messages, generate
+from steerlab.instruction_select import score_instructions, select_instructions
 from steerlab.judges.base import TraitScorer
 from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge, binary_metrics, fit_logistic
 from steerlab.layer_select import auroc_per_layer, choose_layer, eligible_layers, plot_layer_curves, spread
@@ -58,7 +63,8 @@ class ExtractConfig:
     """Knobs of one extraction; all of them land in the vector's stats."""
 
     samples_per_prompt: int = 1
-    n_instructions: int | None = None  # use the first n instruction pairs (None: all)
+    n_instructions: int | None = None  # candidate instruction pairs: the first n (None: all)
+    select_instructions: int | None = None  # keep the k best-followed candidates (None: keep all)
     max_new_tokens: int = 48
     batch_size: int = 16
     temperature: float = 1.0
@@ -79,6 +85,8 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.filter not in ("none", "judge"):
             raise ValueError(f"filter must be 'none' or 'judge', got {self.filter!r}")
+        if self.select_instructions is not None and self.select_instructions < 1:
+            raise ValueError(f"select_instructions must be >= 1 or None, got {self.select_instructions}")
         for key in ("samples_per_prompt", "max_new_tokens", "batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -95,17 +103,25 @@ class ExtractResult:
 # ---------------------------------------------------------------------------------------------- stages
 
 
-def build_requests(spec: TraitSpec, config: ExtractConfig) -> list[GenRequest]:
+def candidate_instructions(spec: TraitSpec, config: ExtractConfig) -> list[int]:
+    n = len(spec.instructions)
+    return list(range(n if config.n_instructions is None else min(config.n_instructions, n)))
+
+
+def build_requests(
+    spec: TraitSpec,
+    config: ExtractConfig,
+    *,
+    splits: Sequence[str] = ("extract", "eval"),
+    instructions: Sequence[int] | None = None,
+) -> list[GenRequest]:
     """Every (split, question, instruction, sample, side) to answer, pos and neg of a slot side by side."""
-    n_inst = (
-        len(spec.instructions)
-        if config.n_instructions is None
-        else min(config.n_instructions, len(spec.instructions))
-    )
+    questions_of = {"extract": spec.extract_questions, "eval": spec.eval_questions}
+    chosen = candidate_instructions(spec, config) if instructions is None else list(instructions)
     requests = []
-    for split, questions in (("extract", spec.extract_questions), ("eval", spec.eval_questions)):
-        for q, question in enumerate(questions):
-            for i in range(n_inst):
+    for split in splits:
+        for q, question in enumerate(questions_of[split]):
+            for i in chosen:
                 for s in range(config.samples_per_prompt):
                     for side in SIDES:
                         system = system_prompt(spec, i, side)
@@ -325,24 +341,24 @@ def extract(
     if limit:
         spec.check_lengths(tokenizer, limit - config.max_new_tokens)
 
-    # 1. generation
-    records = generate(
+    # 1. extraction answers under every candidate instruction pair, read with the system prompt in context
+    generation = {
+        "out_path": workdir / "generations.jsonl",
+        "batch_size": config.batch_size,
+        "max_new_tokens": config.max_new_tokens,
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "progress": progress,
+    }
+    ext = generate(
         model,
         tokenizer,
-        build_requests(spec, config),
-        out_path=workdir / "generations.jsonl",
-        batch_size=config.batch_size,
-        max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature,
-        top_p=config.top_p,
+        build_requests(spec, config, splits=("extract",)),
         seed=config.seed,
-        progress=progress,
+        desc="extraction answers",
+        **generation,
     )
     times["generate"] = time.perf_counter() - t0
-    ext = [r for r in records if r["split"] == "extract"]
-    evl = [r for r in records if r["split"] == "eval"]
-
-    # 2. activations
     t = time.perf_counter()
     read = {
         "model": model,
@@ -354,6 +370,36 @@ def extract(
     ext_sys = read_activations(
         records=ext, name="extract_system", with_system=True, variants=("response", "prompt", "last"), **read
     )
+    times["activations"] = time.perf_counter() - t
+
+    # 2. keep the instruction pairs the model follows (judged on extraction answers only)
+    candidates = candidate_instructions(spec, config)
+    instruction_scores = (
+        score_instructions(ext_sys["response"], ext) if len(spec.extract_questions) >= 2 else []
+    )
+    chosen_instructions = (
+        candidates
+        if config.select_instructions is None
+        else select_instructions(instruction_scores, config.select_instructions)
+    )
+    if chosen_instructions != candidates:
+        rows = [n for n, r in enumerate(ext) if r["i"] in chosen_instructions]
+        ext = [ext[n] for n in rows]
+        ext_sys = {k: v[rows] for k, v in ext_sys.items()}
+
+    # 3. evaluation answers (chosen instructions only) and the remaining readings
+    t = time.perf_counter()
+    evl = generate(
+        model,
+        tokenizer,
+        build_requests(spec, config, splits=("eval",), instructions=chosen_instructions),
+        seed=config.seed + 1,
+        desc="evaluation answers",
+        **generation,
+    )
+    records = ext + evl
+    times["generate"] += time.perf_counter() - t
+    t = time.perf_counter()
     ext_txt = read_activations(
         records=ext, name="extract_text", with_system=False, variants=("response",), **read
     )
@@ -363,9 +409,9 @@ def extract(
     evl_txt = read_activations(
         records=evl, name="eval_text", with_system=False, variants=("response",), **read
     )
-    times["activations"] = time.perf_counter() - t
+    times["activations"] += time.perf_counter() - t
 
-    # 3. the offline probe judge (text-only reading) and judge scores for filtering
+    # 4. the offline probe judge (text-only reading) and judge scores for filtering
     t = time.perf_counter()
     ext_labels = np.array([int(r["side"] == "pos") for r in ext])
     evl_labels = np.array([int(r["side"] == "pos") for r in evl])
@@ -421,7 +467,7 @@ def extract(
         )
     times["judge"] = time.perf_counter() - t
 
-    # 4. vectors (all pairs, and the judge-confirmed ones)
+    # 5. vectors (all pairs, and the judge-confirmed ones)
     all_pairs = [True] * len(ext_pairs)
     raw, n_pos_all, n_neg_all = mean_diff(ext_sys["response"], ext_pairs, all_pairs)
     if config.filter == "judge" and not any(ext_keep):
@@ -436,7 +482,7 @@ def extract(
     )
     variants = {v: mean_diff(ext_sys[v], ext_pairs, ext_keep)[0] for v in ("prompt", "last")}
 
-    # 5. per-layer separation on the evaluation answers
+    # 6. per-layer separation on the evaluation answers
     def curve(vecs: Tensor, acts: Tensor, keep: list[bool]) -> list[float]:
         pos = [p for (p, _), k in zip(evl_pairs, keep, strict=True) if k]
         neg = [n for (_, n), k in zip(evl_pairs, keep, strict=True) if k]
@@ -458,11 +504,17 @@ def extract(
     if probe_curve:
         curves["probe_crossfit_auroc_extract_text"] = probe_curve
 
-    # 6. steering effect on a subset of layers, then the choice
+    # 7. steering effect on a subset of layers, then the choice
     t = time.perf_counter()
-    # With judge filtering, separation is judged on the pairs the judge confirms (answers that do / do not
-    # show the trait; at least 5 of them); otherwise on all evaluation pairs.
-    reading = "confirmed_eval" if config.filter == "judge" and sum(evl_keep) >= 5 else "all_eval"
+    # Separation is judged on all evaluation pairs when some layer reaches min_auroc there; otherwise, with
+    # judge filtering, on the pairs the judge confirms (answers that do / do not show the trait; >= 5).
+    reading = (
+        "confirmed_eval"
+        if config.filter == "judge"
+        and sum(evl_keep) >= 5
+        and not any(a >= config.min_auroc for a in curves["auroc_system"] if math.isfinite(a))
+        else "all_eval"
+    )
     sel_system = curves["auroc_system_confirmed_eval" if reading == "confirmed_eval" else "auroc_system"]
     sel_text = curves["auroc_text_confirmed_eval" if reading == "confirmed_eval" else "auroc_text"]
     eligible = eligible_layers(sel_system, config.min_auroc, exclude=[0])
@@ -514,6 +566,11 @@ def extract(
             "eval_pairs": len(evl_pairs),
             "n_pos_unfiltered": n_pos_all,
             "n_neg_unfiltered": n_neg_all,
+        },
+        "instructions": {
+            "candidates": candidates,
+            "chosen": chosen_instructions,
+            "crossfit_auroc": {str(x.index): round(x.auroc, 4) for x in instruction_scores},
         },
         "filter": filter_counts,
         "layer_curves": curves,

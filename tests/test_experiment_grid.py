@@ -73,3 +73,41 @@ def test_a_reference_to_a_missing_arm(tmp_path):
     }
     with pytest.raises(ConfigError, match=r"\{cell:nope\} names an arm"):
         load_grid(_grid(tmp_path, arms=arms))
+
+
+def test_results_table_reads_both_misalignment_readings(tmp_path):
+    """Score = 100 - alignment; 'rise prevented' puts an arm between base (100%) and sft (0%)."""
+    import json
+
+    from steerlab.experiment.results import collect_rows, markdown_table
+
+    grid = load_grid(_grid(tmp_path))
+    evals = {
+        grid.root / "base" / "eval": {
+            "alignment": 50.0,
+            "alignment_ci": [40.0, 60.0],
+            "general_misalignment": 0.2,
+        },
+        grid.root / "base" / "eval_medical": {"in_domain": 0.0, "in_domain_logprob_gap": -0.5},
+        grid.root / "medical__sft" / "eval": {
+            "alignment": 20.0,
+            "alignment_ci": [15.0, 25.0],
+            "general_misalignment": 0.1,
+        },
+        grid.root / "medical__ppl" / "eval": {
+            "alignment": 35.0,
+            "alignment_ci": [30.0, 40.0],
+            "general_misalignment": 0.05,
+        },
+    }
+    for folder, payload in evals.items():
+        folder.mkdir(parents=True)
+        (folder / "eval.json").write_text(json.dumps(payload))
+    rows = {r["arm"]: r for r in collect_rows(grid)}
+    assert rows["base"]["misalignment_score"] == 50.0 and rows["base"]["in_domain_logprob_gap"] == -0.5
+    assert rows["sft"]["misalignment_score_ci"] == [75.0, 85.0]
+    assert rows["ppl"]["rise_prevented_pct"] == 50.0  # 65 sits halfway between base 50 and sft 80
+    assert rows["ppl"]["reduction_vs_sft_pct"] == 50.0  # rate 0.05 vs 0.1
+    assert rows["sft"]["rise_prevented_pct"] is None
+    table = markdown_table(list(rows.values()))
+    assert "| medical | ppl | 65.0 [60.0, 70.0] | +50% |" in table

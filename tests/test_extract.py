@@ -12,6 +12,7 @@ from steerlab.activations import answer_nll, collect_means, encode_chat
 from steerlab.extract import ExtractConfig, build_requests, confirmed_pairs, extract, pair_slots, save_result
 from steerlab.generation import GenerationFileError, GenRequest, chat_messages, generate, read_generations
 from steerlab.hooks import Capture, hooked
+from steerlab.instruction_select import score_instructions, select_instructions
 from steerlab.layer_select import auroc, choose_layer, spread
 from steerlab.traits import trait_from_pairs
 from steerlab.vectors import PersonaVector
@@ -266,3 +267,48 @@ def test_auroc_and_layer_choice_rules():
     layer, _ = choose_layer(system, text, None, exclude=[1])
     assert layer == 2
     assert spread([1, 2, 3, 4, 5, 6, 7], 3) == [1, 4, 7]
+
+
+# ------------------------------------------------------------------------------------ instruction choice
+
+
+def _instruction_records(n_questions: int = 6):
+    """Instruction 0 is followed (pos answers shifted along +x), instruction 1 is ignored (no shift)."""
+    gen = torch.Generator().manual_seed(0)
+    records, rows = [], []
+    for q in range(n_questions):
+        for i in (0, 1):
+            for side in ("pos", "neg"):
+                act = torch.randn(3, 4, generator=gen)
+                if i == 0 and side == "pos":
+                    act[:, 0] += 6.0
+                records.append({"q": q, "i": i, "side": side})
+                rows.append(act)
+    return torch.stack(rows), records
+
+
+def test_instruction_scores_rank_the_followed_instruction_first():
+    acts, records = _instruction_records()
+    scores = score_instructions(acts, records)
+    by_index = {s.index: s for s in scores}
+    assert by_index[0].auroc > 0.9 and by_index[1].auroc < 0.8
+    assert by_index[0].n_pairs == 6
+    assert select_instructions(scores, 1) == [0] and select_instructions(scores, 2) == [0, 1]
+    with pytest.raises(ValueError, match="k must be"):
+        select_instructions(scores, 0)
+    with pytest.raises(ValueError, match="activation rows"):
+        score_instructions(acts[:-1], records)
+
+
+def test_extraction_keeps_only_the_selected_instructions(llama, tok, tmp_path):
+    config = ExtractConfig(max_new_tokens=6, batch_size=8, steer_layers=[], select_instructions=1)
+    result = extract(llama, tok, _spec(), workdir=tmp_path / "run", config=config, progress=False)
+    chosen = result.stats["instructions"]["chosen"]
+    assert len(chosen) == 1 and result.stats["instructions"]["candidates"] == [0, 1]
+    assert set(result.stats["instructions"]["crossfit_auroc"]) == {"0", "1"}
+    assert {r["i"] for r in result.records} == set(chosen)
+    assert result.stats["counts"]["eval_answers"] == len(EVAL) * 2
+    # every candidate's extraction answers were generated (and kept on disk for a resumed run)
+    on_disk = read_generations(tmp_path / "run" / "generations.jsonl")
+    assert {r["i"] for r in on_disk.values() if r["split"] == "extract"} == {0, 1}
+    assert {r["i"] for r in on_disk.values() if r["split"] == "eval"} == set(chosen)

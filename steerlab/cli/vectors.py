@@ -45,7 +45,12 @@ def extract_cmd(
         Path | None, typer.Option(help="resumable work folder (default runs/extract-<model>-<trait>)")
     ] = None,
     samples: Annotated[int, typer.Option(help="samples per (question, instruction, side)")] = 1,
-    instructions: Annotated[int | None, typer.Option(help="use the first N instruction pairs (0 = all)")] = 3,
+    instructions: Annotated[
+        int | None, typer.Option(help="candidate instruction pairs: the first N (0 = all)")
+    ] = 3,
+    select_instructions: Annotated[
+        int, typer.Option(help="keep the K candidates the model follows best on extraction answers (0 = all)")
+    ] = 0,
     max_new_tokens: Annotated[int, typer.Option()] = 40,
     batch_size: Annotated[int, typer.Option()] = 32,
     temperature: Annotated[float, typer.Option()] = 1.0,
@@ -76,6 +81,7 @@ def extract_cmd(
     config = ExtractConfig(
         samples_per_prompt=samples,
         n_instructions=instructions or None,
+        select_instructions=select_instructions or None,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         temperature=temperature,
