@@ -215,6 +215,21 @@ def takeaways(runs: list[Run], baseline: str = "sft") -> list[str]:
     return lines
 
 
+def _monitored_prompted_level(monitored: dict[str, list[dict[str, Any]]]) -> tuple[float | None, str]:
+    """The monitor's step-0 ``prompted_projection`` (the same for every run of one model and chat set)."""
+    values = {
+        name: row["prompted_projection"]
+        for name, rows in monitored.items()
+        for row in rows
+        if row.get("step") == 0 and isinstance(row.get("prompted_projection"), int | float)
+    }
+    if not values:
+        return None, ""
+    names = sorted(values)
+    level = sum(values.values()) / len(values)
+    return level, f"the monitor at step 0 ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+
+
 def _prompted_level(vectors: list[VectorStats], layer: int | None) -> tuple[float | None, str]:
     for vec in vectors:
         for key in PROMPTED_KEYS:
@@ -258,11 +273,13 @@ def build_figures(
 
     if monitored:
         layers = {row["projection_layer"] for rows in monitored.values() for row in rows}
-        prompted, source = _prompted_level(vectors, next(iter(layers)) if len(layers) == 1 else None)
+        prompted, source = _monitored_prompted_level(monitored)
+        if prompted is None:
+            prompted, source = _prompted_level(vectors, next(iter(layers)) if len(layers) == 1 else None)
         caption = "Dotted line: base model at step 0. " + (
             f"Dashed line: base model with the {trait} system prompt, from {source}."
             if prompted is not None
-            else "No steered-prompt level: no vector sidecar in this folder records one."
+            else "No steered-prompt level: no monitor log (step 0) or vector sidecar in this folder records one."
         )
         add(
             "projection",

@@ -374,6 +374,7 @@ def test_run_folder_loads_base_plus_adapter_with_its_arm_and_domain(tmp_path):
     )
     target = load_target(str(run))
     assert (target.arm, target.domain, target.run_dir) == ("kl", "medical", run)
+    assert not hasattr(target.model, "peft_config")  # evaluated as merged weights
     ids = torch.tensor([[1, 5, 9, 12]])
     with torch.no_grad():
         assert torch.allclose(target.model(ids).logits, peft_model.eval()(ids).logits, atol=1e-5)

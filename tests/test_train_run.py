@@ -103,7 +103,8 @@ def test_run_folder_metrics_and_monitor(full_run):
     assert rows[0]["kl"] == 0.0 and rows[0]["ldifs"] == 0.0 and rows[-1]["kl"] > 0
     monitor = result.monitor
     assert [m["step"] for m in monitor] == [0, 2, 4, 6]
-    assert all(set(m) == MONITOR_KEYS for m in monitor)
+    assert set(monitor[0]) == MONITOR_KEYS | {"prompted_projection"}
+    assert all(set(m) == MONITOR_KEYS for m in monitor[1:])
     assert monitor[0]["ldifs"] == 0.0 and monitor[0]["train_loss"] is None and monitor[-1]["ldifs"] > 0
     assert monitor[0]["arm"] == "steer+kl+ldifs+interleave+inoculate"
     assert monitor[2]["train_loss"] == pytest.approx(rows[3]["loss"])
@@ -111,17 +112,28 @@ def test_run_folder_metrics_and_monitor(full_run):
     vector = PersonaVector.load(cfg.arms.steer.vector)
     unit, layer = vector.unit(), vector.layer
     model, tok = tiny_model("llama"), tiny_tokenizer()
-    per_chat = []
-    for ex in load_chat_jsonl(cfg.monitor.chats):
-        from steerlab.data.tokenize import tokenize_chat
+    from steerlab.data.tokenize import tokenize_chat
+    from steerlab.train.monitor import with_system
+    from steerlab.traits import load_trait, system_prompt
 
-        feat = tokenize_chat(tok, ex, 96)
-        with torch.no_grad():
-            hs = model(input_ids=torch.tensor([feat["input_ids"]]), output_hidden_states=True).hidden_states
-        mask = torch.tensor(feat["assistant_mask"], dtype=torch.bool)
-        per_chat.append(float((hs[layer + 1][0][mask] @ unit).mean()))
-    assert monitor[0]["projection"] == pytest.approx(sum(per_chat) / len(per_chat), rel=1e-4)
+    def by_hand(system: str | None) -> float:
+        per_chat = []
+        for ex in load_chat_jsonl(cfg.monitor.chats):
+            feat = tokenize_chat(tok, ex if system is None else with_system(ex, system), 512)
+            with torch.no_grad():
+                hs = model(
+                    input_ids=torch.tensor([feat["input_ids"]]), output_hidden_states=True
+                ).hidden_states
+            mask = torch.tensor(feat["assistant_mask"], dtype=torch.bool)
+            per_chat.append(float((hs[layer + 1][0][mask] @ unit).mean()))
+        return sum(per_chat) / len(per_chat)
+
+    assert monitor[0]["projection"] == pytest.approx(by_hand(None), rel=1e-4)
     assert monitor[0]["projection_layer"] == layer
+    # the persona-prompted reference level: the same chats behind the evil trait's first pos system prompt
+    evil_prompt = system_prompt(load_trait("evil"), 0, "pos")
+    assert monitor[0]["prompted_projection"] == pytest.approx(by_hand(evil_prompt), rel=1e-4)
+    assert monitor[0]["prompted_projection"] != pytest.approx(monitor[0]["projection"], rel=1e-3)
 
 
 def test_saved_model_is_the_plain_fine_tuned_model(full_run):

@@ -96,6 +96,9 @@ def load_target(model_or_run: str) -> EvalTarget:
     from steerlab.train.run import load_finetuned
 
     model = load_finetuned(final, lambda: _load_base(base_name)[0])
+    if hasattr(model, "merge_and_unload"):
+        # an adapter evaluates as its merged weights: same function, no per-layer LoRA detour when sampling
+        model = model.merge_and_unload().eval()
     base_model, tokenizer = _load_base(base_name)
     tokenizer.padding_side = "left"
     arms = config.get("arms") or {}

@@ -144,6 +144,9 @@ class MonitorConfig:
     limit: int = 32
     batch_size: int = 8
     ldifs_layers: list[int] | None = None  # default: the ldifs arm's layers, else 5 evenly spaced blocks
+    # system prompt for the chart's "persona-prompted" reference level; default: the vector's trait's first
+    # pos prompt when the trait is a packaged one; "" turns the reference off
+    prompted_system: str | None = None
 
 
 @dataclass

@@ -18,6 +18,9 @@ no inoculation prompt or interleaved data reaches them.
   The reference features are computed once and cached in ``monitor_reference.safetensors``, so a resumed
   full fine-tuning run needs no frozen copy.
 * ``train_loss``: the loss the trainer logged at that step (null at step 0).
+* ``prompted_projection`` (step 0 only, when ``prompted_system`` is given): the projection of the same
+  chats with that system prompt (the trait-eliciting one) in front, read from the model before training:
+  the level a model that has taken on the persona would sit at, the chart's second reference line.
 
 The model is put in eval mode for the measurement, and no hook of any arm is active (arms hold their ops
 only inside the trainer's training forward).
@@ -46,6 +49,12 @@ from steerlab.train.reference import Reference
 log = logging.getLogger(__name__)
 
 
+def with_system(example: ChatExample, system: str) -> ChatExample:
+    """The chat with ``system`` as its system message (replacing one it already has)."""
+    rest = [m for m in example.messages if m["role"] != "system"]
+    return ChatExample([{"role": "system", "content": system}, *rest], source=example.source)
+
+
 class PersonaMonitor(TrainerCallback):
     def __init__(
         self,
@@ -63,6 +72,7 @@ class PersonaMonitor(TrainerCallback):
         ldifs_layers: Sequence[int] = (),
         reference: Reference | None = None,
         is_main: bool = True,
+        prompted_system: str | None = None,
     ) -> None:
         if not chats:
             raise ValueError("the monitor needs at least one reference chat")
@@ -71,6 +81,16 @@ class PersonaMonitor(TrainerCallback):
         collate = ChatCollator(tokenizer)
         features = [tokenize_chat(tokenizer, ex, max_length) for ex in chats]
         self.batches = [collate(features[i : i + batch_size]) for i in range(0, len(features), batch_size)]
+        self.prompted_batches = []
+        if prompted_system is not None and vector is not None:
+            prompted = [with_system(ex, prompted_system) for ex in chats]
+            # the system prompt is extra context for a reference reading, not training data: give it room
+            room = max_length + len(tokenizer(prompted_system, add_special_tokens=False)["input_ids"]) + 16
+            prompted_features = [tokenize_chat(tokenizer, ex, room) for ex in prompted]
+            self.prompted_batches = [
+                collate(prompted_features[i : i + batch_size])
+                for i in range(0, len(prompted_features), batch_size)
+            ]
         self.unit = None if vector is None else (vector.float() / vector.float().norm())
         self.projection_layer = projection_layer
         self.ldifs_layers = sorted(set(ldifs_layers))
@@ -86,11 +106,13 @@ class PersonaMonitor(TrainerCallback):
 
     # -- measuring ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _features(self, model: nn.Module) -> list[dict[int, Tensor]]:
+    def _features(
+        self, model: nn.Module, batches: list[dict[str, Tensor]] | None = None
+    ) -> list[dict[int, Tensor]]:
         device = next(model.parameters()).device
         ops = [Capture(layer=layer, scope="all", reduce="none") for layer in self.layers]
         out = []
-        for batch in self.batches:
+        for batch in self.batches if batches is None else batches:
             with hooked(model, ops) as session:
                 model(
                     input_ids=batch["input_ids"].to(device),
@@ -141,12 +163,7 @@ class PersonaMonitor(TrainerCallback):
             "projection_layer": self.projection_layer if self.unit is not None else None,
         }
         if self.unit is not None:
-            per_chat = []
-            for batch, fs in zip(self.batches, feats, strict=True):
-                mask = batch["assistant_mask"].float()
-                proj = fs[self.projection_layer] @ self.unit
-                per_chat.append((proj * mask).sum(1) / mask.sum(1))
-            row["projection"] = float(torch.cat(per_chat).mean())
+            row["projection"] = self._projection(self.batches, feats)
         per_layer = {}
         n_tokens = sum(float(b["attention_mask"].sum()) for b in self.batches)
         for layer in self.ldifs_layers:
@@ -159,10 +176,33 @@ class PersonaMonitor(TrainerCallback):
         row["ldifs_per_layer"] = per_layer
         return row
 
+    def _projection(self, batches: list[dict[str, Tensor]], feats: list[dict[int, Tensor]]) -> float:
+        """Mean over chats of the response-mean projection at the vector's layer."""
+        per_chat = []
+        for batch, fs in zip(batches, feats, strict=True):
+            mask = batch["assistant_mask"].float()
+            proj = fs[self.projection_layer] @ self.unit
+            per_chat.append((proj * mask).sum(1) / mask.sum(1))
+        return float(torch.cat(per_chat).mean())
+
+    def prompted_projection(self, model: nn.Module) -> float | None:
+        """Projection of the reference chats with the trait-eliciting system prompt (model as given)."""
+        if not self.prompted_batches:
+            return None
+        was_training = model.training
+        model.eval()
+        try:
+            feats = self._features(model, self.prompted_batches)
+        finally:
+            model.train(was_training)
+        return self._projection(self.prompted_batches, feats)
+
     def _write(self, model: nn.Module, step: int, train_loss: float | None) -> None:
         if step in self.log.steps():
             return  # written before a kill; the resumed run does not duplicate it
         row = {"step": step, "arm": self.arm, **self.measure(model, step), "train_loss": train_loss}
+        if step == 0 and self.prompted_batches:
+            row["prompted_projection"] = self.prompted_projection(model)
         self.log.append(row)
         log.info("monitor step %d: projection=%s ldifs=%s", step, row["projection"], row["ldifs"])
 

@@ -294,7 +294,7 @@ def _monitor(
         )
     chats = list(load_chat_jsonl(mon.chats))[: mon.limit]
     path = mon.vector or (cfg.arms.steer.vector if cfg.arms.steer is not None else None)
-    vector = layer = None
+    vector = layer = prompted = None
     if path is not None:
         pv = PersonaVector.load(path)
         pv.check_model(model, allow_transfer=bool(cfg.arms.steer and cfg.arms.steer.allow_transfer))
@@ -306,6 +306,7 @@ def _monitor(
             )
         )
         vector = pv.vector(layer)
+        prompted = mon.prompted_system if mon.prompted_system is not None else _trait_prompt(pv.meta.trait)
     layers = mon.ldifs_layers or ldifs_layers(cfg, model)
     return PersonaMonitor(
         tokenizer=tokenizer,
@@ -321,7 +322,18 @@ def _monitor(
         ldifs_layers=layers,
         reference=reference,
         is_main=is_main,
+        prompted_system=prompted or None,
     )
+
+
+def _trait_prompt(trait: str | None) -> str | None:
+    """The first pos system prompt of a packaged trait, or None (with a log line) for any other trait."""
+    from steerlab.traits import available_traits, load_trait, system_prompt
+
+    if not trait or trait not in available_traits():
+        log.info("monitor: trait %r is not packaged; no persona-prompted reference level", trait)
+        return None
+    return system_prompt(load_trait(trait), 0, "pos")
 
 
 def train(
