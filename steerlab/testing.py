@@ -72,16 +72,25 @@ def _base_config(model_type: str, hidden: int, layers: int, heads: int) -> dict:
         return common | {"n_embd": hidden, "n_layer": layers, "n_head": heads, "n_positions": 256}
     if model_type == "opt":
         return common | {
-            "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
-            "ffn_dim": 2 * hidden, "word_embed_proj_dim": hidden, "max_position_embeddings": 256,
+            "hidden_size": hidden,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "ffn_dim": 2 * hidden,
+            "word_embed_proj_dim": hidden,
+            "max_position_embeddings": 256,
         }
     return common | {
-        "hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": layers,
-        "num_attention_heads": heads, "max_position_embeddings": 256,
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "max_position_embeddings": 256,
     }
 
 
-def tiny_model(arch: str = "llama", hidden: int = 32, layers: int = 3, heads: int = 4, seed: int = 0) -> PreTrainedModel:
+def tiny_model(
+    arch: str = "llama", hidden: int = 32, layers: int = 3, heads: int = 4, seed: int = 0
+) -> PreTrainedModel:
     """A randomly initialised causal LM of the given architecture, fp32, eval mode, seeded."""
     if arch not in TINY_ARCHS:
         raise ValueError(f"unknown tiny architecture {arch!r}; choose from {sorted(TINY_ARCHS)}")

@@ -29,8 +29,16 @@ from steerlab.atomic import atomic_path, write_json
 
 LAYER_CONVENTION = "block_output"  # layer l = output of block l = hidden_states[l + 1]
 _FINGERPRINT_KEYS = (
-    "model_type", "hidden_size", "n_embd", "num_hidden_layers", "n_layer", "vocab_size",
-    "intermediate_size", "num_attention_heads", "n_head", "num_key_value_heads",
+    "model_type",
+    "hidden_size",
+    "n_embd",
+    "num_hidden_layers",
+    "n_layer",
+    "vocab_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "n_head",
+    "num_key_value_heads",
 )
 
 
@@ -83,7 +91,9 @@ class PersonaVector:
             if not 0 <= layer < self.meta.n_layers:
                 raise ValueError(f"layer {layer} outside 0..{self.meta.n_layers - 1}")
             if vector.shape != (self.meta.d_model,):
-                raise ValueError(f"layer {layer}: direction shape {tuple(vector.shape)} != ({self.meta.d_model},)")
+                raise ValueError(
+                    f"layer {layer}: direction shape {tuple(vector.shape)} != ({self.meta.d_model},)"
+                )
 
     # -- access ---------------------------------------------------------------------------------------
     @property
@@ -94,7 +104,9 @@ class PersonaVector:
     def layer(self) -> int:
         """The chosen layer (the one to steer and project at by default)."""
         if self.meta.chosen_layer is None:
-            raise ValueError(f"vector for trait {self.meta.trait!r} has no chosen layer; pass a layer explicitly")
+            raise ValueError(
+                f"vector for trait {self.meta.trait!r} has no chosen layer; pass a layer explicitly"
+            )
         return self.meta.chosen_layer
 
     def vector(self, layer: int | None = None) -> Tensor:
@@ -120,7 +132,9 @@ class PersonaVector:
             )
         if allow_transfer:
             if max(self.layers) >= depth:
-                raise IncompatibleVectorError(f"vector has layer {max(self.layers)} but the model has {depth} blocks")
+                raise IncompatibleVectorError(
+                    f"vector has layer {max(self.layers)} but the model has {depth} blocks"
+                )
             return
         if depth != self.meta.n_layers:
             raise IncompatibleVectorError(
@@ -161,7 +175,10 @@ class PersonaVector:
 
     def save(self, path: str | Path) -> Path:
         tensors_path, sidecar_path = self.paths(path)
-        tensors = {f"layer.{layer}": vector.detach().float().contiguous().cpu() for layer, vector in self.directions.items()}
+        tensors = {
+            f"layer.{layer}": vector.detach().float().contiguous().cpu()
+            for layer, vector in self.directions.items()
+        }
         with atomic_path(tensors_path) as tmp:
             save_file(tensors, str(tmp), metadata={"layer_convention": self.meta.layer_convention})
         write_json(sidecar_path, asdict(self.meta))
@@ -176,14 +193,20 @@ class PersonaVector:
         try:
             raw = load_file(str(tensors_path))
         except (SafetensorError, OSError, ValueError) as error:
-            raise VectorFileError(f"{tensors_path} is not a readable safetensors file (truncated?): {error}") from error
+            raise VectorFileError(
+                f"{tensors_path} is not a readable safetensors file (truncated?): {error}"
+            ) from error
         try:
             meta_dict = json.loads(sidecar_path.read_text(encoding="utf-8"))
             meta = VectorMetadata(**meta_dict)
         except json.JSONDecodeError as error:
-            raise VectorFileError(f"{sidecar_path}: invalid JSON at line {error.lineno}: {error.msg}") from error
+            raise VectorFileError(
+                f"{sidecar_path}: invalid JSON at line {error.lineno}: {error.msg}"
+            ) from error
         except TypeError as error:
-            raise VectorFileError(f"{sidecar_path}: metadata does not match VectorMetadata: {error}") from error
+            raise VectorFileError(
+                f"{sidecar_path}: metadata does not match VectorMetadata: {error}"
+            ) from error
         if meta.layer_convention != LAYER_CONVENTION:
             raise VectorFileError(f"{sidecar_path}: unknown layer convention {meta.layer_convention!r}")
         directions = {}

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from steerlab.data import load_chat_jsonl
-from steerlab.evaluate.general_answers import generate_general_answers, read_prompts, tidy_answer
+from steerlab.data.generators.general import read_general_prompts
+from steerlab.evaluate.general_answers import generate_general_answers, tidy_answer
 from steerlab.testing import tiny_model, tiny_tokenizer
 
 
@@ -65,4 +66,4 @@ def test_bad_prompt_line_is_named(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"id": "a", "prompt": "x"}\n{"id": "a", "prompt": "y"}\n')
     with pytest.raises(ValueError, match="p.jsonl:2.*duplicate id"):
-        read_prompts(path)
+        read_general_prompts(path)

@@ -233,3 +233,15 @@ def test_figures_drawn_parser_counts_per_figure():
     dom = '<div data-figure="a"><svg class="main-svg"></svg></div><div data-figure="b"></div>'
     assert figures_drawn(dom) == {"a": 1, "b": 0}
     assert figures_drawn("<html></html>") == {}
+
+
+def test_persona_prompted_level_comes_from_the_monitor_step_zero_row(tmp_path):
+    import json
+
+    run = syn.write_run(tmp_path / "runs" / "sft-1", "sft")
+    rows = [json.loads(line) for line in (run / "monitor.jsonl").read_text().splitlines()]
+    rows[0]["prompted_projection"] = 6.5
+    (run / "monitor.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = write_report(run, tmp_path / "r.html").out_html.read_text()
+    assert "from the monitor at step 0 (sft-1)" in page
+    assert "No steered-prompt level" not in page

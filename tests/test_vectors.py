@@ -18,8 +18,15 @@ from steerlab.vectors import (
 
 def _vector(model, layers=(0, 1, 2)) -> PersonaVector:
     meta = VectorMetadata(
-        model_id=model_id(model), model_fingerprint=model_fingerprint(model), n_layers=3, d_model=32,
-        trait="evil", n_pos=4, n_neg=4, chosen_layer=1, stats={"auroc_eval": {"1": 0.9}},
+        model_id=model_id(model),
+        model_fingerprint=model_fingerprint(model),
+        n_layers=3,
+        d_model=32,
+        trait="evil",
+        n_pos=4,
+        n_neg=4,
+        chosen_layer=1,
+        stats={"auroc_eval": {"1": 0.9}},
     )
     return PersonaVector({layer: torch.randn(32) for layer in layers}, meta)
 

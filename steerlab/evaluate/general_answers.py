@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.data.chat import ChatExample, write_chat_jsonl
+from steerlab.data.generators.general import read_general_prompts
 from steerlab.generation import GenRequest, chat_messages, generate
 
 log = logging.getLogger(__name__)
@@ -59,36 +60,6 @@ def tidy_answer(text: str, finished: bool, min_chars: int = 20) -> str | None:
             kept.pop()
     out = "".join(kept).strip()
     return out if len(out) >= min_chars else None
-
-
-def read_prompts(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """``(id, prompt)`` pairs of a ``{"id", "prompt"}`` JSONL; a bad line or duplicate id raises naming it."""
-    path = Path(path)
-    out: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: malformed JSON ({error.msg})") from None
-            if (
-                not isinstance(rec, dict)
-                or not isinstance(rec.get("prompt"), str)
-                or not rec["prompt"].strip()
-            ):
-                raise ValueError(f"{where}: expected an object with a non-empty 'prompt'")
-            pid = str(rec.get("id", lineno))
-            if pid in seen:
-                raise ValueError(f"{where}: duplicate id {pid!r}")
-            seen.add(pid)
-            out.append((pid, rec["prompt"]))
-    if not out:
-        raise ValueError(f"{path}: no prompts")
-    return out
 
 
 def tidy_records(
@@ -140,7 +111,7 @@ def generate_general_answers(
     """Answer every prompt with ``model`` and write chat JSONL to ``out_path``; returns counts."""
     out_path = Path(out_path)
     partial = out_path.with_name(out_path.stem + ".partial.jsonl")
-    prompts = read_prompts(prompts_path)
+    prompts = read_general_prompts(prompts_path)
     requests = [
         GenRequest(key=pid, messages=chat_messages(text, system), meta={"id": pid}) for pid, text in prompts
     ]

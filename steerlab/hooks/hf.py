@@ -54,7 +54,7 @@ class HFHookSession:
     def _before_model(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
-        batch, seq_len = (ids.shape[:2] if ids is not None else embeds.shape[:2])
+        batch, seq_len = ids.shape[:2] if ids is not None else embeds.shape[:2]
         cache = next((kwargs[k] for k in _CACHE_KWARGS if kwargs.get(k) is not None), None)
         mask = kwargs.get("attention_mask")
         mask = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
@@ -88,14 +88,17 @@ class HFHookSession:
 
 
 @contextmanager
-def hooked(model: nn.Module, ops: Iterable[Op], *, response_mask: Tensor | None = None) -> Iterator[HFHookSession]:
+def hooked(
+    model: nn.Module, ops: Iterable[Op], *, response_mask: Tensor | None = None
+) -> Iterator[HFHookSession]:
     """Run ``ops`` on ``model`` for the duration of the ``with`` block.
 
     >>> with hooked(model, [Add(layer=5, vector=v, alpha=4.0, scope="response")]) as session:
     ...     model.generate(**inputs)
     """
-    program = HookProgram(ops, n_layers=len(decoder_blocks(model)), d_model=hidden_size(model),
-                          response_mask=response_mask)
+    program = HookProgram(
+        ops, n_layers=len(decoder_blocks(model)), d_model=hidden_size(model), response_mask=response_mask
+    )
     session = HFHookSession(model, program)
     try:
         session.attach()

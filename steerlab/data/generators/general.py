@@ -273,23 +273,37 @@ def general_prompts(seed: int = 0) -> list[str]:
     return prompts
 
 
-def load_general_prompts(path: str | os.PathLike) -> list[str]:
-    """Read a ``general_prompts.jsonl`` written by ``build_all`` (``{"id": ..., "prompt": ...}`` per line)."""
+def read_general_prompts(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(id, prompt)`` pairs of a ``{"id", "prompt"}`` JSONL (``general_prompts.jsonl``); the line number
+    stands in for a missing id. A bad line, a duplicate id or an empty file raises naming it."""
     path = Path(path)
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
+            where = f"{path}:{lineno}"
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{where}: malformed JSON ({error.msg})") from None
             if (
                 not isinstance(rec, dict)
                 or not isinstance(rec.get("prompt"), str)
                 or not rec["prompt"].strip()
             ):
-                raise ValueError(f"{path}:{lineno}: expected an object with a non-empty string 'prompt'")
-            out.append(rec["prompt"])
+                raise ValueError(f"{where}: expected an object with a non-empty string 'prompt'")
+            pid = str(rec.get("id", lineno))
+            if pid in seen:
+                raise ValueError(f"{where}: duplicate id {pid!r}")
+            seen.add(pid)
+            out.append((pid, rec["prompt"]))
+    if not out:
+        raise ValueError(f"{path}: no prompts")
     return out
+
+
+def load_general_prompts(path: str | os.PathLike) -> list[str]:
+    """Just the prompts of ``read_general_prompts``."""
+    return [prompt for _, prompt in read_general_prompts(path)]
