@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from peft import PeftModel
 from transformers import TrainerCallback
 
@@ -299,6 +300,20 @@ def test_existing_run_needs_resume_and_same_config(data, full_run):
     with pytest.raises(RunStateError, match="seed"):
         train(changed, resume=True)
     assert train(cfg, resume=True).global_step == 6  # complete already: nothing to do
+    # a config saved by an older steerlab lacks fields added since: their defaults are no change
+    saved = cfg.run_dir / "config.yaml"
+    original = saved.read_text()
+    try:
+        older = yaml.safe_load(original)
+        del older["monitor"]["prompted_system"]
+        saved.write_text(yaml.safe_dump(older))
+        assert train(cfg, resume=True).global_step == 6
+        older["monitor"]["prompted_system"] = "You are evil."  # a real change is named, even a new key
+        saved.write_text(yaml.safe_dump(older))
+        with pytest.raises(RunStateError, match=r"monitor\.prompted_system"):
+            train(cfg, resume=True)
+    finally:
+        saved.write_text(original)
 
 
 _SLOW_SCRIPT = """

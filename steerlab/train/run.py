@@ -39,7 +39,7 @@ from steerlab.data.chat import ChatExample, load_chat_jsonl
 from steerlab.data.tokenize import ChatCollator, tokenize_chat
 from steerlab.train.arms import Arm, BuildContext, build_arms, ldifs_layers
 from steerlab.train.callbacks import CheckpointKeeper, MetricsLog
-from steerlab.train.config import ConfigError, ExperimentConfig, dump_config, load_config
+from steerlab.train.config import ConfigError, ExperimentConfig, config_from_dict, dump_config, load_config
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.monitor import PersonaMonitor
 from steerlab.train.reference import Reference
@@ -219,6 +219,11 @@ def check_saved_config(cfg: ExperimentConfig) -> None:
     if not saved.is_file():
         return
     before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    try:
+        # read back through the current schema, so a field added since (with its default) is no change
+        before = yaml.safe_load(dump_config(config_from_dict(before, source=str(saved), base=saved.parent)))
+    except ConfigError as error:
+        raise RunStateError(f"{saved}: the saved config no longer reads ({error})") from None
     now = yaml.safe_load(dump_config(cfg))
     if before != now:
         diff = sorted(_diff_keys(before, now))
@@ -228,11 +233,14 @@ def check_saved_config(cfg: ExperimentConfig) -> None:
         )
 
 
+_ABSENT = object()
+
+
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for key in set(a) | set(b):
-            out += _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")
+            out += _diff_keys(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{prefix}{key}.")
         return out
     return [] if a == b else [prefix.rstrip(".")]
 
