@@ -142,6 +142,10 @@ def build_requests(
     return requests
 
 
+def _digest(tensor: Tensor) -> str:
+    return hashlib.sha256(tensor.detach().float().cpu().numpy().tobytes()).hexdigest()[:10]
+
+
 def _keys_digest(records: list[dict[str, Any]]) -> str:
     h = hashlib.sha256()
     for r in records:
@@ -280,7 +284,8 @@ def steering_effects(
 
     def scores(layer: int | None) -> tuple[float, float, float]:
         ops = [] if layer is None else steer_ops(vectors[layer], layer, config.steer_alpha)
-        tag = "base" if layer is None else f"L{layer}"
+        # the key names the vector too: a rerun with another filter (another vector) must not reuse answers
+        tag = "base" if layer is None else f"L{layer}-{_digest(vectors[layer])}"
         requests = [
             GenRequest(f"{tag}/a{config.steer_alpha:g}/q{q}", chat_messages(text), {"question": text})
             for q, text in enumerate(questions)

@@ -312,3 +312,24 @@ def test_extraction_keeps_only_the_selected_instructions(llama, tok, tmp_path):
     on_disk = read_generations(tmp_path / "run" / "generations.jsonl")
     assert {r["i"] for r in on_disk.values() if r["split"] == "extract"} == {0, 1}
     assert {r["i"] for r in on_disk.values() if r["split"] == "eval"} == set(chosen)
+
+
+def test_steering_answers_are_keyed_by_the_vector_so_a_rerun_with_another_filter_recomputes(
+    llama, tok, tmp_path
+):
+    common = {"max_new_tokens": 6, "batch_size": 8, "steer_layers": [1], "steer_questions": 2}
+    work = tmp_path / "run"
+    first = extract(llama, tok, _spec(), workdir=work, config=ExtractConfig(**common), progress=False)
+    second = extract(
+        llama,
+        tok,
+        _spec(),
+        workdir=work,
+        config=ExtractConfig(filter="judge", trait_threshold=20.0, **common),
+        judge=_LengthJudge(),
+        coherence=_AlwaysCoherent(),
+        progress=False,
+    )
+    assert not torch.equal(first.vector.vector(1), second.vector.vector(1))
+    tags = {key.split("/")[0] for key in read_generations(work / "steer_layers.jsonl")}
+    assert len([t for t in tags if t.startswith("L1-")]) == 2 and "base" in tags
