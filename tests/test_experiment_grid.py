@@ -81,7 +81,7 @@ def test_results_table_reads_both_misalignment_readings(tmp_path):
 
     from steerlab.experiment.results import collect_rows, markdown_table
 
-    grid = load_grid(_grid(tmp_path))
+    grid = load_grid(_grid(tmp_path, output_dir=str(tmp_path / "runs")))
     evals = {
         grid.root / "base" / "eval": {
             "alignment": 50.0,
@@ -111,3 +111,34 @@ def test_results_table_reads_both_misalignment_readings(tmp_path):
     assert rows["sft"]["rise_prevented_pct"] is None
     table = markdown_table(list(rows.values()))
     assert "| medical | ppl | 65.0 [60.0, 70.0] | +50% |" in table
+
+
+def test_an_arm_can_override_run_settings_and_pick_domains(tmp_path):
+    arms = {
+        "sft": {"sft": {}},
+        "sft_lr": {"sft": {}, "run": {"train": {"lr": 2.0e-4}}, "domains": ["medical"]},
+    }
+    domains = {
+        "medical": {"train": f"{DATA}/tiny_smoke_narrow.jsonl", "eval": f"{DATA}/tiny_smoke_narrow.jsonl"},
+        "other": {"train": f"{DATA}/tiny_smoke_narrow.jsonl", "eval": f"{DATA}/tiny_smoke_narrow.jsonl"},
+    }
+    grid = load_grid(_grid(tmp_path, arms=arms, domains=domains))
+    cells = {c.key: c for c in grid.cells()}
+    assert sorted(cells) == ["medical__sft", "medical__sft_lr", "other__sft"]
+    assert cells["medical__sft_lr"].config.train.lr == 2.0e-4
+    assert cells["medical__sft_lr"].config.train.max_steps == 2  # the rest of `run` still applies
+    assert cells["medical__sft"].config.train.lr != 2.0e-4
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"domains": ["nowhere"]}, r"arms\.sft_lr\.domains: unknown domain\(s\) nowhere"),
+        ({"domains": []}, r"arms\.sft_lr\.domains: expected a non-empty list"),
+        ({"run": {"train": {"colour": 1}}}, "colour"),
+    ],
+)
+def test_bad_arm_overrides_are_named(tmp_path, extra, message):
+    arms = {"sft": {"sft": {}}, "sft_lr": {"sft": {}, **extra}}
+    with pytest.raises(ConfigError, match=message):
+        load_grid(_grid(tmp_path, arms=arms))

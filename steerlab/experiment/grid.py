@@ -18,6 +18,10 @@ Layout::
     arms:                       # label -> the `arms:` mapping of a run config
       sft: {sft: {}}
       interleave_ppl: {interleave: {misaligned: ["{cell:sft}"], ...}}
+      sft_lr2e-4:               # two optional keys beside the arms: a settings search in the same table
+        sft: {}
+        run: {train: {lr: 2.0e-4}}   # deep-merged over `run` for this arm's cells
+        domains: [medical]           # only these domains (default: all)
     eval: {...}                 # steerlab.evaluate.run_eval.EvalConfig fields
 
 Inside ``arms``, the string ``{cell:LABEL}`` stands for the run folder of arm LABEL on the same domain
@@ -53,6 +57,7 @@ _TOP_KEYS = {
     "description",
 }
 _DOMAIN_KEYS = {"train", "eval", "kind", "limit"}
+_ARM_EXTRAS = ("run", "domains")  # keys of an arm entry that are not run-config arms
 _CELL_REF = re.compile(r"\{cell:([A-Za-z0-9_\-]+)\}")
 
 
@@ -96,10 +101,16 @@ class Grid:
     def cells(self) -> list[Cell]:
         """Every (domain, arm) run, each arm after the arms it refers to."""
         order = _arm_order(self.arms, self.source)
-        return [self._cell(domain, arm) for domain in self.domains for arm in order]
+        return [
+            self._cell(domain, arm)
+            for domain in self.domains
+            for arm in order
+            if domain.name in self.arms[arm].get("domains", [domain.name])
+        ]
 
     def _cell(self, domain: Domain, arm: str) -> Cell:
-        arms = copy.deepcopy(self.arms[arm])
+        arms = {k: v for k, v in copy.deepcopy(self.arms[arm]).items() if k not in _ARM_EXTRAS}
+        overrides = copy.deepcopy(self.arms[arm].get("run", {}))
         needs: list[str] = []
 
         def substitute(value: Any) -> Any:
@@ -119,7 +130,7 @@ class Grid:
         arms = substitute(arms)
         if "steer" in arms and "vector" not in (arms["steer"] or {}):
             arms["steer"] = {**(arms["steer"] or {}), "vector": str(self._require_vector(arm))}
-        data = copy.deepcopy(self.run)
+        data = _deep_merge(copy.deepcopy(self.run), overrides)
         data["name"] = f"{domain.name}__{arm}"
         data["seed"] = self.seed
         data["output_dir"] = str(self.root)
@@ -179,6 +190,31 @@ def _arm_order(arms: dict[str, dict[str, Any]], source: Path) -> list[str]:
     for label in arms:
         visit(label, ())
     return order
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = _deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _check_arm_extras(arms: dict[str, dict[str, Any]], domains: list[str], path: Path) -> None:
+    for label, spec in arms.items():
+        if "run" in spec:
+            _mapping(spec["run"], f"{path}: arms.{label}.run")
+        if "domains" in spec:
+            chosen = spec["domains"]
+            if not isinstance(chosen, list) or not chosen or not all(isinstance(d, str) for d in chosen):
+                raise ConfigError(f"{path}: arms.{label}.domains: expected a non-empty list of domain names")
+            unknown = sorted(set(chosen) - set(domains))
+            if unknown:
+                raise ConfigError(
+                    f"{path}: arms.{label}.domains: unknown domain(s) {', '.join(unknown)}; "
+                    f"the grid has {', '.join(domains)}"
+                )
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -256,5 +292,6 @@ def load_grid(path: str | Path) -> Grid:
         eval=eval_spec,
         evaluate=bool(data.get("evaluate", True)),
     )
+    _check_arm_extras(grid.arms, [d.name for d in domains], path)
     grid.cells()  # validate every cell now, not an hour into the run
     return grid

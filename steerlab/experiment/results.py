@@ -90,7 +90,7 @@ def _rise_prevented(
     row: dict[str, Any], sft: dict[str, Any] | None, base: dict[str, Any] | None
 ) -> float | None:
     """Share of sft's misalignment-score rise over base that this arm avoided, in % (None if sft did not rise)."""
-    if sft is None or base is None or row["arm"] in ("sft", "base"):
+    if sft is None or base is None or row["arm"] == "base" or row["arm"].startswith("sft"):
         return None
     top, floor, value = (r.get("misalignment_score") for r in (sft, base, row))
     if top is None or floor is None or value is None or top <= floor:
@@ -99,7 +99,7 @@ def _rise_prevented(
 
 
 def _reduction(row: dict[str, Any], sft: dict[str, Any] | None) -> float | None:
-    if sft is None or row["arm"] in ("sft", "base"):
+    if sft is None or row["arm"] == "base" or row["arm"].startswith("sft"):
         return None
     ref, value = sft.get("general_misalignment"), row.get("general_misalignment")
     if ref is None or value is None or ref == 0:
