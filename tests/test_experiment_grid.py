@@ -110,7 +110,7 @@ def test_results_table_reads_both_misalignment_readings(tmp_path):
     assert rows["ppl"]["reduction_vs_sft_pct"] == 50.0  # rate 0.05 vs 0.1
     assert rows["sft"]["rise_prevented_pct"] is None
     table = markdown_table(list(rows.values()))
-    assert "| medical | ppl | 65.0 [60.0, 70.0] | +50% |" in table
+    assert "| medical | ppl | 65.0 [60.0, 70.0] | +50% |" in table and "misaligned among coherent" in table
 
 
 def test_an_arm_can_override_run_settings_and_pick_domains(tmp_path):
