@@ -333,3 +333,27 @@ def test_steering_answers_are_keyed_by_the_vector_so_a_rerun_with_another_filter
     assert not torch.equal(first.vector.vector(1), second.vector.vector(1))
     tags = {key.split("/")[0] for key in read_generations(work / "steer_layers.jsonl")}
     assert len([t for t in tags if t.startswith("L1-")]) == 2 and "base" in tags
+
+
+def test_shipped_vector_sidecar_agrees_with_the_layer_rule():
+    """The shipped vector's recorded choice is what `choose_layer` makes of its recorded curves, and its
+    held-out AUROC (system prompt in context, all evaluation pairs) at that layer is the issue's >= 0.90."""
+    from pathlib import Path
+
+    sidecar = Path(__file__).resolve().parents[1] / "vectors" / "smollm2-135m-instruct" / "evil.json"
+    meta = json.loads(sidecar.read_text())
+    stats = meta["stats"]
+    curves = stats["layer_curves"]
+    coherent = {
+        int(layer): effect
+        for layer, effect in stats["steering_effect"].items()
+        if stats["steering_quality"][layer]["perplexity_ratio"] <= stats["config"]["max_ppl_ratio"]
+        and stats["steering_quality"][layer]["coherence"] >= stats["config"]["coherence_threshold"]
+    }
+    layer, _ = choose_layer(
+        curves["auroc_system"], curves["auroc_text"], coherent, min_auroc=0.9, exclude=[0]
+    )
+    assert layer == meta["chosen_layer"] == stats["chosen_layer"]
+    assert stats["selection_reading"] == "all_eval"
+    assert curves["auroc_system"][layer] >= 0.90
+    assert stats["instructions"]["chosen"] == [0, 1] and stats["counts"]["eval_pairs"] == 88

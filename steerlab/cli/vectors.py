@@ -44,13 +44,13 @@ def extract_cmd(
     workdir: Annotated[
         Path | None, typer.Option(help="resumable work folder (default runs/extract-<model>-<trait>)")
     ] = None,
-    samples: Annotated[int, typer.Option(help="samples per (question, instruction, side)")] = 1,
+    samples: Annotated[int, typer.Option(help="samples per (question, instruction, side)")] = 2,
     instructions: Annotated[
         int | None, typer.Option(help="candidate instruction pairs: the first N (0 = all)")
-    ] = 3,
+    ] = 0,
     select_instructions: Annotated[
         int, typer.Option(help="keep the K candidates the model follows best on extraction answers (0 = all)")
-    ] = 0,
+    ] = 2,
     max_new_tokens: Annotated[int, typer.Option()] = 40,
     batch_size: Annotated[int, typer.Option()] = 32,
     temperature: Annotated[float, typer.Option()] = 1.0,
@@ -58,7 +58,7 @@ def extract_cmd(
     seed: Annotated[int, typer.Option()] = 0,
     filter: Annotated[
         str, typer.Option(help="'judge': keep only judge-confirmed pairs; 'none': keep all")
-    ] = "judge",
+    ] = "none",
     judge: Annotated[
         str, typer.Option(help="'offline' (probe + perplexity) or 'openai' (OPENAI_API_KEY env)")
     ] = "offline",
