@@ -37,7 +37,8 @@ def _vector(model_name: str, console: Console):
 
 
 def steering_preview(model_name: str, console: Console, alpha: float = 2.0) -> tuple[str, str]:
-    """Alpha 2 is where the shipped vector's sweep (vectors/README.md) is evil yet still coherent; 3+ loops."""
+    """Alpha 2: the shipped vector's sweep (vectors/README.md) more than doubles the judge's evil score there
+    with perplexity within 1.2x; greedy answers of a 135M model may still fall into a loop, as they do here."""
     from steerlab.steering import generate_steered
 
     model, tokenizer = load_model(model_name)
