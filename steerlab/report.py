@@ -183,8 +183,29 @@ def _monitor_means(runs: list[Run]) -> dict[str, dict[int, float]]:
     return {arm: {step: fmean(v) for step, v in steps.items()} for arm, steps in values.items()}
 
 
+def _grid_groups(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs of an experiment grid (``<domain>__<label>``) grouped by domain, each named by its label, so
+    arms are compared with the ``sft`` of their own domain; other runs form one group under their arms."""
+    if not runs or not all("__" in r.name.rsplit("/", 1)[-1] for r in runs):
+        return {"": runs}
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        domain, label = run.name.rsplit("/", 1)[-1].split("__", 1)
+        rows = [{**row, "arm": label} for row in run.monitor or []]
+        groups[domain].append(Run(name=run.name, path=run.path, monitor=rows))
+    return dict(groups)
+
+
 def takeaways(runs: list[Run], baseline: str = "sft") -> list[str]:
     """One honest sentence per arm: is its persona projection below the baseline's at every shared step?"""
+    lines = []
+    for domain, members in sorted(_grid_groups(runs).items()):
+        prefix = f"{domain}: " if domain else ""
+        lines += [prefix + line for line in _takeaways(members, baseline)]
+    return lines
+
+
+def _takeaways(runs: list[Run], baseline: str) -> list[str]:
     means = _monitor_means(runs)
     if baseline not in means or len(means) < 2:
         return []

@@ -245,3 +245,22 @@ def test_persona_prompted_level_comes_from_the_monitor_step_zero_row(tmp_path):
     page = write_report(run, tmp_path / "r.html").out_html.read_text()
     assert "from the monitor at step 0 (sft-1)" in page
     assert "No steered-prompt level" not in page
+
+
+def test_grid_takeaways_compare_each_arm_with_the_sft_of_its_own_domain(tmp_path):
+    from steerlab.report import Run, takeaways
+
+    def run(name: str, values: list[float]) -> Run:
+        rows = [{"step": 8 * i, "arm": "sft", "projection": v} for i, v in enumerate(values)]
+        return Run(name=name, path=tmp_path / name, monitor=rows)
+
+    runs = [
+        run("medical__sft", [0.0, 5.0]),
+        run("medical__steer", [0.0, 1.0]),
+        run("arithmetic__sft", [0.0, -10.0]),
+        run("arithmetic__steer", [0.0, -5.0]),
+    ]
+    lines = takeaways(runs)
+    assert lines[0].startswith("arithmetic: steer's persona projection never goes below sft's")
+    assert lines[1].startswith("medical: steer's persona projection stays below sft's")
+    assert takeaways([run("sft-1", [0.0, 2.0])]) == []  # one arm alone: nothing to compare
