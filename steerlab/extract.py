@@ -382,11 +382,17 @@ def extract(
     instruction_scores = (
         score_instructions(ext_sys["response"], ext) if len(spec.extract_questions) >= 2 else []
     )
+    if config.select_instructions is not None and not instruction_scores:
+        raise ValueError(
+            f"select_instructions={config.select_instructions} needs at least 2 extraction questions to "
+            f"cross-fit on; trait {spec.name!r} has {len(spec.extract_questions)}"
+        )
     chosen_instructions = (
         candidates
         if config.select_instructions is None
         else select_instructions(instruction_scores, config.select_instructions)
     )
+    n_candidate_answers = len(ext)
     if chosen_instructions != candidates:
         rows = [n for n, r in enumerate(ext) if r["i"] in chosen_instructions]
         ext = [ext[n] for n in rows]
@@ -561,7 +567,8 @@ def extract(
     stats = {
         "config": asdict(config),
         "counts": {
-            "generated": len(records),
+            "generated": n_candidate_answers + len(evl),  # every candidate instruction's extraction answers
+            "used": len(records),
             "extract_answers": len(ext),
             "eval_answers": len(evl),
             "empty_answers": sum(not r["answer"] for r in records),

@@ -308,6 +308,13 @@ def test_extraction_keeps_only_the_selected_instructions(llama, tok, tmp_path):
     assert set(result.stats["instructions"]["crossfit_auroc"]) == {"0", "1"}
     assert {r["i"] for r in result.records} == set(chosen)
     assert result.stats["counts"]["eval_answers"] == len(EVAL) * 2
+    assert result.stats["counts"]["generated"] == len(QUESTIONS) * 2 * 2 + len(EVAL) * 2
+    assert result.stats["counts"]["used"] == len(QUESTIONS) * 2 + len(EVAL) * 2
+    one_question = trait_from_pairs(
+        "evil", [("Be evil.", "Be kind.")], QUESTIONS[:1], EVAL, "Rate {question} {answer}"
+    )
+    with pytest.raises(ValueError, match="needs at least 2 extraction questions"):
+        extract(llama, tok, one_question, workdir=tmp_path / "one", config=config, progress=False)
     # every candidate's extraction answers were generated (and kept on disk for a resumed run)
     on_disk = read_generations(tmp_path / "run" / "generations.jsonl")
     assert {r["i"] for r in on_disk.values() if r["split"] == "extract"} == {0, 1}
