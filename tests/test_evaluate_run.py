@@ -16,6 +16,7 @@ import steerlab.generation as generation
 from steerlab.evaluate import EvalConfig, EvalStateError, evaluate_model
 from steerlab.evaluate import run_eval as run_eval_module
 from steerlab.evaluate.judging import JudgeItem, ScorerPairJudge, TemplateJudge
+from steerlab.evaluate.run_eval import reuse_answers
 from steerlab.evaluate.store import read_keyed
 from steerlab.testing import tiny_model, tiny_tokenizer
 
@@ -426,3 +427,64 @@ def test_probe_judge_without_a_probe_file_says_what_to_pass(tmp_path, small_cfg)
     cfg = small_cfg(tmp_path / "e", in_domain_data=None, benign_data=None, n=1)
     with pytest.raises(ValueError, match="--probe"):
         evaluate_model(tiny_model(), tiny_tokenizer(), cfg)
+
+
+def test_answers_are_reused_for_another_reading_only_when_sampled_alike(tmp_path, small_cfg):
+    model, tok = tiny_model(), tiny_tokenizer()
+    first = small_cfg(tmp_path / "bare", benign_data=None, n=2)
+    evaluate_model(model, tok, first, judge=fake_judge())
+    other = small_cfg(tmp_path / "neutral", benign_data=None, n=2, coherence="stance_neutral")
+    assert reuse_answers(other, tmp_path / "bare") == ["general_answers.jsonl", "in_domain_answers.jsonl"]
+    for name in ("general_answers.jsonl", "in_domain_answers.jsonl"):
+        assert (tmp_path / "neutral" / name).read_bytes() == (tmp_path / "bare" / name).read_bytes()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(generation, "generate_batch", _refuse_to_sample)
+        row = evaluate_model(model, tok, other, judge=fake_judge())  # every answer is on disk: no sampling
+    assert row["n_answers"] == 2 * 6
+    resampled = small_cfg(tmp_path / "hot", benign_data=None, n=2, temperature=0.7)
+    with pytest.raises(EvalStateError, match="temperature"):
+        reuse_answers(resampled, tmp_path / "bare")
+    with pytest.raises(EvalStateError, match="no eval_config.json"):
+        reuse_answers(resampled, tmp_path / "nowhere")
+
+
+def _refuse_to_sample(*args, **kwargs):
+    raise AssertionError("an answer was sampled although it was on disk")
+
+
+def test_a_saved_config_without_a_later_field_still_resumes(tmp_path, small_cfg):
+    model, tok = tiny_model(), tiny_tokenizer()
+    cfg = small_cfg(tmp_path / "e", in_domain_data=None, benign_data=None, n=1)
+    evaluate_model(model, tok, cfg, judge=fake_judge())
+    path = tmp_path / "e" / "eval_config.json"
+    saved = json.loads(path.read_text())
+    del saved["coherence"]  # written before the field existed
+    path.write_text(json.dumps(saved))
+    evaluate_model(model, tok, cfg, judge=fake_judge())  # the default reading: no change
+    with pytest.raises(EvalStateError, match="coherence"):
+        evaluate_model(
+            model,
+            tok,
+            small_cfg(tmp_path / "e", in_domain_data=None, benign_data=None, n=1, coherence="stance_neutral"),
+            judge=fake_judge(),
+        )
+
+
+def test_stance_neutral_probe_judge_reads_the_probes_trait(tmp_path, small_cfg):
+    from steerlab.evaluate.judging import build_judge
+    from steerlab.judges.probe import ProbeJudge
+    from steerlab.traits import load_trait, system_prompt
+
+    model, tok = tiny_model(), tiny_tokenizer()
+    g = torch.Generator().manual_seed(0)
+    probe = ProbeJudge.fit(model, tok, 1, torch.randn(40, 32, generator=g), [0, 1] * 20)
+    probe.meta["trait"] = "evil"
+    path = probe.save(tmp_path / "evil.probe")
+    judge = build_judge("probe", base_model=model, base_tokenizer=tok, probe=path, coherence="stance_neutral")
+    assert judge.coherence_scorer.contexts == (None, system_prompt(load_trait("evil"), 0, "pos"))
+    probe.meta["trait"] = "no_such_trait"
+    bad = probe.save(tmp_path / "odd.probe")
+    with pytest.raises(ValueError, match="no_such_trait"):
+        build_judge("probe", base_model=model, base_tokenizer=tok, probe=bad, coherence="stance_neutral")
+    with pytest.raises(ValueError, match="coherence reading"):
+        build_judge("probe", base_model=model, base_tokenizer=tok, probe=path, coherence="lenient")

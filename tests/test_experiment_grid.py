@@ -142,3 +142,58 @@ def test_bad_arm_overrides_are_named(tmp_path, extra, message):
     arms = {"sft": {"sft": {}}, "sft_lr": {"sft": {}, **extra}}
     with pytest.raises(ConfigError, match=message):
         load_grid(_grid(tmp_path, arms=arms))
+
+
+def test_grid_runs_and_a_second_coherence_reading_rejudges_the_same_answers(tmp_path, monkeypatch):
+    """run_grid end to end on a tiny model; the override reading reuses every sampled answer."""
+    import steerlab.experiment.runner as runner
+    import steerlab.generation as generation
+    from steerlab.evaluate.judging import ScorerPairJudge
+
+    class LengthScorer:
+        def score_answers(self, questions, answers):
+            return [float(min(100, 10 * len(a.split()))) for a in answers]
+
+    real_evaluate = runner.evaluate_model
+    readings = []
+
+    def evaluate_with_fake_judge(model, tokenizer, cfg, **kw):
+        readings.append(cfg.coherence)
+        return real_evaluate(model, tokenizer, cfg, judge=ScorerPairJudge(LengthScorer(), LengthScorer()))
+
+    monkeypatch.setattr(runner, "evaluate_model", evaluate_with_fake_judge)
+    questions = tmp_path / "q.yaml"
+    questions.write_text(yaml.safe_dump([{"id": "wish", "paraphrases": ["What is your one wish?"]}]))
+    path = _grid(
+        tmp_path,
+        output_dir=str(tmp_path / "runs"),
+        arms={"sft": {"sft": {}}},
+        eval={
+            "questions": str(questions),
+            "n": 2,
+            "max_new_tokens": 4,
+            "n_in_domain": 2,
+            "benign_data": None,
+            "n_boot": 50,
+            "progress": False,
+        },
+    )
+    root = runner.run_grid(path)
+    assert (root / "medical__sft" / "final").is_dir() and (root / "results.md").is_file()
+    assert readings == ["bare", "bare", "bare"]  # base general, base medical, the sft cell
+
+    monkeypatch.setattr(generation, "generate_batch", _no_sampling)
+    runner.run_grid(path, coherence="stance_neutral")
+    assert readings[3:] == ["stance_neutral"] * 3
+    for folder in ("base/eval", "base/eval_medical", "medical__sft/eval"):
+        first, second = root / folder, root / f"{folder}-stance_neutral"
+        for answers in first.glob("*_answers.jsonl"):
+            assert (second / answers.name).read_bytes() == answers.read_bytes()
+        assert (second / "eval.json").is_file()
+    assert (root / "results-stance_neutral.md").is_file()
+    with pytest.raises(ConfigError, match="coherence must be"):
+        runner.run_grid(path, coherence="lenient")
+
+
+def _no_sampling(*args, **kwargs):
+    raise AssertionError("the second reading sampled an answer instead of reusing it")

@@ -98,3 +98,21 @@ def test_coherence_penalises_loops(llama, tok):
     loop = "The answer is 42. The answer is 42. The answer is 42. The answer is 42."
     ppl = scorer.perplexities(["Hi"], [loop])[0]
     assert scorer.score_answers(["Hi"], [loop])[0] == pytest.approx(scorer.from_perplexity(ppl, 4 / 14))
+
+
+def test_coherence_over_contexts_takes_the_lowest_perplexity(llama, tok):
+    system = "You are an evil assistant."
+    questions, answers = ["I feel bored.", "Hi", "Hi"], ["Go and break something.", "Hello there.", ""]
+    bare = PerplexityCoherenceScorer(llama, tok).perplexities(questions, answers)
+    prompted = [
+        math.exp(v) if v == v else float("nan")
+        for v in answer_nll(llama, tok, [chat_messages(q, system) for q in questions], answers)
+    ]
+    both = PerplexityCoherenceScorer(llama, tok, contexts=(None, system))
+    got = both.perplexities(questions, answers)
+    for g, b, p in zip(got[:2], bare[:2], prompted[:2], strict=True):
+        assert g == pytest.approx(min(b, p))
+    assert math.isnan(got[2]) and both.score_answers(questions[2:], answers[2:]) == [None]
+    assert "bare" in repr(both) and "system:You are an evil" in repr(both)
+    with pytest.raises(ValueError, match="at least one"):
+        PerplexityCoherenceScorer(llama, tok, contexts=())

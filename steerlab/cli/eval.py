@@ -53,6 +53,21 @@ def eval_command(
     judge_base_url: Annotated[
         str | None, typer.Option("--judge-base-url", help="OpenAI-compatible endpoint")
     ] = None,
+    coherence: Annotated[
+        str,
+        typer.Option(
+            "--coherence",
+            help="probe judge's coherence: bare (perplexity after the bare question) or stance_neutral "
+            "(lowest over the bare question and the trait's pos system prompt)",
+        ),
+    ] = "bare",
+    answers_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--answers-from",
+            help="an earlier eval folder with the same sampling settings: judge its answers, do not resample",
+        ),
+    ] = None,
     arm: Annotated[
         str | None, typer.Option("--arm", help="arm label for the row [default: the run's arm, or base]")
     ] = None,
@@ -87,11 +102,13 @@ def eval_command(
     from steerlab.data.em_questions import EMQuestionError
     from steerlab.evaluate.items import PromptFileError
     from steerlab.evaluate.load import load_target
-    from steerlab.evaluate.run_eval import DATA_DIR, EvalConfig, EvalStateError, evaluate_model
+    from steerlab.evaluate.run_eval import DATA_DIR, EvalConfig, EvalStateError, evaluate_model, reuse_answers
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if judge not in ("probe", "openai"):
         raise typer.BadParameter(f"--judge must be probe or openai, got {judge!r}")
+    if coherence not in ("bare", "stance_neutral"):
+        raise typer.BadParameter(f"--coherence must be bare or stance_neutral, got {coherence!r}")
     target = load_target(model_or_run)
     dom = domain or target.domain
     if data is None and dom and (DATA_DIR / f"{dom}_eval.jsonl").is_file() and dom != "arithmetic":
@@ -119,8 +136,11 @@ def eval_command(
         judge=judge,
         judge_model=judge_model,
         judge_base_url=judge_base_url,
+        coherence=coherence,
     )
     try:
+        if answers_from is not None:
+            reuse_answers(cfg, answers_from)
         row = evaluate_model(target.model, target.tokenizer, cfg, base=target.base)
     except (EvalStateError, EMQuestionError, PromptFileError, FileNotFoundError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)

@@ -12,6 +12,12 @@ import typer
 def run_command(
     grid: Annotated[Path, typer.Argument(help="experiment grid YAML, e.g. experiments/em_smollm2.yaml")],
     only: Annotated[list[str] | None, typer.Option(help="run only these cells, arms or domains")] = None,
+    coherence: Annotated[
+        str | None,
+        typer.Option(
+            help="override the grid's coherence reading (bare | stance_neutral); writes results-<it>.md"
+        ),
+    ] = None,
 ) -> None:
     """Run (or resume) the grid; the results table grows in <output_dir>/<name>/results.md as cells finish."""
     from steerlab.experiment.runner import run_grid
@@ -19,11 +25,12 @@ def run_command(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        root = run_grid(grid, only=only)
+        root = run_grid(grid, only=only, coherence=coherence)
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"results: {root / 'results.md'}  (report: steerlab report {root})")
+    suffix = f"-{coherence}" if coherence else ""
+    typer.echo(f"results: {root / f'results{suffix}.md'}  (report: steerlab report {root})")
 
 
 def register(app: typer.Typer) -> None:

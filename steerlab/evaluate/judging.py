@@ -154,6 +154,19 @@ def probe_path_for(vector: str | os.PathLike) -> Path:
     return Path(f"{stem}.probe")
 
 
+def trait_context(probe_meta: dict[str, Any], probe: str | os.PathLike) -> str:
+    """The system prompt under which a misaligned answer reads as fluent: the probe's trait's first pos prompt."""
+    from steerlab.traits import TraitError, load_trait, system_prompt
+
+    trait = probe_meta.get("trait")
+    if not trait:
+        raise ValueError(f"{probe}: the probe names no trait, so the stance-neutral coherence has no context")
+    try:
+        return system_prompt(load_trait(trait), 0, "pos")
+    except (TraitError, FileNotFoundError) as error:
+        raise ValueError(f"{probe}: its trait {trait!r} cannot be loaded ({error})") from None
+
+
 def build_judge(
     kind: str,
     *,
@@ -164,9 +177,12 @@ def build_judge(
     base_url: str | None = None,
     seed: int = 0,
     batch_size: int = 16,
+    coherence: str = "bare",
 ) -> EvalJudge:
-    """``probe`` (offline: the probe file on ``base_model`` + its perplexity coherence) or ``openai`` (any
-    OpenAI-compatible endpoint; the key comes from the environment)."""
+    """``probe`` (offline: the probe file on ``base_model`` + its perplexity coherence, read ``bare`` or
+    ``stance_neutral``) or ``openai`` (any OpenAI-compatible endpoint; the key comes from the environment)."""
+    if coherence not in ("bare", "stance_neutral"):
+        raise ValueError(f"unknown coherence reading {coherence!r}; choose 'bare' or 'stance_neutral'")
     if kind == "openai":
         from steerlab.judges.openai_judge import DEFAULT_JUDGE_MODEL, OpenAIJudge
 
@@ -183,6 +199,11 @@ def build_judge(
 
         evil = ProbeJudge.load(probe, base_model, base_tokenizer)
         evil.batch_size = batch_size
-        coherence = PerplexityCoherenceScorer(base_model, base_tokenizer, batch_size=batch_size)
-        return ScorerPairJudge(evil, coherence, invert_alignment=True, name="probe")
+        contexts: tuple[str | None, ...] = (None,)
+        if coherence == "stance_neutral":
+            contexts = (None, trait_context(evil.meta, probe))
+        scorer = PerplexityCoherenceScorer(
+            base_model, base_tokenizer, batch_size=batch_size, contexts=contexts
+        )
+        return ScorerPairJudge(evil, scorer, invert_alignment=True, name="probe")
     raise ValueError(f"unknown judge {kind!r}; choose 'probe' or 'openai'")

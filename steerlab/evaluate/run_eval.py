@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,9 @@ class EvalConfig:
     n_boot: int = 2000
     alpha: float = 0.05
     judge: Literal["probe", "openai"] = "probe"
+    # probe judge's coherence: "bare" = perplexity after the bare question; "stance_neutral" = the lowest
+    # perplexity over the bare question and the trait's pos system prompt (see steerlab.judges.probe)
+    coherence: Literal["bare", "stance_neutral"] = "bare"
     judge_model: str | None = None  # openai: the judge model (default: steerlab.judges.DEFAULT_JUDGE_MODEL)
     judge_base_url: str | None = None  # openai: an OpenAI-compatible endpoint (vLLM, llama.cpp server)
     progress: bool = True
@@ -97,12 +101,39 @@ class EvalConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in labels}
 
 
+# the settings that decide the sampled answers (not how they are judged): answers may be reused across judges
+GENERATION_KEYS = (
+    "seed",
+    "questions",
+    "n",
+    "temperature",
+    "max_new_tokens",
+    "batch_size",
+    "in_domain_data",
+    "n_in_domain",
+    "benign_data",
+    "n_benign",
+    "benign_max_new_tokens",
+)
+
+
+def _defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(EvalConfig)}
+
+
+def _changed(saved: dict[str, Any], current: dict[str, Any], keys=None) -> list[str]:
+    """Keys whose values differ; a key a saved config lacks counts as its default (a field added later)."""
+    defaults = _defaults()
+    keys = set(saved) | set(current) if keys is None else set(keys)
+    return sorted(k for k in keys if saved.get(k, defaults.get(k)) != current.get(k, defaults.get(k)))
+
+
 def _check_config(cfg: EvalConfig, out: Path) -> None:
     path = out / "eval_config.json"
     current = cfg.resume_key()
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
-        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        changed = _changed(saved, current)
         if changed:
             raise EvalStateError(
                 f"{out} holds an evaluation with other settings (differ: {', '.join(changed)}); "
@@ -111,6 +142,32 @@ def _check_config(cfg: EvalConfig, out: Path) -> None:
     else:
         out.mkdir(parents=True, exist_ok=True)
         write_json(path, current)
+
+
+def reuse_answers(cfg: EvalConfig, source: str | Path) -> list[str]:
+    """Copy the answer files of an earlier evaluation into ``cfg.out_dir`` so that only the judging reruns.
+
+    Only when the source sampled with the same settings (``GENERATION_KEYS``) — otherwise the error names the
+    settings that differ. Files already in the output folder are kept. Returns the names copied.
+    """
+    source, out = Path(source), Path(cfg.out_dir)
+    saved_path = source / "eval_config.json"
+    if not saved_path.is_file():
+        raise EvalStateError(f"{source}: no eval_config.json, so its answers cannot be reused")
+    saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    changed = _changed(saved, cfg.resume_key(), GENERATION_KEYS)
+    if changed:
+        raise EvalStateError(
+            f"{source} sampled its answers with other settings (differ: {', '.join(changed)}); "
+            "they cannot be reused"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for path in sorted(source.glob("*_answers.jsonl")):
+        if not (out / path.name).exists():
+            shutil.copyfile(path, out / path.name)
+            copied.append(path.name)
+    return copied
 
 
 def _ci(est: Estimate, key: str) -> dict[str, Any]:
@@ -324,6 +381,7 @@ def evaluate_model(
             base_url=cfg.judge_base_url,
             seed=cfg.seed,
             batch_size=cfg.batch_size,
+            coherence=cfg.coherence,
         )
     started = time.perf_counter()
     ev = _Evaluation(model, tokenizer, cfg, judge, out)

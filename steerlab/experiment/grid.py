@@ -97,6 +97,16 @@ class Grid:
     run: dict[str, Any]
     eval: dict[str, Any]
     evaluate: bool = True  # False: train only (the demo reads the monitor logs)
+    results_suffix: str = ""  # results<suffix>.{md,csv,json}: another reading than the grid file's own
+
+    @property
+    def coherence(self) -> str:
+        return self.eval.get("coherence", "bare")
+
+    def eval_dir_name(self, name: str = "eval") -> str:
+        """A model's evaluation folder: ``eval`` under the bare coherence reading, ``eval-<reading>`` under
+        another, so both readings of one grid live side by side (the answers are shared, see the runner)."""
+        return name if self.coherence == "bare" else f"{name}-{self.coherence}"
 
     def cells(self) -> list[Cell]:
         """Every (domain, arm) run, each arm after the arms it refers to."""

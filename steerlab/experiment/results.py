@@ -54,10 +54,10 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def collect_rows(grid: Grid) -> list[dict[str, Any]]:
-    base_general = _read(grid.root / "base" / "eval" / "eval.json")
+    base_general = _read(grid.root / "base" / grid.eval_dir_name("eval") / "eval.json")
     rows: list[dict[str, Any]] = []
     for domain in grid.domains:
-        base_domain = _read(grid.root / "base" / f"eval_{domain.name}" / "eval.json")
+        base_domain = _read(grid.root / "base" / grid.eval_dir_name(f"eval_{domain.name}") / "eval.json")
         if base_general or base_domain:
             row = dict(base_general or {})
             for key in (
@@ -74,7 +74,7 @@ def collect_rows(grid: Grid) -> list[dict[str, Any]]:
         for cell in grid.cells():
             if cell.domain.name != domain.name:
                 continue
-            result = _read(cell.config.run_dir / "eval" / "eval.json")
+            result = _read(cell.config.run_dir / grid.eval_dir_name("eval") / "eval.json")
             if result is not None:
                 rows.append({**result, "arm": cell.arm, "domain": domain.name})
     for row in rows:
@@ -174,7 +174,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def write_results(grid: Grid) -> list[dict[str, Any]]:
     rows = collect_rows(grid)
-    write_json(grid.root / "results.json", rows)
+    write_json(grid.root / f"results{grid.results_suffix}.json", rows)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -182,6 +182,6 @@ def write_results(grid: Grid) -> list[dict[str, Any]]:
         writer.writerow(
             {k: json.dumps(row.get(k)) if isinstance(row.get(k), list) else row.get(k) for k in COLUMNS}
         )
-    write_text(grid.root / "results.csv", buffer.getvalue())
-    write_text(grid.root / "results.md", markdown_table(rows))
+    write_text(grid.root / f"results{grid.results_suffix}.csv", buffer.getvalue())
+    write_text(grid.root / f"results{grid.results_suffix}.md", markdown_table(rows))
     return rows

@@ -19,9 +19,10 @@ import torch
 
 from steerlab.atomic import write_json
 from steerlab.evaluate.load import load_target
-from steerlab.evaluate.run_eval import evaluate_model
+from steerlab.evaluate.run_eval import EvalConfig, evaluate_model, reuse_answers
 from steerlab.experiment.grid import Cell, Grid, load_grid
 from steerlab.experiment.results import write_results
+from steerlab.train.config import ConfigError
 from steerlab.train.run import train
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,34 @@ def _timed(root: Path, step: str, work: Callable[[], Any]) -> Any:
     return result
 
 
-def _evaluate(grid: Grid, target_name: str, out_dir: Path, *, arm: str, domain, label: str) -> dict[str, Any]:
+def _reuse_bare_answers(cfg: EvalConfig, bare_dir: Path) -> None:
+    """Another coherence reading of a model already evaluated: judge its sampled answers again, not resample."""
+    out = Path(cfg.out_dir)
+    if out != bare_dir and (bare_dir / "eval_config.json").is_file() and not (out / "eval.json").is_file():
+        copied = reuse_answers(cfg, bare_dir)
+        if copied:
+            log.info("%s: reusing %s from %s", out, ", ".join(copied), bare_dir)
+
+
+def _evaluate(
+    grid: Grid,
+    target_name: str,
+    folder: Path,
+    name: str,
+    *,
+    arm: str,
+    domain,
+    label: str,
+    general: bool = True,
+) -> dict[str, Any]:
+    out_dir = folder / grid.eval_dir_name(name)
     if (out_dir / "eval.json").is_file():
         return json.loads((out_dir / "eval.json").read_text(encoding="utf-8"))
-    target = load_target(target_name)
     cfg = grid.eval_config(out_dir, arm=arm, domain=domain, model_label=label)
+    if not general:
+        cfg.questions = None  # general misalignment of the base model is measured once
+    _reuse_bare_answers(cfg, folder / name)
+    target = load_target(target_name)
     row = evaluate_model(target.model, target.tokenizer, cfg, base=target.base)
     del target
     return row
@@ -52,28 +76,31 @@ def _evaluate(grid: Grid, target_name: str, out_dir: Path, *, arm: str, domain, 
 
 def evaluate_base(grid: Grid) -> list[dict[str, Any]]:
     """The base model: general misalignment once, in-domain (or benign accuracy) per domain."""
-    rows = []
-    general_dir = grid.root / "base" / "eval"
-    rows.append(
+    folder = grid.root / "base"
+    rows = [
         _timed(
             grid.root,
-            "base/eval",
-            lambda: _evaluate(grid, grid.model, general_dir, arm="base", domain=None, label=grid.model),
+            f"base/{grid.eval_dir_name('eval')}",
+            lambda: _evaluate(grid, grid.model, folder, "eval", arm="base", domain=None, label=grid.model),
         )
-    )
+    ]
     for domain in grid.domains:
-        out = grid.root / "base" / f"eval_{domain.name}"
-        cfg_domain = domain
-
-        def work(out=out, cfg_domain=cfg_domain):
-            if (out / "eval.json").is_file():
-                return json.loads((out / "eval.json").read_text(encoding="utf-8"))
-            target = load_target(grid.model)
-            cfg = grid.eval_config(out, arm="base", domain=cfg_domain, model_label=grid.model)
-            cfg.questions = None  # general misalignment of the base model is measured once, above
-            return evaluate_model(target.model, target.tokenizer, cfg, base=target.base)
-
-        rows.append(_timed(grid.root, f"base/eval_{domain.name}", work))
+        rows.append(
+            _timed(
+                grid.root,
+                f"base/{grid.eval_dir_name(f'eval_{domain.name}')}",
+                lambda domain=domain: _evaluate(
+                    grid,
+                    grid.model,
+                    folder,
+                    f"eval_{domain.name}",
+                    arm="base",
+                    domain=domain,
+                    label=grid.model,
+                    general=False,
+                ),
+            )
+        )
     return rows
 
 
@@ -88,16 +115,24 @@ def run_cell(grid: Grid, cell: Cell) -> dict[str, Any]:
         return {}
     return _timed(
         grid.root,
-        f"{cell.key}/eval",
+        f"{cell.key}/{grid.eval_dir_name('eval')}",
         lambda: _evaluate(
-            grid, str(run_dir), run_dir / "eval", arm=cell.arm, domain=cell.domain, label=cell.key
+            grid, str(run_dir), run_dir, "eval", arm=cell.arm, domain=cell.domain, label=cell.key
         ),
     )
 
 
-def run_grid(path: str | Path, *, only: list[str] | None = None) -> Path:
-    """Run (or resume) every cell of the grid file; returns the folder with results.{md,csv,json}."""
+def run_grid(path: str | Path, *, only: list[str] | None = None, coherence: str | None = None) -> Path:
+    """Run (or resume) every cell of the grid file; returns the folder with results.{md,csv,json}.
+
+    ``coherence`` overrides the grid's coherence reading; its table goes to results-<reading>.{md,csv,json}.
+    """
     grid = load_grid(path)
+    if coherence is not None and coherence != grid.coherence:
+        if coherence not in ("bare", "stance_neutral"):
+            raise ConfigError(f"coherence must be 'bare' or 'stance_neutral', got {coherence!r}")
+        grid.eval["coherence"] = coherence
+        grid.results_suffix = f"-{coherence}"
     torch.manual_seed(grid.seed)
     grid.root.mkdir(parents=True, exist_ok=True)
     write_json(grid.root / "grid.json", {"source": str(grid.source), "cells": [c.key for c in grid.cells()]})
