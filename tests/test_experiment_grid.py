@@ -197,3 +197,33 @@ def test_grid_runs_and_a_second_coherence_reading_rejudges_the_same_answers(tmp_
 
 def _no_sampling(*args, **kwargs):
     raise AssertionError("the second reading sampled an answer instead of reusing it")
+
+
+def test_preflight_names_every_too_long_example_before_any_training(tmp_path):
+    import steerlab.experiment.runner as runner
+
+    narrow = tmp_path / "narrow.jsonl"
+    lines = [
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}',
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "'
+        + "word " * 200
+        + '"}]}',
+    ]
+    narrow.write_text("\n".join(lines) + "\n")
+    path = _grid(
+        tmp_path,
+        output_dir=str(tmp_path / "runs"),
+        domains={"medical": {"train": str(narrow), "eval": str(narrow)}},
+        arms={"sft": {"sft": {}}, "ino": {"inoculate": {}}},
+        run={"train": {"max_steps": 2}, "monitor": {"every": 0}, "data": {"max_length": 64}},
+    )
+    with pytest.raises(ConfigError) as caught:
+        runner.run_grid(path)
+    message = str(caught.value)
+    assert "2 problem(s)" in message
+    assert f"cell medical__sft: {narrow}:2:" in message and f"cell medical__ino: {narrow}:2:" in message
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing evaluated
+
+    narrow.write_text(lines[0] + "\n{not json\n")
+    with pytest.raises(ConfigError, match=r"narrow.jsonl:2"):
+        runner.run_grid(path)

@@ -21,6 +21,7 @@ from steerlab.atomic import write_json
 from steerlab.evaluate.load import load_target
 from steerlab.evaluate.run_eval import EvalConfig, evaluate_model, reuse_answers
 from steerlab.experiment.grid import Cell, Grid, load_grid
+from steerlab.experiment.preflight import check_cells, load_grid_tokenizer
 from steerlab.experiment.results import write_results
 from steerlab.train.config import ConfigError
 from steerlab.train.run import train
@@ -134,14 +135,23 @@ def run_grid(path: str | Path, *, only: list[str] | None = None, coherence: str 
         grid.eval["coherence"] = coherence
         grid.results_suffix = f"-{coherence}"
     torch.manual_seed(grid.seed)
+    selected = [
+        cell
+        for cell in grid.cells()
+        if not only or cell.key in only or cell.arm in only or cell.domain.name in only
+    ]
+    to_train = [cell for cell in selected if not (cell.config.run_dir / "final").is_dir()]
+    if to_train:
+        checked = check_cells(to_train, load_grid_tokenizer(grid.model))
+        log.info(
+            "preflight: %d cells to train, %d examples read and tokenized, all fit", len(to_train), checked
+        )
     grid.root.mkdir(parents=True, exist_ok=True)
     write_json(grid.root / "grid.json", {"source": str(grid.source), "cells": [c.key for c in grid.cells()]})
     if grid.evaluate:
         evaluate_base(grid)
         write_results(grid)
-    for cell in grid.cells():
-        if only and cell.key not in only and cell.arm not in only and cell.domain.name not in only:
-            continue
+    for cell in selected:
         log.info("cell %s", cell.key)
         run_cell(grid, cell)
         if grid.evaluate:

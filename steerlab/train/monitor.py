@@ -79,18 +79,17 @@ class PersonaMonitor(TrainerCallback):
         if vector is not None and projection_layer is None:
             raise ValueError("a monitor vector needs its layer")
         collate = ChatCollator(tokenizer)
-        features = [tokenize_chat(tokenizer, ex, max_length) for ex in chats]
-        self.batches = [collate(features[i : i + batch_size]) for i in range(0, len(features), batch_size)]
+
+        def batches(examples: Sequence[ChatExample], length: int) -> list[dict[str, Tensor]]:
+            features = [tokenize_chat(tokenizer, ex, length) for ex in examples]
+            return [collate(features[i : i + batch_size]) for i in range(0, len(features), batch_size)]
+
+        self.batches = batches(chats, max_length)
         self.prompted_batches = []
         if prompted_system is not None and vector is not None:
-            prompted = [with_system(ex, prompted_system) for ex in chats]
             # the system prompt is extra context for a reference reading, not training data: give it room
             room = max_length + len(tokenizer(prompted_system, add_special_tokens=False)["input_ids"]) + 16
-            prompted_features = [tokenize_chat(tokenizer, ex, room) for ex in prompted]
-            self.prompted_batches = [
-                collate(prompted_features[i : i + batch_size])
-                for i in range(0, len(prompted_features), batch_size)
-            ]
+            self.prompted_batches = batches([with_system(ex, prompted_system) for ex in chats], room)
         self.unit = None if vector is None else (vector.float() / vector.float().norm())
         self.projection_layer = projection_layer
         self.ldifs_layers = sorted(set(ldifs_layers))

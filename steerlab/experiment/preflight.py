@@ -1,0 +1,97 @@
+"""Check every cell's training data before a grid spends hours: each file parses and each example fits.
+
+A grid runs for hours; a long example in the interleaving pool used to stop it only when that cell came up.
+``check_cells`` reads what each cell to be trained will read — its narrow examples (with the inoculation
+prompt when that arm is on) and its whole interleaving pool (after the refusal filter: any of it may be
+picked) — and tokenizes it under the cell's own ``max_length``. All problems are reported at once, each
+naming the cell and the file:line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from steerlab.data.chat import ChatDataError, ChatExample, load_chat_jsonl
+from steerlab.data.inoculate import inoculate
+from steerlab.data.interleave import DEFAULT_REFUSAL_MARKERS, refusal_filter
+from steerlab.data.tokenize import TokenizeError, tokenize_chat
+from steerlab.experiment.grid import Cell
+from steerlab.train.config import ConfigError, ExperimentConfig
+
+
+def load_grid_tokenizer(model: str) -> Any:
+    """The tokenizer alone (no weights): what the length check needs."""
+    if model.startswith("tiny:"):
+        from steerlab.testing import tiny_tokenizer
+
+        return tiny_tokenizer("right")
+    from transformers import AutoTokenizer
+
+    from steerlab.models import resolve_model_path
+
+    return AutoTokenizer.from_pretrained(resolve_model_path(model))
+
+
+def cell_examples(cfg: ExperimentConfig) -> list[ChatExample]:
+    """Every example the cell may train on: its narrow data (inoculated if asked) and its whole general pool."""
+    narrow = list(load_chat_jsonl(cfg.data.train, on_error=cfg.data.on_bad_record))
+    if cfg.data.limit:
+        narrow = narrow[: cfg.data.limit]
+    if cfg.arms.inoculate is not None:
+        arm = cfg.arms.inoculate
+        narrow = [inoculate(ex, arm.system_prompt, existing=arm.existing) for ex in narrow]
+    general: list[ChatExample] = []
+    if cfg.arms.interleave is not None:
+        arm = cfg.arms.interleave
+        general = list(load_chat_jsonl(arm.general, on_error=cfg.data.on_bad_record))
+        if arm.refusal_filter:
+            markers = DEFAULT_REFUSAL_MARKERS if arm.refusal_markers is None else tuple(arm.refusal_markers)
+            general = refusal_filter(general, markers, arm.first_words)
+    return narrow + general
+
+
+def check_cells(cells: Sequence[Cell], tokenizer: Any, *, most: int = 10) -> int:
+    """Raise ``ConfigError`` listing (up to ``most``) problems; returns the number of examples checked."""
+    problems: list[str] = []
+    checked = 0
+    seen: dict[tuple, list[str]] = {}
+    for cell in cells:
+        cfg = cell.config
+        key = (
+            cfg.data.train,
+            cfg.data.limit,
+            cfg.data.max_length,
+            cfg.data.train_on,
+            cfg.data.on_too_long,
+            cfg.data.on_bad_record,
+            repr(cfg.arms.inoculate),
+            repr(cfg.arms.interleave),
+        )
+        if key not in seen:
+            found: list[str] = []
+            try:
+                examples = cell_examples(cfg)
+            except (ChatDataError, OSError, ValueError) as error:
+                examples, found = [], [str(error)]
+            for ex in examples:
+                try:
+                    tokenize_chat(
+                        tokenizer,
+                        ex,
+                        cfg.data.max_length,
+                        train_on=cfg.data.train_on,
+                        on_too_long=cfg.data.on_too_long,
+                    )
+                except TokenizeError as error:
+                    found.append(str(error))
+            checked += len(examples)
+            seen[key] = found
+        problems += [f"cell {cell.key}: {p}" for p in seen[key]]
+    if problems:
+        shown = "\n  ".join(problems[:most])
+        more = f"\n  (+{len(problems) - most} more)" if len(problems) > most else ""
+        raise ConfigError(
+            f"{len(problems)} problem(s) in the grid's training data, found before any training:\n  {shown}{more}"
+        )
+    return checked
