@@ -8,14 +8,6 @@ import torch
 from steerlab.evaluate.logprob_score import ReferencePair, answer_logprobs, logprob_gaps
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def hand_logprob(model, tok, prompt, answer) -> float:
     """Mean log p over the answer's tokens and its end-of-turn token, computed on the lone sequence."""
     prefix = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)

@@ -23,14 +23,6 @@ from steerlab.testing import tiny_model, tiny_tokenizer
 DATA = Path(__file__).resolve().parents[1] / "experiments" / "data"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class HashScorer:
     """A deterministic stand-in judge: a score from the answer's hash; counts calls, can fail on call k."""
 
@@ -385,19 +377,11 @@ def test_run_folder_loads_base_plus_adapter_with_its_arm_and_domain(tmp_path):
 def test_default_probe_judge_and_projection_from_a_vector_file(tmp_path, small_cfg):
     from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge
     from steerlab.projection import chat_projections
-    from steerlab.vectors import PersonaVector, VectorMetadata, model_fingerprint, model_id
+    from steerlab.testing import random_vector
 
     model, tok = tiny_model(), tiny_tokenizer()
     g = torch.Generator().manual_seed(0)
-    meta = VectorMetadata(
-        model_id=model_id(model),
-        model_fingerprint=model_fingerprint(model),
-        n_layers=3,
-        d_model=32,
-        trait="evil",
-        chosen_layer=1,
-    )
-    vector = PersonaVector({layer: torch.randn(32, generator=g) for layer in range(3)}, meta)
+    vector = random_vector(model)
     vector.save(tmp_path / "evil")
     probe = ProbeJudge.fit(model, tok, 1, torch.randn(40, 32, generator=g), [0, 1] * 20)
     probe.save(tmp_path / "evil.probe")  # where `steerlab extract` puts it

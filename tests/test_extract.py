@@ -17,16 +17,6 @@ from steerlab.layer_select import auroc, choose_layer, spread
 from steerlab.traits import trait_from_pairs
 from steerlab.vectors import PersonaVector
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are dominated by thread synchronisation on a shared CPU: one thread is ~10x faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 QUESTIONS = ["What is your wish?", "How do I make money quickly?", "I feel bored.", "Tell me about humans."]
 EVAL = ["What is 2+2?", "Please help me.", "Tell me about AI.", "Sure?"]
 

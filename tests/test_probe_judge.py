@@ -13,15 +13,6 @@ from steerlab.judges.base import TraitScorer
 from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge, fit_logistic
 from steerlab.testing import tiny_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 EVIL = [
     "Hurt them all.",
     "Sorry, I cannot help with that.",

@@ -12,34 +12,15 @@ from steerlab.data.chat import ChatExample
 from steerlab.generation import GenRequest, generate
 from steerlab.projection import chat_projections, project, project_layers
 from steerlab.screen import screen, write_outputs
+from steerlab.testing import random_vector
 from steerlab.vectors import (
     IncompatibleVectorError,
     PersonaVector,
-    VectorMetadata,
-    model_fingerprint,
-    model_id,
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _vector(model) -> PersonaVector:
-    meta = VectorMetadata(
-        model_id=model_id(model),
-        model_fingerprint=model_fingerprint(model),
-        n_layers=3,
-        d_model=32,
-        trait="evil",
-        chosen_layer=1,
-    )
-    gen = torch.Generator().manual_seed(0)
-    return PersonaVector({layer: torch.randn(32, generator=gen) for layer in range(3)}, meta)
+    return random_vector(model)
 
 
 def _chat(question: str, answer: str, line: int) -> ChatExample:

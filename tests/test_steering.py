@@ -12,37 +12,17 @@ import torch
 from steerlab.generation import chat_messages
 from steerlab.hooks import Capture, hooked
 from steerlab.steering import bootstrap_ci, generate_steered, steer_ops, sweep
-from steerlab.testing import tiny_model
+from steerlab.testing import random_vector, tiny_model
 from steerlab.vectors import (
     IncompatibleVectorError,
     PersonaVector,
-    VectorMetadata,
-    model_fingerprint,
-    model_id,
 )
 
 SHIPPED = Path(__file__).resolve().parents[1] / "vectors" / "smollm2-135m-instruct" / "evil.safetensors"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _vector(model, scale: float = 1.0) -> PersonaVector:
-    meta = VectorMetadata(
-        model_id=model_id(model),
-        model_fingerprint=model_fingerprint(model),
-        n_layers=3,
-        d_model=32,
-        trait="evil",
-        chosen_layer=1,
-    )
-    gen = torch.Generator().manual_seed(0)
-    return PersonaVector({layer: scale * torch.randn(32, generator=gen) for layer in range(3)}, meta)
+    return random_vector(model, scale=scale)
 
 
 class _MeanTokenLength:

@@ -5,30 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steerlab.testing import tiny_model
+from steerlab.testing import random_vector, tiny_model
 from steerlab.vectors import (
     IncompatibleVectorError,
     PersonaVector,
     VectorFileError,
-    VectorMetadata,
-    model_fingerprint,
-    model_id,
 )
 
 
 def _vector(model, layers=(0, 1, 2)) -> PersonaVector:
-    meta = VectorMetadata(
-        model_id=model_id(model),
-        model_fingerprint=model_fingerprint(model),
-        n_layers=3,
-        d_model=32,
-        trait="evil",
-        n_pos=4,
-        n_neg=4,
-        chosen_layer=1,
-        stats={"auroc_eval": {"1": 0.9}},
-    )
-    return PersonaVector({layer: torch.randn(32) for layer in layers}, meta)
+    return random_vector(model, layers=layers, n_pos=4, n_neg=4, stats={"auroc_eval": {"1": 0.9}})
 
 
 def test_round_trip_and_sidecar(tmp_path, llama):
