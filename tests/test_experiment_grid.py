@@ -11,8 +11,8 @@ from steerlab.train.config import ConfigError
 DATA = "../experiments/data"
 
 
-def _grid(tmp_path, **override):
-    root = tmp_path / "g"
+def _grid(tmp_path, folder="g", **override):
+    root = tmp_path / folder
     root.mkdir()
     data = {
         "name": "g",
@@ -227,3 +227,29 @@ def test_preflight_names_every_too_long_example_before_any_training(tmp_path):
     narrow.write_text(lines[0] + "\n{not json\n")
     with pytest.raises(ConfigError, match=r"narrow.jsonl:2"):
         runner.run_grid(path)
+
+
+def test_jobs_run_cells_in_workers_after_the_cells_they_need(tmp_path):
+    import json
+
+    import steerlab.experiment.runner as runner
+    from steerlab.experiment.scheduler import CellFailed
+
+    path = _grid(tmp_path, output_dir=str(tmp_path / "runs"), evaluate=False)
+    root = runner.run_grid(path, jobs=2)
+    for key in ("medical__sft", "medical__ppl"):
+        assert (root / key / "final").is_dir(), key
+    steps = [json.loads(line)["step"] for line in (root / "progress.jsonl").read_text().splitlines()]
+    assert steps.index("medical__sft/train") < steps.index("medical__ppl/train")
+
+    # a cell that fails at training time: the other one still finishes, and the error names the failing cell
+    arms = {
+        "sft": {"sft": {}},
+        "greedy": {"interleave": {"general": f"{DATA}/tiny_smoke_general.jsonl", "ratio": 0.99}},
+    }
+    path = _grid(tmp_path, "g2", output_dir=str(tmp_path / "runs2"), evaluate=False, arms=arms)
+    with pytest.raises(CellFailed, match="medical__greedy: ValueError: arms.interleave: ratio 0.99"):
+        runner.run_grid(path, jobs=2)
+    assert (tmp_path / "runs2" / "g" / "medical__sft" / "final").is_dir()
+    with pytest.raises(ConfigError, match="jobs must be >= 1"):
+        runner.run_grid(path, jobs=0)

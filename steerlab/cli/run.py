@@ -18,15 +18,19 @@ def run_command(
             help="override the grid's coherence reading (bare | stance_neutral); writes results-<it>.md"
         ),
     ] = None,
+    jobs: Annotated[
+        int, typer.Option(help="cells run at once, in worker processes (each with cores/jobs threads)")
+    ] = 1,
 ) -> None:
     """Run (or resume) the grid; the results table grows in <output_dir>/<name>/results.md as cells finish."""
     from steerlab.experiment.runner import run_grid
+    from steerlab.experiment.scheduler import CellFailed
     from steerlab.train.config import ConfigError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        root = run_grid(grid, only=only, coherence=coherence)
-    except ConfigError as error:
+        root = run_grid(grid, only=only, coherence=coherence, jobs=jobs)
+    except (ConfigError, CellFailed) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     suffix = f"-{coherence}" if coherence else ""

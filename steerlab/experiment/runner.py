@@ -23,6 +23,7 @@ from steerlab.evaluate.run_eval import EvalConfig, evaluate_model, reuse_answers
 from steerlab.experiment.grid import Cell, Grid, load_grid
 from steerlab.experiment.preflight import check_cells, load_grid_tokenizer
 from steerlab.experiment.results import write_results
+from steerlab.experiment.scheduler import run_parallel
 from steerlab.train.config import ConfigError
 from steerlab.train.run import train
 
@@ -123,17 +124,28 @@ def run_cell(grid: Grid, cell: Cell) -> dict[str, Any]:
     )
 
 
-def run_grid(path: str | Path, *, only: list[str] | None = None, coherence: str | None = None) -> Path:
-    """Run (or resume) every cell of the grid file; returns the folder with results.{md,csv,json}.
-
-    ``coherence`` overrides the grid's coherence reading; its table goes to results-<reading>.{md,csv,json}.
-    """
+def load_for_run(path: str | Path, coherence: str | None = None) -> Grid:
+    """The grid file, with ``coherence`` (if given) overriding its coherence reading."""
     grid = load_grid(path)
     if coherence is not None and coherence != grid.coherence:
         if coherence not in ("bare", "stance_neutral"):
             raise ConfigError(f"coherence must be 'bare' or 'stance_neutral', got {coherence!r}")
         grid.eval["coherence"] = coherence
         grid.results_suffix = f"-{coherence}"
+    return grid
+
+
+def run_grid(
+    path: str | Path, *, only: list[str] | None = None, coherence: str | None = None, jobs: int = 1
+) -> Path:
+    """Run (or resume) every cell of the grid file; returns the folder with results.{md,csv,json}.
+
+    ``coherence`` overrides the grid's coherence reading; its table goes to results-<reading>.{md,csv,json}.
+    ``jobs`` > 1 runs cells in that many worker processes (``steerlab.experiment.scheduler``).
+    """
+    if jobs < 1:
+        raise ConfigError(f"jobs must be >= 1, got {jobs}")
+    grid = load_for_run(path, coherence)
     torch.manual_seed(grid.seed)
     selected = [
         cell
@@ -148,6 +160,15 @@ def run_grid(path: str | Path, *, only: list[str] | None = None, coherence: str 
         )
     grid.root.mkdir(parents=True, exist_ok=True)
     write_json(grid.root / "grid.json", {"source": str(grid.source), "cells": [c.key for c in grid.cells()]})
+    if jobs > 1:
+
+        def on_done(key: str) -> None:
+            log.info("%s: done", key)
+            if grid.evaluate:
+                write_results(grid)
+
+        run_parallel(path, selected, jobs, coherence=coherence, with_base=grid.evaluate, on_done=on_done)
+        return grid.root
     if grid.evaluate:
         evaluate_base(grid)
         write_results(grid)
