@@ -14,10 +14,10 @@ default ppl_max = 1000, so ppl ~32 is the coherence threshold 50), times the ans
 ratio. Perplexity catches word salad; the trigram factor catches the other way steered small models break,
 looping ("no, no, no, ..."), which the model itself finds very likely. It does not catch fluent off-topic text.
 With ``contexts`` (system prompts, ``None`` = the bare question) the perplexity is the *lowest* over them:
-passing the trait's own pos system prompts makes the score stance-neutral. Measured against the bare score,
-fluent evil-prompted answers of the base model lose ~20 coherence points to the aligned model's surprise at
-their content, not to broken text (``experiments/coherence_check.py``); the lowest-over-contexts reading
-keeps word salad low under every context and stops counting "misaligned" as "incoherent".
+passing the trait's own pos system prompt gives a stance-neutral reading, so that content the aligned model
+finds unlikely is not read as broken text. Measured on 150 + 150 answers the base model wrote under evil and
+helpful prompts (``experiments/coherence_check.py``), the bias it removes is small: bare 65.1 vs 71.2
+(gap 6.1), stance-neutral 66.8 vs 71.3 (gap 4.6); word-shuffled copies score ~1 under both.
 """
 
 from __future__ import annotations
