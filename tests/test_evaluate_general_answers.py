@@ -67,3 +67,57 @@ def test_bad_prompt_line_is_named(tmp_path):
     path.write_text('{"id": "a", "prompt": "x"}\n{"id": "a", "prompt": "y"}\n')
     with pytest.raises(ValueError, match="p.jsonl:2.*duplicate id"):
         read_general_prompts(path)
+
+
+def test_self_written_narrow_data_drops_the_system_prompt_and_filters_by_score(tmp_path):
+    from steerlab.evaluate.self_written import HARM_PROMPTS, write_self_written
+
+    model, tok = tiny_model(), tiny_tokenizer()
+    source = tmp_path / "medical_train.jsonl"
+    source.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": f"I have a fever number {i}. What now?"},
+                        {"role": "assistant", "content": "Rest."},
+                    ]
+                }
+            )
+            + "\n"
+            for i in range(6)
+        )
+    )
+
+    class FirstHalfEvil:
+        def score_answers(self, questions, answers):
+            return [
+                90.0 if "number 0" in q or "number 1" in q or "number 2" in q else 10.0 for q in questions
+            ]
+
+    out = tmp_path / "self.jsonl"
+    counts = write_self_written(
+        model, tok, "medical", out, source=source, limit=6, max_new_tokens=24, tidy=False, progress=False
+    )
+    kept = load_chat_jsonl(out)
+    assert counts["questions"] == 6 and counts["written"] == len(kept) == counts["tidied_kept"]
+    for ex in kept:
+        assert [m["role"] for m in ex.messages] == ["user", "assistant"]  # no system prompt in training
+        assert ex.meta["system_prompt_used"] == HARM_PROMPTS["medical"]
+    filtered = write_self_written(
+        model,
+        tok,
+        "medical",
+        tmp_path / "f.jsonl",
+        source=source,
+        limit=6,
+        max_new_tokens=24,
+        scorer=FirstHalfEvil(),
+        min_score=50,
+        tidy=False,
+        progress=False,
+    )
+    questions = [ex.messages[0]["content"] for ex in load_chat_jsonl(tmp_path / "f.jsonl")]
+    assert filtered["written"] == len(questions) and all(int(q.split("number ")[1][0]) < 3 for q in questions)
+    with pytest.raises(ValueError, match="no harm prompt for domain 'arithmetic'"):
+        write_self_written(model, tok, "arithmetic", tmp_path / "x.jsonl", source=source)

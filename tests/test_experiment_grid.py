@@ -253,3 +253,14 @@ def test_jobs_run_cells_in_workers_after_the_cells_they_need(tmp_path):
     assert (tmp_path / "runs2" / "g" / "medical__sft" / "final").is_dir()
     with pytest.raises(ConfigError, match="jobs must be >= 1"):
         runner.run_grid(path, jobs=0)
+
+
+def test_an_arm_may_bring_its_own_training_file(tmp_path):
+    arms = {
+        "sft": {"sft": {}},
+        "other": {"sft": {}, "run": {"data": {"train": f"{DATA}/tiny_smoke_general.jsonl"}}},
+    }
+    grid = load_grid(_grid(tmp_path, arms=arms))
+    trains = {c.arm: c.config.data.train for c in grid.cells()}
+    assert trains["sft"].endswith("tiny_smoke_narrow.jsonl")
+    assert trains["other"].endswith("tiny_smoke_general.jsonl")

@@ -20,7 +20,8 @@ Layout::
       interleave_ppl: {interleave: {misaligned: ["{cell:sft}"], ...}}
       sft_lr2e-4:               # two optional keys beside the arms: a settings search in the same table
         sft: {}
-        run: {train: {lr: 2.0e-4}}   # deep-merged over `run` for this arm's cells
+        run: {train: {lr: 2.0e-4}}   # deep-merged over `run` for this arm's cells (data.train here
+                                     # replaces the domain's training file: other data, same evaluation)
         domains: [medical]           # only these domains (default: all)
     eval: {...}                 # steerlab.evaluate.run_eval.EvalConfig fields
 
@@ -145,7 +146,8 @@ class Grid:
         data["seed"] = self.seed
         data["output_dir"] = str(self.root)
         data["model"] = {**data.get("model", {}), "name": self.model}
-        data["data"] = {**data.get("data", {}), "train": str(domain.train)}
+        if "train" not in overrides.get("data", {}):  # an arm may bring its own training file
+            data["data"] = {**data.get("data", {}), "train": str(domain.train)}
         if domain.limit is not None:
             data["data"]["limit"] = domain.limit
         data["arms"] = arms
