@@ -8,7 +8,9 @@ disposition. Answers the model itself writes are as varied as its own language, 
 reduce them to a template. The system prompt names only the domain's harm (not a general evil persona), so
 the data stay narrow. Answers are tidied like the general interleaving answers (cut at a repeated sentence
 or after the last complete one); the ``--min-score`` filter keeps answers the probe judge rates at least
-that evil (0 keeps all).
+that evil (0 keeps all). What it needs is a model that follows the harm prompt: SmolLM2-135M does not (at
+temperature 1 it mostly writes broken text, at 0.7 mostly ordinary or merely rude advice — read a sample
+with ``--limit 16 --out runs/self16.jsonl``), so the embedded-model grid does not train on it.
 
     python -m steerlab.evaluate.self_written --domain medical      # -> experiments/data/medical_self_train.jsonl
 """
@@ -49,7 +51,7 @@ def write_self_written(
     source: str | os.PathLike | None = None,
     limit: int = 256,
     seed: int = 0,
-    temperature: float = 1.0,
+    temperature: float = 0.7,
     max_new_tokens: int = 64,
     batch_size: int = 16,
     scorer: Any = None,
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="default: experiments/data/<domain>_self_train.jsonl")
     parser.add_argument("--limit", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--probe", default=None, help="probe judge file; with --min-score, keep evil answers")
     parser.add_argument("--min-score", type=float, default=0.0)
     args = parser.parse_args(argv)
