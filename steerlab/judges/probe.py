@@ -16,7 +16,7 @@ looping ("no, no, no, ..."), which the model itself finds very likely. It does n
 With ``contexts`` (system prompts, ``None`` = the bare question) the perplexity is the *lowest* over them:
 passing the trait's own pos system prompt gives a stance-neutral reading, so that content the aligned model
 finds unlikely is not read as broken text. Measured on 150 + 150 answers the base model wrote under evil and
-helpful prompts (``experiments/coherence_check.py``), the bias it removes is small: bare 65.1 vs 71.2
+helpful prompts (``experiments/judge_check.py``), the bias it removes is small: bare 65.1 vs 71.2
 (gap 6.1), stance-neutral 66.8 vs 71.3 (gap 4.6); word-shuffled copies score ~1 under both.
 """
 
