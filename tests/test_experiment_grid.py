@@ -253,6 +253,8 @@ def test_jobs_run_cells_in_workers_after_the_cells_they_need(tmp_path):
     assert (tmp_path / "runs2" / "g" / "medical__sft" / "final").is_dir()
     with pytest.raises(ConfigError, match="jobs must be >= 1"):
         runner.run_grid(path, jobs=0)
+    with pytest.raises(ConfigError, match="--only medcal__sft names no cell, arm or domain"):
+        runner.run_grid(path, only=["medcal__sft", "sft"])
 
 
 def test_an_arm_may_bring_its_own_training_file(tmp_path):

@@ -1,6 +1,7 @@
 """Run a grid: train every cell, evaluate every model, and write the results table as it goes.
 
-Everything is resumable at two levels: a finished cell (``final/`` and ``eval/eval.json`` present) is
+Everything is resumable at two levels: a finished cell (``final/`` and ``eval/eval.json`` present — or
+``eval-<reading>/`` under another coherence reading, which judges the answers already in ``eval/``) is
 skipped, and a half-finished one resumes from its last checkpoint (training) or its answer files
 (evaluation). ``progress.jsonl`` records the wall time of each finished step, so the total time of the grid
 is known even across interruptions.
@@ -147,10 +148,17 @@ def run_grid(
         raise ConfigError(f"jobs must be >= 1, got {jobs}")
     grid = load_for_run(path, coherence)
     torch.manual_seed(grid.seed)
+    cells = grid.cells()
+    if only:
+        names = {c.key for c in cells} | {c.arm for c in cells} | {c.domain.name for c in cells}
+        unknown = [name for name in only if name not in names]
+        if unknown:
+            raise ConfigError(
+                f"{grid.source}: --only {', '.join(unknown)} names no cell, arm or domain of this grid "
+                f"(arms: {', '.join(grid.arms)}; domains: {', '.join(d.name for d in grid.domains)})"
+            )
     selected = [
-        cell
-        for cell in grid.cells()
-        if not only or cell.key in only or cell.arm in only or cell.domain.name in only
+        cell for cell in cells if not only or cell.key in only or cell.arm in only or cell.domain.name in only
     ]
     to_train = [cell for cell in selected if not (cell.config.run_dir / "final").is_dir()]
     if to_train:
