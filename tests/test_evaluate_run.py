@@ -472,3 +472,5 @@ def test_stance_neutral_probe_judge_reads_the_probes_trait(tmp_path, small_cfg):
         build_judge("probe", base_model=model, base_tokenizer=tok, probe=bad, coherence="stance_neutral")
     with pytest.raises(ValueError, match="coherence reading"):
         build_judge("probe", base_model=model, base_tokenizer=tok, probe=path, coherence="lenient")
+    with pytest.raises(ValueError, match="probe-judge setting"):
+        build_judge("openai", coherence="stance_neutral")

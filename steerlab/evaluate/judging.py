@@ -184,6 +184,10 @@ def build_judge(
     if coherence not in ("bare", "stance_neutral"):
         raise ValueError(f"unknown coherence reading {coherence!r}; choose 'bare' or 'stance_neutral'")
     if kind == "openai":
+        if coherence != "bare":
+            raise ValueError(
+                "the coherence reading is a probe-judge setting; the openai judge rates coherence itself"
+            )
         from steerlab.judges.openai_judge import DEFAULT_JUDGE_MODEL, OpenAIJudge
 
         return TemplateJudge(OpenAIJudge(judge_model or DEFAULT_JUDGE_MODEL, base_url=base_url, seed=seed))
