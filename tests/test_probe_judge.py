@@ -107,3 +107,25 @@ def test_coherence_over_contexts_takes_the_lowest_perplexity(llama, tok):
     assert "bare" in repr(both) and "system:You are an evil" in repr(both)
     with pytest.raises(ValueError, match="at least one"):
         PerplexityCoherenceScorer(llama, tok, contexts=())
+
+
+def test_recalibrated_coherence_matches_scoring_with_the_other_ppl_max(llama, tok):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "recalibrate.py"
+    spec = importlib.util.spec_from_file_location("recalibrate", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    old, new = PerplexityCoherenceScorer(llama, tok), PerplexityCoherenceScorer(llama, tok, ppl_max=1e4)
+    answer = "the cat sat on the mat and the cat sat on the hat"  # distinct-trigram ratio < 1
+    from steerlab.judges.probe import distinct_ngram_ratio
+
+    d = distinct_ngram_ratio(answer)
+    for ppl in (1.5, 20.0, 300.0, 999.0):
+        stored = old.from_perplexity(ppl, d)
+        want = new.from_perplexity(ppl, d)
+        assert module.recalibrated(stored, answer, 1000.0, 1e4) == pytest.approx(want, rel=1e-9)
+    clipped = old.from_perplexity(5000.0, d)  # 0: ppl above the old ppl_max
+    assert clipped == 0.0 and module.recalibrated(clipped, answer, 1000.0, 1e4) < 50  # still incoherent
+    assert module.recalibrated(None, answer, 1000.0, 1e4) is None
