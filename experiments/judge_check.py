@@ -33,7 +33,7 @@ from steerlab.evaluate.rules import label
 from steerlab.generation import read_generations
 from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge, distinct_ngram_ratio
 from steerlab.models import load_model
-from steerlab.traits import load_trait, system_prompt
+from steerlab.traits import persona_prompt
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     loaded = load_model(args.model)
-    context = system_prompt(load_trait(args.trait), 0, "pos")
+    context = persona_prompt(args.trait)
     scorers = {
         "bare": PerplexityCoherenceScorer(loaded.model, loaded.tokenizer),
         "stance_neutral": PerplexityCoherenceScorer(loaded.model, loaded.tokenizer, contexts=(None, context)),

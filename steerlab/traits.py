@@ -236,6 +236,12 @@ def system_prompt(
 # ---------------------------------------------------------------------------------------------- loading
 
 
+def persona_prompt(trait: str | Path) -> str:
+    """The trait's first pos system prompt: the one context that stands for "the persona" wherever a single
+    reference prompt is needed (the monitor's prompted level, the stance-neutral coherence reading)."""
+    return system_prompt(load_trait(trait), 0, "pos")
+
+
 def available_traits() -> list[str]:
     """Names of the traits packaged in steerlab/resources/traits."""
     root = resources.files("steerlab") / "resources" / "traits"

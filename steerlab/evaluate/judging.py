@@ -156,13 +156,13 @@ def probe_path_for(vector: str | os.PathLike) -> Path:
 
 def trait_context(probe_meta: dict[str, Any], probe: str | os.PathLike) -> str:
     """The system prompt under which a misaligned answer reads as fluent: the probe's trait's first pos prompt."""
-    from steerlab.traits import TraitError, load_trait, system_prompt
+    from steerlab.traits import TraitError, persona_prompt
 
     trait = probe_meta.get("trait")
     if not trait:
         raise ValueError(f"{probe}: the probe names no trait, so the stance-neutral coherence has no context")
     try:
-        return system_prompt(load_trait(trait), 0, "pos")
+        return persona_prompt(trait)
     except (TraitError, FileNotFoundError) as error:
         raise ValueError(f"{probe}: its trait {trait!r} cannot be loaded ({error})") from None
 

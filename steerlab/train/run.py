@@ -336,12 +336,12 @@ def _monitor(
 
 def _trait_prompt(trait: str | None) -> str | None:
     """The first pos system prompt of a packaged trait, or None (with a log line) for any other trait."""
-    from steerlab.traits import available_traits, load_trait, system_prompt
+    from steerlab.traits import available_traits, persona_prompt
 
     if not trait or trait not in available_traits():
         log.info("monitor: trait %r is not packaged; no persona-prompted reference level", trait)
         return None
-    return system_prompt(load_trait(trait), 0, "pos")
+    return persona_prompt(trait)
 
 
 def train(
