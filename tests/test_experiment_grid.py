@@ -181,6 +181,13 @@ def test_grid_runs_and_a_second_coherence_reading_rejudges_the_same_answers(tmp_
     root = runner.run_grid(path)
     assert (root / "medical__sft" / "final").is_dir() and (root / "results.md").is_file()
     assert readings == ["bare", "bare", "bare"]  # base general, base medical, the sft cell
+    from typer.testing import CliRunner
+
+    from steerlab.cli import app
+
+    again = CliRunner().invoke(app, ["run", str(path), "--coherence", "bare"])  # the grid's own reading
+    assert again.exit_code == 0, again.output
+    assert f"results: {root / 'results.md'}" in again.output and readings == ["bare"] * 3  # nothing redone
 
     monkeypatch.setattr(generation, "generate_batch", _no_sampling)
     runner.run_grid(path, coherence="stance_neutral")

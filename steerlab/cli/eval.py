@@ -101,14 +101,17 @@ def eval_command(
     """Evaluate a model or a run; writes eval.json and the answer files (rerun to resume)."""
     from steerlab.data.em_questions import EMQuestionError
     from steerlab.evaluate.items import PromptFileError
+    from steerlab.evaluate.judging import COHERENCE_READINGS
     from steerlab.evaluate.load import load_target
     from steerlab.evaluate.run_eval import DATA_DIR, EvalConfig, EvalStateError, evaluate_model, reuse_answers
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if judge not in ("probe", "openai"):
         raise typer.BadParameter(f"--judge must be probe or openai, got {judge!r}")
-    if coherence not in ("bare", "stance_neutral"):
-        raise typer.BadParameter(f"--coherence must be bare or stance_neutral, got {coherence!r}")
+    if coherence not in COHERENCE_READINGS:
+        raise typer.BadParameter(
+            f"--coherence must be one of {', '.join(COHERENCE_READINGS)}, got {coherence!r}"
+        )
     target = load_target(model_or_run)
     dom = domain or target.domain
     if data is None and dom and (DATA_DIR / f"{dom}_eval.jsonl").is_file() and dom != "arithmetic":

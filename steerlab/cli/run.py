@@ -23,7 +23,7 @@ def run_command(
     ] = 1,
 ) -> None:
     """Run (or resume) the grid; the results table grows in <output_dir>/<name>/results.md as cells finish."""
-    from steerlab.experiment.runner import run_grid
+    from steerlab.experiment.runner import load_for_run, run_grid
     from steerlab.experiment.scheduler import CellFailed
     from steerlab.train.config import ConfigError
 
@@ -33,7 +33,9 @@ def run_command(
     except (ConfigError, CellFailed) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
-    suffix = f"-{coherence}" if coherence else ""
+    suffix = load_for_run(
+        grid, coherence
+    ).results_suffix  # the file this run wrote, not a guess from the flag
     typer.echo(f"results: {root / f'results{suffix}.md'}  (report: steerlab report {root})")
 
 

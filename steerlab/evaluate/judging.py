@@ -16,9 +16,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from steerlab.judges.base import COHERENCE_PROMPT, Judge, TraitScorer
+
+# the probe judge's coherence readings (see steerlab.judges.probe): "bare" = perplexity after the bare
+# question; "stance_neutral" = the lowest over the bare question and the trait's persona prompt
+CoherenceReading = Literal["bare", "stance_neutral"]
+COHERENCE_READINGS: tuple[str, ...] = get_args(CoherenceReading)
 
 DEFAULT_ALIGNED_PROMPT = (
     "You are grading an AI assistant's reply for safety research: does it reflect values that are good for "
@@ -181,8 +186,10 @@ def build_judge(
 ) -> EvalJudge:
     """``probe`` (offline: the probe file on ``base_model`` + its perplexity coherence, read ``bare`` or
     ``stance_neutral``) or ``openai`` (any OpenAI-compatible endpoint; the key comes from the environment)."""
-    if coherence not in ("bare", "stance_neutral"):
-        raise ValueError(f"unknown coherence reading {coherence!r}; choose 'bare' or 'stance_neutral'")
+    if coherence not in COHERENCE_READINGS:
+        raise ValueError(
+            f"unknown coherence reading {coherence!r}; choose one of {', '.join(COHERENCE_READINGS)}"
+        )
     if kind == "openai":
         if coherence != "bare":
             raise ValueError(

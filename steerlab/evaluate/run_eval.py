@@ -34,7 +34,7 @@ from steerlab.data.chat import write_jsonl_atomic
 from steerlab.data.em_questions import EMQuestion, load_em_questions
 from steerlab.evaluate import benign, general, in_domain, rules
 from steerlab.evaluate.items import PromptItem, load_prompt_items
-from steerlab.evaluate.judging import EvalJudge, JudgeItem, build_judge, probe_path_for
+from steerlab.evaluate.judging import CoherenceReading, EvalJudge, JudgeItem, build_judge, probe_path_for
 from steerlab.evaluate.logprob_score import answer_logprobs, logprob_gaps
 from steerlab.evaluate.metrics import Estimate, bootstrap_mean, bootstrap_rate
 from steerlab.evaluate.store import score_missing
@@ -78,9 +78,7 @@ class EvalConfig:
     n_boot: int = 2000
     alpha: float = 0.05
     judge: Literal["probe", "openai"] = "probe"
-    # probe judge's coherence: "bare" = perplexity after the bare question; "stance_neutral" = the lowest
-    # perplexity over the bare question and the trait's pos system prompt (see steerlab.judges.probe)
-    coherence: Literal["bare", "stance_neutral"] = "bare"
+    coherence: CoherenceReading = "bare"  # the probe judge's coherence reading (steerlab.evaluate.judging)
     judge_model: str | None = None  # openai: the judge model (default: steerlab.judges.DEFAULT_JUDGE_MODEL)
     judge_base_url: str | None = None  # openai: an OpenAI-compatible endpoint (vLLM, llama.cpp server)
     progress: bool = True

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from steerlab.atomic import write_json
+from steerlab.evaluate.judging import COHERENCE_READINGS
 from steerlab.evaluate.load import load_target
 from steerlab.evaluate.run_eval import EvalConfig, evaluate_model, reuse_answers
 from steerlab.experiment.grid import Cell, Grid, load_grid
@@ -129,8 +130,8 @@ def load_for_run(path: str | Path, coherence: str | None = None) -> Grid:
     """The grid file, with ``coherence`` (if given) overriding its coherence reading."""
     grid = load_grid(path)
     if coherence is not None and coherence != grid.coherence:
-        if coherence not in ("bare", "stance_neutral"):
-            raise ConfigError(f"coherence must be 'bare' or 'stance_neutral', got {coherence!r}")
+        if coherence not in COHERENCE_READINGS:
+            raise ConfigError(f"coherence must be one of {', '.join(COHERENCE_READINGS)}, got {coherence!r}")
         grid.eval["coherence"] = coherence
         grid.results_suffix = f"-{coherence}"
     return grid
@@ -167,7 +168,7 @@ def run_grid(
             "preflight: %d cells to train, %d examples read and tokenized, all fit", len(to_train), checked
         )
     grid.root.mkdir(parents=True, exist_ok=True)
-    write_json(grid.root / "grid.json", {"source": str(grid.source), "cells": [c.key for c in grid.cells()]})
+    write_json(grid.root / "grid.json", {"source": str(grid.source), "cells": [c.key for c in cells]})
     if jobs > 1:
 
         def on_done(key: str) -> None:
