@@ -62,6 +62,18 @@ def tidy_answer(text: str, finished: bool, min_chars: int = 20) -> str | None:
     return out if len(out) >= min_chars else None
 
 
+def tidied(record: dict[str, Any], *, tidy: bool = True, min_chars: int = 20) -> str | None:
+    """A generation record's answer, tidied (or just stripped when ``tidy`` is off); None when dropped."""
+    raw = record["answer"].strip()
+    return tidy_answer(raw, record["finished"], min_chars) if tidy else (raw or None)
+
+
+def partial_path(out_path: str | os.PathLike) -> Path:
+    """Where answers accumulate (resumably) before the final chat JSONL is written atomically."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.stem + ".partial.jsonl")
+
+
 def tidy_records(
     records: list[dict[str, Any]],
     *,
@@ -74,8 +86,7 @@ def tidy_records(
     """Generation records -> chat examples with tidied answers (see module doc); dropped answers are left out."""
     examples = []
     for r in records:
-        raw = r["answer"].strip()
-        answer = tidy_answer(raw, r["finished"], min_chars) if tidy else (raw or None)
+        answer = tidied(r, tidy=tidy, min_chars=min_chars)
         if answer is None:
             continue
         meta = {
@@ -83,7 +94,7 @@ def tidy_records(
             "dataset": "general",
             "answered_by": source,
             "finished": r["finished"],
-            "tidied": answer != raw,
+            "tidied": answer != r["answer"].strip(),
             "temperature": temperature,
             "seed": seed,
         }
@@ -110,7 +121,7 @@ def generate_general_answers(
 ) -> dict[str, int]:
     """Answer every prompt with ``model`` and write chat JSONL to ``out_path``; returns counts."""
     out_path = Path(out_path)
-    partial = out_path.with_name(out_path.stem + ".partial.jsonl")
+    partial = partial_path(out_path)
     prompts = read_general_prompts(prompts_path)
     requests = [
         GenRequest(key=pid, messages=chat_messages(text, system), meta={"id": pid}) for pid, text in prompts

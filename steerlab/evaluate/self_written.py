@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.data.chat import ChatExample, load_chat_jsonl, write_chat_jsonl
-from steerlab.evaluate.general_answers import DATA_DIR, tidy_answer
+from steerlab.evaluate.general_answers import DATA_DIR, partial_path, tidied
 from steerlab.generation import GenRequest, chat_messages, generate
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def write_self_written(
     source = Path(source) if source else DATA_DIR / f"{domain}_train.jsonl"
     examples = list(load_chat_jsonl(source))[:limit]
     out_path = Path(out_path)
-    partial = out_path.with_name(out_path.stem + ".partial.jsonl")
+    partial = partial_path(out_path)
     requests = [
         GenRequest(
             key=f"{domain}/{i}", messages=chat_messages(ex.messages[0]["content"], HARM_PROMPTS[domain])
@@ -86,8 +86,7 @@ def write_self_written(
     )
     questions, answers = [], []
     for r in records:
-        raw = r["answer"].strip()
-        answer = tidy_answer(raw, r["finished"]) if tidy else (raw or None)
+        answer = tidied(r, tidy=tidy)
         if answer is not None:
             questions.append(r["messages"][-1]["content"])
             answers.append(answer)

@@ -12,25 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from steerlab.data.chat import ChatDataError, ChatExample, load_chat_jsonl
+from steerlab.data.chat import ChatExample, load_chat_jsonl
 from steerlab.data.inoculate import inoculate
 from steerlab.data.interleave import DEFAULT_REFUSAL_MARKERS, refusal_filter
 from steerlab.data.tokenize import TokenizeError, tokenize_chat
 from steerlab.experiment.grid import Cell
 from steerlab.train.config import ConfigError, ExperimentConfig
-
-
-def load_grid_tokenizer(model: str) -> Any:
-    """The tokenizer alone (no weights): what the length check needs."""
-    if model.startswith("tiny:"):
-        from steerlab.testing import tiny_tokenizer
-
-        return tiny_tokenizer("right")
-    from transformers import AutoTokenizer
-
-    from steerlab.models import resolve_model_path
-
-    return AutoTokenizer.from_pretrained(resolve_model_path(model))
 
 
 def cell_examples(cfg: ExperimentConfig) -> list[ChatExample]:
@@ -72,7 +59,7 @@ def check_cells(cells: Sequence[Cell], tokenizer: Any, *, most: int = 10) -> int
             found: list[str] = []
             try:
                 examples = cell_examples(cfg)
-            except (ChatDataError, OSError, ValueError) as error:
+            except (OSError, ValueError) as error:  # a bad chat line raises ChatDataError, a ValueError
                 examples, found = [], [str(error)]
             for ex in examples:
                 try:

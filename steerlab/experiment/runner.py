@@ -23,11 +23,11 @@ from steerlab.evaluate.judging import COHERENCE_READINGS
 from steerlab.evaluate.load import load_target
 from steerlab.evaluate.run_eval import EvalConfig, evaluate_model, reuse_answers
 from steerlab.experiment.grid import Cell, Grid, load_grid
-from steerlab.experiment.preflight import check_cells, load_grid_tokenizer
+from steerlab.experiment.preflight import check_cells
 from steerlab.experiment.results import write_results
 from steerlab.experiment.scheduler import run_parallel
 from steerlab.train.config import ConfigError
-from steerlab.train.run import train
+from steerlab.train.run import load_tokenizer, train
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def run_grid(
     ]
     to_train = [cell for cell in selected if not (cell.config.run_dir / "final").is_dir()]
     if to_train:
-        checked = check_cells(to_train, load_grid_tokenizer(grid.model))
+        checked = check_cells(to_train, load_tokenizer(grid.model))
         log.info(
             "preflight: %d cells to train, %d examples read and tokenized, all fit", len(to_train), checked
         )

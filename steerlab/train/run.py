@@ -84,12 +84,25 @@ class ListDataset(Dataset):
 # ---------------------------------------------------------------------------------------------- models
 
 
+def load_tokenizer(name: str) -> Any:
+    """The tokenizer of a model name alone, no weights (``tiny:<arch>``: the in-memory test tokenizer)."""
+    if name.startswith("tiny:"):
+        from steerlab.testing import tiny_tokenizer
+
+        return tiny_tokenizer("right")
+    from transformers import AutoTokenizer
+
+    from steerlab.models import resolve_model_path
+
+    return AutoTokenizer.from_pretrained(resolve_model_path(name))
+
+
 def load_base(model_cfg: Any) -> tuple[nn.Module, Any]:
     """The base model and tokenizer of a config (``tiny:<arch>`` builds a seeded test model)."""
     if model_cfg.name.startswith("tiny:"):
-        from steerlab.testing import tiny_model, tiny_tokenizer
+        from steerlab.testing import tiny_model
 
-        return tiny_model(model_cfg.name[5:]), tiny_tokenizer("right")
+        return tiny_model(model_cfg.name[5:]), load_tokenizer(model_cfg.name)
     from steerlab.models import load_model
 
     loaded = load_model(model_cfg.name, dtype=_DTYPES[model_cfg.dtype])
