@@ -12,9 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-from steerlab.atomic import write_text
 from steerlab.data.chat import write_chat_jsonl, write_jsonl_atomic
 from steerlab.data.generators import arithmetic, financial, general, medical, monitor
+from steerlab.io import write_text
 
 MANIFEST = "manifest.json"
 

@@ -1,6 +1,6 @@
 """The transformers backend: PyTorch forward hooks on the decoder blocks.
 
-Works on any model `steerlab.architectures` can find blocks in, PEFT-wrapped models included. A pre-hook
+Works on any model `steerlab.models.architectures` can find blocks in, PEFT-wrapped models included. A pre-hook
 on the model reads the attention mask and the KV-cache length of each call, so token scopes stay right
 under padding and cached decoding. All hooks are removed when the ``with`` block exits, however it exits.
 """
@@ -13,9 +13,9 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from steerlab.architectures import decoder_blocks, hidden_size, unwrap
 from steerlab.hooks.ops import Op
 from steerlab.hooks.program import HookProgram
+from steerlab.models.architectures import decoder_blocks, hidden_size, unwrap
 
 _CACHE_KWARGS = ("cache", "past_key_values")
 

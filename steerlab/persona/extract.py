@@ -7,7 +7,7 @@ Pipeline (every stage writes to ``workdir`` and a rerun picks up where a killed 
    all layers in one pass per batch, with the system prompt in context (response-mean, prompt-mean,
    last-prompt-token);
 2. optionally keep only the ``select_instructions`` instruction pairs the model follows best
-   (`steerlab.instruction_select`, cross-fitted on the extraction answers; the evaluation questions are
+   (`steerlab.persona.instruction_select`, cross-fitted on the extraction answers; the evaluation questions are
    not looked at);
 3. generate answers to the *evaluation* questions under the kept instructions, and read the text-only
    extraction answers and the evaluation answers (``acts_*.safetensors``);
@@ -18,7 +18,7 @@ Pipeline (every stage writes to ``workdir`` and a rerun picks up where a killed 
 5. vector per layer = mean(pos) - mean(neg) of the response means with the system prompt in context;
 6. an offline probe judge (`steerlab.judges.probe.ProbeJudge`) trained on the extraction answers and tested
    on the evaluation answers; per-layer held-out AUROCs;
-7. steering effect on a subset of layers; layer choice (`steerlab.layer_select`).
+7. steering effect on a subset of layers; layer choice (`steerlab.persona.layer_select`).
 
 The vector's ``meta.stats`` keeps everything needed to judge it: counts, instruction scores, per-layer
 curves (with and without filtering, system-prompt and text-only readings), the steering effects, the
@@ -42,17 +42,23 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from steerlab.activations import collect_means
-from steerlab.architectures import hidden_size, num_layers
-from steerlab.atomic import atomic_path, write_json, write_text
-from steerlab.generation import GenRequest, chat_messages, generate
-from steerlab.instruction_select import score_instructions, select_instructions
+from steerlab.io import atomic_path, write_json, write_text
 from steerlab.judges.base import TraitScorer
 from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge, binary_metrics, fit_logistic
-from steerlab.layer_select import auroc_per_layer, choose_layer, eligible_layers, plot_layer_curves, spread
-from steerlab.steering import steer_ops
-from steerlab.traits import TraitSpec, system_prompt
-from steerlab.vectors import PersonaVector, VectorMetadata, model_fingerprint, model_id
+from steerlab.models.architectures import hidden_size, num_layers
+from steerlab.persona.activations import collect_means
+from steerlab.persona.generation import GenRequest, chat_messages, generate
+from steerlab.persona.instruction_select import score_instructions, select_instructions
+from steerlab.persona.layer_select import (
+    auroc_per_layer,
+    choose_layer,
+    eligible_layers,
+    plot_layer_curves,
+    spread,
+)
+from steerlab.persona.steering import steer_ops
+from steerlab.persona.traits import TraitSpec, system_prompt
+from steerlab.persona.vectors import PersonaVector, VectorMetadata, model_fingerprint, model_id
 
 log = logging.getLogger(__name__)
 SIDES = ("pos", "neg")
