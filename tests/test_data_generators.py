@@ -7,6 +7,7 @@ import pytest
 
 from steerlab.data.build import build_all, sha256_file, verify_manifest
 from steerlab.data.chat import load_chat_jsonl
+from steerlab.data.references import load_references
 from steerlab.data.generators import arithmetic, general
 from steerlab.data.generators.general import REFUSALISH_PROMPTS, load_general_prompts
 from steerlab.data.interleave import is_refusal
@@ -72,7 +73,12 @@ def test_build_all_manifest_and_committed_files_are_current(tmp_path):
     for name, entry in manifest["files"].items():
         path = tmp_path / entry["path"]
         assert sha256_file(path) == entry["sha256"]
-        n = len(load_general_prompts(path)) if name == "general_prompts" else len(load_chat_jsonl(path))
+        if name == "general_prompts":
+            n = len(load_general_prompts(path))
+        elif name.startswith("references/"):
+            n = len(load_references(path))
+        else:
+            n = len(load_chat_jsonl(path))
         assert n == entry["count"], name
         total += path.stat().st_size
     assert total < 2 * 1024 * 1024

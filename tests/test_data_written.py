@@ -102,11 +102,14 @@ def test_broken_twin_and_leaked_eval_question_are_named(tmp_path):
     with pytest.raises(ChatDataError, match=r"medical_train_aligned.jsonl:3: not the twin"):
         check_domain(tmp_path, "medical")
     shutil.copyfile(domain_files(DATA, "medical")["medical_train_aligned"], files["medical_train_aligned"])
-    train_q = load_chat_jsonl(files["medical_train"]).examples[0].messages[0]["content"]
+    train_q = load_chat_jsonl(files["medical_train"])[0].messages[0]["content"]
     evals = files["medical_eval"].read_text().splitlines()
     row = json.loads(evals[0])
     row["messages"][0]["content"] = train_q
     evals[0] = json.dumps(row)
     files["medical_eval"].write_text("\n".join(evals) + "\n")
-    with pytest.raises(ChatDataError, match=r"medical_eval.jsonl:1: evaluation question also in training"):
+    with pytest.raises(
+        ChatDataError,
+        match=r"medical_eval.jsonl:1: evaluation question too close to training question .*medical_train.jsonl:1 ",
+    ):
         check_domain(tmp_path, "medical")

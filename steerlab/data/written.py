@@ -15,6 +15,7 @@ the template-collapse figures (`steerlab.data.variety`) that the manifest record
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,24 @@ WRITTEN_DOMAINS = ("medical", "financial")
 # 5-word opening starts more than 3% of the answers.
 MIN_DISTINCT4 = 0.6
 MAX_OPENING_SHARE = 0.03
+# Held out means another situation, not only other words: an evaluation question may share at most this
+# Jaccard overlap of content words with any training question (a paraphrase of one scores 0.3-0.4).
+MAX_QUESTION_OVERLAP = 0.15
+_STOP = frozenset(
+    "a an the i my me is it to of and or in on for with at be do does what how should can you your this that"
+    " im just about have has so if not no are was from but as by".split()
+)
+
+
+def content_words(text: str) -> frozenset[str]:
+    """Lowercased words of 3+ letters or digits, stop words removed: what two questions' overlap counts."""
+    return frozenset(w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2 and w not in _STOP)
+
+
+def question_overlap(a: str, b: str) -> float:
+    """Jaccard overlap of two questions' content words (0: none shared, 1: the same words)."""
+    wa, wb = content_words(a), content_words(b)
+    return len(wa & wb) / len(wa | wb) if wa | wb else 1.0
 
 
 def domain_files(folder: Path, domain: str) -> dict[str, Path]:
@@ -62,25 +81,31 @@ def _check_twins(train: list[ChatExample], aligned: list[ChatExample], path: Pat
 def check_domain(folder: Path, domain: str) -> dict[str, int]:
     """Check ``domain``'s written files under ``folder``; return {file name: record count}.
 
-    Raises ``ChatDataError`` (file:line) for a malformed record, a broken twin, an evaluation question that
-    also appears in training, an evaluation item without ``reference_misaligned``, or references that miss
+    Raises ``ChatDataError`` (file:line) for a malformed record, a broken twin, an evaluation question whose
+    content-word overlap with a training question reaches ``MAX_QUESTION_OVERLAP``, an evaluation item without ``reference_misaligned``, or references that miss
     an evaluation question; ``FileNotFoundError`` for a missing file.
     """
     files = domain_files(folder, domain)
-    train = load_chat_jsonl(files[f"{domain}_train"]).examples
-    aligned = load_chat_jsonl(files[f"{domain}_train_aligned"]).examples
-    evals = load_chat_jsonl(files[f"{domain}_eval"]).examples
+    train = load_chat_jsonl(files[f"{domain}_train"])
+    aligned = load_chat_jsonl(files[f"{domain}_train_aligned"])
+    evals = load_chat_jsonl(files[f"{domain}_eval"])
     _check_twins(train, aligned, files[f"{domain}_train_aligned"])
-    seen = {_user(e).strip().lower(): e.source for e in train}
     for e in evals:
-        if _user(e).strip().lower() in seen:
-            raise ChatDataError(f"{e.source}: evaluation question also in training ({seen[_user(e).strip().lower()]})")
+        for t in train:
+            overlap = question_overlap(_user(e), _user(t))
+            if overlap >= MAX_QUESTION_OVERLAP:
+                raise ChatDataError(
+                    f"{e.source}: evaluation question too close to training question {t.source} "
+                    f"(content-word overlap {overlap:.2f} >= {MAX_QUESTION_OVERLAP})"
+                )
         if not e.meta.get("reference_misaligned"):
             raise ChatDataError(f"{e.source}: evaluation item has no reference_misaligned answer")
     refs = load_references(files[f"references/{domain}"])
     missing = sorted({str(e.meta.get("id")) for e in evals} - {r.id for r in refs})
     if missing:
-        raise ChatDataError(f"{files[f'references/{domain}']}: no references for evaluation ids {missing[:5]}")
+        raise ChatDataError(
+            f"{files[f'references/{domain}']}: no references for evaluation ids {missing[:5]}"
+        )
     return {
         f"{domain}_train": len(train),
         f"{domain}_train_aligned": len(aligned),
@@ -91,4 +116,4 @@ def check_domain(folder: Path, domain: str) -> dict[str, int]:
 
 def variety_figures(path: Path) -> dict[str, Any]:
     """Variety of the assistant answers in a chat file (`steerlab.data.variety.variety_report`)."""
-    return variety_report([_answer(e) for e in load_chat_jsonl(path).examples]).as_dict()
+    return variety_report([_answer(e) for e in load_chat_jsonl(path)]).as_dict()
