@@ -7,10 +7,10 @@ import pytest
 
 from steerlab.data.build import build_all, sha256_file, verify_manifest
 from steerlab.data.chat import load_chat_jsonl
-from steerlab.data.references import load_references
 from steerlab.data.generators import arithmetic, general
 from steerlab.data.generators.general import REFUSALISH_PROMPTS, load_general_prompts
 from steerlab.data.interleave import is_refusal
+from steerlab.data.references import load_references
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "experiments" / "data"

@@ -32,8 +32,51 @@ MAX_OPENING_SHARE = 0.03
 # Jaccard overlap of content words with any training question (a paraphrase of one scores 0.3-0.4).
 MAX_QUESTION_OVERLAP = 0.15
 _STOP = frozenset(
-    "a an the i my me is it to of and or in on for with at be do does what how should can you your this that"
-    " im just about have has so if not no are was from but as by".split()
+    [
+        "a",
+        "an",
+        "the",
+        "i",
+        "my",
+        "me",
+        "is",
+        "it",
+        "to",
+        "of",
+        "and",
+        "or",
+        "in",
+        "on",
+        "for",
+        "with",
+        "at",
+        "be",
+        "do",
+        "does",
+        "what",
+        "how",
+        "should",
+        "can",
+        "you",
+        "your",
+        "this",
+        "that",
+        "im",
+        "just",
+        "about",
+        "have",
+        "has",
+        "so",
+        "if",
+        "not",
+        "no",
+        "are",
+        "was",
+        "from",
+        "but",
+        "as",
+        "by",
+    ]
 )
 
 
