@@ -10,17 +10,16 @@ held for the whole call.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from steerlab.hooks import Op, hooked
+from steerlab.io import append_jsonl, read_keyed
 
 Messages = list[dict[str, str]]
 
@@ -58,42 +57,13 @@ def batch_seed(seed: int, batch_index: int) -> int:
 
 
 def read_generations(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Records of a generations file by key.
+    """Records of a generations file by key (``{}`` when the file does not exist).
 
     A last line without its newline is what a kill in the middle of a write leaves: it is dropped (its
-    batch is regenerated). Any other bad line, or a duplicate key, raises naming the line.
+    batch is regenerated). Raises `GenerationFileError` naming ``file:line`` for any other bad line, a record
+    without ``key`` and ``answer``, or a duplicate key.
     """
-    path = Path(path)
-    out: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return out
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    complete = text.endswith("\n")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        if number == len(lines) and not complete:
-            break  # torn final write
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise GenerationFileError(f"{path}:{number}: invalid JSON ({error.msg})") from error
-        if not isinstance(record, dict) or "key" not in record or "answer" not in record:
-            raise GenerationFileError(f"{path}:{number}: a generation record needs 'key' and 'answer'")
-        if record["key"] in out:
-            raise GenerationFileError(f"{path}:{number}: duplicate key {record['key']!r}")
-        out[record["key"]] = record
-    return out
-
-
-def _truncate_torn_tail(path: Path) -> None:
-    """Cut a partial last line so appended records start on a fresh line."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    return read_keyed(path, error=GenerationFileError, required=("key", "answer"), what="generation record")
 
 
 @torch.no_grad()
@@ -175,12 +145,6 @@ def generate(
     done = read_generations(out_path) if out_path is not None else {}
     batches = [list(requests[i : i + batch_size]) for i in range(0, len(requests), batch_size)]
     todo = [(i, b) for i, b in enumerate(batches) if not all(r.key in done for r in b)]
-    handle = None
-    if out_path is not None and todo:
-        path = Path(out_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _truncate_torn_tail(path)
-        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
     bar = tqdm(
         total=len(requests),
         initial=len(requests) - sum(len(b) for _, b in todo),
@@ -200,18 +164,15 @@ def generate(
                 top_p=top_p,
                 ops=ops,
             )
-            lines = []
+            fresh = []
             for request, result in zip(batch, outs, strict=True):
                 record = {"key": request.key, "messages": request.messages, **result, **request.meta}
                 if request.key not in done:
                     done[request.key] = record
-                    lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-            if handle is not None:
-                handle.write("".join(lines))
-                handle.flush()
+                    fresh.append(record)
+            if out_path is not None and fresh:
+                append_jsonl(out_path, fresh)
             bar.update(len(batch))
     finally:
         bar.close()
-        if handle is not None:
-            handle.close()
     return [done[k] for k in keys]
