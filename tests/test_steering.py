@@ -13,7 +13,7 @@ from helpers import random_vector
 from steerlab.hooks import Capture, hooked
 from steerlab.models.tiny import tiny_model
 from steerlab.persona.generation import chat_messages
-from steerlab.persona.steering import bootstrap_ci, generate_steered, steer_ops, sweep
+from steerlab.persona.steering import generate_steered, steer_ops, sweep, trait_score_ci
 from steerlab.persona.vectors import (
     IncompatibleVectorError,
     PersonaVector,
@@ -71,9 +71,9 @@ def test_steer_ops_add_on_response_tokens_only(llama, tok):
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
     values = [1.0, 2.0, 3.0, 4.0, 10.0, None]
-    lo, hi = bootstrap_ci(values, seed=1)
-    assert lo <= 4.0 <= hi and bootstrap_ci(values, seed=1) == [lo, hi]
-    assert all(math.isnan(v) for v in bootstrap_ci([]))
+    lo, hi = trait_score_ci(values, seed=1)
+    assert lo <= 4.0 <= hi and trait_score_ci(values, seed=1) == [lo, hi]
+    assert all(math.isnan(v) for v in trait_score_ci([]))
 
 
 def test_sweep_rows_files_and_resume(llama, tok, tmp_path):

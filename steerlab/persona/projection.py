@@ -15,27 +15,19 @@ from torch import Tensor
 
 from steerlab.persona.activations import collect_means
 from steerlab.persona.generation import Messages
-from steerlab.persona.vectors import PersonaVector
-
-
-def unit(vector: Tensor) -> Tensor:
-    norm = vector.float().norm()
-    if not torch.isfinite(norm) or norm == 0:
-        raise ValueError("cannot project on a zero or non-finite vector")
-    return vector.float() / norm
+from steerlab.persona.vectors import PersonaVector, unit_vector
 
 
 def project(activations: Tensor, vector: Tensor) -> Tensor:
     """``activations [..., d]`` projected on the unit direction of ``vector [d]`` -> ``[...]``."""
     if activations.shape[-1] != vector.shape[-1]:
         raise ValueError(f"activation width {activations.shape[-1]} != vector width {vector.shape[-1]}")
-    return activations.float() @ unit(vector)
+    return activations.float() @ unit_vector(vector)
 
 
 def project_layers(activations: Tensor, vectors: Tensor) -> Tensor:
     """``activations [N, L, d]`` on per-layer ``vectors [L, d]`` -> ``[N, L]``."""
-    units = vectors.float() / vectors.float().norm(dim=-1, keepdim=True)
-    return torch.einsum("nld,ld->nl", activations.float(), units)
+    return torch.einsum("nld,ld->nl", activations.float(), unit_vector(vectors))
 
 
 def chat_projections(

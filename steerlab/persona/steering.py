@@ -17,6 +17,7 @@ import numpy as np
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from steerlab.evaluate.metrics import DEFAULT_N_BOOT, bootstrap_mean, finite
 from steerlab.hooks import Ablate, Add, Op
 from steerlab.io import write_json, write_text
 from steerlab.judges.base import TraitScorer
@@ -93,16 +94,13 @@ def generate_steered(
     return [r["answer"] for r in records]
 
 
-def bootstrap_ci(
-    values: Sequence[float], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+def trait_score_ci(
+    values: Sequence[float | None], *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95
 ) -> list[float]:
-    """Percentile bootstrap CI of the mean (``[nan, nan]`` for no values)."""
-    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    if len(x) == 0:
-        return [float("nan"), float("nan")]
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    return [float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, 1 - (1 - level) / 2))]
+    """``[lo, hi]`` of the mean of the scores a judge could give (None and NaN left out), from steerlab's one
+    bootstrap (`steerlab.evaluate.metrics.bootstrap_mean`); ``[nan, nan]`` when there is none."""
+    estimate = bootstrap_mean(finite(values), n_boot=n_boot, seed=seed, alpha=1 - level)
+    return list(estimate.ci) if estimate.ci is not None else [float("nan"), float("nan")]
 
 
 def _mean(values: Sequence[float | None]) -> float:
@@ -129,7 +127,7 @@ def sweep(
     seed: int = 0,
     batch_size: int = 16,
     out_dir: str | Path | None = None,
-    n_boot: int = 1000,
+    n_boot: int = DEFAULT_N_BOOT,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """One row per alpha: ``{alpha, trait_score, trait_score_ci, coherence, perplexity, ...}``.
@@ -173,7 +171,7 @@ def sweep(
                 "mode": mode,
                 "system": system,
                 "trait_score": _mean(trait),
-                "trait_score_ci": bootstrap_ci(trait, n_boot=n_boot, seed=seed),
+                "trait_score_ci": trait_score_ci(trait, n_boot=n_boot, seed=seed),
                 "coherence": _mean(coherence) if coherence_scorer is not None else None,
                 "perplexity": float(math.exp(np.mean(finite))) if finite else float("nan"),
                 "n": len(answers),

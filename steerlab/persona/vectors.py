@@ -50,6 +50,21 @@ class IncompatibleVectorError(ValueError):
     """A vector was made for another model (width, depth or identity)."""
 
 
+def unit_vector(vector: Tensor) -> Tensor:
+    """``vector / |vector|`` along the last axis, in float32: ``[d]`` -> ``[d]``, ``[L, d]`` -> ``[L, d]`` (row-wise).
+
+    steerlab's one unit-vector helper outside the hook layer (``hooks.ops`` keeps its own, below persona).
+    Raises ``ValueError`` for a zero or non-finite norm (naming the row of a batch), rather than returning NaN.
+    """
+    vector = vector.float()
+    norm = vector.norm(dim=-1, keepdim=True)
+    bad = ~torch.isfinite(norm) | (norm == 0)
+    if bool(bad.any()):
+        where = "" if vector.dim() == 1 else f" (row {int(bad.flatten().nonzero()[0])})"
+        raise ValueError(f"cannot take the direction of a zero or non-finite vector{where}")
+    return vector / norm
+
+
 def model_fingerprint(model: nn.Module) -> str:
     """A short hash of the config fields that decide what a direction means in this model."""
     config = unwrap(model).config.to_dict()
@@ -116,8 +131,7 @@ class PersonaVector:
         return self.directions[layer]
 
     def unit(self, layer: int | None = None) -> Tensor:
-        vector = self.vector(layer)
-        return vector / vector.norm()
+        return unit_vector(self.vector(layer))
 
     def norms(self) -> dict[int, float]:
         return {layer: float(self.directions[layer].norm()) for layer in self.layers}
