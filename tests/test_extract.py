@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import steerlab.persona.generation as generation
+from steerlab.data.nll import answer_nll
 from steerlab.hooks import Capture, hooked
-from steerlab.persona.activations import answer_nll, collect_means, encode_chat
+from steerlab.persona.activations import collect_means, encode_chat
 from steerlab.persona.extract import (
     ExtractConfig,
     build_requests,

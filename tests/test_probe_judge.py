@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
+from steerlab.data.nll import answer_nll
 from steerlab.judges.base import TraitScorer
 from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge, fit_logistic
 from steerlab.models.tiny import tiny_model
-from steerlab.persona.activations import answer_nll, collect_means
+from steerlab.persona.activations import collect_means
 from steerlab.persona.generation import chat_messages
 
 EVIL = [

@@ -36,8 +36,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
+from steerlab.data.nll import answer_nll
 from steerlab.io import atomic_path, write_json
-from steerlab.persona.activations import answer_nll, collect_means
+from steerlab.persona.activations import collect_means
 from steerlab.persona.generation import chat_messages
 from steerlab.persona.vectors import model_fingerprint, model_id
 

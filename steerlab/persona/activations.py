@@ -108,35 +108,3 @@ def collect_means(
     if not encoded:
         raise ValueError("no chats to read")
     return {v: torch.cat(chunks) for v, chunks in out.items()}
-
-
-@torch.no_grad()
-def answer_nll(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[Messages],
-    answers: Sequence[str],
-    *,
-    batch_size: int = 16,
-) -> list[float]:
-    """Mean negative log-likelihood (nats/token) of each answer after its prompt; NaN for an empty answer.
-
-    ``exp`` of it is the model's perplexity of the answer: the yardstick for "did steering break the text".
-    """
-    if len(prompts) != len(answers):
-        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers; they must pair up")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    encoded = [encode_chat(tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
-    device = next(model.parameters()).device
-    out: list[float] = []
-    for start in range(0, len(encoded), batch_size):
-        ids, attention, response = _batch(encoded[start : start + batch_size], pad_id)
-        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
-        mask = response[:, 1:].to(device)
-        picked = logits[:, :-1][mask].float()  # only the positions that predict answer tokens
-        token_lp = torch.log_softmax(picked, dim=-1).gather(-1, ids[:, 1:].to(device)[mask].unsqueeze(-1))
-        per_token = torch.zeros(mask.shape, device=device)
-        per_token[mask] = token_lp.squeeze(-1)
-        total, count = -per_token.sum(1), mask.sum(1).float()
-        out.extend((total / count).tolist())  # 0/0 -> NaN for empty answers
-    return out

@@ -17,12 +17,12 @@ import numpy as np
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from steerlab.data.nll import answer_nll
 from steerlab.evaluate.metrics import DEFAULT_N_BOOT, bootstrap_mean, finite
 from steerlab.hooks import Ablate, Add, Op
 from steerlab.io import write_json, write_text
 from steerlab.judges.base import TraitScorer
 from steerlab.judges.probe import distinct_ngram_ratio
-from steerlab.persona.activations import answer_nll
 from steerlab.persona.generation import GenRequest, Messages, chat_messages, generate
 from steerlab.persona.vectors import PersonaVector
 
