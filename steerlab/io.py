@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -42,7 +45,24 @@ def write_text(target: str | os.PathLike, text: str) -> None:
 
 
 def write_json(target: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented, key-sorted JSON, atomically (see `atomic_path`)."""
     write_text(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats as None, numpy scalars as Python numbers and dict keys as strings, so the
+    JSON written from it is standard (``json.dumps`` would write ``NaN``, which strict readers reject)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, np.floating):
+        return json_safe(float(obj))
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def write_jsonl(target: str | os.PathLike, rows: Iterable[Any]) -> Path:

@@ -10,14 +10,16 @@ import pytest
 import torch
 from helpers import random_vector
 
+from steerlab.evaluate.sweep import sweep, trait_score_ci
 from steerlab.hooks import Capture, hooked
 from steerlab.models.tiny import tiny_model
 from steerlab.persona.generation import chat_messages
-from steerlab.persona.steering import generate_steered, steer_ops, sweep, trait_score_ci
+from steerlab.persona.steering import generate_steered, steer_ops
 from steerlab.persona.vectors import (
     IncompatibleVectorError,
     PersonaVector,
 )
+from steerlab.plots import steering_sweep_figure
 
 SHIPPED = Path(__file__).resolve().parents[1] / "vectors" / "smollm2-135m-instruct" / "evil.safetensors"
 
@@ -95,7 +97,8 @@ def test_sweep_rows_files_and_resume(llama, tok, tmp_path):
         assert row["perplexity"] > 1 and row["n"] == 3 and row["coherence"] is None
     saved = json.loads((tmp_path / "sweep.json").read_text())
     assert saved[1]["trait_score"] == pytest.approx(rows[1]["trait_score"])
-    assert (tmp_path / "sweep.html").is_file()
+    fig = steering_sweep_figure(saved)  # the figure (steerlab.plots) draws the saved rows as they are
+    assert fig.data and sorted({x for t in fig.data for x in t.x}) == [0.0, 8.0]
     lines = (tmp_path / "sweep_generations.jsonl").read_text().splitlines()
     again = sweep(
         llama,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,6 +36,19 @@ def _judges(kind: str, judge_model: str | None, base_url: str | None):
 
     judge = OpenAIJudge(judge_model, base_url=base_url) if judge_model else OpenAIJudge(base_url=base_url)
     return judge, PromptJudgeScorer.coherence(judge)
+
+
+def _write_figure(make: Callable[[], Any], path: Path) -> str:
+    """Write the figure ``make()`` builds to ``path`` as HTML; a figure its data cannot make is reported, not
+    raised, because the numbers it would draw are already saved."""
+    from steerlab.io import write_text
+    from steerlab.plots import PlotDataError
+
+    try:
+        write_text(path, make().to_html(include_plotlyjs="cdn"))
+    except PlotDataError as error:
+        return f"no figure ({error})"
+    return str(path)
 
 
 def extract_cmd(
@@ -108,11 +122,13 @@ def extract_cmd(
         coherence=coherence,
         model_name=model,
     )
+    from steerlab.plots.layers import layer_separation_figure
+
     vector_path, probe_path = save_result(result, out)
     typer.echo(summary(result.stats))
-    typer.echo(
-        f"saved {vector_path} (+ .json), probe judge {probe_path}; layer plot {workdir / 'layers.html'}"
-    )
+    stats = result.vector.meta.stats
+    figure = _write_figure(lambda: layer_separation_figure(stats, trait=spec.name), workdir / "layers.html")
+    typer.echo(f"saved {vector_path} (+ .json), probe judge {probe_path}; layer plot {figure}")
 
 
 def steer_cmd(
@@ -148,10 +164,11 @@ def steer_cmd(
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
 ) -> None:
     """Generate with the vector added or ablated; with --sweep, report trait score, coherence and perplexity."""
-    from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge
+    from steerlab.evaluate.sweep import sweep as run_sweep
+    from steerlab.judges.coherence import PerplexityCoherenceScorer
+    from steerlab.judges.probe import ProbeJudge
     from steerlab.models import load_model
     from steerlab.persona.steering import generate_steered
-    from steerlab.persona.steering import sweep as run_sweep
     from steerlab.persona.traits import load_trait, system_prompt
     from steerlab.persona.vectors import PersonaVector
 
@@ -226,7 +243,12 @@ def steer_cmd(
             )
         )
     if out is not None:
-        typer.echo(f"wrote {out / 'sweep.json'} and {out / 'sweep.html'}")
+        from steerlab.io import json_safe
+        from steerlab.plots.sweep import steering_sweep_figure
+
+        name = pv.meta.trait
+        figure = _write_figure(lambda: steering_sweep_figure(json_safe(rows), trait=name), out / "sweep.html")
+        typer.echo(f"wrote {out / 'sweep.json'} and {figure}")
 
 
 def screen_cmd(

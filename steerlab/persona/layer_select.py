@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -98,34 +97,3 @@ def choose_layer(
         f"best held-out AUROC with the system prompt ({auroc_system[layer]:.3f}; text-only "
         f"{auroc_text[layer]:.3f}); no steering measurement"
     )
-
-
-def plot_layer_curves(stats: dict[str, Any]) -> Any:
-    """A plotly figure of the per-layer AUROC curves and the steering effect (secondary axis)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    for name, curve in stats.get("layer_curves", {}).items():
-        fig.add_trace(go.Scatter(x=list(range(len(curve))), y=curve, mode="lines+markers", name=name))
-    steering = stats.get("steering_effect", {})
-    if steering:
-        layers = sorted(int(k) for k in steering)
-        fig.add_trace(
-            go.Bar(
-                x=layers,
-                y=[steering[str(k)] if str(k) in steering else steering[k] for k in layers],
-                name="steering effect (trait points)",
-                opacity=0.4,
-            ),
-            secondary_y=True,
-        )
-    chosen = stats.get("chosen_layer")
-    if chosen is not None:
-        fig.add_vline(x=chosen, line_dash="dash", annotation_text=f"chosen layer {chosen}")
-    fig.update_layout(
-        title="Held-out separation and steering effect per layer", xaxis_title="layer (block output)"
-    )
-    fig.update_yaxes(title_text="AUROC (evaluation questions)", secondary_y=False)
-    fig.update_yaxes(title_text="change in trait score", secondary_y=True)
-    return fig

@@ -1,28 +1,17 @@
 """Steering at inference: generate with ``+alpha * v`` added at a layer, or with ``v``'s direction ablated.
 
-``sweep`` runs a coefficient sweep and reports, per alpha: the mean trait score with a bootstrap 95% CI,
-coherence, and the *unsteered* base model's perplexity of the steered answers (after the bare question) —
-the guard that says whether a higher trait score came with broken text. Generations go to a resumable JSONL.
+The hook ops come from `steerlab.hooks` (``Add``, ``Ablate``); the coefficient sweep that scores steered
+answers is an evaluation and lives in `steerlab.evaluate.sweep`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from steerlab.data.nll import answer_nll
-from steerlab.evaluate.metrics import DEFAULT_N_BOOT, bootstrap_mean, finite
 from steerlab.hooks import Ablate, Add, Op
-from steerlab.io import write_json, write_text
-from steerlab.judges.base import TraitScorer
-from steerlab.judges.probe import distinct_ngram_ratio
 from steerlab.persona.generation import GenRequest, Messages, chat_messages, generate
 from steerlab.persona.vectors import PersonaVector
 
@@ -54,7 +43,7 @@ def steer_ops(
     raise ValueError(f"steering mode must be 'add' or 'ablate', got {mode!r}")
 
 
-def _as_messages(prompts: Sequence[Messages | str], system: str | None) -> list[Messages]:
+def as_messages(prompts: Sequence[Messages | str], system: str | None) -> list[Messages]:
     return [chat_messages(p, system) if isinstance(p, str) else list(p) for p in prompts]
 
 
@@ -78,165 +67,17 @@ def generate_steered(
 ) -> list[str]:
     """Answers to ``prompts`` (questions or message lists) with the vector added (``alpha``) or ablated."""
     direction, layer = resolve_vector(vector, layer, model, allow_transfer=allow_transfer)
-    requests = [GenRequest(f"p{i}", m) for i, m in enumerate(_as_messages(prompts, system))]
+    requests = [GenRequest(f"p{i}", m) for i, m in enumerate(as_messages(prompts, system))]
     records = generate(
         model,
         tokenizer,
         requests,
+        ops=steer_ops(direction, layer, alpha, mode, scope),
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         seed=seed,
-        ops=steer_ops(direction, layer, alpha, mode, scope),
         progress=progress,
         desc=f"steer a={alpha:g}",
     )
     return [r["answer"] for r in records]
-
-
-def trait_score_ci(
-    values: Sequence[float | None], *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95
-) -> list[float]:
-    """``[lo, hi]`` of the mean of the scores a judge could give (None and NaN left out), from steerlab's one
-    bootstrap (`steerlab.evaluate.metrics.bootstrap_mean`); ``[nan, nan]`` when there is none."""
-    estimate = bootstrap_mean(finite(values), n_boot=n_boot, seed=seed, alpha=1 - level)
-    return list(estimate.ci) if estimate.ci is not None else [float("nan"), float("nan")]
-
-
-def _mean(values: Sequence[float | None]) -> float:
-    x = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(x)) if x else float("nan")
-
-
-def sweep(
-    model: Any,
-    tokenizer: Any,
-    questions: Sequence[str],
-    vector: PersonaVector | Tensor,
-    alphas: Sequence[float],
-    *,
-    trait_scorer: TraitScorer,
-    coherence_scorer: TraitScorer | None = None,
-    layer: int | None = None,
-    mode: Mode = "add",
-    scope: str = "response",
-    system: str | None = None,
-    samples: int = 1,
-    max_new_tokens: int = 48,
-    temperature: float = 0.0,
-    seed: int = 0,
-    batch_size: int = 16,
-    out_dir: str | Path | None = None,
-    n_boot: int = DEFAULT_N_BOOT,
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """One row per alpha: ``{alpha, trait_score, trait_score_ci, coherence, perplexity, ...}``.
-
-    ``system`` puts a system prompt in front of every question while generating (e.g. the evil prompt, to
-    test that ``-alpha`` pulls the model back); scoring always reads the answer after the bare question.
-    With ``out_dir``, generations go to ``sweep_generations.jsonl`` (resumable), rows to ``sweep.json`` and a
-    plot to ``sweep.html``.
-    """
-    direction, layer = resolve_vector(vector, layer, model)
-    out = Path(out_dir) if out_dir is not None else None
-    rows: list[dict[str, Any]] = []
-    for alpha in tqdm(list(alphas), desc="sweep", disable=not progress, unit="alpha"):
-        messages = _as_messages(questions, system)
-        requests = [
-            GenRequest(f"{mode}/L{layer}/a{alpha:g}/q{q}/s{s}", messages[q], {"question": questions[q]})
-            for q in range(len(questions))
-            for s in range(samples)
-        ]
-        records = generate(
-            model,
-            tokenizer,
-            requests,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            seed=seed,
-            ops=steer_ops(direction, layer, alpha, mode, scope),
-            out_path=None if out is None else out / "sweep_generations.jsonl",
-            progress=False,
-        )
-        qs, answers = [r["question"] for r in records], [r["answer"] for r in records]
-        trait = trait_scorer.score_answers(qs, answers)
-        coherence = coherence_scorer.score_answers(qs, answers) if coherence_scorer is not None else []
-        nll = answer_nll(model, tokenizer, [chat_messages(q) for q in qs], answers, batch_size=batch_size)
-        finite = [v for v in nll if math.isfinite(v)]
-        rows.append(
-            {
-                "alpha": float(alpha),
-                "layer": layer,
-                "mode": mode,
-                "system": system,
-                "trait_score": _mean(trait),
-                "trait_score_ci": trait_score_ci(trait, n_boot=n_boot, seed=seed),
-                "coherence": _mean(coherence) if coherence_scorer is not None else None,
-                "perplexity": float(math.exp(np.mean(finite))) if finite else float("nan"),
-                "n": len(answers),
-                "n_trait_none": sum(v is None for v in trait),
-                "repetition": 1 - float(np.mean([distinct_ngram_ratio(a) for a in answers]))
-                if answers
-                else None,
-                "n_empty": sum(not a for a in answers),
-                "example": answers[0] if answers else "",
-            }
-        )
-    if out is not None:
-        write_json(out / "sweep.json", _finite(rows))
-        write_text(out / "sweep.html", plot_sweep(rows).to_html(include_plotlyjs="cdn"))
-    return rows
-
-
-def plot_sweep(rows: list[dict[str, Any]]) -> Any:
-    """Trait score (with CI), coherence and perplexity against alpha."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    alphas = [r["alpha"] for r in rows]
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    lo = [r["trait_score"] - r["trait_score_ci"][0] for r in rows]
-    hi = [r["trait_score_ci"][1] - r["trait_score"] for r in rows]
-    fig.add_trace(
-        go.Scatter(
-            x=alphas,
-            y=[r["trait_score"] for r in rows],
-            name="trait score",
-            error_y={"type": "data", "array": hi, "arrayminus": lo},
-            mode="lines+markers",
-        )
-    )
-    if rows and rows[0].get("coherence") is not None:
-        fig.add_trace(
-            go.Scatter(x=alphas, y=[r["coherence"] for r in rows], name="coherence", mode="lines+markers")
-        )
-    fig.add_trace(
-        go.Scatter(
-            x=alphas,
-            y=[r["perplexity"] for r in rows],
-            name="base-model perplexity",
-            mode="lines+markers",
-            line={"dash": "dot"},
-        ),
-        secondary_y=True,
-    )
-    fig.update_layout(title="Steering sweep", xaxis_title="alpha")
-    fig.update_yaxes(title_text="score (0-100)", secondary_y=False)
-    fig.update_yaxes(title_text="perplexity", secondary_y=True)
-    return fig
-
-
-def _finite(obj: Any) -> Any:
-    """NaN/inf -> None, so the JSON is standard."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def load_sweep(path: str | Path) -> list[dict[str, Any]]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -26,7 +26,6 @@ import json
 import logging
 import random
 import string
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -179,11 +178,6 @@ def validate_judge_template(template: Any, *, where: str = "judge template") -> 
 def render_template(template: str, question: str, answer: str) -> str:
     """Fill a judge template; braces inside question or answer are kept as they are (one format pass)."""
     return template.format(question=question, answer=answer)
-
-
-def render_judge_prompt(spec: TraitSpec, question: str, answer: str) -> str:
-    """The full judge prompt for one (question, answer) under the trait's ``eval_prompt``."""
-    return render_template(spec.eval_prompt, question, answer)
 
 
 def indefinite_article(word: str) -> str:
@@ -392,17 +386,4 @@ def load_trait(
         eval_prompt=eval_prompt,
         description=description,
         source=source,
-    )
-
-
-def trait_from_pairs(
-    name: str,
-    pairs: Sequence[tuple[str, str]],
-    extract_questions: Sequence[str],
-    eval_questions: Sequence[str],
-    eval_prompt: str,
-) -> TraitSpec:
-    """Build a spec in code (tests, notebooks) with the same validation as a file."""
-    return TraitSpec(
-        name, [InstructionPair(*p) for p in pairs], list(extract_questions), list(eval_questions), eval_prompt
     )

@@ -292,8 +292,3 @@ def read_general_prompts(path: str | os.PathLike) -> list[tuple[str, str]]:
     if not out:
         raise ValueError(f"{path}: no prompts")
     return out
-
-
-def load_general_prompts(path: str | os.PathLike) -> list[str]:
-    """Just the prompts of ``read_general_prompts``."""
-    return [prompt for _, prompt in read_general_prompts(path)]

@@ -12,7 +12,7 @@ import numpy as np
 from torch import Tensor
 
 from steerlab.judges.base import TraitScorer
-from steerlab.judges.probe import PerplexityCoherenceScorer
+from steerlab.judges.coherence import PerplexityCoherenceScorer
 from steerlab.persona.extract.config import ExtractConfig
 from steerlab.persona.generation import GenRequest, chat_messages, generate
 from steerlab.persona.steering import steer_ops
