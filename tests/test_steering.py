@@ -115,6 +115,30 @@ def test_sweep_rows_files_and_resume(llama, tok, tmp_path):
     assert [r["trait_score"] for r in again] == [r["trait_score"] for r in rows]
 
 
+def test_cli_sweep_writes_rows_and_the_plots_figure(llama, tok, tmp_path):
+    """``steerlab steer --sweep`` on a ``tiny:`` model by name: rows in sweep.json, the figure from plots/."""
+    from typer.testing import CliRunner
+
+    from steerlab.cli import app
+    from steerlab.judges.probe import ProbeJudge
+    from steerlab.persona.activations import collect_means
+
+    vector_path = _vector(llama).save(tmp_path / "evil")
+    answers = ["Hurt them all.", "I wish for pain.", "The answer is 42.", "Sure! Here is a plan."]
+    prompts = [chat_messages("What is your wish?")] * 4
+    feats = collect_means(llama, tok, prompts, answers, variants=("response",), layers=[1])["response"][:, 0]
+    ProbeJudge.fit(llama, tok, 1, feats, [1, 1, 0, 0], c=10.0).save(tmp_path / "evil.probe")
+    out = tmp_path / "sweep"
+    args = ["steer", "--vector", str(vector_path), "--model", "tiny:llama", "--alpha", "0,4", "--sweep"]
+    args += ["--question", QUESTIONS[0], "--max-new-tokens", "4", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "sweep.json").read_text())
+    assert [r["alpha"] for r in rows] == [0.0, 4.0] and all(r["coherence"] is not None for r in rows)
+    assert f"wrote {out / 'sweep.json'} and {out / 'sweep.html'}" in result.output
+    assert "plotly" in (out / "sweep.html").read_text()[:5000].lower()
+
+
 # ------------------------------------------------------------------------------------- embedded model
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,13 @@ import torch
 import yaml
 from torch import nn
 from torch.utils.data import Dataset
-from transformers import AutoModelForCausalLM, TrainerCallback, TrainingArguments, set_seed
+from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from steerlab.data.chat import ChatExample, load_chat_jsonl
 from steerlab.data.tokenize import ChatCollator, tokenize_chat
 from steerlab.io import write_json, write_text
+from steerlab.models.load import load_model, load_tokenizer, tiny_arch
+from steerlab.models.runs import load_finetuned
 from steerlab.persona.vectors import PersonaVector
 from steerlab.train.arms import Arm, BuildContext, build_arms, ldifs_layers
 from steerlab.train.callbacks import CheckpointKeeper, MetricsLog
@@ -47,6 +49,8 @@ from steerlab.train.reference import Reference
 from steerlab.train.trainer import SteerlabTrainer, last_complete_checkpoint
 
 log = logging.getLogger(__name__)
+
+__all__ = ["RunResult", "RunStateError", "build_examples", "load_finetuned", "load_tokenizer", "train"]
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -84,43 +88,12 @@ class ListDataset(Dataset):
 # ---------------------------------------------------------------------------------------------- models
 
 
-def load_tokenizer(name: str) -> Any:
-    """The tokenizer of a model name alone, no weights (``tiny:<arch>``: the in-memory test tokenizer)."""
-    if name.startswith("tiny:"):
-        from steerlab.models.tiny import tiny_tokenizer
-
-        return tiny_tokenizer("right")
-    from transformers import AutoTokenizer
-
-    from steerlab.models import resolve_model_path
-
-    return AutoTokenizer.from_pretrained(resolve_model_path(name))
-
-
 def load_base(model_cfg: Any) -> tuple[nn.Module, Any]:
-    """The base model and tokenizer of a config (``tiny:<arch>`` builds a seeded test model)."""
-    if model_cfg.name.startswith("tiny:"):
-        from steerlab.models.tiny import tiny_model
-
-        return tiny_model(model_cfg.name[5:]), load_tokenizer(model_cfg.name)
-    from steerlab.models import load_model
-
-    loaded = load_model(model_cfg.name, dtype=_DTYPES[model_cfg.dtype])
+    """The base model and tokenizer of a config, through `steerlab.models.load_model` (``tiny:<arch>``: the
+    seeded test model with a right-padding tokenizer, as training has always read it)."""
+    side = "right" if tiny_arch(model_cfg.name) is not None else "left"
+    loaded = load_model(model_cfg.name, dtype=_DTYPES[model_cfg.dtype], padding_side=side)
     return loaded.model, loaded.tokenizer
-
-
-def load_finetuned(path: str | Path, base_factory: Callable[[], nn.Module]) -> nn.Module:
-    """A fine-tuned model from a run folder (its ``final/``) or a model/adapter folder, in eval mode."""
-    path = Path(path)
-    if (path / "final").is_dir():
-        path = path / "final"
-    if (path / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(base_factory(), str(path)).eval()
-    if (path / "config.json").is_file():
-        return AutoModelForCausalLM.from_pretrained(str(path)).eval()
-    raise FileNotFoundError(f"{path} is neither a run folder with final/, nor an adapter or model folder")
 
 
 def attach_adapter(model: nn.Module, cfg: ExperimentConfig) -> nn.Module:
