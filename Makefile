@@ -1,6 +1,6 @@
 # steerlab: two commands do everything on a fresh machine.
 #   make demo   set up .venv and run the main job on the embedded model
-#   make test   set up .venv and run the test suite (slow tests on the embedded model included)
+#   make test   set up .venv, type-check, and run the test suite (slow tests on the embedded model included)
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +9,7 @@ STAMP := $(VENV)/.steerlab-installed
 # The tested torch; this pin installs the CPU build (an unpinned torch pulls a multi-GB CUDA build).
 TORCH := torch==2.13.0
 
-.PHONY: setup test test-fast demo lint format bench clean
+.PHONY: setup test test-fast typecheck demo lint format bench clean
 
 setup: $(STAMP)
 
@@ -20,9 +20,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]" "$(TORCH)"
 	touch $(STAMP)
 
-test: setup
+test: setup typecheck
 	$(BIN)/ruff check steerlab tests benchmarks
 	$(BIN)/python -m pytest -q
+
+# mypy on the packages listed in pyproject.toml's [tool.mypy] files (persona/, models/, io.py so far)
+typecheck: setup
+	$(BIN)/mypy
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

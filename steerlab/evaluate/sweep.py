@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from steerlab.data.nll import answer_nll
 from steerlab.evaluate.metrics import DEFAULT_N_BOOT, bootstrap_mean, finite
+from steerlab.hooks.scopes import Scope
 from steerlab.io import json_safe, write_json
 from steerlab.judges.base import TraitScorer
 from steerlab.judges.coherence import distinct_ngram_ratio
@@ -54,7 +55,7 @@ def sweep(
     coherence_scorer: TraitScorer | None = None,
     layer: int | None = None,
     mode: Mode = "add",
-    scope: str = "response",
+    scope: Scope = "response",
     system: str | None = None,
     samples: int = 1,
     max_new_tokens: int = 48,

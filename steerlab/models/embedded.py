@@ -176,9 +176,9 @@ def verify_manifest(folder: Path, spec: EmbeddedSpec) -> str | None:
         if actual != size:
             return f"{present[rel]} has size {actual}, manifest says {size}"
     for rel, (_, digest) in files.items():
-        actual = sha256_file(present[rel])
-        if actual != digest:
-            return f"{present[rel]} has sha256 {actual}, manifest says {digest}"
+        found = sha256_file(present[rel])
+        if found != digest:
+            return f"{present[rel]} has sha256 {found}, manifest says {digest}"
     return None
 
 

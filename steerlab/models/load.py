@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -118,7 +119,9 @@ def load_model(
     if arch is not None:
         from steerlab.models.tiny import tiny_model, tiny_tokenizer
 
-        tiny = tiny_model(arch).to(dtype=dtype, device=device)
+        tiny = nn.Module.to(
+            tiny_model(arch), device=device, dtype=dtype
+        )  # transformers' `.to` wrapper confuses mypy
         return LoadedModel(tiny, tiny_tokenizer(padding_side), name_or_path)
     source = resolve_model_path(name_or_path)
     tokenizer = _tokenizer_from(source, name_or_path, padding_side, trust_remote_code)
@@ -129,4 +132,4 @@ def load_model(
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.config.name_or_path = name_or_path
-    return LoadedModel(model.to(device).eval(), tokenizer, name_or_path)
+    return LoadedModel(nn.Module.to(model, device).eval(), tokenizer, name_or_path)

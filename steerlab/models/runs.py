@@ -13,11 +13,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import yaml
 from torch import nn
+from transformers import PreTrainedModel
 
 from steerlab.models.load import LoadedModel, load_model
 
@@ -116,7 +117,8 @@ def load_run(
     """
     files = path if isinstance(path, RunFiles) else read_run(path)
     base = load_model(files.base_model, dtype=dtype, padding_side=padding_side)
-    model = load_finetuned(files.final, lambda: base.model)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload().eval()
-    return LoadedModel(model, base.tokenizer, str(files.run_dir or files.final))
+    tuned = load_finetuned(files.final, lambda: base.model)
+    merge = getattr(tuned, "merge_and_unload", None)
+    model = merge().eval() if callable(merge) else tuned
+    # a merged adapter and a full fine-tuned folder are both transformers models
+    return LoadedModel(cast(PreTrainedModel, model), base.tokenizer, str(files.run_dir or files.final))

@@ -14,20 +14,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import cast
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
 
 from steerlab.hooks import Capture, hooked
+from steerlab.hooks.scopes import ScopeName
 from steerlab.models.architectures import num_layers
 from steerlab.persona.generation import Messages, render_prompt
 
 VARIANTS = ("response", "prompt", "last")
 
 
-def encode_chat(tokenizer: Any, prompt: Messages, answer: str) -> tuple[list[int], int]:
+def encode_chat(tokenizer: PreTrainedTokenizerBase, prompt: Messages, answer: str) -> tuple[list[int], int]:
     """(token ids of prompt + answer, number of prompt tokens)."""
     prompt_ids = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] if answer else []
@@ -49,8 +51,8 @@ def _batch(encoded: list[tuple[list[int], int]], pad_id: int) -> tuple[Tensor, T
 
 @torch.no_grad()
 def collect_means(
-    model: Any,
-    tokenizer: Any,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Messages],
     answers: Sequence[str],
     *,
@@ -76,9 +78,9 @@ def collect_means(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encoded = [encode_chat(tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
     if max_length is not None:
-        for i, (ids, _) in enumerate(encoded):
-            if len(ids) > max_length:
-                raise ValueError(f"chat {i} is {len(ids)} tokens, longer than max_length={max_length}")
+        for i, (tokens, _) in enumerate(encoded):
+            if len(tokens) > max_length:
+                raise ValueError(f"chat {i} is {len(tokens)} tokens, longer than max_length={max_length}")
     device = next(model.parameters()).device
     out: dict[str, list[Tensor]] = {v: [] for v in variants}
     for start in tqdm(range(0, len(encoded), batch_size), desc=desc, disable=not progress, unit="batch"):
@@ -90,7 +92,7 @@ def collect_means(
                 variant: stack.enter_context(
                     hooked(
                         model,
-                        [Capture(layer, variant, reduce="mean") for layer in layers],
+                        [Capture(layer, cast(ScopeName, variant), reduce="mean") for layer in layers],
                         response_mask=response.to(device),
                     )
                 )

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from steerlab.hooks import Op, hooked
 from steerlab.io import append_jsonl, read_keyed
@@ -44,11 +45,14 @@ def chat_messages(question: str, system: str | None = None) -> Messages:
     ]
 
 
-def render_prompt(tokenizer: Any, messages: Messages) -> str:
+def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: Messages) -> str:
     """The chat-template text of ``messages`` followed by the assistant generation prompt."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("the tokenizer has no chat template; steerlab needs one to build chat prompts")
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if not isinstance(text, str):
+        raise TypeError(f"apply_chat_template returned {type(text).__name__}, not the prompt text")
+    return text
 
 
 def batch_seed(seed: int, batch_index: int) -> int:
@@ -68,8 +72,8 @@ def read_generations(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
 
 @torch.no_grad()
 def generate_batch(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Messages],
     *,
     max_new_tokens: int = 64,
@@ -96,8 +100,11 @@ def generate_batch(
         else {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
     )
     eos = tokenizer.eos_token_id
+    generate_ids = getattr(model, "generate", None)  # transformers' GenerationMixin, or a peft wrapper's
+    if not callable(generate_ids):
+        raise TypeError(f"{type(model).__name__} has no generate(); steerlab generates with causal LMs")
     with hooked(model, list(ops)):
-        out = model.generate(
+        out = generate_ids(
             **enc,
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
@@ -110,14 +117,16 @@ def generate_batch(
         finished = eos in row
         row = row[: row.index(eos)] if finished else row
         row = [t for t in row if t != tokenizer.pad_token_id]
-        answer = tokenizer.decode(row, skip_special_tokens=True).strip()
+        answer = tokenizer.decode(row, skip_special_tokens=True)
+        assert isinstance(answer, str)  # one sequence decodes to one string
+        answer = answer.strip()
         results.append({"answer": answer, "n_tokens": len(row), "finished": finished})
     return results
 
 
 def generate(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     requests: Sequence[GenRequest],
     *,
     out_path: str | os.PathLike | None = None,

@@ -88,10 +88,12 @@ def read_gguf(path: str | Path) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
     for name, fld in reader.fields.items():
         if name.startswith("GGUF."):
             continue
-        value = fld.parts[fld.data[0]] if fld.data else None
+        if not fld.data:
+            continue
+        value = fld.parts[fld.data[0]]
         if fld.types and fld.types[0] == gguf.GGUFValueType.STRING:
             meta[name] = bytes(value).decode("utf-8")
-        elif value is not None and len(value) == 1:
+        elif len(value) == 1:
             meta[name] = value.tolist()[0]
     if meta.get("general.architecture") != ARCH:
         raise ValueError(

@@ -8,10 +8,10 @@ persona-vector work (higher = more of the trait) and the quantity data screening
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
 
 from steerlab.persona.activations import collect_means
 from steerlab.persona.generation import Messages
@@ -31,8 +31,8 @@ def project_layers(activations: Tensor, vectors: Tensor) -> Tensor:
 
 
 def chat_projections(
-    model: Any,
-    tokenizer: Any,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Messages],
     answers: Sequence[str],
     vector: PersonaVector | Tensor,

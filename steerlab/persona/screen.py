@@ -15,7 +15,12 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 from steerlab.data.chat import ChatExample
 from steerlab.io import write_text
@@ -42,8 +47,8 @@ def _last_user(example: ChatExample) -> str:
 
 
 def screen(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[ChatExample],
     vector: PersonaVector,
     *,
@@ -113,8 +118,8 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 def histogram(
     rows: Sequence[dict[str, Any]], *, title: str = "Screening: projection minus base-answer projection"
-) -> Any:
-    import plotly.graph_objects as go
+) -> go.Figure:
+    import plotly.graph_objects as go  # noqa: F811 - imported here at run time, for types above
 
     fig = go.Figure(go.Histogram(x=[r["diff"] for r in rows if math.isfinite(r["diff"])], nbinsx=40))
     fig.update_layout(

@@ -7,11 +7,13 @@ answers is an evaluation and lives in `steerlab.evaluate.sweep`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
-from torch import Tensor
+from torch import Tensor, nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from steerlab.hooks import Ablate, Add, Op
+from steerlab.hooks.scopes import Scope
 from steerlab.persona.generation import GenRequest, Messages, chat_messages, generate
 from steerlab.persona.vectors import PersonaVector
 
@@ -19,7 +21,11 @@ Mode = Literal["add", "ablate"]
 
 
 def resolve_vector(
-    vector: PersonaVector | Tensor, layer: int | None, model: Any = None, *, allow_transfer: bool = False
+    vector: PersonaVector | Tensor,
+    layer: int | None,
+    model: nn.Module | None = None,
+    *,
+    allow_transfer: bool = False,
 ) -> tuple[Tensor, int]:
     """(direction [d], layer) from a PersonaVector (chosen layer by default) or a raw tensor + layer."""
     if isinstance(vector, PersonaVector):
@@ -33,7 +39,7 @@ def resolve_vector(
 
 
 def steer_ops(
-    direction: Tensor, layer: int, alpha: float, mode: Mode = "add", scope: str = "response"
+    direction: Tensor, layer: int, alpha: float, mode: Mode = "add", scope: Scope = "response"
 ) -> list[Op]:
     """The hook ops for one steering setting (alpha 0 with mode 'add' means no op at all)."""
     if mode == "add":
@@ -48,15 +54,15 @@ def as_messages(prompts: Sequence[Messages | str], system: str | None) -> list[M
 
 
 def generate_steered(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Messages | str],
     vector: PersonaVector | Tensor,
     layer: int | None = None,
     alpha: float = 1.0,
     *,
     mode: Mode = "add",
-    scope: str = "response",
+    scope: Scope = "response",
     system: str | None = None,
     max_new_tokens: int = 64,
     temperature: float = 0.0,

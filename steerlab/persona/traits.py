@@ -31,6 +31,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+from transformers import BatchEncoding, PreTrainedTokenizerBase
+
 log = logging.getLogger(__name__)
 
 PV_KEYS = ("instruction", "questions", "eval_prompt")  # the persona_vectors format, all required there
@@ -114,7 +116,9 @@ class TraitSpec:
         path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return path
 
-    def check_lengths(self, tokenizer: Any, max_tokens: int, *, with_system_prompt: bool = True) -> None:
+    def check_lengths(
+        self, tokenizer: PreTrainedTokenizerBase, max_tokens: int, *, with_system_prompt: bool = True
+    ) -> None:
         """Raise if any question (with the longest system prompt, chat-formatted) exceeds ``max_tokens``.
 
         Run this before generating, so a long question fails up front instead of being silently truncated.
@@ -142,15 +146,18 @@ def _preview(text: str, words: int = 8) -> str:
     return " ".join(parts[:words]) + (" ..." if len(parts) > words else "")
 
 
-def _prompt_tokens(tokenizer: Any, system: str | None, question: str) -> int:
+def _prompt_tokens(tokenizer: PreTrainedTokenizerBase, system: str | None, question: str) -> int:
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": question}
     ]
     if getattr(tokenizer, "chat_template", None):
         try:
             ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
-            ids = ids["input_ids"] if not isinstance(ids, list) else ids
-            return len(ids)
+            if isinstance(ids, list):
+                return len(ids)
+            if isinstance(ids, BatchEncoding):
+                return len(ids["input_ids"])
+            raise TypeError(f"apply_chat_template returned {type(ids).__name__}, not token ids")
         except Exception as err:  # e.g. templates that reject a system role: fall back to plain counting
             log.debug("chat template failed (%s); counting tokens without it", type(err).__name__)
     return sum(len(tokenizer(m["content"], add_special_tokens=False)["input_ids"]) for m in messages)

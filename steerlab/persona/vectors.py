@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from steerlab import __version__
 from steerlab.io import atomic_path, write_json
-from steerlab.models.architectures import hidden_size, num_layers, unwrap
+from steerlab.models.architectures import hidden_size, model_config, num_layers, unwrap
 
 LAYER_CONVENTION = "block_output"  # layer l = output of block l = hidden_states[l + 1]
 _FINGERPRINT_KEYS = (
@@ -67,14 +67,14 @@ def unit_vector(vector: Tensor) -> Tensor:
 
 def model_fingerprint(model: nn.Module) -> str:
     """A short hash of the config fields that decide what a direction means in this model."""
-    config = unwrap(model).config.to_dict()
+    config = model_config(model).to_dict()
     config = config.get("text_config") or config
     subset = {key: config[key] for key in _FINGERPRINT_KEYS if key in config}
     return hashlib.sha256(json.dumps(subset, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def model_id(model: nn.Module) -> str:
-    return str(getattr(unwrap(model).config, "name_or_path", "") or type(unwrap(model)).__name__)
+    return str(getattr(model_config(model), "name_or_path", "") or type(unwrap(model)).__name__)
 
 
 @dataclass

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
-from torch import Tensor
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
 
 from steerlab.io import atomic_path
 from steerlab.persona.activations import collect_means
@@ -82,8 +83,8 @@ def cached_means(
 
 
 def read_activations(
-    model: Any,
-    tokenizer: Any,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     records: list[dict[str, Any]],
     workdir: Path,
     name: str,

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from steerlab.judges.probe import ProbeJudge
+from steerlab.persona.traits import Side
 from steerlab.persona.vectors import PersonaVector
 
-SIDES = ("pos", "neg")
+SIDES: tuple[Side, ...] = ("pos", "neg")
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from torch import Tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from steerlab.io import json_safe, write_json
 from steerlab.judges.base import TraitScorer
@@ -47,8 +48,8 @@ Means = dict[str, Tensor]
 class _Run:
     """What every stage needs: the model, the trait, the knobs, the work folder and the stage clock."""
 
-    model: Any
-    tokenizer: Any
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     spec: TraitSpec
     config: ExtractConfig
     workdir: Path
@@ -374,8 +375,8 @@ def _stats(
 
 
 def extract(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     spec: TraitSpec,
     *,
     workdir: str | Path,
