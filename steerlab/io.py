@@ -40,6 +40,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:
+    """Write ``text`` as UTF-8, atomically (see `atomic_path`)."""
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
 

@@ -71,7 +71,8 @@ def module_tree(model: nn.Module, depth: int = 3) -> str:
 
 
 def block_path(model: nn.Module) -> str:
-    """The attribute path (relative to the unwrapped model) of the decoder block list."""
+    """The attribute path (relative to the unwrapped model) of the decoder block list; raises
+    `UnknownArchitectureError` with the model's module tree when none of ``BLOCK_PATHS`` holds one."""
     base = unwrap(model)
     for path in BLOCK_PATHS:
         blocks = _resolve(base, path)

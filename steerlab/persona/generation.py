@@ -46,7 +46,8 @@ def chat_messages(question: str, system: str | None = None) -> Messages:
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: Messages) -> str:
-    """The chat-template text of ``messages`` followed by the assistant generation prompt."""
+    """The chat-template text of ``messages`` followed by the assistant generation prompt. Raises
+    ``ValueError`` when the tokenizer has no chat template, ``TypeError`` when the template gives no text."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("the tokenizer has no chat template; steerlab needs one to build chat prompts")
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -83,7 +84,10 @@ def generate_batch(
 ) -> list[dict[str, Any]]:
     """Answers to chat prompts in one left-padded ``generate`` call: ``{answer, n_tokens, finished}``.
 
-    ``temperature == 0`` means greedy decoding. The caller seeds the RNG (see ``generate``).
+    ``temperature == 0`` means greedy decoding. ``n_tokens`` counts the answer's tokens up to (not with) EOS;
+    ``finished`` says EOS came before ``max_new_tokens``. ``ops`` (hook ops) are held for the whole call. The
+    caller seeds the RNG (see ``generate``). Raises ``TypeError`` for a model without ``generate`` and
+    ``ValueError`` for a tokenizer without a chat template.
     """
     texts = [render_prompt(tokenizer, m) for m in prompts]
     side = tokenizer.padding_side
@@ -142,7 +146,9 @@ def generate(
     """Generate every request (resuming from ``out_path``) and return the records in request order.
 
     Each record is ``{key, messages, answer, n_tokens, finished, **meta}``. With ``out_path`` each batch is
-    appended (and flushed) as soon as it finishes.
+    appended (fsynced) as soon as it finishes; batch ``i`` is seeded from ``(seed, i)`` alone (`batch_seed`),
+    so a resumed run gives what an uninterrupted one would. Raises ``ValueError`` for ``batch_size < 1`` or
+    duplicate request keys, and `GenerationFileError` for a malformed ``out_path``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -55,6 +55,8 @@ def spread(candidates: Sequence[int], k: int) -> list[int]:
 def eligible_layers(
     auroc_system: Sequence[float], min_auroc: float, *, exclude: Sequence[int] = ()
 ) -> list[int]:
+    """Layers (not in ``exclude``) whose held-out AUROC with the system prompt reaches ``min_auroc``; when
+    none does, the five best finite ones, so a choice is always possible."""
     layers = [i for i, a in enumerate(auroc_system) if math.isfinite(a) and i not in exclude]
     good = [i for i in layers if auroc_system[i] >= min_auroc]
     return good or sorted(sorted(layers, key=lambda i: -auroc_system[i])[:5])
@@ -68,7 +70,9 @@ def choose_layer(
     min_auroc: float = 0.9,
     exclude: Sequence[int] = (),
 ) -> tuple[int, str]:
-    """(layer, reason) by the rule in the module doc."""
+    """(layer, reason) by the rule in the module doc. ``auroc_*`` are per-layer lists (0-1, NaN for unread
+    layers); ``steering`` maps a layer to its trait-score change (0-100 points). Raises ``ValueError`` when no
+    layer has a finite AUROC."""
     eligible = eligible_layers(auroc_system, min_auroc, exclude=exclude)
     if not eligible:
         raise ValueError("no layer has a finite AUROC; cannot choose a layer")

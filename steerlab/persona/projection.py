@@ -19,14 +19,16 @@ from steerlab.persona.vectors import PersonaVector, unit_vector
 
 
 def project(activations: Tensor, vector: Tensor) -> Tensor:
-    """``activations [..., d]`` projected on the unit direction of ``vector [d]`` -> ``[...]``."""
+    """``activations [..., d]`` projected on the unit direction of ``vector [d]`` -> ``[...]`` (float32, in
+    residual-stream units). Raises ``ValueError`` for widths that differ or a zero vector."""
     if activations.shape[-1] != vector.shape[-1]:
         raise ValueError(f"activation width {activations.shape[-1]} != vector width {vector.shape[-1]}")
     return activations.float() @ unit_vector(vector)
 
 
 def project_layers(activations: Tensor, vectors: Tensor) -> Tensor:
-    """``activations [N, L, d]`` on per-layer ``vectors [L, d]`` -> ``[N, L]``."""
+    """``activations [N, L, d]`` on per-layer unit directions of ``vectors [L, d]`` -> ``[N, L]`` (float32);
+    raises ``ValueError`` naming the layer row of a zero vector."""
     return torch.einsum("nld,ld->nl", activations.float(), unit_vector(vectors))
 
 
@@ -45,7 +47,8 @@ def chat_projections(
     """Projection of each chat's mean ``variant`` activation (default: the answer's tokens) at ``layer``.
 
     ``vector`` may be a `PersonaVector` (``layer`` defaults to its chosen layer, and the model is checked
-    against it) or a raw ``[d]`` tensor (``layer`` required). Empty answers give NaN.
+    against it) or a raw ``[d]`` tensor (``layer`` required). Empty answers give NaN. Raises ``ValueError``
+    when a raw tensor comes without a layer, `IncompatibleVectorError` for a vector made for another model.
     """
     if isinstance(vector, PersonaVector):
         vector.check_model(model)

@@ -27,7 +27,9 @@ def resolve_vector(
     *,
     allow_transfer: bool = False,
 ) -> tuple[Tensor, int]:
-    """(direction [d], layer) from a PersonaVector (chosen layer by default) or a raw tensor + layer."""
+    """(direction ``[d]`` float32, raw norm, layer) from a PersonaVector (chosen layer by default, checked
+    against ``model`` when given) or a raw tensor + layer. Raises ``ValueError`` for a raw tensor without a
+    layer, `IncompatibleVectorError` for a vector made for another model."""
     if isinstance(vector, PersonaVector):
         if model is not None:
             vector.check_model(model, allow_transfer=allow_transfer)
@@ -41,7 +43,10 @@ def resolve_vector(
 def steer_ops(
     direction: Tensor, layer: int, alpha: float, mode: Mode = "add", scope: Scope = "response"
 ) -> list[Op]:
-    """The hook ops for one steering setting (alpha 0 with mode 'add' means no op at all)."""
+    """The hook ops for one steering setting: ``add`` puts ``alpha * direction`` (raw norm, residual units) on
+    the output of block ``layer`` at the tokens of ``scope``; ``ablate`` projects the direction out
+    (`steerlab.hooks.Add` / ``Ablate``; the activation-addition recipe of Turner et al., arXiv:2308.10248).
+    Alpha 0 with mode ``add`` means no op at all. Raises ``ValueError`` for another mode."""
     if mode == "add":
         return [] if alpha == 0 else [Add(layer, scope, vector=direction, alpha=float(alpha))]
     if mode == "ablate":
@@ -50,6 +55,7 @@ def steer_ops(
 
 
 def as_messages(prompts: Sequence[Messages | str], system: str | None) -> list[Messages]:
+    """Message lists for prompts given as questions (with ``system`` in front) or as message lists."""
     return [chat_messages(p, system) if isinstance(p, str) else list(p) for p in prompts]
 
 
@@ -71,7 +77,8 @@ def generate_steered(
     allow_transfer: bool = False,
     progress: bool = False,
 ) -> list[str]:
-    """Answers to ``prompts`` (questions or message lists) with the vector added (``alpha``) or ablated."""
+    """Answers to ``prompts`` (questions or message lists) with the vector added (``alpha``) or ablated,
+    seeded, greedy by default. Raises as `resolve_vector` and `steer_ops` do."""
     direction, layer = resolve_vector(vector, layer, model, allow_transfer=allow_transfer)
     requests = [GenRequest(f"p{i}", m) for i, m in enumerate(as_messages(prompts, system))]
     records = generate(

@@ -97,6 +97,7 @@ class TraitSpec:
 
     @property
     def questions(self) -> list[str]:
+        """Extraction questions, then evaluation questions."""
         return [*self.extract_questions, *self.eval_questions]
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +113,7 @@ class TraitSpec:
         return out
 
     def save(self, path: str | Path) -> Path:
+        """Write the spec as steerlab's trait JSON (`to_dict`) and return the path."""
         path = Path(path)
         path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return path
@@ -167,7 +169,8 @@ def _prompt_tokens(tokenizer: PreTrainedTokenizerBase, system: str | None, quest
 
 
 def validate_judge_template(template: Any, *, where: str = "judge template") -> None:
-    """A judge template is a str.format template with exactly the fields {question} and {answer}."""
+    """A judge template is a str.format template with exactly the fields {question} and {answer}; raises
+    `TraitError` naming ``where`` otherwise (not a string, malformed braces, missing or extra fields)."""
     if not isinstance(template, str) or not template.strip():
         raise TraitError(f"{where} must be a non-empty string")
     try:
@@ -212,7 +215,9 @@ def system_prompt(
 
     Templates may use {article}, {name} (the trait name, underscores as spaces, or ``name``) and
     {instruction}; the defaults give "You are an evil assistant. <pos>" and "You are a helpful assistant.
-    <neg>", the persona_vectors convention.
+    <neg>", the persona_vectors convention (github.com/safety-research/persona_vectors). Raises
+    ``ValueError`` for a side other than ``pos`` / ``neg`` or a template field other than those three, and
+    ``IndexError`` for an instruction index out of range.
     """
     if side not in ("pos", "neg"):
         raise ValueError(f"side must be 'pos' or 'neg', got {side!r}")
@@ -366,7 +371,9 @@ def load_trait(
     """Load and validate a trait: a packaged name ("evil") or a path to a JSON file.
 
     ``eval_file`` pairs a persona_vectors extraction file with its evaluation file (see the module doc for
-    how questions are split otherwise). ``name`` overrides the trait name (default: the file stem).
+    how questions are split otherwise). ``name`` overrides the trait name (default: the file stem). Raises
+    `TraitError` naming the file (and the line, for invalid JSON) for an unknown name, a malformed file, a
+    broken judge template or questions shared between the splits.
     """
     stem, source, data = _read(name_or_path)
     instructions = _instructions(data, source)

@@ -48,6 +48,9 @@ class ExtractConfig:
 
 @dataclass
 class ExtractResult:
+    """What `extract` returns: the persona vector (every layer, the chosen one in its metadata), the probe
+    judge trained on the extraction answers, every answer record and the statistics saved in the sidecar."""
+
     vector: PersonaVector
     probe: ProbeJudge
     records: list[dict[str, Any]] = field(repr=False)

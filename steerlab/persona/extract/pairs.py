@@ -45,7 +45,12 @@ def confirmed_pairs(
 
 
 def mean_diff(acts: Tensor, pairs: list[tuple[int, int]], keep: list[bool]) -> tuple[Tensor, int, int]:
-    """mean(pos) - mean(neg) over the kept pairs' answers with a response: ``[L, d]``, n_pos, n_neg."""
+    """mean(pos) - mean(neg) over the kept pairs' answers with a response: ``[L, d]``, n_pos, n_neg.
+
+    ``acts`` is ``[N, L, d]`` (NaN rows for empty answers, which are left out). The difference of means is the
+    persona-vector recipe of Chen et al., "Persona Vectors" (arXiv:2507.21509). Raises ``ValueError`` when no
+    usable pos or neg answer is left.
+    """
     pos = [p for (p, _), k in zip(pairs, keep, strict=True) if k and not torch.isnan(acts[p]).any()]
     neg = [n for (_, n), k in zip(pairs, keep, strict=True) if k and not torch.isnan(acts[n]).any()]
     if not pos or not neg:
