@@ -137,6 +137,10 @@ def test_cli_sweep_writes_rows_and_the_plots_figure(llama, tok, tmp_path):
     assert [r["alpha"] for r in rows] == [0.0, 4.0] and all(r["coherence"] is not None for r in rows)
     assert f"wrote {out / 'sweep.json'} and {out / 'sweep.html'}" in result.output
     assert "plotly" in (out / "sweep.html").read_text()[:5000].lower()
+    plain = CliRunner().invoke(app, args[:7] + ["--question", QUESTIONS[0], "--max-new-tokens", "4"])
+    assert plain.exit_code == 0, plain.output
+    lines = [json.loads(line) for line in plain.output.splitlines() if line.startswith("{")]
+    assert [(r["alpha"], r["question"]) for r in lines] == [(0.0, QUESTIONS[0]), (4.0, QUESTIONS[0])]
 
 
 # ------------------------------------------------------------------------------------- embedded model

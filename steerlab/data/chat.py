@@ -21,6 +21,7 @@ from steerlab.io import write_jsonl
 log = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
+Messages = list[dict[str, str]]  # a chat: [{"role": ..., "content": ...}, ...]
 
 
 class ChatDataError(ValueError):

@@ -24,10 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from steerlab.data.chat import ChatExample
+from steerlab.data.chat import ChatExample, Messages
 from steerlab.data.tokenize import IGNORE_INDEX, ChatCollator, tokenize_chat
-
-Messages = list[dict[str, str]]
 
 
 @torch.no_grad()

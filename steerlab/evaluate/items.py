@@ -19,10 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlab.data.chat import ROLES
+from steerlab.data.chat import ROLES, Messages
 from steerlab.io import read_jsonl
-
-Messages = list[dict[str, str]]
 
 
 class PromptFileError(ValueError):

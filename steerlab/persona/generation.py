@@ -19,10 +19,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from steerlab.data.chat import Messages
 from steerlab.hooks import Op, hooked
 from steerlab.io import append_jsonl, read_keyed
-
-Messages = list[dict[str, str]]
 
 
 class GenerationFileError(ValueError):
