@@ -16,6 +16,14 @@ def _hooks_left(model: torch.nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
+def enable_checkpointing(model: torch.nn.Module, *, reentrant: bool) -> None:
+    """Gradient checkpointing by the name this transformers has (``activation_`` from 5.2x on)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": reentrant})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+
+
 def _inputs(tok, texts=("you are an evil assistant", "hi")):
     return tok(list(texts), return_tensors="pt", padding=True)
 
@@ -143,7 +151,7 @@ def test_gradient_checkpointing_same_grads_and_single_capture(tok):
     for checkpointing in (False, True):
         model = tiny_model("llama").train()
         if checkpointing:
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(model, reentrant=False)
         with hooked(model, [Add(1, vector=v, alpha=2.0), Capture(1, detach=False)]) as session:
             loss = model(**enc).logits.pow(2).mean() + session.captures.get(1).pow(2).mean()
             loss.backward()

@@ -12,6 +12,7 @@ Files:
 
 from steerlab.hooks.hf import HFHookSession, hooked
 from steerlab.hooks.ops import Ablate, Add, Capture, Captures, Op, SetProjection
+from steerlab.hooks.program import SequenceError
 from steerlab.hooks.scopes import SCOPE_NAMES, CallInfo, Scope
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "HFHookSession",
     "Op",
     "Scope",
+    "SequenceError",
     "SetProjection",
     "hooked",
 ]
