@@ -160,6 +160,27 @@ def test_gradient_checkpointing_same_grads_and_single_capture(tok):
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
 
 
+@pytest.mark.parametrize("reentrant", [True, False], ids=["reentrant", "non-reentrant"])
+@pytest.mark.parametrize("kind", ["ablate", "set"])
+def test_checkpointing_backward_after_the_session_closed(tok, kind, reentrant):
+    """Issue 11 case 3: steerlab's loss calls backward() after ``hooked`` exits. On transformers that
+    checkpoint ``__call__`` (5.0-5.1x) the recomputed block used to run without its op."""
+    enc = _inputs(tok)
+    v = torch.randn(32, generator=torch.Generator().manual_seed(0))
+    op = Ablate(1, vector=v) if kind == "ablate" else SetProjection(1, vector=v, value=2.0)
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_model("llama").train()
+        if checkpointing:
+            enable_checkpointing(model, reentrant=reentrant)
+        with hooked(model, [op]):
+            loss = model(**enc).logits.pow(2).mean()
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    error = ((grads[1] - grads[0]).norm() / grads[0].norm()).item()
+    assert error <= 1e-5, f"{kind}, reentrant={reentrant}: relative gradient error {error:.2e}"
+
+
 def test_peft_lora_wrapped_model(llama, tok):
     enc = _inputs(tok)
     v = torch.randn(32)

@@ -141,6 +141,11 @@ class NNsightHookSession:
         info = self.program.call_info(
             int(inputs.shape[0]), int(inputs.shape[1]), _cache_length(cache), mask, cache=cache, inputs=inputs
         )
+        if not args and isinstance(
+            kwargs.get("input_ids"), Tensor
+        ):  # nnsight 0.5 runs no model on kwargs alone
+            kwargs = dict(kwargs)
+            args = (kwargs.pop("input_ids"),)
         with self.wrapped.trace(*args, **kwargs):
             _intervene(self.blocks, self.program, info)
             output = self.wrapped.output.save()
