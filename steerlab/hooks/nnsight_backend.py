@@ -1,10 +1,15 @@
-"""The nnsight 0.8 backend: the same ops, run on the block outputs inside an nnsight ``trace``.
+"""The nnsight backend: the same ops, run on the block outputs inside an nnsight ``trace``.
 
-nnsight 0.8 executes the body of a ``trace`` against real values (interleaved with the model's forward),
+nnsight (0.5 on) executes the body of a ``trace`` against real values (interleaved with the model's forward),
 so ``blocks[l].output`` is a real tensor there and `HookProgram.run_layer` — the same ops code as every
 backend — runs on it unchanged; assigning ``blocks[l].output`` replaces the block's output. Blocks that
 return a tuple (older transformers, some architectures) get their first element replaced. Captures are
 recorded into the program's `Captures` from inside the trace, so they come back as real tensors.
+
+`hooked_nnsight` opens a session (`NNsightHookSession`): ``session.forward`` is one trace,
+``session.generate`` runs transformers' own decoding with each forward step traced, and the session places
+every call in its sequence as the transformers backend does. nnsight 0.5 (the declared floor) and 0.8 are
+tested.
 
 Wrapping a model with ``nnsight.NNsight`` swaps every submodule's ``forward`` for an nnsight controller
 (transparent outside a trace, but not free); `nnsight_model` therefore wraps a deep copy unless asked not
