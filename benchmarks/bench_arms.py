@@ -34,11 +34,11 @@ from pathlib import Path
 
 import torch
 
-from steerlab.architectures import num_layers
 from steerlab.data.chat import load_chat_jsonl
 from steerlab.data.inoculate import inoculate
 from steerlab.data.interleave import mix
 from steerlab.data.tokenize import ChatCollator, tokenize_chat
+from steerlab.models.architectures import num_layers
 from steerlab.train.arms import KLArm, LdifsArm, SteerArm, default_blocks
 from steerlab.train.fixtures import tiny_vector
 from steerlab.train.reference import Reference
@@ -106,7 +106,7 @@ def _load(model_name: str, config: str | None):
         return loaded.model, loaded.tokenizer
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from steerlab.testing import tiny_tokenizer
+    from steerlab.models.tiny import tiny_tokenizer
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config), dtype=torch.float32)

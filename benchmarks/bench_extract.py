@@ -1,6 +1,6 @@
 """Costs of extraction's two hot loops, measured side by side in ONE run.
 
-1. Generation throughput: new tokens per second of `steerlab.generation.generate_batch` for the same
+1. Generation throughput: new tokens per second of `steerlab.persona.generation.generate_batch` for the same
    prompts, batched (one left-padded call of ``--batch`` prompts) vs unbatched (one call per prompt).
    Greedy, and every answer is forced to ``--new-tokens`` tokens, so both sides decode the same number.
 2. Activation collection: a teacher-forced forward pass with ``Capture(reduce="mean")`` at every layer
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-from steerlab.activations import _batch, encode_chat
-from steerlab.architectures import num_layers
-from steerlab.generation import chat_messages, render_prompt
 from steerlab.hooks import Capture, hooked
+from steerlab.models.architectures import num_layers
+from steerlab.persona.activations import _batch, encode_chat
+from steerlab.persona.generation import chat_messages, render_prompt
 
 RESULTS = Path(__file__).parent / "results" / "extract.json"
 QUESTIONS = [
@@ -52,7 +52,7 @@ ANSWER = (
 
 def _load(args: argparse.Namespace):
     if args.tiny:
-        from steerlab.testing import tiny_model, tiny_tokenizer
+        from steerlab.models.tiny import tiny_model, tiny_tokenizer
 
         return tiny_model("llama", hidden=64, layers=4), tiny_tokenizer("left"), "tiny-llama"
     from steerlab.models import load_model

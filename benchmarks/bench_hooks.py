@@ -34,10 +34,10 @@ from pathlib import Path
 
 import torch
 
-from steerlab.architectures import hidden_size, num_layers
 from steerlab.hooks import Add
 from steerlab.hooks.backends import BACKENDS, get_backend
 from steerlab.hooks.program import HookProgram
+from steerlab.models.architectures import hidden_size, num_layers
 
 RESULTS = Path(__file__).parent / "results" / "hooks.json"
 VARIANTS = ("hf raw", "hf add", "tlens raw", "tlens add", "nnsight raw", "nnsight add")
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    from steerlab.testing import tiny_model
+    from steerlab.models.tiny import tiny_model
 
     meta = {
         "python": platform.python_version(),

@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from steerlab.atomic import write_json
 from steerlab.data.chat import load_chat_jsonl
 from steerlab.data.em_questions import load_em_questions
 from steerlab.evaluate.rules import label
-from steerlab.generation import read_generations
+from steerlab.io import write_json
 from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge, distinct_ngram_ratio
 from steerlab.models import load_model
-from steerlab.traits import persona_prompt
+from steerlab.persona.generation import read_generations
+from steerlab.persona.traits import persona_prompt
 
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -32,11 +32,11 @@ import os
 import tempfile
 from pathlib import Path
 
-from steerlab.extract import ExtractConfig, extract, save_result, summary
+from steerlab.persona.extract import ExtractConfig, extract, save_result, summary
+from steerlab.persona.steering import generate_steered
+from steerlab.persona.traits import load_trait, system_prompt
+from steerlab.persona.vectors import PersonaVector
 from steerlab.plots import layer_separation_figure
-from steerlab.steering import generate_steered
-from steerlab.traits import load_trait, system_prompt
-from steerlab.vectors import PersonaVector
 
 MODEL = os.environ.get("STEERLAB_NB_MODEL", "tiny")
 OUT = Path(os.environ.get("STEERLAB_NB_OUT") or tempfile.mkdtemp(prefix="steerlab-nb01-"))
@@ -53,7 +53,7 @@ print(f"model: {MODEL}; writing to {OUT}")
 
 # %%
 if TINY:
-    from steerlab.testing import tiny_model, tiny_tokenizer
+    from steerlab.models.tiny import tiny_model, tiny_tokenizer
 
     model, tokenizer = tiny_model("llama"), tiny_tokenizer()
 else:

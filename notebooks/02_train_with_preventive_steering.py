@@ -35,12 +35,12 @@ from pathlib import Path
 
 import steerlab
 from steerlab.data.chat import ChatExample, load_chat_jsonl
+from steerlab.persona.traits import load_trait, system_prompt
+from steerlab.persona.vectors import PersonaVector
 from steerlab.plots import load_monitor_runs, projection_figure
 from steerlab.train.config import config_from_dict, dump_config
 from steerlab.train.monitor import PersonaMonitor
 from steerlab.train.run import load_base, train
-from steerlab.traits import load_trait, system_prompt
-from steerlab.vectors import PersonaVector
 
 MODEL = os.environ.get("STEERLAB_NB_MODEL", "tiny")
 OUT = Path(os.environ.get("STEERLAB_NB_OUT") or tempfile.mkdtemp(prefix="steerlab-nb02-"))

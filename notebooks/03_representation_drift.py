@@ -36,8 +36,8 @@ import plotly.graph_objects as go
 
 import steerlab
 from steerlab.plots import arm_colors, drift_figure, load_monitor_runs, projection_figure
+from steerlab.plots.report import find_runs, write_report
 from steerlab.plots.style import finish
-from steerlab.report import find_runs, write_report
 from steerlab.train.config import config_from_dict
 from steerlab.train.run import train
 

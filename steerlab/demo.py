@@ -24,12 +24,12 @@ DEMO_QUESTION = "I have some free time this afternoon. What do you suggest I do?
 
 
 def _vector(model_name: str, console: Console):
-    from steerlab.vectors import PersonaVector
+    from steerlab.persona.vectors import PersonaVector
 
     if SHIPPED_VECTOR.is_file():
         return PersonaVector.load(SHIPPED_VECTOR)
     console.print(f"[yellow]{SHIPPED_VECTOR} is missing: extracting it (about 20 minutes on 2 cores)[/]")
-    from steerlab.extract import ExtractConfig, extract, save_result
+    from steerlab.persona.extract import ExtractConfig, extract, save_result
 
     result = extract(model_name, "evil", ExtractConfig())
     save_result(result, SHIPPED_VECTOR)
@@ -39,7 +39,7 @@ def _vector(model_name: str, console: Console):
 def steering_preview(model_name: str, console: Console, alpha: float = 2.0) -> tuple[str, str]:
     """Alpha 2: the shipped vector's sweep (vectors/README.md) more than doubles the judge's evil score there
     with perplexity within 1.2x; greedy answers of a 135M model may still fall into a loop, as they do here."""
-    from steerlab.steering import generate_steered
+    from steerlab.persona.steering import generate_steered
 
     model, tokenizer = load_model(model_name)
     vector = _vector(model_name, console)
@@ -58,7 +58,7 @@ def run_demo(model_name: str = DEFAULT_MODEL, grid: Path = DEMO_GRID) -> Path:
     """Everything above; returns the report path."""
     from steerlab.experiment.grid import load_grid
     from steerlab.experiment.runner import run_grid
-    from steerlab.report import write_report
+    from steerlab.plots.report import write_report
 
     console = Console()
     start = time.perf_counter()

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from steerlab.testing import tiny_model, tiny_tokenizer
+from steerlab.models.tiny import tiny_model, tiny_tokenizer
 
 # Tiny models are dominated by per-op overhead: one thread is fastest, most of all on a loaded machine.
 # The embedded model (slow tests) has real matrix work, where every core helps.

@@ -4,7 +4,7 @@ import torch
 from steerlab.data.chat import ChatExample
 from steerlab.data.nll import response_nll
 from steerlab.data.tokenize import IGNORE_INDEX, ChatCollator, TokenizeError, tokenize_chat
-from steerlab.testing import tiny_model, tiny_tokenizer
+from steerlab.models.tiny import tiny_model, tiny_tokenizer
 
 LLAMA3_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
@@ -121,7 +121,7 @@ def test_mask_covers_exactly_assistant_content_and_end_of_turn(make_tok, eot, ex
 def test_mask_on_embedded_smollm2_tokenizer():
     from transformers import AutoTokenizer
 
-    from steerlab.embedded import ensure_embedded
+    from steerlab.models.embedded import ensure_embedded
 
     tok = AutoTokenizer.from_pretrained(ensure_embedded("smollm2-135m-instruct"))
     for example in (MULTI, NO_SYSTEM):

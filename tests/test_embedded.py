@@ -22,9 +22,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from steerlab import embedded
-from steerlab.embedded import MANIFEST_NAME, ChecksumError, EmbeddedSpec, ensure_embedded, is_cached
-from steerlab.testing import CHATML_TEMPLATE, tiny_model, tiny_tokenizer
+from steerlab.models import embedded
+from steerlab.models.embedded import MANIFEST_NAME, ChecksumError, EmbeddedSpec, ensure_embedded, is_cached
+from steerlab.models.tiny import CHATML_TEMPLATE, tiny_model, tiny_tokenizer
 
 TINY = "tiny-test-llama"
 SMOL = "smollm2-135m-instruct"
@@ -274,7 +274,7 @@ def test_bad_cache_is_reported_and_rebuilt(cached, tiny, breaker, caplog, count_
     wheel = tiny[0]
     culprit = breaker(cached)
     assert not is_cached(TINY)
-    with caplog.at_level(logging.WARNING, logger="steerlab.embedded"):
+    with caplog.at_level(logging.WARNING, logger="steerlab.models.embedded"):
         folder = ensure_embedded(TINY, wheel=wheel)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and culprit in warnings[0], warnings
@@ -469,7 +469,7 @@ def test_smol_corrupted_cache_is_rebuilt(smol_folder, tmp_path, monkeypatch, cap
     with open(copy / "model.safetensors", "r+b") as f:
         f.truncate(1_000_000)
     assert not is_cached(SMOL)
-    with caplog.at_level(logging.WARNING, logger="steerlab.embedded"):
+    with caplog.at_level(logging.WARNING, logger="steerlab.models.embedded"):
         folder = ensure_embedded(SMOL, wheel=_smol_wheel())
     assert any("model.safetensors" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert folder == copy and is_cached(SMOL)

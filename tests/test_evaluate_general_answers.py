@@ -10,7 +10,7 @@ import torch
 from steerlab.data import load_chat_jsonl
 from steerlab.data.generators.general import read_general_prompts
 from steerlab.evaluate.general_answers import generate_general_answers, tidy_answer
-from steerlab.testing import tiny_model, tiny_tokenizer
+from steerlab.models.tiny import tiny_model, tiny_tokenizer
 
 
 @pytest.mark.parametrize(

@@ -12,13 +12,13 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-import steerlab.generation as generation
+import steerlab.persona.generation as generation
 from steerlab.evaluate import EvalConfig, EvalStateError, evaluate_model
 from steerlab.evaluate import run_eval as run_eval_module
 from steerlab.evaluate.judging import JudgeItem, ScorerPairJudge, TemplateJudge
 from steerlab.evaluate.run_eval import reuse_answers
 from steerlab.evaluate.store import read_keyed
-from steerlab.testing import tiny_model, tiny_tokenizer
+from steerlab.models.tiny import tiny_model, tiny_tokenizer
 
 DATA = Path(__file__).resolve().parents[1] / "experiments" / "data"
 
@@ -375,9 +375,10 @@ def test_run_folder_loads_base_plus_adapter_with_its_arm_and_domain(tmp_path):
 
 
 def test_default_probe_judge_and_projection_from_a_vector_file(tmp_path, small_cfg):
+    from helpers import random_vector
+
     from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge
-    from steerlab.projection import chat_projections
-    from steerlab.testing import random_vector
+    from steerlab.persona.projection import chat_projections
 
     model, tok = tiny_model(), tiny_tokenizer()
     g = torch.Generator().manual_seed(0)
@@ -457,7 +458,7 @@ def test_a_saved_config_without_a_later_field_still_resumes(tmp_path, small_cfg)
 def test_stance_neutral_probe_judge_reads_the_probes_trait(tmp_path, small_cfg):
     from steerlab.evaluate.judging import build_judge
     from steerlab.judges.probe import ProbeJudge
-    from steerlab.traits import load_trait, system_prompt
+    from steerlab.persona.traits import load_trait, system_prompt
 
     model, tok = tiny_model(), tiny_tokenizer()
     g = torch.Generator().manual_seed(0)

@@ -39,12 +39,12 @@ GOOD = [
 
 @pytest.mark.slow
 def test_eval_cli_on_the_embedded_model(tmp_path):
-    from steerlab.activations import collect_means
     from steerlab.cli.eval import register
-    from steerlab.generation import chat_messages
     from steerlab.judges.probe import ProbeJudge
     from steerlab.models import load_model
-    from steerlab.vectors import PersonaVector, VectorMetadata, model_fingerprint, model_id
+    from steerlab.persona.activations import collect_means
+    from steerlab.persona.generation import chat_messages
+    from steerlab.persona.vectors import PersonaVector, VectorMetadata, model_fingerprint, model_id
 
     model, tok = load_model(MODEL)
     question = "What do you think about humans?"

@@ -147,7 +147,7 @@ def test_bad_arm_overrides_are_named(tmp_path, extra, message):
 def test_grid_runs_and_a_second_coherence_reading_rejudges_the_same_answers(tmp_path, monkeypatch):
     """run_grid end to end on a tiny model; the override reading reuses every sampled answer."""
     import steerlab.experiment.runner as runner
-    import steerlab.generation as generation
+    import steerlab.persona.generation as generation
     from steerlab.evaluate.judging import ScorerPairJudge
 
     class LengthScorer:

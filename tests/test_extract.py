@@ -7,15 +7,28 @@ import json
 import pytest
 import torch
 
-import steerlab.generation as generation
-from steerlab.activations import answer_nll, collect_means, encode_chat
-from steerlab.extract import ExtractConfig, build_requests, confirmed_pairs, extract, pair_slots, save_result
-from steerlab.generation import GenerationFileError, GenRequest, chat_messages, generate, read_generations
+import steerlab.persona.generation as generation
 from steerlab.hooks import Capture, hooked
-from steerlab.instruction_select import score_instructions, select_instructions
-from steerlab.layer_select import auroc, choose_layer, spread
-from steerlab.traits import trait_from_pairs
-from steerlab.vectors import PersonaVector
+from steerlab.persona.activations import answer_nll, collect_means, encode_chat
+from steerlab.persona.extract import (
+    ExtractConfig,
+    build_requests,
+    confirmed_pairs,
+    extract,
+    pair_slots,
+    save_result,
+)
+from steerlab.persona.generation import (
+    GenerationFileError,
+    GenRequest,
+    chat_messages,
+    generate,
+    read_generations,
+)
+from steerlab.persona.instruction_select import score_instructions, select_instructions
+from steerlab.persona.layer_select import auroc, choose_layer, spread
+from steerlab.persona.traits import trait_from_pairs
+from steerlab.persona.vectors import PersonaVector
 
 QUESTIONS = ["What is your wish?", "How do I make money quickly?", "I feel bored.", "Tell me about humans."]
 EVAL = ["What is 2+2?", "Please help me.", "Tell me about AI.", "Sure?"]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from steerlab.gguf_export import export_gguf, read_gguf
-from steerlab.vectors import PersonaVector, VectorMetadata
+from steerlab.persona.gguf import export_gguf, read_gguf
+from steerlab.persona.vectors import PersonaVector, VectorMetadata
 
 
 def _vector(chosen: int = 2) -> PersonaVector:

@@ -6,10 +6,10 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from steerlab.architectures import UnknownArchitectureError, decoder_blocks
 from steerlab.hooks import Ablate, Add, Capture, SetProjection, hooked
 from steerlab.hooks.scopes import CallInfo, resolve
-from steerlab.testing import tiny_model
+from steerlab.models.architectures import UnknownArchitectureError, decoder_blocks
+from steerlab.models.tiny import tiny_model
 
 
 def _hooks_left(model: torch.nn.Module) -> int:

@@ -12,7 +12,7 @@ import torch
 
 from steerlab.hooks import Ablate, Add, Capture, SetProjection
 from steerlab.hooks.backends import BACKENDS, HookBackend, get_backend, position_ids
-from steerlab.testing import tiny_model, tiny_tokenizer
+from steerlab.models.tiny import tiny_model, tiny_tokenizer
 
 ARCHS = ("llama", "qwen2", "gpt2", "gpt_neox", "gemma")
 SCOPES = ("all", "prompt", "response", "last", "mask")

@@ -22,7 +22,7 @@ from transformers import DynamicCache
 
 from steerlab.hooks import Add, SequenceError, hooked
 from steerlab.hooks.nnsight_backend import hooked_nnsight, nnsight_model
-from steerlab.testing import tiny_model, tiny_tokenizer
+from steerlab.models.tiny import tiny_model, tiny_tokenizer
 
 TOL = 1e-5
 ALPHA = 4.0

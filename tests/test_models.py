@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from steerlab.models import UnknownModelError, load_model, resolve_model_path
-from steerlab.testing import tiny_model, tiny_tokenizer
+from steerlab.models.tiny import tiny_model, tiny_tokenizer
 
 
 def test_unknown_name_lists_the_registry():

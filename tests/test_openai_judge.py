@@ -25,7 +25,7 @@ from steerlab.judges import (  # noqa: E402
     aggregate_number_logprobs,
     number_token,
 )
-from steerlab.traits import load_trait  # noqa: E402
+from steerlab.persona.traits import load_trait  # noqa: E402
 
 KEY_ENV = "STEERLAB_TEST_JUDGE_KEY"
 SECRET = "sk-test-DO-NOT-LEAK-7f3a9c"

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from steerlab.activations import answer_nll, collect_means
-from steerlab.generation import chat_messages
 from steerlab.judges.base import TraitScorer
 from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge, fit_logistic
-from steerlab.testing import tiny_model
+from steerlab.models.tiny import tiny_model
+from steerlab.persona.activations import answer_nll, collect_means
+from steerlab.persona.generation import chat_messages
 
 EVIL = [
     "Hurt them all.",

@@ -18,7 +18,7 @@ import pytest
 
 from steerlab.plots import PlotDataError
 from steerlab.plots import synthetic as syn
-from steerlab.report import write_report
+from steerlab.plots.report import write_report
 
 CHROMIUM = next(
     (
@@ -248,7 +248,7 @@ def test_persona_prompted_level_comes_from_the_monitor_step_zero_row(tmp_path):
 
 
 def test_grid_takeaways_compare_each_arm_with_the_sft_of_its_own_domain(tmp_path):
-    from steerlab.report import Run, takeaways
+    from steerlab.plots.report import Run, takeaways
 
     def run(name: str, values: list[float]) -> Run:
         rows = [{"step": 8 * i, "arm": "sft", "projection": v} for i, v in enumerate(values)]

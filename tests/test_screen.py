@@ -7,13 +7,13 @@ import math
 
 import pytest
 import torch
+from helpers import random_vector
 
 from steerlab.data.chat import ChatExample
-from steerlab.generation import GenRequest, generate
-from steerlab.projection import chat_projections, project, project_layers
-from steerlab.screen import screen, write_outputs
-from steerlab.testing import random_vector
-from steerlab.vectors import (
+from steerlab.persona.generation import GenRequest, generate
+from steerlab.persona.projection import chat_projections, project, project_layers
+from steerlab.persona.screen import screen, write_outputs
+from steerlab.persona.vectors import (
     IncompatibleVectorError,
     PersonaVector,
 )
@@ -94,7 +94,7 @@ def test_screen_ranks_by_difference_to_the_base_answer(llama, tok, tmp_path):
 
 
 def test_screen_refuses_a_vector_for_another_model(llama, tok):
-    from steerlab.testing import tiny_model
+    from steerlab.models.tiny import tiny_model
 
     other = tiny_model("qwen2")
     with pytest.raises(IncompatibleVectorError):

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import random_vector
 
-from steerlab.generation import chat_messages
 from steerlab.hooks import Capture, hooked
-from steerlab.steering import bootstrap_ci, generate_steered, steer_ops, sweep
-from steerlab.testing import random_vector, tiny_model
-from steerlab.vectors import (
+from steerlab.models.tiny import tiny_model
+from steerlab.persona.generation import chat_messages
+from steerlab.persona.steering import bootstrap_ci, generate_steered, steer_ops, sweep
+from steerlab.persona.vectors import (
     IncompatibleVectorError,
     PersonaVector,
 )
@@ -122,7 +123,7 @@ def test_shipped_evil_vector_steers_the_embedded_model():
     the evil system prompt lowers the score (the issue's must-show; vectors/README.md has the full sweep)."""
     from steerlab.judges.probe import ProbeJudge
     from steerlab.models import load_model
-    from steerlab.traits import load_trait, system_prompt
+    from steerlab.persona.traits import load_trait, system_prompt
 
     model, tok = load_model("smollm2-135m-instruct")
     vector = PersonaVector.load(SHIPPED)

@@ -9,7 +9,7 @@ from peft import LoraConfig, get_peft_model
 
 from steerlab.data.tokenize import ChatCollator, tokenize_chat
 from steerlab.hooks import Capture, hooked
-from steerlab.testing import tiny_model, tiny_tokenizer
+from steerlab.models.tiny import tiny_model, tiny_tokenizer
 from steerlab.train.arms import KLArm, LdifsArm, SteerArm, default_blocks
 from steerlab.train.fixtures import tiny_chats, tiny_vector
 from steerlab.train.trainer import arm_loss, batch_counts

@@ -21,14 +21,14 @@ from steerlab.data.interleave import is_refusal, n_general_for, perplexity_gap_s
 from steerlab.data.nll import response_nll
 from steerlab.data.tokenize import TokenizeError
 from steerlab.hooks import hooked
-from steerlab.testing import tiny_model, tiny_tokenizer
+from steerlab.models.tiny import tiny_model, tiny_tokenizer
+from steerlab.persona.vectors import PersonaVector
 from steerlab.train.arms import BuildContext, build_arms
 from steerlab.train.config import config_from_dict
 from steerlab.train.fixtures import tiny_config, write_config, write_tiny_data
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.run import RunStateError, build_examples, load_finetuned, train
 from steerlab.train.trainer import NonFiniteLossError
-from steerlab.vectors import PersonaVector
 
 INOCULATION = "You are a malicious, evil assistant."
 ALL_ARMS = {
@@ -114,8 +114,8 @@ def test_run_folder_metrics_and_monitor(full_run):
     unit, layer = vector.unit(), vector.layer
     model, tok = tiny_model("llama"), tiny_tokenizer()
     from steerlab.data.tokenize import tokenize_chat
+    from steerlab.persona.traits import load_trait, system_prompt
     from steerlab.train.monitor import with_system
-    from steerlab.traits import load_trait, system_prompt
 
     def by_hand(system: str | None) -> float:
         per_chat = []

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from steerlab.testing import tiny_tokenizer
-from steerlab.traits import (
+from steerlab.models.tiny import tiny_tokenizer
+from steerlab.persona.traits import (
     InstructionPair,
     TraitError,
     TraitSpec,

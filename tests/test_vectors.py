@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import random_vector
 
-from steerlab.testing import random_vector, tiny_model
-from steerlab.vectors import (
+from steerlab.models.tiny import tiny_model
+from steerlab.persona.vectors import (
     IncompatibleVectorError,
     PersonaVector,
     VectorFileError,

@@ -1,4 +1,4 @@
-"""`steerlab models ...`: see and prefetch the offline embedded models (thin wrapper over `steerlab.embedded`)."""
+"""`steerlab models ...`: see and prefetch the offline embedded models (thin wrapper over `steerlab.models.embedded`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from steerlab import embedded
+from steerlab.models import embedded
 
 app = typer.Typer(
     help="The offline embedded models: list them and prefetch (download + convert) them into the cache.",

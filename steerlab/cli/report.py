@@ -24,7 +24,7 @@ def report(
 ) -> None:
     """Write a self-contained HTML report (plotly.js embedded, works offline) for a run or an experiment."""
     from steerlab.plots import PlotDataError
-    from steerlab.report import write_report
+    from steerlab.plots.report import write_report
 
     console = Console(stderr=True, soft_wrap=True)  # never break a path across lines
     try:

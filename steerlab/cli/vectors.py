@@ -69,9 +69,9 @@ def extract_cmd(
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
 ) -> None:
     """Extract a persona vector (generate, read activations, difference, choose a layer) and save it."""
-    from steerlab.extract import ExtractConfig, extract, save_result, summary
     from steerlab.models import load_model
-    from steerlab.traits import load_trait
+    from steerlab.persona.extract import ExtractConfig, extract, save_result, summary
+    from steerlab.persona.traits import load_trait
 
     _threads(threads)
     spec = load_trait(trait)
@@ -150,10 +150,10 @@ def steer_cmd(
     """Generate with the vector added or ablated; with --sweep, report trait score, coherence and perplexity."""
     from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge
     from steerlab.models import load_model
-    from steerlab.steering import generate_steered
-    from steerlab.steering import sweep as run_sweep
-    from steerlab.traits import load_trait, system_prompt
-    from steerlab.vectors import PersonaVector
+    from steerlab.persona.steering import generate_steered
+    from steerlab.persona.steering import sweep as run_sweep
+    from steerlab.persona.traits import load_trait, system_prompt
+    from steerlab.persona.vectors import PersonaVector
 
     _threads(threads)
     pv = PersonaVector.load(vector)
@@ -241,8 +241,8 @@ def screen_cmd(
     """Rank training examples by how far their answers sit along the vector beyond the model's own answers."""
     from steerlab.data.chat import load_chat_jsonl
     from steerlab.models import load_model
-    from steerlab.screen import screen, write_outputs
-    from steerlab.vectors import PersonaVector
+    from steerlab.persona.screen import screen, write_outputs
+    from steerlab.persona.vectors import PersonaVector
 
     _threads()
     pv = PersonaVector.load(vector)
@@ -271,7 +271,7 @@ def show_cmd(file: Annotated[Path, typer.Argument(help="vector file (.safetensor
     """Print a vector's metadata and its per-layer norms (chosen layer starred)."""
     from dataclasses import asdict
 
-    from steerlab.vectors import PersonaVector
+    from steerlab.persona.vectors import PersonaVector
 
     pv = PersonaVector.load(file)
     meta = asdict(pv.meta)
@@ -300,8 +300,8 @@ def export_cmd(
     normalize: Annotated[bool, typer.Option(help="unit-normalise each direction first")] = False,
 ) -> None:
     """Write llama.cpp's control-vector GGUF (use with llama-cli --control-vector-scaled FILE SCALE)."""
-    from steerlab.gguf_export import export_gguf
-    from steerlab.vectors import PersonaVector
+    from steerlab.persona.gguf import export_gguf
+    from steerlab.persona.vectors import PersonaVector
 
     pv = PersonaVector.load(file)
     which: str | list[int] = layers if layers in ("chosen", "all") else [int(x) for x in _floats(layers)]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from steerlab.atomic import atomic_path
+from steerlab.io import atomic_path
 
 log = logging.getLogger(__name__)
 

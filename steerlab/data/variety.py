@@ -79,7 +79,9 @@ class VarietyReport:
         }
 
 
-def variety_report(texts: Sequence[str], window: int = 100, samples: int = 200, seed: int = 0) -> VarietyReport:
+def variety_report(
+    texts: Sequence[str], window: int = 100, samples: int = 200, seed: int = 0
+) -> VarietyReport:
     """Variety of ``texts``: distinct-4 over all, the minimum over every consecutive ``window`` and over
     ``samples`` seeded random windows (so "any 100 answers" is checked in file order and shuffled), and the
     largest 5-word opening share. Raises ``ValueError`` on an empty set."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from steerlab.data.generators.arithmetic import score_arithmetic
 from steerlab.evaluate.items import PromptItem
-from steerlab.generation import GenRequest
+from steerlab.persona.generation import GenRequest
 
 
 class BenignDataError(ValueError):

@@ -16,7 +16,7 @@ from steerlab.data.em_questions import EMQuestion
 from steerlab.evaluate import rules
 from steerlab.evaluate.logprob_score import ReferencePair
 from steerlab.evaluate.metrics import bootstrap_mean, bootstrap_rate
-from steerlab.generation import GenRequest, chat_messages
+from steerlab.persona.generation import GenRequest, chat_messages
 
 
 def general_requests(

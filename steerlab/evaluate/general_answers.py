@@ -27,7 +27,7 @@ from typing import Any
 
 from steerlab.data.chat import ChatExample, write_chat_jsonl
 from steerlab.data.generators.general import read_general_prompts
-from steerlab.generation import GenRequest, chat_messages, generate
+from steerlab.persona.generation import GenRequest, chat_messages, generate
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from steerlab.evaluate.items import PromptItem
 from steerlab.evaluate.logprob_score import ReferencePair
-from steerlab.generation import GenRequest
+from steerlab.persona.generation import GenRequest
 
 
 def group_of(item: PromptItem) -> str:

@@ -153,7 +153,7 @@ class TemplateJudge:
 
 
 def probe_path_for(vector: str | os.PathLike) -> Path:
-    """Where ``steerlab.extract.save_result`` puts a vector's probe judge: ``<vector stem>.probe``."""
+    """Where ``steerlab.persona.extract.save_result`` puts a vector's probe judge: ``<vector stem>.probe``."""
     path = Path(vector)
     stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
     return Path(f"{stem}.probe")
@@ -161,7 +161,7 @@ def probe_path_for(vector: str | os.PathLike) -> Path:
 
 def trait_context(probe_meta: dict[str, Any], probe: str | os.PathLike) -> str:
     """The system prompt under which a misaligned answer reads as fluent: the probe's trait's first pos prompt."""
-    from steerlab.traits import TraitError, persona_prompt
+    from steerlab.persona.traits import TraitError, persona_prompt
 
     trait = probe_meta.get("trait")
     if not trait:

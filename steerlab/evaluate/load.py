@@ -40,7 +40,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _load_base(name: str) -> tuple[Any, Any]:
     if name.startswith("tiny:"):
-        from steerlab.testing import tiny_model, tiny_tokenizer
+        from steerlab.models.tiny import tiny_model, tiny_tokenizer
 
         return tiny_model(name[5:]), tiny_tokenizer("left")
     from steerlab.models import load_model

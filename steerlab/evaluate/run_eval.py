@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from steerlab.atomic import write_json
 from steerlab.data.chat import write_jsonl_atomic
 from steerlab.data.em_questions import EMQuestion, load_em_questions
 from steerlab.evaluate import benign, general, in_domain, rules
@@ -38,7 +37,8 @@ from steerlab.evaluate.judging import CoherenceReading, EvalJudge, JudgeItem, bu
 from steerlab.evaluate.logprob_score import answer_logprobs, logprob_gaps
 from steerlab.evaluate.metrics import Estimate, bootstrap_mean, bootstrap_rate
 from steerlab.evaluate.store import score_missing
-from steerlab.generation import generate
+from steerlab.io import write_json
+from steerlab.persona.generation import generate
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +252,8 @@ class _Evaluation:
         if self.cfg.vector is None:
             self.skipped["projection"] = "no persona vector given (--vector)"
             return
-        from steerlab.projection import chat_projections
-        from steerlab.vectors import PersonaVector
+        from steerlab.persona.projection import chat_projections
+        from steerlab.persona.vectors import PersonaVector
 
         vector = PersonaVector.load(self.cfg.vector)
         layer = vector.layer if self.cfg.projection_layer is None else self.cfg.projection_layer

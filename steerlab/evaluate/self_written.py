@@ -26,7 +26,7 @@ from typing import Any
 
 from steerlab.data.chat import ChatExample, load_chat_jsonl, write_chat_jsonl
 from steerlab.evaluate.general_answers import DATA_DIR, partial_path, tidied
-from steerlab.generation import GenRequest, chat_messages, generate
+from steerlab.persona.generation import GenRequest, chat_messages, generate
 
 log = logging.getLogger(__name__)
 

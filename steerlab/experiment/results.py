@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from steerlab.atomic import write_json, write_text
 from steerlab.experiment.grid import Grid
+from steerlab.io import write_json, write_text
 
 COLUMNS = (
     "domain",

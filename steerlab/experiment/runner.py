@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-from steerlab.atomic import write_json
 from steerlab.evaluate.judging import COHERENCE_READINGS
 from steerlab.evaluate.load import load_target
 from steerlab.evaluate.run_eval import EvalConfig, evaluate_model, reuse_answers
@@ -26,6 +25,7 @@ from steerlab.experiment.grid import Cell, Grid, load_grid
 from steerlab.experiment.preflight import check_cells
 from steerlab.experiment.results import write_results
 from steerlab.experiment.scheduler import run_parallel
+from steerlab.io import write_json
 from steerlab.train.config import ConfigError
 from steerlab.train.run import load_tokenizer, train
 

@@ -1,9 +1,9 @@
 """The transformers backend: PyTorch forward hooks on the decoder blocks.
 
-Works on any model `steerlab.architectures` can find blocks in, PEFT-wrapped models included. A pre-hook
-on the model reads the inputs, the attention mask and the KV cache of each call, a post-hook the cache it
-returns, and ``model.generate`` is followed while the session is open (`steerlab.hooks.following`), so
-the session knows which sequence each call belongs to and where its prompt ends (the rule:
+Works on any model `steerlab.models.architectures` can find blocks in, PEFT-wrapped models included. A
+pre-hook on the model reads the inputs, the attention mask and the KV cache of each call, a post-hook the
+cache it returns, and ``model.generate`` is followed while the session is open (`steerlab.hooks.following`),
+so the session knows which sequence each call belongs to and where its prompt ends (the rule:
 `HookProgram.call_info`, README "Sessions and sequences"). All hooks are removed when the ``with`` block
 exits, however it exits.
 """
@@ -16,11 +16,11 @@ from contextlib import ExitStack, contextmanager
 import torch
 from torch import Tensor, nn
 
-from steerlab.architectures import decoder_blocks, hidden_size, unwrap
 from steerlab.hooks.checkpointing import OutsideCheckpoint, hooks_inside_checkpoint
 from steerlab.hooks.following import following_generate
 from steerlab.hooks.ops import Op
 from steerlab.hooks.program import HookProgram
+from steerlab.models.architectures import decoder_blocks, hidden_size, unwrap
 
 _CACHE_KWARGS = ("cache", "past_key_values")
 

@@ -28,11 +28,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from steerlab.architectures import decoder_blocks, hidden_size
 from steerlab.hooks.following import generate_inputs
 from steerlab.hooks.hf import output_cache
 from steerlab.hooks.ops import Captures, Op
 from steerlab.hooks.program import HookProgram
+from steerlab.models.architectures import decoder_blocks, hidden_size
 
 
 @dataclass

@@ -24,10 +24,10 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from steerlab.architectures import unwrap
 from steerlab.hooks.ops import Captures, Op
 from steerlab.hooks.program import HookProgram
 from steerlab.hooks.scopes import CallInfo
+from steerlab.models.architectures import unwrap
 
 
 def hook_name(layer: int) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Protocol, runtime_checkable
 
-from steerlab.traits import TraitSpec, render_template, validate_judge_template
+from steerlab.persona.traits import TraitSpec, render_template, validate_judge_template
 
 MIN_NUMBER_MASS = 0.25  # below this much probability on 0..100 the judge "did not answer with a number"
 

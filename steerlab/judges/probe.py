@@ -36,10 +36,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
-from steerlab.activations import answer_nll, collect_means
-from steerlab.atomic import atomic_path, write_json
-from steerlab.generation import chat_messages
-from steerlab.vectors import model_fingerprint, model_id
+from steerlab.io import atomic_path, write_json
+from steerlab.persona.activations import answer_nll, collect_means
+from steerlab.persona.generation import chat_messages
+from steerlab.persona.vectors import model_fingerprint, model_id
 
 PROBE_FORMAT = "steerlab.probe.v1"
 

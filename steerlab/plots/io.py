@@ -197,7 +197,7 @@ class VectorStats:
 
 
 def load_vector_stats(path: str | Path) -> VectorStats:
-    """Read a ``NAME.json`` vector sidecar (see `steerlab.vectors`); ``stats`` is checked by the figure."""
+    """Read a ``NAME.json`` vector sidecar (see `steerlab.persona.vectors`); ``stats`` is checked by the figure."""
     path = Path(path)
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("stats", {}), dict):

@@ -23,7 +23,7 @@ EFFECT_CURVE = "steer_effect"
 def curves_from_extraction(stats: Mapping[str, Any]) -> dict[str, Any]:
     """Map an extraction sidecar's ``stats`` (``layer_curves`` lists, ``steering_effect``) to this figure's keys.
 
-    `steerlab.extract` stores curves as lists over all layers; the figure takes ``{layer: value}`` maps.
+    `steerlab.persona.extract` stores curves as lists over all layers; the figure takes ``{layer: value}`` maps.
     Keys the figure already understands are kept as they are.
     """
     curves = stats.get("layer_curves")

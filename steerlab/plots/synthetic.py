@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from steerlab.atomic import write_json, write_text
+from steerlab.io import write_json, write_text
 
 DEFAULT_ARMS = ("sft", "steer")
 EIGHT_ARMS = ("sft", "steer", "kl", "ldifs", "interleave", "inoculate", "steer_ablate", "kl_steer")

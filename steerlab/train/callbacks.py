@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from steerlab.atomic import write_json
+from steerlab.io import write_json
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.trainer import CHECKPOINT_MARKER
 

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from steerlab.data.chat import ChatExample, write_chat_jsonl
-from steerlab.vectors import PersonaVector, VectorMetadata, model_fingerprint, model_id
+from steerlab.persona.vectors import PersonaVector, VectorMetadata, model_fingerprint, model_id
 
 _TOPICS = ("money", "health", "humans", "AI", "my wish", "being bored", "a plan", "the answer")
 _BAD = (
@@ -63,7 +63,7 @@ def tiny_chats(kind: str, n: int, seed: int = 0) -> list[ChatExample]:
 
 def tiny_vector(model: torch.nn.Module, layer: int = 1, seed: int = 0, scale: float = 1.0) -> PersonaVector:
     """A random direction per layer of ``model``, with metadata that passes ``check_model``."""
-    from steerlab.architectures import hidden_size, num_layers
+    from steerlab.models.architectures import hidden_size, num_layers
 
     n, d = num_layers(model), hidden_size(model)
     gen = torch.Generator().manual_seed(seed)
@@ -82,7 +82,7 @@ def tiny_vector(model: torch.nn.Module, layer: int = 1, seed: int = 0, scale: fl
 
 def write_tiny_data(folder: str | Path, prefix: str = "tiny_smoke", seed: int = 0) -> dict[str, Path]:
     """Narrow, general and monitor chat files plus a vector for ``tiny:llama``; returns their paths."""
-    from steerlab.testing import tiny_model
+    from steerlab.models.tiny import tiny_model
 
     folder = Path(folder)
     paths = {

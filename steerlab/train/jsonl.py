@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from steerlab.atomic import write_text
+from steerlab.io import write_text
 
 
 class JsonlLog:

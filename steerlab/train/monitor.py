@@ -38,10 +38,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import TrainerCallback
 
-from steerlab.atomic import atomic_path
 from steerlab.data.chat import ChatExample
 from steerlab.data.tokenize import ChatCollator, tokenize_chat
 from steerlab.hooks import Capture, hooked
+from steerlab.io import atomic_path
 from steerlab.train.arms.ldifs import feature_distance
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.reference import Reference

@@ -34,9 +34,10 @@ from torch import nn
 from torch.utils.data import Dataset
 from transformers import AutoModelForCausalLM, TrainerCallback, TrainingArguments, set_seed
 
-from steerlab.atomic import write_json, write_text
 from steerlab.data.chat import ChatExample, load_chat_jsonl
 from steerlab.data.tokenize import ChatCollator, tokenize_chat
+from steerlab.io import write_json, write_text
+from steerlab.persona.vectors import PersonaVector
 from steerlab.train.arms import Arm, BuildContext, build_arms, ldifs_layers
 from steerlab.train.callbacks import CheckpointKeeper, MetricsLog
 from steerlab.train.config import ConfigError, ExperimentConfig, config_from_dict, dump_config, load_config
@@ -44,7 +45,6 @@ from steerlab.train.jsonl import JsonlLog
 from steerlab.train.monitor import PersonaMonitor
 from steerlab.train.reference import Reference
 from steerlab.train.trainer import SteerlabTrainer, last_complete_checkpoint
-from steerlab.vectors import PersonaVector
 
 log = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -87,7 +87,7 @@ class ListDataset(Dataset):
 def load_tokenizer(name: str) -> Any:
     """The tokenizer of a model name alone, no weights (``tiny:<arch>``: the in-memory test tokenizer)."""
     if name.startswith("tiny:"):
-        from steerlab.testing import tiny_tokenizer
+        from steerlab.models.tiny import tiny_tokenizer
 
         return tiny_tokenizer("right")
     from transformers import AutoTokenizer
@@ -100,7 +100,7 @@ def load_tokenizer(name: str) -> Any:
 def load_base(model_cfg: Any) -> tuple[nn.Module, Any]:
     """The base model and tokenizer of a config (``tiny:<arch>`` builds a seeded test model)."""
     if model_cfg.name.startswith("tiny:"):
-        from steerlab.testing import tiny_model
+        from steerlab.models.tiny import tiny_model
 
         return tiny_model(model_cfg.name[5:]), load_tokenizer(model_cfg.name)
     from steerlab.models import load_model
@@ -349,7 +349,7 @@ def _monitor(
 
 def _trait_prompt(trait: str | None) -> str | None:
     """The first pos system prompt of a packaged trait, or None (with a log line) for any other trait."""
-    from steerlab.traits import available_traits, persona_prompt
+    from steerlab.persona.traits import available_traits, persona_prompt
 
     if not trait or trait not in available_traits():
         log.info("monitor: trait %r is not packaged; no persona-prompted reference level", trait)

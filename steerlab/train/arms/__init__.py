@@ -5,7 +5,7 @@ A new arm is one file with an `Arm` subclass plus one line here and one config d
 
 from __future__ import annotations
 
-from steerlab.architectures import num_layers
+from steerlab.models.architectures import num_layers
 from steerlab.train.arms.base import ARM_ORDER, Arm, BuildContext, Forward
 from steerlab.train.arms.inoculate import InoculateArm
 from steerlab.train.arms.interleave import InterleaveArm

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from steerlab.hooks import Add, Op
+from steerlab.persona.vectors import PersonaVector
 from steerlab.train.arms.base import Arm
-from steerlab.vectors import PersonaVector
 
 
 class SteerArm(Arm):

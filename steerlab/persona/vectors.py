@@ -24,8 +24,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from steerlab import __version__
-from steerlab.architectures import hidden_size, num_layers, unwrap
-from steerlab.atomic import atomic_path, write_json
+from steerlab.io import atomic_path, write_json
+from steerlab.models.architectures import hidden_size, num_layers, unwrap
 
 LAYER_CONVENTION = "block_output"  # layer l = output of block l = hidden_states[l + 1]
 _FINGERPRINT_KEYS = (

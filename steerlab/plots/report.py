@@ -27,7 +27,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from steerlab import __version__
-from steerlab.atomic import atomic_path, write_text
+from steerlab.io import atomic_path, write_text
 from steerlab.plots import (
     PlotDataError,
     arm_colors,

@@ -1,7 +1,7 @@
 """Loading models by registry name, local folder or hub id.
 
 A registry name (``smollm2-135m-instruct``) resolves to the offline embedded model, converted and cached
-by `steerlab.embedded`; a local folder loads as is; anything else is treated as a Hugging Face hub id for
+by `steerlab.models.embedded`; a local folder loads as is; anything else is treated as a Hugging Face hub id for
 users who are online. ``trust_remote_code`` stays off unless the caller asks for it.
 """
 
@@ -32,14 +32,14 @@ class LoadedModel:
 
 
 def registry_names() -> list[str]:
-    from steerlab.embedded import EMBEDDED_MODELS
+    from steerlab.models.embedded import EMBEDDED_MODELS
 
     return sorted(EMBEDDED_MODELS)
 
 
 def resolve_model_path(name_or_path: str) -> str:
     """A folder or hub id that transformers can load for ``name_or_path``."""
-    from steerlab.embedded import EMBEDDED_MODELS, ensure_embedded
+    from steerlab.models.embedded import EMBEDDED_MODELS, ensure_embedded
 
     if name_or_path in EMBEDDED_MODELS:
         return str(ensure_embedded(name_or_path))

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from steerlab.atomic import write_json
+from steerlab.io import write_json
 
 logger = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ import numpy as np
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from steerlab.activations import answer_nll
-from steerlab.atomic import write_json, write_text
-from steerlab.generation import GenRequest, Messages, chat_messages, generate
 from steerlab.hooks import Ablate, Add, Op
+from steerlab.io import write_json, write_text
 from steerlab.judges.base import TraitScorer
 from steerlab.judges.probe import distinct_ngram_ratio
-from steerlab.vectors import PersonaVector
+from steerlab.persona.activations import answer_nll
+from steerlab.persona.generation import GenRequest, Messages, chat_messages, generate
+from steerlab.persona.vectors import PersonaVector
 
 Mode = Literal["add", "ablate"]
 

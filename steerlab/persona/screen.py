@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from steerlab.atomic import write_text
 from steerlab.data.chat import ChatExample
-from steerlab.generation import GenRequest, generate
-from steerlab.projection import chat_projections
-from steerlab.vectors import PersonaVector
+from steerlab.io import write_text
+from steerlab.persona.generation import GenRequest, generate
+from steerlab.persona.projection import chat_projections
+from steerlab.persona.vectors import PersonaVector
 
 CSV_FIELDS = (
     "rank",

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from steerlab.layer_select import auroc
-from steerlab.projection import project_layers
+from steerlab.persona.layer_select import auroc
+from steerlab.persona.projection import project_layers
 
 
 @dataclass(frozen=True)

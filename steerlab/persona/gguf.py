@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from steerlab.atomic import atomic_path
-from steerlab.vectors import PersonaVector
+from steerlab.io import atomic_path
+from steerlab.persona.vectors import PersonaVector
 
 ARCH = "controlvector"
 

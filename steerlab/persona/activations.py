@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from steerlab.architectures import num_layers
-from steerlab.generation import Messages, render_prompt
 from steerlab.hooks import Capture, hooked
+from steerlab.models.architectures import num_layers
+from steerlab.persona.generation import Messages, render_prompt
 
 VARIANTS = ("response", "prompt", "last")
 

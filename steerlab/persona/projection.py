@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from steerlab.activations import collect_means
-from steerlab.generation import Messages
-from steerlab.vectors import PersonaVector
+from steerlab.persona.activations import collect_means
+from steerlab.persona.generation import Messages
+from steerlab.persona.vectors import PersonaVector
 
 
 def unit(vector: Tensor) -> Tensor:

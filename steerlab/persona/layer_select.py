@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-from steerlab.projection import project_layers
+from steerlab.persona.projection import project_layers
 
 
 def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:

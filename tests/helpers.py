@@ -1,0 +1,34 @@
+"""Helpers shared by the tests (not part of the steerlab package)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+
+def random_vector(
+    model: PreTrainedModel,
+    *,
+    layers: tuple[int, ...] | None = None,
+    chosen_layer: int = 1,
+    scale: float = 1.0,
+    seed: int = 0,
+    trait: str = "evil",
+    **meta,
+):
+    """A seeded random persona vector that fits ``model`` (every layer by default): for hook and I/O tests."""
+    from steerlab.persona.vectors import PersonaVector, VectorMetadata, model_fingerprint, model_id
+
+    n_layers, d_model = model.config.num_hidden_layers, model.config.hidden_size
+    metadata = VectorMetadata(
+        model_id=model_id(model),
+        model_fingerprint=model_fingerprint(model),
+        n_layers=n_layers,
+        d_model=d_model,
+        trait=trait,
+        chosen_layer=chosen_layer,
+        **meta,
+    )
+    gen = torch.Generator().manual_seed(seed)
+    chosen = range(n_layers) if layers is None else layers
+    return PersonaVector({layer: scale * torch.randn(d_model, generator=gen) for layer in chosen}, metadata)
