@@ -164,7 +164,7 @@ def test_gradient_checkpointing_same_grads_and_single_capture(tok):
 @pytest.mark.parametrize("kind", ["ablate", "set"])
 def test_checkpointing_backward_after_the_session_closed(tok, kind, reentrant):
     """Issue 11 case 3: steerlab's loss calls backward() after ``hooked`` exits. On transformers that
-    checkpoint ``__call__`` (5.0-5.1x) the recomputed block used to run without its op."""
+    checkpoint ``__call__`` (before 5.23) the recomputed block used to run without its op."""
     enc = _inputs(tok)
     v = torch.randn(32, generator=torch.Generator().manual_seed(0))
     op = Ablate(1, vector=v) if kind == "ablate" else SetProjection(1, vector=v, value=2.0)

@@ -1,11 +1,11 @@
 """Keeping block hooks outside gradient checkpointing on transformers that checkpoint ``__call__``.
 
-Up to some 5.x release, ``GradientCheckpointingLayer.__call__`` checkpoints ``nn.Module.__call__`` — the
+Before transformers 5.23, ``GradientCheckpointingLayer.__call__`` checkpoints ``nn.Module.__call__`` — the
 block's forward hooks included. The backward pass then recomputes the block *with whatever hooks are
 attached at that moment*. steerlab's training loss calls ``backward()`` after the ``hooked`` context has
 closed, so the recomputed block ran without its Ablate/SetProjection: silently wrong gradients under
 reentrant checkpointing, a ``CheckpointError`` (different saved tensors) under non-reentrant. Later
-releases checkpoint ``forward`` instead, so hooks run once, outside (exact).
+releases (5.23 on) checkpoint ``forward`` instead, so hooks run once, outside (exact).
 
 On the older layout we give each hooked block a checkpoint function that runs the checkpointed call with
 the session's hook standing aside and then applies the ops to its output, outside the checkpoint — which
