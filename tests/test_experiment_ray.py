@@ -258,6 +258,15 @@ def test_an_unreachable_address_is_a_clear_error_within_seconds(tmp_path):
     with pytest.raises(ConfigError, match="drop --jobs"):
         runner.run_grid(path, jobs=2, address="auto")
 
+    # a port that accepts connections but is not Ray (a wrong port number): named within the probe's timeout
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        start = time.monotonic()
+        with pytest.raises(engine.EngineError, match="does not answer as a Ray server"):
+            engine.probe_address(f"ray://127.0.0.1:{silent.getsockname()[1]}", timeout=2.0)
+        assert time.monotonic() - start < 10
+
 
 def test_in_process_engine_runs_needs_first_and_skips_dependents_of_a_failure():
     order: list[str] = []

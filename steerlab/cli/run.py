@@ -40,11 +40,19 @@ def run_command(
     ] = False,
 ) -> None:
     """Run (or resume) the grid; the results table grows in <output_dir>/<name>/results.md as cells finish."""
-    from steerlab.experiment.engine import EngineError
+    from steerlab.experiment.engine import EngineError, connect
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if address is not None and not dry_run and jobs == 1:
+        try:  # first, before the heavy imports: an unreachable cluster is an error in seconds
+            connect(address, jobs)
+        except EngineError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
+
     from steerlab.experiment.runner import CellFailed, load_for_run, run_grid
     from steerlab.train.config import ConfigError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if dry_run:
         from steerlab.experiment.dryrun import dry_run_grid
 

@@ -22,11 +22,12 @@ and the others go on; a job whose need failed is not started and says which need
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,8 @@ from steerlab.experiment.settings import Resources
 log = logging.getLogger(__name__)
 
 SLOT = "steerlab_slot"  # the custom resource that caps a local Ray run at --jobs jobs at once
-PROBE_TIMEOUT_S = 5.0  # how long to wait for a cluster's port before saying it cannot be reached
+PROBE_TIMEOUT_S = 5.0  # how long to wait for a cluster's port, then for its gRPC handshake
+CLIENT_TIMEOUT_S = 10.0  # how long a ray:// connection may take before it counts as unreachable
 GIB = 2**30
 
 
@@ -172,7 +174,9 @@ def _run_job(work: Callable[[str], Any], key: str, threads: int, *needs: Any) ->
 
 
 def probe_address(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Fail fast and clearly when a cluster's ``HOST:PORT`` does not answer (Ray's own client retries ~1 min)."""
+    """Fail fast and clearly when ``HOST:PORT`` does not answer as a Ray server (Ray's own client retries for
+    about a minute): a TCP connection first, then the gRPC handshake every Ray endpoint (client server, GCS)
+    speaks — a port that accepts connections but is not Ray fails the second."""
     if address == "auto":
         return
     hostport = address.removeprefix("ray://")
@@ -186,6 +190,20 @@ def probe_address(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
             f"--address {address}: cannot reach a Ray cluster there ({error or type(error).__name__}); "
             "is `ray start --head` running on that host, and is the port open from here?"
         ) from None
+    try:
+        import grpc
+    except ImportError:  # ray without its [client] extra: the TCP check is all we can do
+        return
+    channel = grpc.insecure_channel(hostport)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        raise EngineError(
+            f"--address {address}: the port accepts connections but does not answer as a Ray server within "
+            f"{timeout:g} s; check the port (Ray client: 10001, GCS: 6379)"
+        ) from None
+    finally:
+        channel.close()
 
 
 def start_local_ray(jobs: int) -> None:
@@ -202,7 +220,8 @@ def start_local_ray(jobs: int) -> None:
 
 
 def connect(address: str | None, jobs: int) -> bool:
-    """Connect (or start) Ray; returns whether this call started the session (and should end it)."""
+    """Connect to a cluster (``address``) or start a local instance; returns whether this call started the
+    session (and should end it). Raises ``EngineError`` within seconds when the cluster cannot be reached."""
     import ray
 
     if ray.is_initialized():
@@ -213,10 +232,54 @@ def connect(address: str | None, jobs: int) -> bool:
         return True
     probe_address(address)
     try:
-        ray.init(address=address, log_to_driver=True)
-    except (ConnectionError, RuntimeError, TimeoutError) as error:
+        if address.startswith("ray://"):
+            _client_init_within(address, CLIENT_TIMEOUT_S)
+        else:
+            ray.init(address=address, log_to_driver=True)
+    except (ConnectionError, RuntimeError, TimeoutError, ValueError) as error:
         raise EngineError(f"--address {address}: could not connect to a Ray cluster: {error}") from None
     return True
+
+
+def _client_init_within(address: str, timeout: float) -> None:
+    """``ray.init("ray://...")`` with a deadline: Ray's client retries for about a minute on its own.
+
+    The attempt runs in a daemon thread (a Ray client connection is plain gRPC, safe off the main thread);
+    past the deadline it is abandoned and this raises ``TimeoutError``."""
+    import threading
+
+    import ray
+
+    outcome: dict[str, BaseException] = {}
+
+    def attempt() -> None:
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=attempt, name="ray-client-connect", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(
+            f"no Ray client server answered within {timeout:g} s (is the port Ray's client port?)"
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, jobs: int) -> Iterator[None]:
+    """Ray connected (or started) for the block; ended after it if this block started it."""
+    owned = connect(address, jobs)
+    try:
+        yield
+    finally:
+        if owned:
+            import ray
+
+            ray.shutdown()
 
 
 def _nodes() -> list[dict[str, float]]:
@@ -238,8 +301,7 @@ def run_on_ray(
     import ray
     from ray.exceptions import RayError, RayTaskError
 
-    owned = connect(address, jobs_at_once)
-    try:
+    with ray_session(address, jobs_at_once):
         nodes = _nodes()
         with_slots = any(node.get(SLOT, 0) > 0 for node in nodes)
         on_cluster = address is not None or not with_slots
@@ -289,6 +351,3 @@ def run_on_ray(
                 ray.cancel(ref)
             raise
         return outcomes
-    finally:
-        if owned:
-            ray.shutdown()

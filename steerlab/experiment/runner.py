@@ -14,6 +14,7 @@ this module hands it picklable work (`run_job`) and knows nothing of Ray.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -270,28 +271,39 @@ def run_grid(
             "--jobs sets how many jobs share this machine; on a cluster (--address) the cells' `resources` "
             "decide how many run at once: drop --jobs"
         )
-    if address is not None:
-        engine.probe_address(address)  # seconds, not the minute Ray's client spends retrying
     grid = load_for_run(path, coherence)
     selected = select_cells(grid, only)
     todo = plan_jobs(grid, selected)
-    to_train = [cell for cell in selected if not (cell.config.run_dir / "final").is_dir()]
-    if to_train:
-        checked = check_cells(to_train, load_tokenizer(grid.model))
-        log.info(
-            "preflight: %d cells to train, %d examples read and tokenized, all fit", len(to_train), checked
+    here = jobs == 1 and address is None
+    # connect before the preflight: an unreachable cluster is an error in seconds, not after the data check
+    with contextlib.nullcontext() if here else engine.ray_session(address, jobs):
+        to_train = [cell for cell in selected if not (cell.config.run_dir / "final").is_dir()]
+        if to_train:
+            try:
+                tokenizer = load_tokenizer(grid.model)
+            except OSError as error:
+                raise ConfigError(
+                    f"{grid.source}: model {grid.model!r}: its tokenizer does not load for the preflight ({error})"
+                ) from None
+            checked = check_cells(to_train, tokenizer)
+            log.info(
+                "preflight: %d cells to train, %d examples read and tokenized, all fit",
+                len(to_train),
+                checked,
+            )
+        grid.root.mkdir(parents=True, exist_ok=True)
+        write_json(
+            grid.root / "grid.json", {"source": str(grid.source), "cells": [c.key for c in grid.cells()]}
         )
-    grid.root.mkdir(parents=True, exist_ok=True)
-    write_json(grid.root / "grid.json", {"source": str(grid.source), "cells": [c.key for c in grid.cells()]})
-    skipped = len(selected) - sum(1 for job in todo if job.key != BASE)
-    if skipped:
-        log.info("%d selected cell(s) finished already: not started again", skipped)
-    work = functools.partial(run_job, str(path), coherence)
-    record = functools.partial(_record, grid)
-    if jobs == 1 and address is None:
-        outcomes = engine.run_in_process(todo, work, record)
-    else:
-        outcomes = engine.run_on_ray(todo, work, record, address=address, jobs_at_once=jobs)
+        skipped = len(selected) - sum(1 for job in todo if job.key != BASE)
+        if skipped:
+            log.info("%d selected cell(s) finished already: not started again", skipped)
+        work = functools.partial(run_job, str(path), coherence)
+        record = functools.partial(_record, grid)
+        if here:
+            outcomes = engine.run_in_process(todo, work, record)
+        else:
+            outcomes = engine.run_on_ray(todo, work, record, address=address, jobs_at_once=jobs)
     if grid.evaluate:
         write_results(grid)
     failed = [o for o in outcomes.values() if not o.ok]

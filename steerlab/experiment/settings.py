@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlab.train.config import ConfigError
+
+def ConfigError(message: str) -> Exception:  # noqa: N802 - reads as the exception it builds
+    """``steerlab.train.config.ConfigError``, imported late: this module (and the engine) load without torch."""
+    from steerlab.train.config import ConfigError as error
+
+    return error(message)
 
 
 @dataclass(frozen=True)
