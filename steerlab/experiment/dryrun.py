@@ -348,6 +348,8 @@ def dry_run_grid(path: str | Path, *, only: list[str] | None = None) -> DryRunRe
     dry.root, dry.model = root, str(model_dir)
     needs_vector = grid.vector is not None or any(c.config.arms.steer is not None for c in real_cells)
     notes = [
+        "times are lower bounds: training at the assumed MFU, sampling as bandwidth-bound decoding (one read "
+        "of the weights per step of a batch); transformers' generate usually runs slower",
         f"interleave arms drew from a {POOL_SAMPLE}-example sample of their general pool (the preflight read "
         "all of it)",
         f"stand-in model {model_dir}: {standin['model_type']}, {settings.layers} layers, {settings.hidden} wide, "
