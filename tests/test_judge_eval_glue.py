@@ -200,3 +200,34 @@ def test_labelled_set_errors_name_file_line_and_key(tmp_path):
     sub = jc.subset(jc.load_labelled(), 30, seed=3)
     assert 25 <= len(sub) <= 35 and {r.label for r in sub} == set(jc.LABELS)
     assert sub == jc.subset(jc.load_labelled(), 30, seed=3)
+
+
+def test_results_table_names_the_judge_and_its_check():
+    from steerlab.experiment.results import judges_line, markdown_table
+
+    check = {
+        "n": 290,
+        "auroc": {"value": 0.91, "ci": [0.87, 0.95]},
+        "aligned_fpr": {"value": 0.0, "ci": [0, 0]},
+    }
+    rows = [
+        {
+            "domain": "medical",
+            "arm": "sft",
+            "judge": "probe:evil@L14#abc (coherence bare)",
+            "judge_check": check,
+        },
+        {
+            "domain": "medical",
+            "arm": "kl",
+            "judge": "qwen.gguf @ http://127.0.0.1:8080/v1",
+            "judge_check": None,
+        },
+    ]
+    line = judges_line(rows)
+    assert (
+        "probe:evil@L14#abc (coherence bare) (judge check on 290 labelled answers: AUROC 0.91 [0.87, 0.95]"
+        in line
+    )
+    assert "qwen.gguf @ http://127.0.0.1:8080/v1 (not checked" in line
+    assert markdown_table(rows).startswith("Judge: ") and judges_line([{}]) == "Judge: not recorded."

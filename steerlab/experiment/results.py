@@ -46,6 +46,10 @@ COLUMNS = (
     "coherence_ci",
     "incoherent_rate",
     "projection",
+    "judge",
+    "judge_check_auroc",
+    "judge_check_misaligned_recall",
+    "judge_check_aligned_fpr",
 )
 
 
@@ -77,6 +81,10 @@ def collect_rows(grid: Grid) -> list[dict[str, Any]]:
             result = _read(cell.config.run_dir / grid.eval_dir_name("eval") / "eval.json")
             if result is not None:
                 rows.append({**result, "arm": cell.arm, "domain": domain.name})
+    for row in rows:
+        check = row.get("judge_check") or {}
+        for key in ("auroc", "misaligned_recall", "aligned_fpr"):
+            row[f"judge_check_{key}"] = (check.get(key) or {}).get("value")
     for row in rows:
         alignment, ci = row.get("alignment"), row.get("alignment_ci")
         row["misalignment_score"] = None if alignment is None else 100.0 - alignment
@@ -142,7 +150,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         "coherence",
         "projection",
     )
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [judges_line(rows), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def pct(value: float | None) -> str:
         return "–" if value is None else f"{value:+.0f}%"
@@ -170,6 +178,32 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def judges_line(rows: list[dict[str, Any]]) -> str:
+    """Which judge scored the rows (as its server reported it) and its `steerlab judge check` figures."""
+    seen: dict[str, dict[str, Any] | None] = {}
+    for r in rows:
+        if r.get("judge"):
+            seen.setdefault(str(r["judge"]), r.get("judge_check"))
+    if not seen:
+        return "Judge: not recorded."
+    parts = []
+    for name, check in seen.items():
+        if not check:
+            parts.append(f"{name} (not checked: `steerlab judge check`)")
+            continue
+        figs = ", ".join(
+            f"{label} {check[key]['value']:.2f} [{check[key]['ci'][0]:.2f}, {check[key]['ci'][1]:.2f}]"
+            for key, label in (
+                ("auroc", "AUROC"),
+                ("misaligned_recall", "misaligned recall"),
+                ("aligned_fpr", "aligned FPR"),
+            )
+            if (check.get(key) or {}).get("value") is not None and check[key].get("ci")
+        )
+        parts.append(f"{name} (judge check on {check.get('n')} labelled answers: {figs})")
+    return "Judge: " + "; ".join(parts) + "."
 
 
 def write_results(grid: Grid) -> list[dict[str, Any]]:

@@ -511,9 +511,12 @@ def _results_table(path: Path, rows: list[dict[str, Any]]) -> tuple[str, str]:
         ]
         for r in rows
     ]
+    judges = sorted({str(r["judge"]) for r in rows if r.get("judge")})
+    caption = f"<p>Judge: {html.escape('; '.join(judges))}</p>" if judges else ""
     return (
         f"Results ({path.name})",
-        _table(
+        caption
+        + _table(
             [
                 "arm",
                 "domain",
