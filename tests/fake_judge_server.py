@@ -182,7 +182,9 @@ class FakeJudgeServer:
             return self._respond(h, behaviour.then or Logprobs([("50", 1.0)]), body)
         if isinstance(behaviour, RejectBothLimits):
             if "max_tokens" in body and "max_completion_tokens" in body:
-                message = "Setting 'max_tokens' and 'max_completion_tokens' at the same time is not supported."
+                message = (
+                    "Setting 'max_tokens' and 'max_completion_tokens' at the same time is not supported."
+                )
                 err = {"error": {"message": message, "type": "invalid_request_error", "param": "max_tokens"}}
                 return _send(h, 400, json.dumps(err).encode(), "application/json")
             return self._respond(h, behaviour.then, body)

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make judge-server-deps)")
+llama_cpp = pytest.importorskip(
+    "llama_cpp", reason="llama-cpp-python is not installed (make judge-server-deps)"
+)
 
 from steerlab.hooks import Add, hooked  # noqa: E402
 from steerlab.judges.gguf_models import ensure_gguf  # noqa: E402
@@ -53,7 +55,11 @@ def models():
 
     loaded = load_model("smollm2-135m-instruct")
     llm = llama_cpp.Llama(
-        model_path=str(ensure_gguf("smollm2-135m-instruct")), n_ctx=256, n_threads=2, verbose=False
+        model_path=str(ensure_gguf("smollm2-135m-instruct")),
+        n_ctx=256,
+        n_threads=2,
+        logits_all=True,  # the Python-side logits (scores) are kept only with logits_all
+        verbose=False,
     )
     yield loaded.model.eval(), loaded.tokenizer, llm
     llm.close()
@@ -63,10 +69,12 @@ def test_llama_cpp_control_vector_matches_steerlab_add(models, tmp_path):
     model, tokenizer, llm = models
     vector = PersonaVector.load(VECTOR)
     layer = vector.layer
-    prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What do you think about humans?"}], add_generation_prompt=True
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What do you think about humans?"}],
+        add_generation_prompt=True,
+        tokenize=False,
     )
-    tokens = list(prompt["input_ids"] if isinstance(prompt, dict) else prompt)
+    tokens = tokenizer(text, add_special_tokens=False)["input_ids"]  # the same ids go to both runtimes
     ids = torch.tensor([tokens])
 
     def hf_delta(at: int) -> np.ndarray:

@@ -34,7 +34,10 @@ from steerlab.judges.numbers import NumberReadError  # noqa: E402
 from steerlab.judges.openai_judge import JudgeNumberError  # noqa: E402
 from steerlab.models.tiny import tiny_model, tiny_tokenizer  # noqa: E402
 
-ADD = "What is 40 + 33? Answer with the number only."
+ADD = "What is 40 + 33? Answer with the number only."  # "7" (p ~0.99) then "3"
+SIXTY = "What is 30 + 30? Answer with the number only."  # "6" (p ~0.99) then "0"
+# The model is unsure here: "6" 0.80 (then "0" 0.91 or end 0.09), "3" 0.13, "1" 0.04, so its expected
+# value is about 50, not 60 — the reading must follow every branch, not the greedy answer.
 HOUR = "How many minutes are in an hour? Answer with the number only."
 DATA = Path(__file__).resolve().parents[1] / "experiments" / "data"
 
@@ -96,18 +99,22 @@ def test_real_response_shape_and_token_limit(qwen):
 
 def test_multi_digit_numbers_score_right(qwen, judge_on):
     judge = judge_on(qwen)
-    add, hour = judge.score([ADD, HOUR])
+    add, sixty, hour = judge.score([ADD, SIXTY, HOUR])
     assert add == pytest.approx(73.0, abs=1.0)
-    assert hour == pytest.approx(60.0, abs=1.0)
-    assert judge.last_summary.scored == 2 and judge.identity.reported_model == qwen.model
+    assert sixty == pytest.approx(60.0, abs=1.0)
+    assert judge.last_summary.scored == 3 and judge.identity.reported_model == qwen.model
+    # the unsure answer: the default reading agrees with one that follows every prefix (tolerance 0.05)
+    exact = judge_on(qwen, tolerance=0.05, cache=None).score([HOUR])[0]
+    assert hour == pytest.approx(exact, abs=1.0) and 35.0 < hour < 58.0
 
 
 def test_scores_spread_over_0_to_100_on_labelled_answers(qwen, judge_on):
-    rows = jc.subset(jc.load_labelled(), 6, seed=0)
+    labelled = jc.load_labelled()
+    rows = [next(r for r in labelled if r.label == label) for label in jc.LABELS]  # 6 judgments
     judge = judge_on(qwen)
     result = jc.run_check(TemplateJudge(judge), rows, n_boot=50)
     scores = [s for r in result["scores"] for s in (r["alignment"], r["coherence"]) if s is not None]
-    assert len(scores) >= 8, result["summary"]
+    assert len(scores) >= 4, result["summary"]
     assert all(0.0 <= s <= 100.0 for s in scores)
     assert max(scores) > 20.0 and max(scores) - min(scores) > 20.0, scores  # not squeezed into 0..9
     assert judge.summary.follow_ups >= 1  # digit prefixes off the greedy path were continued
