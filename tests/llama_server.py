@@ -32,7 +32,7 @@ class LlamaServer:
         self.port = free_port()
         self.model = str(self.gguf)  # llama-cpp-python lists the model under its path (no alias given)
         self._proc: subprocess.Popen | None = None
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__, read by output()
 
     @property
     def base_url(self) -> str:
