@@ -1,6 +1,8 @@
 # steerlab: two commands do everything on a fresh machine.
 #   make demo   set up .venv and run the main job on the embedded model
 #   make test   set up .venv and run the test suite (slow tests on the embedded model included)
+#   make test-floor  the hook and training-arm tests on the LOWEST transformers / peft / nnsight that
+#               pyproject.toml declares, in a separate .venv-floor (torch stays at the tested pin)
 
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +15,14 @@ TORCH := torch==2.13.0
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
 JUDGE_STAMP := $(VENV)/.judge-server-installed
 
-.PHONY: setup test test-fast demo lint format bench clean judge-server-deps
+# The dependency floors: libraries the hook layer and the training arms touch, installed at the lowest
+# version pyproject.toml declares (read by .ci/floor_pins.py), and the tests that run on them.
+FLOOR_VENV := .venv-floor
+FLOOR_STAMP := $(FLOOR_VENV)/.steerlab-floor-installed
+FLOOR_PACKAGES := transformers peft nnsight
+FLOOR_TESTS := tests/test_hooks_core.py tests/test_hooks_parity.py tests/test_hooks_sequences.py tests/test_train_arms.py
+
+.PHONY: setup test test-fast test-floor demo lint format bench clean judge-server-deps
 
 setup: $(STAMP)
 
@@ -38,6 +47,17 @@ test: setup
 	$(BIN)/ruff check steerlab tests benchmarks
 	$(BIN)/python -m pytest -q
 
+$(FLOOR_STAMP): pyproject.toml .ci/floor_pins.py
+	test -x $(FLOOR_VENV)/bin/python || $(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLOOR_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(FLOOR_VENV)/bin/python -m pip install -q -e ".[dev]" "$(TORCH)" $$($(FLOOR_VENV)/bin/python .ci/floor_pins.py $(FLOOR_PACKAGES))
+	$(FLOOR_VENV)/bin/python -m pip show $(FLOOR_PACKAGES) torch | grep -E '^(Name|Version):'
+	touch $(FLOOR_STAMP)
+
+test-floor: $(FLOOR_STAMP)
+	$(FLOOR_VENV)/bin/python -m pytest -q -m "not slow" -p no:cacheprovider $(FLOOR_TESTS)
+
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
@@ -58,4 +78,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_arms.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(FLOOR_VENV) .pytest_cache .ruff_cache
