@@ -203,7 +203,8 @@ def test_labelled_set_errors_name_file_line_and_key(tmp_path):
 
 
 def test_results_table_names_the_judge_and_its_check():
-    from steerlab.experiment.results import judges_line, markdown_table
+    from steerlab.experiment.results import markdown_table
+    from steerlab.judges.identity import judges_line
 
     check = {
         "n": 290,

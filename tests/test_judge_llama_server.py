@@ -103,9 +103,8 @@ def test_multi_digit_numbers_score_right(qwen, judge_on):
     assert add == pytest.approx(73.0, abs=1.0)
     assert sixty == pytest.approx(60.0, abs=1.0)
     assert judge.last_summary.scored == 3 and judge.identity.reported_model == qwen.model
-    # the unsure answer: the default reading agrees with one that follows every prefix (tolerance 0.05)
-    exact = judge_on(qwen, tolerance=0.05, cache=None).score([HOUR])[0]
-    assert hour == pytest.approx(exact, abs=1.0) and 35.0 < hour < 58.0
+    # the unsure answer: neither the first digit (~6) nor the greedy answer (60), but its expectation
+    assert 35.0 < hour < 58.0 and judge.last_summary.follow_ups >= 2
 
 
 def test_scores_spread_over_0_to_100_on_labelled_answers(qwen, judge_on):

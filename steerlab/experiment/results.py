@@ -21,6 +21,7 @@ from typing import Any
 
 from steerlab.experiment.grid import Grid
 from steerlab.io import write_json, write_text
+from steerlab.judges.identity import judges_line
 
 COLUMNS = (
     "domain",
@@ -178,32 +179,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             + " |"
         )
     return "\n".join(lines) + "\n"
-
-
-def judges_line(rows: list[dict[str, Any]]) -> str:
-    """Which judge scored the rows (as its server reported it) and its `steerlab judge check` figures."""
-    seen: dict[str, dict[str, Any] | None] = {}
-    for r in rows:
-        if r.get("judge"):
-            seen.setdefault(str(r["judge"]), r.get("judge_check"))
-    if not seen:
-        return "Judge: not recorded."
-    parts = []
-    for name, check in seen.items():
-        if not check:
-            parts.append(f"{name} (not checked: `steerlab judge check`)")
-            continue
-        figs = ", ".join(
-            f"{label} {check[key]['value']:.2f} [{check[key]['ci'][0]:.2f}, {check[key]['ci'][1]:.2f}]"
-            for key, label in (
-                ("auroc", "AUROC"),
-                ("misaligned_recall", "misaligned recall"),
-                ("aligned_fpr", "aligned FPR"),
-            )
-            if (check.get(key) or {}).get("value") is not None and check[key].get("ci")
-        )
-        parts.append(f"{name} (judge check on {check.get('n')} labelled answers: {figs})")
-    return "Judge: " + "; ".join(parts) + "."
 
 
 def write_results(grid: Grid) -> list[dict[str, Any]]:

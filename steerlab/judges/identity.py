@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -55,3 +56,30 @@ class JudgeIdentity:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "name": self.name, "id": self.id}
+
+
+def judges_line(rows: Iterable[dict[str, Any]]) -> str:
+    """Which judge scored result rows (``judge``: its name as the server reported it) and the figures of its
+    ``steerlab judge check`` (``judge_check``), for results tables and the report."""
+    seen: dict[str, dict[str, Any] | None] = {}
+    for r in rows:
+        if r.get("judge"):
+            seen.setdefault(str(r["judge"]), r.get("judge_check"))
+    if not seen:
+        return "Judge: not recorded."
+    parts = []
+    for name, check in seen.items():
+        if not check:
+            parts.append(f"{name} (not checked: `steerlab judge check`)")
+            continue
+        figs = ", ".join(
+            f"{label} {check[key]['value']:.2f} [{check[key]['ci'][0]:.2f}, {check[key]['ci'][1]:.2f}]"
+            for key, label in (
+                ("auroc", "AUROC"),
+                ("misaligned_recall", "misaligned recall"),
+                ("aligned_fpr", "aligned FPR"),
+            )
+            if (check.get(key) or {}).get("value") is not None and check[key].get("ci")
+        )
+        parts.append(f"{name} (judge check on {check.get('n')} labelled answers: {figs})")
+    return "Judge: " + "; ".join(parts) + "."

@@ -28,6 +28,7 @@ from plotly.offline import get_plotlyjs
 
 from steerlab import __version__
 from steerlab.io import atomic_path, write_text
+from steerlab.judges.identity import judges_line
 from steerlab.plots import (
     PlotDataError,
     arm_colors,
@@ -511,8 +512,7 @@ def _results_table(path: Path, rows: list[dict[str, Any]]) -> tuple[str, str]:
         ]
         for r in rows
     ]
-    judges = sorted({str(r["judge"]) for r in rows if r.get("judge")})
-    caption = f"<p>Judge: {html.escape('; '.join(judges))}</p>" if judges else ""
+    caption = f"<p>{html.escape(judges_line(rows))}</p>" if any(r.get("judge") for r in rows) else ""
     return (
         f"Results ({path.name})",
         caption
