@@ -10,6 +10,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.steerlab-installed
 # The tested torch; this pin installs the CPU build (an unpinned torch pulls a multi-GB CUDA build).
 TORCH := torch==2.13.0
+# The local judge server of the tests. pip builds it from the sdist (about 20 minutes on 2 cores the first
+# time) and caches the wheel, so later installs take seconds.
+LLAMA_CPP := llama-cpp-python[server]==0.3.36
+JUDGE_STAMP := $(VENV)/.judge-server-installed
 
 # The dependency floors: libraries the hook layer and the training arms touch, installed at the lowest
 # version pyproject.toml declares (read by .ci/floor_pins.py), and the tests that run on them.
@@ -18,7 +22,7 @@ FLOOR_STAMP := $(FLOOR_VENV)/.steerlab-floor-installed
 FLOOR_PACKAGES := transformers peft nnsight
 FLOOR_TESTS := tests/test_hooks_core.py tests/test_hooks_parity.py tests/test_hooks_sequences.py tests/test_train_arms.py
 
-.PHONY: setup test test-fast test-floor typecheck demo lint format bench clean
+.PHONY: setup test test-fast test-floor typecheck demo lint format bench clean judge-server-deps
 
 setup: $(STAMP)
 
@@ -28,6 +32,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev]" "$(TORCH)"
 	touch $(STAMP)
+
+# llama.cpp's OpenAI-compatible server and the two small judge GGUFs (Qwen2.5 0.5B, SmolLM2 135M) that the
+# judge tests serve with it; `.ci/run` calls this, so those tests run (not skip) in CI.
+judge-server-deps: $(JUDGE_STAMP)
+
+$(JUDGE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q "$(LLAMA_CPP)"
+	$(BIN)/steerlab judge gguf qwen2.5-coder-0.5b-instruct
+	$(BIN)/steerlab judge gguf smollm2-135m-instruct
+	touch $(JUDGE_STAMP)
 
 test: setup typecheck
 	$(BIN)/ruff check steerlab tests benchmarks
