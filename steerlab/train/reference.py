@@ -3,6 +3,7 @@
 Under LoRA it is the same module with the adapter disabled (``PeftModel.disable_adapter``), so no second
 copy is held in memory; under full fine-tuning (or when a config asks for it) it is a frozen deep copy
 made before training. Either way it runs in eval mode and callers wrap it in ``torch.no_grad``.
+`make_reference` decides which, from the enabled arms that declare ``needs_reference``.
 """
 
 from __future__ import annotations
@@ -10,11 +11,17 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from torch import nn
 
+if TYPE_CHECKING:
+    from steerlab.train.config import ExperimentConfig
+
 
 class Reference:
+    """The model before training: ``frozen`` is a frozen copy, or None for the adapter-disabled policy."""
+
     def __init__(self, frozen: nn.Module | None = None) -> None:
         self.frozen = frozen
         if frozen is not None:
@@ -50,3 +57,22 @@ class Reference:
                 yield policy
         finally:
             policy.train(was_training)
+
+
+def make_reference(cfg: ExperimentConfig, base: nn.Module) -> Reference | None:
+    """The model before training for the enabled arms that need one (``needs_reference``).
+
+    LoRA: the adapter disabled, unless an arm asks for ``reference: frozen_copy``; full fine-tuning: a
+    frozen copy when any arm needs a reference, else None (the monitor then takes its reference features at
+    step 0 and caches them). Call before the adapter is attached.
+    """
+    from steerlab.train.arms.registry import arm_class
+
+    wants = {
+        getattr(section, "reference", "auto")
+        for name, section in cfg.arms.items()
+        if arm_class(name).needs_reference
+    }
+    if cfg.finetune.method == "full":
+        return Reference.frozen_copy(base) if wants else None
+    return Reference.frozen_copy(base) if "frozen_copy" in wants else Reference()
