@@ -142,7 +142,10 @@ def test_registry_refuses_malformed_and_duplicate_arms(toy):
         (arm(loss_keys=("loss",)), "shadow the trainer's own metrics"),
         (arm(name="Bad Name"), "lower-case"),
         (arm(config_class=dict), "expected a dataclass"),
-        (arm(config_class=dataclass(type("C", (), {"__annotations__": {"x": complex}, "x": 1j}))), "not supported"),
+        (
+            arm(config_class=dataclass(type("C", (), {"__annotations__": {"x": complex}, "x": 1j}))),
+            "not supported",
+        ),
         (type("NoBuild", (Arm,), {"name": "nob", "order": 72, "config_class": ToyArmConfig}), "from_config"),
         (int, "not an Arm subclass"),
     ]
