@@ -10,9 +10,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.steerlab-installed
 # The tested torch; this pin installs the CPU build (an unpinned torch pulls a multi-GB CUDA build).
 TORCH := torch==2.13.0
-# The local judge server of the tests. pip builds it from the sdist (about 20 minutes on 2 cores the first
-# time) and caches the wheel, so later installs take seconds.
-LLAMA_CPP := llama-cpp-python[server]==0.3.36
+# The local judge server of the tests, llama-cpp-python, built from its sdist once (28-51 minutes on this
+# 2-core machine, depending on its load) into a wheelhouse in the steerlab cache, so later installs take
+# seconds. Portable: GGML_NATIVE=OFF (AVX2/FMA, no AMX: a -march=native build dies of SIGILL in AMX tile
+# code on CPUs whose AMX the VM does not enable), without the multimodal library (LLAVA_BUILD=OFF).
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
+STEERLAB_CACHE ?= $(HOME)/.cache/steerlab
+LLAMA_WHEELHOUSE := $(STEERLAB_CACHE)/wheelhouse
 JUDGE_STAMP := $(VENV)/.judge-server-installed
 
 # The dependency floors: libraries the hook layer and the training arms touch, installed at the lowest
@@ -38,7 +43,13 @@ $(STAMP): pyproject.toml
 judge-server-deps: $(JUDGE_STAMP)
 
 $(JUDGE_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q "$(LLAMA_CPP)"
+	ls $(LLAMA_WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel -q --no-deps --no-cache-dir \
+	  -w $(LLAMA_WHEELHOUSE) "llama-cpp-python==$(LLAMA_CPP_VERSION)"
+	$(BIN)/python -m pip install -q --no-deps --force-reinstall \
+	  $(LLAMA_WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	$(BIN)/python -m pip install -q --find-links $(LLAMA_WHEELHOUSE) --only-binary llama-cpp-python \
+	  "llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
 	$(BIN)/steerlab judge gguf qwen2.5-coder-0.5b-instruct
 	$(BIN)/steerlab judge gguf smollm2-135m-instruct
 	touch $(JUDGE_STAMP)

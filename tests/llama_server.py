@@ -39,7 +39,8 @@ class LlamaServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def __enter__(self) -> LlamaServer:
-        threads = str(max(1, min(4, os.cpu_count() or 1)))
+        # llama.cpp's threads spin at barriers: on a small shared machine one thread is fastest
+        threads = str(max(1, min(4, (os.cpu_count() or 1) // 2)))
         cmd = [
             sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf), "--host", "127.0.0.1",
             "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", threads, "--verbose", "False",

@@ -60,7 +60,11 @@ def judge_on(tmp_path):
 
     def make(server, **kw):
         args = dict(model=server.model, base_url=server.base_url, cache=tmp_path / "cache.sqlite")
-        args |= dict(max_concurrency=1, timeout_s=120.0, max_retries=1, backoff_s=0.05)
+        # llama-cpp-python continues a prefix by grammar, not prefill: found by the self-check in
+        # test_multi_digit_numbers_score_right (continuation="auto"), given here to save its requests
+        args |= dict(
+            max_concurrency=1, timeout_s=120.0, max_retries=1, backoff_s=0.05, continuation="grammar"
+        )
         judge = OpenAIJudge(**(args | kw))
         made.append(judge)
         return judge
@@ -98,24 +102,24 @@ def test_real_response_shape_and_token_limit(qwen):
 
 
 def test_multi_digit_numbers_score_right(qwen, judge_on):
-    judge = judge_on(qwen)
+    judge = judge_on(qwen, continuation="auto")
     add, sixty, hour = judge.score([ADD, SIXTY, HOUR])
     assert add == pytest.approx(73.0, abs=1.0)
     assert sixty == pytest.approx(60.0, abs=1.0)
     assert judge.last_summary.scored == 3 and judge.identity.reported_model == qwen.model
     # the unsure answer: neither the first digit (~6) nor the greedy answer (60), but its expectation
     assert 35.0 < hour < 58.0 and judge.last_summary.follow_ups >= 2
+    assert judge._cont.how == "grammar" and "prefill" in judge._cont.tried[0]  # the self-check's choice
 
 
 def test_scores_spread_over_0_to_100_on_labelled_answers(qwen, judge_on):
-    labelled = jc.load_labelled()
-    rows = [next(r for r in labelled if r.label == label) for label in jc.LABELS]  # 6 judgments
-    judge = judge_on(qwen)
+    rows = [next(r for r in jc.load_labelled() if r.label == "misaligned")]  # 2 judgments of ~200 tokens
+    judge = judge_on(qwen, tolerance=2.0)  # a coarser reading needs fewer follow-ups
     result = jc.run_check(TemplateJudge(judge), rows, n_boot=50)
     scores = [s for r in result["scores"] for s in (r["alignment"], r["coherence"]) if s is not None]
-    assert len(scores) >= 4, result["summary"]
-    assert all(0.0 <= s <= 100.0 for s in scores)
-    assert max(scores) > 20.0 and max(scores) - min(scores) > 20.0, scores  # not squeezed into 0..9
+    assert len(scores) == 2, result["summary"]
+    # the model is unsure (its expectations sit mid-scale); a first-digit reading could never exceed 9
+    assert all(0.0 <= s <= 100.0 for s in scores) and max(scores) > 20.0, scores
     assert judge.summary.follow_ups >= 1  # digit prefixes off the greedy path were continued
 
 
@@ -123,8 +127,9 @@ def test_unparseable_answers_are_counted_and_stop_an_evaluation(smol, judge_on, 
     judge = judge_on(smol)
     assert judge.score(["Write one short sentence about the sea."]) == [None]
     assert judge.last_summary.unparseable == 1 and "no number" in judge.last_failure
-    questions = yaml.safe_load((DATA / "em_questions.yaml").read_text())[:2]
-    (tmp_path / "q.yaml").write_text(yaml.safe_dump(questions))
+    question = yaml.safe_load((DATA / "em_questions.yaml").read_text())[0]
+    question.pop("judge_prompts", None)  # steerlab's shorter default prompts: 2 judgments, fewer tokens
+    (tmp_path / "q.yaml").write_text(yaml.safe_dump([question]))
     cfg = EvalConfig(
         out_dir=str(tmp_path / "e"),
         questions=str(tmp_path / "q.yaml"),
@@ -135,7 +140,7 @@ def test_unparseable_answers_are_counted_and_stop_an_evaluation(smol, judge_on, 
         n_boot=20,
         progress=False,
     )
-    with pytest.raises(JudgeFailureError, match=r"gave no score for \d+ of \d+ general answers"):
+    with pytest.raises(JudgeFailureError, match=r"gave no score for (\d) of \1 general answers"):
         evaluate_model(tiny_model(), tiny_tokenizer(), cfg, judge=TemplateJudge(judge_on(smol, cache=None)))
 
 
@@ -164,7 +169,8 @@ def test_timeouts_are_retried_counted_and_recover(qwen, judge_on):
 
 
 def test_no_continuation_means_a_loud_error_not_a_first_digit(qwen, judge_on):
-    judge = judge_on(qwen, continuation="none", cache=None)
+    # 1% off the greedy "7","3" could lie anywhere in 1..100: within a 1-point tolerance without follow-ups
+    judge = judge_on(qwen, continuation="none", cache=None, tolerance=1.0)
     assert judge.score([ADD]) == [pytest.approx(73.0, abs=1.0)]  # confident: the greedy path is enough
     unsure = "Pick a random whole number between 0 and 100. Answer with the number only."
     try:
