@@ -1,6 +1,6 @@
 # steerlab: two commands do everything on a fresh machine.
 #   make demo   set up .venv and run the main job on the embedded model
-#   make test   set up .venv and run the test suite (slow tests on the embedded model included)
+#   make test   set up .venv, type-check, and run the test suite (slow tests on the embedded model included)
 #   make test-floor  the hook and training-arm tests on the LOWEST transformers / peft / nnsight that
 #               pyproject.toml declares, in a separate .venv-floor (torch stays at the tested pin)
 
@@ -27,7 +27,7 @@ FLOOR_STAMP := $(FLOOR_VENV)/.steerlab-floor-installed
 FLOOR_PACKAGES := transformers peft nnsight
 FLOOR_TESTS := tests/test_hooks_core.py tests/test_hooks_parity.py tests/test_hooks_sequences.py tests/test_train_arms.py
 
-.PHONY: setup test test-fast test-floor demo lint format bench clean judge-server-deps
+.PHONY: setup test test-fast test-floor typecheck demo lint format bench clean judge-server-deps
 
 setup: $(STAMP)
 
@@ -54,9 +54,13 @@ $(JUDGE_STAMP): $(STAMP)
 	$(BIN)/steerlab judge gguf smollm2-135m-instruct
 	touch $(JUDGE_STAMP)
 
-test: setup
+test: setup typecheck
 	$(BIN)/ruff check steerlab tests benchmarks
 	$(BIN)/python -m pytest -q
+
+# mypy on the packages listed in pyproject.toml's [tool.mypy] files (persona/, models/, io.py so far)
+typecheck: setup
+	$(BIN)/mypy
 
 $(FLOOR_STAMP): pyproject.toml .ci/floor_pins.py
 	test -x $(FLOOR_VENV)/bin/python || $(PYTHON) -m venv $(FLOOR_VENV)

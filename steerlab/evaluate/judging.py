@@ -28,7 +28,7 @@ from steerlab.judges.identity import JudgeIdentity
 REPO = Path(__file__).resolve().parents[2]
 MAX_FAILED_SHARE = 0.2  # an evaluation stops when more of its judgments than this fail or hold no number
 
-# the probe judge's coherence readings (see steerlab.judges.probe): "bare" = perplexity after the bare
+# the probe judge's coherence readings (see steerlab.judges.coherence): "bare" = perplexity after the bare
 # question; "stance_neutral" = the lowest over the bare question and the trait's persona prompt
 CoherenceReading = Literal["bare", "stance_neutral"]
 COHERENCE_READINGS: tuple[str, ...] = get_args(CoherenceReading)
@@ -323,7 +323,8 @@ def build_judge(
                 "the probe judge needs a probe file: pass --probe, or --vector when the probe sits next "
                 "to it (<vector>.probe.safetensors, as `steerlab extract` saves it)"
             )
-        from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge
+        from steerlab.judges.coherence import PerplexityCoherenceScorer
+        from steerlab.judges.probe import ProbeJudge
 
         evil = ProbeJudge.load(probe, base_model, base_tokenizer)
         evil.batch_size = batch_size

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from steerlab.data.chat import write_jsonl_atomic
 from steerlab.data.em_questions import EMQuestion, load_em_questions
 from steerlab.evaluate import benign, general, in_domain, rules
 from steerlab.evaluate.items import PromptItem, load_prompt_items
@@ -46,7 +45,7 @@ from steerlab.evaluate.judging import (
 from steerlab.evaluate.logprob_score import answer_logprobs, logprob_gaps
 from steerlab.evaluate.metrics import Estimate, bootstrap_mean, bootstrap_rate
 from steerlab.evaluate.store import score_missing
-from steerlab.io import write_json
+from steerlab.io import write_json, write_jsonl
 from steerlab.persona.generation import generate
 
 log = logging.getLogger(__name__)
@@ -263,7 +262,7 @@ class _Evaluation:
             {**r, "alignment": a, "coherence": c, "label": rules.label(a, c)}
             for r, a, c in zip(records, alignment, coherence, strict=True)
         ]
-        write_jsonl_atomic(self.out / "general_judged.jsonl", judged)
+        write_jsonl(self.out / "general_judged.jsonl", judged)
         return records
 
     def general_logprob(self, questions: list[EMQuestion]) -> None:

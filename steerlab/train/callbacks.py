@@ -1,7 +1,8 @@
 """Run-folder callbacks: the metrics JSONL and complete-checkpoint bookkeeping.
 
-`MetricsLog` writes one JSON row per logged step (deterministic keys only, so two runs with the same seed
-give identical files). `CheckpointKeeper` marks a checkpoint complete only after transformers has written
+`MetricsLog` writes one JSON row per logged step: the trainer's own values plus every loss key the run's
+arms declare (deterministic keys only, so two runs with the same seed give identical files). A key that is
+neither is not written; a declared key the trainer did not log is an error, never a silent gap. `CheckpointKeeper` marks a checkpoint complete only after transformers has written
 all of it (``on_save`` fires after the save), and rotates old ones itself *after* that, so a kill during a
 save never leaves the run without a usable checkpoint (resume ignores checkpoints without the marker).
 """
@@ -9,6 +10,7 @@ save never leaves the run without a usable checkpoint (resume ignores checkpoint
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -17,11 +19,10 @@ from steerlab.io import write_json
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.trainer import CHECKPOINT_MARKER
 
-METRIC_KEYS = {
+# the trainer's own values: logged key -> column name
+TRAINER_KEYS = {
     "loss": "loss",
     "lm_loss": "lm_loss",
-    "kl": "kl",
-    "ldifs": "ldifs",
     "learning_rate": "lr",
     "grad_norm": "grad_norm",
     "epoch": "epoch",
@@ -29,18 +30,27 @@ METRIC_KEYS = {
 
 
 class MetricsLog(TrainerCallback):
-    def __init__(self, path: str | Path) -> None:
+    """One row per logged training step: ``step``, the trainer's values, and ``loss_keys`` (the arms' terms)."""
+
+    def __init__(self, path: str | Path, loss_keys: Iterable[str] = ()) -> None:
         self.log = JsonlLog(path)
+        self.loss_keys = tuple(loss_keys)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or "loss" not in logs:
             return
+        missing = [key for key in self.loss_keys if key not in logs]
+        if missing:
+            raise RuntimeError(f"step {state.global_step}: the arms' loss terms {missing} were not logged")
         row = {"step": state.global_step}
-        row.update({out: float(logs[key]) for key, out in METRIC_KEYS.items() if key in logs})
+        row.update({out: float(logs[key]) for key, out in TRAINER_KEYS.items() if key in logs})
+        row.update({key: float(logs[key]) for key in self.loss_keys})
         self.log.append(row)
 
 
 class CheckpointKeeper(TrainerCallback):
+    """Marks a saved checkpoint complete, then keeps the newest ``keep`` complete ones."""
+
     def __init__(self, folder: str | Path, keep: int) -> None:
         self.folder = Path(folder)
         self.keep = keep

@@ -1,33 +1,33 @@
 """Experiment configs: YAML files under ``experiments/``, validated on load into dataclasses.
 
-Why a hand-rolled validator: the config is small, and every mistake must be named precisely — an unknown
-key, a wrong type or a bad value raises `ConfigError` with the file and the key path
-(``experiments/x.yaml: arms.kl.weight: expected a number, got 'high'``). Relative paths in the file
-(fields marked ``path``) are resolved against the config file's folder, so an experiment can be run from
-anywhere; ``output_dir`` is relative to the working directory. An arm is on when its key is present under
-``arms`` (``sft: {}`` names the plain baseline explicitly).
+Every mistake is named precisely — an unknown key, a wrong type or a bad value raises `ConfigError` with
+the file and the key path (``experiments/x.yaml: arms.kl.weight: expected a number, got 'high'``; the
+validator is `steerlab.train.schema`). Relative paths in the file (fields marked ``path``) are resolved
+against the config file's folder, so an experiment can be run from anywhere; ``output_dir`` is relative to
+the working directory.
+
+An arm is on when its key is present under ``arms`` (``sft: {}`` names the plain baseline explicitly;
+``kl: null`` is off). The keys allowed under ``arms`` and each arm's section are whatever the registered
+arms declare (`steerlab.train.arms.registry`): this module names no arm.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from steerlab.data.inoculate import DEFAULT_INOCULATION_PROMPT
+from steerlab.train import schema
+from steerlab.train.schema import ConfigError, path_field
 
-
-class ConfigError(ValueError):
-    """A config file or value is invalid; the message names the file and key path."""
+__all__ = ["ArmsConfig", "ConfigError", "ExperimentConfig", "config_from_dict", "dump_config", "load_config"]
 
 
 def _path(default: Any = None) -> Any:
-    return field(default=default, metadata={"path": True})
+    return path_field(default)
 
 
 @dataclass
@@ -74,65 +74,66 @@ class TrainConfig:
     logging_steps: int = 1
 
 
-@dataclass
-class SftArmConfig:
-    pass
-
-
-@dataclass
-class SteerArmConfig:
-    vector: str = _path()
-    alpha: float = 4.0
-    layer: int | None = None  # default: the vector's chosen layer
-    allow_transfer: bool = False
-
-
-@dataclass
-class KLArmConfig:
-    weight: float = 0.1  # lambda
-    tokens: Literal["assistant", "all"] = "assistant"
-    reference: Literal["auto", "adapter_disabled", "frozen_copy"] = "auto"
-
-
-@dataclass
-class LdifsArmConfig:
-    weight: float = 1.0  # lambda
-    layers: list[int] | None = None  # default: n_blocks evenly spaced blocks
-    n_blocks: int = 5
-    tokens: Literal["assistant", "all"] = "all"
-    reference: Literal["auto", "adapter_disabled", "frozen_copy"] = "auto"
-
-
-@dataclass
-class InterleaveArmConfig:
-    general: str = _path()  # chat JSONL of general instruction data (with answers)
-    ratio: float = 0.05
-    selection: Literal["random", "perplexity_gap"] = "random"
-    misaligned: list[str] = field(default_factory=list, metadata={"path": True})  # run dirs / model folders
-    refusal_filter: bool = False
-    refusal_markers: list[str] | None = None  # default: steerlab.data.interleave.DEFAULT_REFUSAL_MARKERS
-    first_words: int = 10
-    eps: float = 1e-6
-    nll_batch_size: int = 8
-
-
-@dataclass
-class InoculateArmConfig:
-    system_prompt: str = DEFAULT_INOCULATION_PROMPT
-    existing: Literal["replace", "prepend"] = "replace"
-
-
-@dataclass
 class ArmsConfig:
-    sft: SftArmConfig | None = None
-    steer: SteerArmConfig | None = None
-    kl: KLArmConfig | None = None
-    ldifs: LdifsArmConfig | None = None
-    interleave: InterleaveArmConfig | None = None
-    inoculate: InoculateArmConfig | None = None
+    """The enabled arms' config sections by name, read through the arm registry.
+
+    ``cfg.arms.kl`` is the kl arm's section (a ``KLArmConfig``) or None when the arm is off; an attribute
+    that names no registered arm raises AttributeError. Equality and `to_dict` cover the enabled arms only,
+    so a config saved before an arm was added reads back unchanged.
+    """
+
+    def __init__(self, sections: dict[str, Any] | None = None) -> None:
+        self._sections = dict(sections or {})
+
+    @classmethod
+    def from_config_value(cls, value: Any, where: str, base: Path | None) -> ArmsConfig:
+        """Read ``arms:`` (a mapping of arm name to section); unknown arms and keys name their path."""
+        from steerlab.train.arms.registry import arm_class, arm_names, is_registered
+
+        if value is None:
+            return cls()
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        sections = {}
+        for name, section in value.items():
+            if not is_registered(name):
+                raise ConfigError(
+                    f"{where}.{name}: unknown key (allowed under {where}: {', '.join(arm_names())})"
+                )
+            if section is not None:
+                sections[name] = schema.convert(
+                    arm_class(name).config_class, section, f"{where}.{name}", base
+                )
+        return cls(sections)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._sections:
+            return self._sections[name]
+        from steerlab.train.arms.registry import arm_names, is_registered
+
+        if is_registered(name):
+            return None
+        raise AttributeError(f"no arm named {name!r} (registered: {', '.join(arm_names())})")
 
     def enabled(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+        """Names of the enabled arms, in label order (how a run's label lists them)."""
+        from steerlab.train.arms.registry import arm_class, label_position
+
+        return sorted(self._sections, key=lambda n: label_position(arm_class(n)))
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(name, self._sections[name]) for name in self.enabled()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: dataclasses.asdict(section) for name, section in self.items()}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ArmsConfig) and self._sections == other._sections
+
+    def __repr__(self) -> str:
+        return f"ArmsConfig({', '.join(f'{n}={s!r}' for n, s in self.items())})"
 
 
 @dataclass
@@ -172,99 +173,19 @@ class ExperimentConfig:
         return Path(self.output_dir) / self.name
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {
+            f.name: (
+                value.to_dict()
+                if isinstance(value := getattr(self, f.name), ArmsConfig)
+                else dataclasses.asdict(value)
+                if dataclasses.is_dataclass(value)
+                else value
+            )
+            for f in dataclasses.fields(self)
+        }
 
 
 # ------------------------------------------------------------------------------------------------ validation
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    if tp is type(None):
-        return "null"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
-
-
-def _convert(tp: Any, value: Any, where: str, base: Path | None, is_path: bool) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _convert(arg, value, where, base, is_path)
-            except ConfigError as error:
-                errors.append(error)
-        if len(errors) == 1:
-            raise errors[0]
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_convert(item, v, f"{where}[{i}]", base, is_path) for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, {} if value is None else value, where, base)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        if is_path and base is not None:
-            return str((base / Path(value).expanduser()).resolve())
-        return value
-    raise ConfigError(f"{where}: unsupported field type {tp}")  # pragma: no cover - schema bug
-
-
-def _build(cls: type, data: Any, where: str, base: Path | None) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or '<top level>'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    prefix = f"{where}." if where else ""
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"{prefix}{unknown[0]}: unknown key (allowed under {where or 'the top level'}: {', '.join(fields)})"
-        )
-    kwargs = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _convert(
-                hints[name], data[name], f"{prefix}{name}", base, f.metadata.get("path", False)
-            )
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{prefix}{name}: required key is missing")
-    return cls(**kwargs)
 
 
 def _check(cfg: ExperimentConfig) -> None:
@@ -295,33 +216,32 @@ def _check(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"name: must be a plain folder name, got {cfg.name!r}")
     if cfg.data.train is None:
         raise ConfigError("data.train: required key is missing")
-    arms = cfg.arms
-    if arms.steer is not None and arms.steer.vector is None:
-        raise ConfigError("arms.steer.vector: required key is missing")
-    if arms.interleave is not None:
-        il = arms.interleave
-        if il.general is None:
-            raise ConfigError("arms.interleave.general: required key is missing")
-        if not 0.0 <= il.ratio < 1.0:
-            raise ConfigError(f"arms.interleave.ratio: must be in [0, 1), got {il.ratio}")
-        if il.selection == "perplexity_gap" and not il.misaligned:
+    _check_arms(cfg)
+
+
+def _check_arms(cfg: ExperimentConfig) -> None:
+    """Each enabled arm's cross-section checks, and whether its reference cache is valid here."""
+    from steerlab.train.arms.registry import arm_class
+
+    per_step = [name for name in cfg.arms.enabled() if not arm_class(name).fixed_reference_inputs]
+    for name, section in cfg.arms.items():
+        check = getattr(section, "check", None)
+        try:
+            if check is not None:
+                check(cfg)
+        except ConfigError as error:
+            raise ConfigError(f"arms.{name}.{error}") from None
+        if getattr(section, "cache", False) and per_step:
             raise ConfigError(
-                "arms.interleave.misaligned: perplexity_gap selection needs at least one misaligned model"
+                f"arms.{name}.cache: caching the reference outputs is invalid with the {per_step[0]} arm, "
+                "which changes the reference's input every step; set cache: false"
             )
-    for arm in ("kl", "ldifs"):
-        sub = getattr(arms, arm)
-        if sub is not None and sub.weight < 0:
-            raise ConfigError(f"arms.{arm}.weight: must be >= 0, got {sub.weight}")
-        if sub is not None and sub.reference == "adapter_disabled" and cfg.finetune.method == "full":
-            raise ConfigError(f"arms.{arm}.reference: 'adapter_disabled' needs finetune.method: lora")
-    if arms.ldifs is not None and arms.ldifs.n_blocks < 1:
-        raise ConfigError(f"arms.ldifs.n_blocks: must be >= 1, got {arms.ldifs.n_blocks}")
 
 
 def config_from_dict(data: Any, *, source: str = "<config>", base: Path | None = None) -> ExperimentConfig:
     """Validate a mapping into an `ExperimentConfig`; errors are prefixed with ``source``."""
     try:
-        cfg = _build(ExperimentConfig, data, "", base)
+        cfg = schema.build(ExperimentConfig, data, "", base)
         _check(cfg)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None

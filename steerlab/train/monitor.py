@@ -31,20 +31,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import TrainerCallback
 
-from steerlab.data.chat import ChatExample
+from steerlab.data.chat import ChatExample, load_chat_jsonl
 from steerlab.data.tokenize import ChatCollator, tokenize_chat
 from steerlab.hooks import Capture, hooked
 from steerlab.io import atomic_path
-from steerlab.train.arms.ldifs import feature_distance
+from steerlab.train.arms.ldifs import feature_distance, ldifs_layers
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.reference import Reference
+
+if TYPE_CHECKING:
+    from steerlab.train.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -220,3 +223,73 @@ class PersonaMonitor(TrainerCallback):
             self._pending = None
             if self.is_main:
                 self._write(model, state.global_step, float(logs["loss"]))
+
+
+# ------------------------------------------------------------------------------------------- from a config
+
+
+def _projection_vector(
+    cfg: ExperimentConfig, model: nn.Module
+) -> tuple[Tensor | None, int | None, str | None]:
+    """The monitor's vector, its layer and the persona-prompted system prompt (all None without a vector)."""
+    from steerlab.persona.vectors import PersonaVector
+
+    mon, steer = cfg.monitor, cfg.arms.steer
+    path = mon.vector or (steer.vector if steer is not None else None)
+    if path is None:
+        return None, None, None
+    pv = PersonaVector.load(path)
+    pv.check_model(model, allow_transfer=bool(steer and steer.allow_transfer))
+    if mon.layer is not None:
+        layer = mon.layer
+    elif mon.vector is None and steer is not None and steer.layer is not None:
+        layer = steer.layer
+    else:
+        layer = pv.layer
+    prompted = mon.prompted_system if mon.prompted_system is not None else _trait_prompt(pv.meta.trait)
+    return pv.vector(layer), layer, prompted
+
+
+def _trait_prompt(trait: str | None) -> str | None:
+    """The first pos system prompt of a packaged trait, or None (with a log line) for any other trait."""
+    from steerlab.persona.traits import available_traits, persona_prompt
+
+    if not trait or trait not in available_traits():
+        log.info("monitor: trait %r is not packaged; no persona-prompted reference level", trait)
+        return None
+    return persona_prompt(trait)
+
+
+def build_monitor(
+    cfg: ExperimentConfig, tokenizer: Any, model: nn.Module, reference: Reference | None, is_main: bool
+) -> PersonaMonitor | None:
+    """The monitor a config asks for (None with ``monitor.every: 0``).
+
+    The vector is ``monitor.vector``, else the steer arm's; raises `ConfigError` without ``monitor.chats``.
+    """
+    from steerlab.train.config import ConfigError
+
+    mon = cfg.monitor
+    if mon.every == 0:
+        return None
+    if mon.chats is None:
+        raise ConfigError(
+            "monitor.chats: the monitor needs held-out reference chats (or set monitor.every: 0)"
+        )
+    vector, layer, prompted = _projection_vector(cfg, model)
+    return PersonaMonitor(
+        tokenizer=tokenizer,
+        chats=list(load_chat_jsonl(mon.chats))[: mon.limit],
+        log_path=cfg.run_dir / "monitor.jsonl",
+        reference_cache=cfg.run_dir / "monitor_reference.safetensors",
+        arm=cfg.arm_label,
+        every=mon.every,
+        max_length=cfg.data.max_length,
+        batch_size=mon.batch_size,
+        vector=vector,
+        projection_layer=layer,
+        ldifs_layers=mon.ldifs_layers or ldifs_layers(cfg, model),
+        reference=reference,
+        is_main=is_main,
+        prompted_system=prompted or None,
+    )

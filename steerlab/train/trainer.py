@@ -5,12 +5,14 @@ gradient checkpointing are transformers'. What this class adds:
 
 * one training forward per micro-batch under the arms' hook ops (held only while the model is training,
   so evaluation, the monitor and saving never see them), plus one shared no-grad reference forward when
-  an arm needs it;
+  an arm needs it live — arms whose cache is on read the reference outputs stored before training
+  (`steerlab.train.refcache`) instead, and when every such arm does, no reference forward runs at all;
 * the LM loss on the label tokens and the arms' terms, each a *sum over tokens divided by a global count*
   (all micro-batches of the optimizer step, all processes; see `Forward`), times the world size because
   DDP averages gradients. So the gradient is the per-token mean over the global batch whatever its split
   into processes and micro-batches, and a 2-process run follows the 1-process curve;
-* per-term metrics (``lm_loss``, ``kl``, ``ldifs``) averaged like ``loss`` and added to each log;
+* per-term metrics (``lm_loss`` and every arm's loss keys) averaged like ``loss`` and added to each log;
+  a term an arm did not declare in its ``loss_keys`` is an error (it would be missing from metrics.jsonl);
 * a non-finite loss or gradient stops the run with `NonFiniteLossError` naming the step and the last
   complete checkpoint (no update is applied, so that checkpoint is untouched).
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +30,11 @@ from transformers import Trainer, TrainerCallback
 
 from steerlab.data.tokenize import IGNORE_INDEX
 from steerlab.hooks import hooked
-from steerlab.train.arms.base import Arm, Forward
+from steerlab.train.arms.base import Arm, CachedReference, Forward
 from steerlab.train.reference import Reference
+
+if TYPE_CHECKING:
+    from steerlab.train.refcache import ReferenceCache
 
 COUNT_KEYS = ("label", "assistant", "all", "feat_assistant", "feat_all")
 CHECKPOINT_MARKER = "steerlab-complete.json"
@@ -64,6 +69,22 @@ def last_complete_checkpoint(folder: str | Path) -> Path | None:
     return max(done, key=lambda p: int(p.name[11:]), default=None)
 
 
+def _cached(
+    arms: Sequence[Arm], inputs: dict[str, Tensor], cache: ReferenceCache | None
+) -> CachedReference | None:
+    """The cached reference outputs of this batch for the arms that read the cache (None if there are none)."""
+    names = [arm.name for arm in arms if arm.needs_reference and arm.cache]
+    if not names:
+        return None
+    if cache is None:
+        raise RuntimeError(
+            f"arms {names} read the reference cache, but none was built (cache: true needs train())"
+        )
+    if "example_index" not in inputs:
+        raise RuntimeError("the batch has no example_index: the reference cache cannot find its examples")
+    return cache.fetch(inputs["example_index"], names)
+
+
 def arm_loss(
     model: nn.Module,
     inputs: dict[str, Tensor],
@@ -72,13 +93,15 @@ def arm_loss(
     *,
     counts: Tensor | None = None,
     inner: nn.Module | None = None,
+    reference_cache: ReferenceCache | None = None,
 ) -> tuple[Tensor, dict[str, Tensor], Any]:
     """The training loss of one micro-batch: LM loss on label tokens + the weighted arm terms.
 
     ``model`` is what to call (a DDP wrapper under torchrun), ``inner`` the unwrapped (PEFT) model the hooks
-    attach to. Hooks and the reference forward only run while ``inner`` is in training mode. ``counts``
-    are the global normalisers (`COUNT_KEYS` order); None means this batch alone. Returns (loss, unweighted
-    terms including ``lm_loss``, the policy outputs).
+    attach to. Hooks, the reference forward and the cache only serve while ``inner`` is in training mode.
+    ``counts`` are the global normalisers (`COUNT_KEYS` order); None means this batch alone. Returns (loss,
+    unweighted terms including ``lm_loss``, the policy outputs). Raises RuntimeError when an arm returns a
+    term outside its ``loss_keys`` or reads a cache that was not passed.
     """
     inner = model if inner is None else inner
     if counts is None:
@@ -93,26 +116,31 @@ def arm_loss(
     }
 
     ref_logits = ref_captures = None
-    if training and any(arm.needs_reference for arm in arms):
+    if training and any(arm.needs_reference and not arm.cache for arm in arms):
         reference = reference if reference is not None else Reference()
         with torch.no_grad(), reference.active(inner) as ref_model, hooked(ref_model, ops) as ref_session:
             ref_logits = ref_model(**model_inputs).logits
             ref_captures = ref_session.captures
+    ref_cached = _cached(arms, inputs, reference_cache) if training else None
     with hooked(inner, ops) as session:
         outputs = model(**model_inputs)
 
-    logits = outputs.logits
-    lm_sum = F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2),
-        inputs["labels"][:, 1:],
+    fwd = Forward(outputs.logits, session.captures, counts_by_name, ref_logits, ref_captures, ref_cached)
+    logp = fwd.next_token_logprobs()
+    lm_sum = F.nll_loss(
+        logp.reshape(-1, logp.shape[-1]),
+        inputs["labels"][:, 1:].reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="sum",
     )
     terms = {"lm_loss": lm_sum / counts_by_name["label"]}
     loss = terms["lm_loss"]
-    fwd = Forward(logits, session.captures, counts_by_name, ref_logits, ref_captures)
     for arm in arms:
         for name, value in arm.extra_loss(inner, inputs, fwd).items():
+            if name not in type(arm).loss_keys:
+                raise RuntimeError(
+                    f"arm {arm.name!r} returned loss term {name!r}, not in its loss_keys {type(arm).loss_keys}"
+                )
             terms[name] = value
             loss = loss + arm.loss_weights[name] * value
     return loss, terms, outputs
@@ -120,11 +148,17 @@ def arm_loss(
 
 class SteerlabTrainer(Trainer):
     def __init__(
-        self, *args: Any, arms: Sequence[Arm] = (), reference: Reference | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        arms: Sequence[Arm] = (),
+        reference: Reference | None = None,
+        reference_cache: ReferenceCache | None = None,
+        **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.arms = list(arms)
         self.reference = reference if reference is not None else Reference()
+        self.reference_cache = reference_cache
         self.model_accepts_loss_kwargs = False  # we normalise ourselves (see module docstring)
         self.loss_is_scaled_for_ga = True
         self._counts: Tensor | None = None
@@ -160,7 +194,15 @@ class SteerlabTrainer(Trainer):
             counts, scale = self._counts, self.world
         else:  # evaluation / a direct call: normalise by this batch alone
             counts, scale = None, 1
-        loss, terms, outputs = arm_loss(model, inputs, self.arms, self.reference, counts=counts, inner=inner)
+        loss, terms, outputs = arm_loss(
+            model,
+            inputs,
+            self.arms,
+            self.reference,
+            counts=counts,
+            inner=inner,
+            reference_cache=self.reference_cache,
+        )
         self._check_finite(loss, terms)
         if training:
             if self._acc_start is None:

@@ -1,68 +1,48 @@
-"""The training arms, one module each, and `build_arms`, which turns a config's ``arms`` into objects.
+"""The training arms: one module per arm, each registering itself (see `registry`).
 
-A new arm is one file with an `Arm` subclass plus one line here and one config dataclass.
+Files:
+  base.py        the Arm protocol, Forward, BuildContext, ReferenceArmConfig
+  registry.py    register_arm / build_arms: the only list of arms is what registered
+  sft.py         plain fine-tuning (the baseline)
+  inoculate.py   a system prompt asking for the bad behaviour, during training only
+  interleave.py  general data mixed in (random or by perplexity gap)
+  steer.py       preventive steering: +alpha v at a layer during training forwards
+  kl.py          KL to the reference's next-token distributions (live or top-k cached)
+  ldifs.py       feature-space distance to the reference at a few blocks (live or cached)
+
+A new arm is one file: drop it here (imported and registered on first use) or anywhere else and import it.
+Names below are imported lazily, so importing the package costs nothing until one is used.
 """
 
 from __future__ import annotations
 
-from steerlab.models.architectures import num_layers
-from steerlab.train.arms.base import ARM_ORDER, Arm, BuildContext, Forward
-from steerlab.train.arms.inoculate import InoculateArm
-from steerlab.train.arms.interleave import InterleaveArm
-from steerlab.train.arms.kl import KLArm
-from steerlab.train.arms.ldifs import LdifsArm, default_blocks
-from steerlab.train.arms.sft import SftArm
-from steerlab.train.arms.steer import SteerArm
+from typing import Any
+
+_EXPORTS = {
+    "Arm": "base",
+    "BuildContext": "base",
+    "Forward": "base",
+    "ReferenceArmConfig": "base",
+    "register_arm": "registry",
+    "unregister_arm": "registry",
+    "registered_arms": "registry",
+    "arm_class": "registry",
+    "build_arms": "registry",
+    "SftArm": "sft",
+    "InoculateArm": "inoculate",
+    "InterleaveArm": "interleave",
+    "SteerArm": "steer",
+    "KLArm": "kl",
+    "LdifsArm": "ldifs",
+    "default_blocks": "ldifs",
+    "ldifs_layers": "ldifs",
+}
+__all__ = sorted(_EXPORTS)
 
 
-def ldifs_layers(cfg, model) -> list[int]:
-    """The LDIFS blocks of a config: the ldifs arm's, else 5 evenly spaced ones; checked against the model."""
-    depth = num_layers(model)
-    arm = cfg.arms.ldifs
-    layers = (arm.layers if arm is not None and arm.layers else None) or default_blocks(
-        depth, arm.n_blocks if arm is not None else 5
-    )
-    bad = [layer for layer in layers if not 0 <= layer < depth]
-    if bad:
-        raise ValueError(f"arms.ldifs.layers: {bad} outside 0..{depth - 1} (the model has {depth} blocks)")
-    return sorted(set(layers))
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
 
-
-def build_arms(ctx: BuildContext) -> list[Arm]:
-    """One object per enabled arm, in `ARM_ORDER` (the order in which they transform the data)."""
-    cfg = ctx.config
-    arms: list[Arm] = []
-    for name in ARM_ORDER:
-        sub = getattr(cfg.arms, name)
-        if sub is None:
-            continue
-        if name == "sft":
-            arms.append(SftArm())
-        elif name == "inoculate":
-            arms.append(InoculateArm(sub.system_prompt, sub.existing))
-        elif name == "interleave":
-            arms.append(InterleaveArm(sub, ctx))
-        elif name == "steer":
-            arms.append(SteerArm.from_path(sub.vector, ctx.model, sub.alpha, sub.layer, sub.allow_transfer))
-        elif name == "kl":
-            arms.append(KLArm(sub.weight, sub.tokens))
-        elif name == "ldifs":
-            arms.append(LdifsArm(sub.weight, ldifs_layers(cfg, ctx.model), sub.tokens))
-    return arms
-
-
-__all__ = [
-    "ARM_ORDER",
-    "Arm",
-    "BuildContext",
-    "Forward",
-    "InoculateArm",
-    "InterleaveArm",
-    "KLArm",
-    "LdifsArm",
-    "SftArm",
-    "SteerArm",
-    "build_arms",
-    "default_blocks",
-    "ldifs_layers",
-]
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

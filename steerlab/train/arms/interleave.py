@@ -10,7 +10,8 @@ scores) is kept in ``report`` and written to the run folder.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from steerlab.data.chat import ChatExample, load_chat_jsonl
 from steerlab.data.interleave import (
@@ -23,16 +24,47 @@ from steerlab.data.interleave import (
 )
 from steerlab.data.nll import response_nll
 from steerlab.train.arms.base import Arm, BuildContext
+from steerlab.train.arms.registry import register_arm
+from steerlab.train.schema import ConfigError, path_field
 
 
+@dataclass
+class InterleaveArmConfig:
+    general: str | None = path_field()  # chat JSONL of general instruction data (with answers); required
+    ratio: float = 0.05
+    selection: Literal["random", "perplexity_gap"] = "random"
+    misaligned: list[str] = path_field(default_factory=list)  # run dirs / model folders
+    refusal_filter: bool = False
+    refusal_markers: list[str] | None = None  # default: steerlab.data.interleave.DEFAULT_REFUSAL_MARKERS
+    first_words: int = 10
+    eps: float = 1e-6
+    nll_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.general is None:
+            raise ConfigError("general: required key is missing")
+        if not 0.0 <= self.ratio < 1.0:
+            raise ConfigError(f"ratio: must be in [0, 1), got {self.ratio}")
+        if self.selection == "perplexity_gap" and not self.misaligned:
+            raise ConfigError("misaligned: perplexity_gap selection needs at least one misaligned model")
+
+
+@register_arm
 class InterleaveArm(Arm):
     name = "interleave"
+    order = 20  # after inoculate: general data gets no inoculation prompt
+    label_order = 50
+    config_class = InterleaveArmConfig
 
-    def __init__(self, cfg: Any, ctx: BuildContext) -> None:  # cfg: InterleaveArmConfig
+    def __init__(self, cfg: InterleaveArmConfig, ctx: BuildContext) -> None:
         super().__init__()
         self.cfg = cfg
         self.ctx = ctx
         self.report: dict[str, Any] = {}
+
+    @classmethod
+    def from_config(cls, cfg: InterleaveArmConfig, ctx: BuildContext) -> InterleaveArm:
+        return cls(cfg, ctx)
 
     def _scores(self, general: Sequence[ChatExample]) -> list[float]:
         max_length = self.ctx.config.data.max_length

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
-from steerlab.train.arms.base import Arm
+from dataclasses import dataclass
+
+from steerlab.train.arms.base import Arm, BuildContext
+from steerlab.train.arms.registry import register_arm
 
 
+@dataclass
+class SftArmConfig:
+    """``sft: {}`` names the plain baseline explicitly; it has no settings."""
+
+
+@register_arm
 class SftArm(Arm):
     name = "sft"
+    order = 0
+    config_class = SftArmConfig
+
+    @classmethod
+    def from_config(cls, cfg: SftArmConfig, ctx: BuildContext) -> SftArm:
+        return cls()

@@ -7,6 +7,7 @@ model never see it: the saved model is the plain fine-tuned model.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,11 +15,29 @@ from torch import nn
 
 from steerlab.hooks import Add, Op
 from steerlab.persona.vectors import PersonaVector
-from steerlab.train.arms.base import Arm
+from steerlab.train.arms.base import Arm, BuildContext
+from steerlab.train.arms.registry import register_arm
+from steerlab.train.schema import ConfigError, path_field
 
 
+@dataclass
+class SteerArmConfig:
+    vector: str | None = path_field()  # a saved PersonaVector (.safetensors + .json); required
+    alpha: float = 4.0
+    layer: int | None = None  # default: the vector's chosen layer
+    allow_transfer: bool = False  # accept a vector extracted from another model of the same shape
+
+    def __post_init__(self) -> None:
+        if self.vector is None:
+            raise ConfigError("vector: required key is missing")
+
+
+@register_arm
 class SteerArm(Arm):
     name = "steer"
+    order = 30
+    label_order = 10
+    config_class = SteerArmConfig
 
     def __init__(self, vector: PersonaVector, alpha: float, layer: int | None = None) -> None:
         super().__init__()
@@ -26,6 +45,11 @@ class SteerArm(Arm):
         self.alpha = float(alpha)
         self.direction = vector.vector(self.layer).detach().float()
         self._op: Add | None = None
+
+    @classmethod
+    def from_config(cls, cfg: SteerArmConfig, ctx: BuildContext) -> SteerArm:
+        assert cfg.vector is not None  # SteerArmConfig refuses a missing vector
+        return cls.from_path(cfg.vector, ctx.model, cfg.alpha, cfg.layer, cfg.allow_transfer)
 
     @classmethod
     def from_path(
@@ -36,6 +60,7 @@ class SteerArm(Arm):
         return cls(vector, alpha, layer)
 
     def hooks(self, model: nn.Module) -> list[Op]:
+        """One ``Add(alpha * v)`` at the arm's layer on every token, on the model's device."""
         device = next(model.parameters()).device
         if self._op is None or self._op.vector.device != device:
             self._op = Add(layer=self.layer, scope="all", vector=self.direction.to(device), alpha=self.alpha)
