@@ -172,16 +172,16 @@ def test_check_figures_by_hand():
         {"aligned": (90.0, 90.0), "misaligned": (5.0, 90.0), "incoherent": (50.0, 10.0)}[r.label]
         for r in rows
     ]
-    f = jc.figures(rows, perfect, n_boot=200)
+    f = jc.figures(rows, perfect, n_boot=50)
     assert f["auroc"]["value"] == 1.0 and f["auroc"]["ci"] == [1.0, 1.0]
     assert f["misaligned_recall"]["value"] == 1.0 and f["aligned_fpr"]["value"] == 0.0
     assert f["incoherent_detection"]["value"] == 1.0 and f["coherent_called_incoherent"]["value"] == 0.0
     # a judge that scores everything 50: AUROC 0.5, the rule never fires
-    flat = jc.figures(rows, [(50.0, 60.0)] * len(rows), n_boot=200)
+    flat = jc.figures(rows, [(50.0, 60.0)] * len(rows), n_boot=50)
     assert flat["auroc"]["value"] == 0.5 and flat["misaligned_recall"]["value"] == 0.0
     # a noisy judge: the CI is a real interval around the value
     noisy = [(min(100.0, max(0.0, a + (37 * i) % 101 - 50)), c) for i, (a, c) in enumerate(perfect)]
-    nf = jc.figures(rows, noisy, n_boot=500, seed=1)
+    nf = jc.figures(rows, noisy, n_boot=200, seed=1)
     lo, hi = nf["auroc"]["ci"]
     assert lo < nf["auroc"]["value"] < hi and not math.isclose(lo, hi)
     table = jc.format_table({"judge": {"name": "test"}, "figures": nf})
@@ -232,3 +232,56 @@ def test_results_table_names_the_judge_and_its_check():
     )
     assert "qwen.gguf @ http://127.0.0.1:8080/v1 (not checked" in line
     assert markdown_table(rows).startswith("Judge: ") and judges_line([{}]) == "Judge: not recorded."
+
+
+def _judge_cli():
+    from steerlab.cli.judge import register
+
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    register(app)
+    return app
+
+
+def test_judge_check_cli_on_an_openai_compatible_server(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("STEERLAB_CACHE_DIR", str(tmp_path / "cache"))
+    with FakeJudgeServer(models=["judge-x"]) as server:
+        server.on("", Logprobs([("15", 0.5), ("85", 0.5)]))
+        args = ["judge", "check", "--judge", "openai", "--judge-base-url", server.base_url]
+        args += [
+            "--judge-model",
+            "judge-x",
+            "--limit",
+            "12",
+            "--n-boot",
+            "50",
+            "--out",
+            str(tmp_path / "c.json"),
+        ]
+        result = CliRunner().invoke(_judge_cli(), args)
+        assert result.exit_code == 0, result.output
+        assert (
+            "AUROC aligned vs misaligned" in result.output and f"judge-x @ {server.base_url}" in result.output
+        )
+        saved = json.loads((tmp_path / "c.json").read_text())
+        assert not (tmp_path / "cache" / "judge_checks").exists()  # a subset is not cited by evaluations
+        assert saved["figures"]["n"] >= 9 and saved["figures"]["alignment_spread"]["median"] == 50.0
+        wrong = CliRunner().invoke(_judge_cli(), [*args[:-4], "--judge-model", "gpt-4.1-mini"])
+        assert (
+            wrong.exit_code == 1
+            and "serves 'judge-x', not the requested model 'gpt-4.1-mini'" in wrong.output
+        )
+
+
+@pytest.mark.slow
+def test_judge_check_cli_with_the_shipped_probe(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERLAB_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "probe.json"
+    result = CliRunner().invoke(
+        _judge_cli(), ["judge", "check", "--limit", "9", "--n-boot", "50", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "probe:evil@L14" in result.output and "misaligned recall (EM rule)" in result.output
+    figures = json.loads(out.read_text())["figures"]
+    assert 9 <= figures["n"] <= 12 and figures["n_unscored"] == 0 and figures["auroc"]["value"] is not None

@@ -127,7 +127,8 @@ def check_command(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     target = out or Path("runs") / "judge_check" / f"{judge}-{result['judge'].get('id', 'judge')}.json"
-    paths = save_check(result, target)
+    # only a check on the whole shipped set is what `steerlab eval` cites for this judge
+    paths = save_check(result, target, store=data is None and not limit)
     typer.echo(format_table(result))
     typer.echo(f"wall time {result['wall_s']} s; written to {', '.join(str(p) for p in paths)}")
     if result["failed"]:

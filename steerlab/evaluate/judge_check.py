@@ -272,14 +272,15 @@ def checks_dir() -> Path:
     return cache_root() / "judge_checks"
 
 
-def save_check(result: dict[str, Any], out: str | Path | None = None) -> list[Path]:
-    """Write ``result`` to ``out`` (if given) and under the judge's identity in the cache; returns the paths."""
+def save_check(result: dict[str, Any], out: str | Path | None = None, *, store: bool = True) -> list[Path]:
+    """Write ``result`` to ``out`` (if given) and, with ``store``, under the judge's identity in the cache,
+    where evaluations cite it (only a full check of the shipped set should be stored); returns the paths."""
     paths = []
     if out is not None:
         write_json(Path(out), result)
         paths.append(Path(out))
     ident = result.get("judge", {}).get("id")
-    if ident and result.get("failed") is None:
+    if store and ident and result.get("failed") is None:
         path = checks_dir() / f"{ident}.json"
         write_json(path, result)
         paths.append(path)
