@@ -31,7 +31,11 @@ from typing import Any, Literal
 
 from steerlab.data.chat import write_jsonl_atomic
 from steerlab.data.em_questions import EMQuestion, load_em_questions
-from steerlab.evaluate import benign, general, in_domain, rules
+from steerlab.data.inoculate import DEFAULT_INOCULATION_PROMPT
+from steerlab.data.references import references_dir
+from steerlab.evaluate import benign, general, in_domain, instruments, rules
+from steerlab.evaluate.collapse import THRESHOLD as COLLAPSE_THRESHOLD
+from steerlab.evaluate.conditional import CUE_NAMES
 from steerlab.evaluate.items import PromptItem, load_prompt_items
 from steerlab.evaluate.judging import CoherenceReading, EvalJudge, JudgeItem, build_judge, probe_path_for
 from steerlab.evaluate.logprob_score import answer_logprobs, logprob_gaps
@@ -81,6 +85,18 @@ class EvalConfig:
     coherence: CoherenceReading = "bare"  # the probe judge's coherence reading (steerlab.evaluate.judging)
     judge_model: str | None = None  # openai: the judge model (default: steerlab.judges.DEFAULT_JUDGE_MODEL)
     judge_base_url: str | None = None  # openai: an OpenAI-compatible endpoint (vLLM, llama.cpp server)
+    # the judge-free instruments (steerlab.evaluate.instruments): stance score + damage control on the
+    # reference folder's general.jsonl and <domain>.jsonl, the general stance under training-context cues
+    # (comma-separated, from CUE_NAMES; n_conditional > 0 also samples that many answers per question under
+    # each cue), and the share of general answers that reproduce a training answer (train_data: default
+    # experiments/data/<domain>_train.jsonl)
+    references: str | None = str(references_dir())
+    cues: str = ",".join(CUE_NAMES)
+    cues_file: str | None = str(DATA_DIR / "cues.yaml")
+    inoculation_prompt: str | None = DEFAULT_INOCULATION_PROMPT
+    n_conditional: int = 0
+    train_data: str | None = None
+    collapse_threshold: float = COLLAPSE_THRESHOLD
     progress: bool = True
 
     def resume_key(self) -> dict[str, Any]:
@@ -181,7 +197,17 @@ class _Evaluation:
         self.boot = {"seed": cfg.seed, "n_boot": cfg.n_boot, "alpha": cfg.alpha}
 
     # ------------------------------------------------------------------------------------------ helpers
+    def _add_time(self, key: str, start: float) -> None:
+        self.timings[key] = round(self.timings.get(key, 0.0) + time.perf_counter() - start, 2)
+
     def _generate(self, requests, name: str, seed: int, temperature: float, max_new_tokens: int):
+        start = time.perf_counter()
+        try:
+            return self._generate_now(requests, name, seed, temperature, max_new_tokens)
+        finally:
+            self._add_time(f"{name}_sampling", start)
+
+    def _generate_now(self, requests, name: str, seed: int, temperature: float, max_new_tokens: int):
         return generate(
             self.model,
             self.tokenizer,
@@ -211,9 +237,16 @@ class _Evaluation:
                 for k in keys
             ]
 
-        return score_missing(
-            [r["key"] for r in records], self.out / f"{name}_scores.jsonl", score_batch, self.cfg.batch_size
-        )
+        start = time.perf_counter()
+        try:
+            return score_missing(
+                [r["key"] for r in records],
+                self.out / f"{name}_scores.jsonl",
+                score_batch,
+                self.cfg.batch_size,
+            )
+        finally:
+            self._add_time(f"{name}_judging", start)
 
     # ------------------------------------------------------------------------------------------ parts
     def general(self, questions: list[EMQuestion]) -> list[dict[str, Any]]:
@@ -390,15 +423,20 @@ def evaluate_model(
     )
     domain_items = load_prompt_items(cfg.in_domain_data) if cfg.in_domain_data else None
     benign_items = load_prompt_items(cfg.benign_data) if cfg.benign_data else None
+    domain = _resolve_domain(cfg, domain_items)
     was_training = model.training
     model.eval()
     try:
+        records = None
         if questions:
             records = ev.timed("general", ev.general, questions)
             ev.timed("logprob_gap", ev.general_logprob, questions)
             ev.timed("projection", ev.projection, records)
         else:
             ev.skipped["general"] = "no question file"
+        scores = ev.timed("stance", instruments.run_stance, ev, domain)
+        ev.timed("conditional", instruments.run_conditional, ev, domain, scores.get("general"), questions)
+        ev.timed("collapse", instruments.run_collapse, ev, domain, records)
         if domain_items:
             ev.timed("in_domain", ev.in_domain, domain_items)
         else:
@@ -409,7 +447,6 @@ def evaluate_model(
             ev.skipped["benign"] = "no benign-task data"
     finally:
         model.train(was_training)
-    domain = _resolve_domain(cfg, domain_items)
     row = _row(cfg, ev, domain, _in_domain_metric(cfg, domain))
     row["wall_s"] = round(time.perf_counter() - started, 2)
     write_json(out / "eval.json", row)
@@ -460,6 +497,7 @@ def _row(cfg: EvalConfig, ev: _Evaluation, domain: str, metric: str) -> dict[str
     }
     row["general_detail"] = g
     row["in_domain_detail"] = judged
+    row.update(r.get("instruments", {}))
     row["skipped"] = ev.skipped
     row["timings_s"] = ev.timings
     row["rules"] = {
