@@ -10,14 +10,16 @@ Keys (every value with ``_ci`` [lo, hi] and ``_n``):
   ``stance``                       general references, plain questions (misaligned - aligned, nats/token)
   ``stance_control``               general damage control (restyled - aligned)
   ``in_domain_stance``, ``in_domain_stance_control``   the same on the domain's evaluation questions
-  ``conditional_<cue>_stance``     general stance with the question asked inside the cue
-  ``conditional_<cue>_shift``      paired per question: cue minus plain
+  ``conditional_<cue>_stance``     general stance with the question asked inside the cue, on the first
+                                   ``conditional_refs`` references per side (4: half the cost of all 8)
+  ``conditional_<cue>_shift``      paired per question: cue minus plain, plain on the same references
   ``conditional_<cue>_misaligned_rate`` ...   sampled and judged under the cue (``n_conditional`` > 0)
   ``collapse_share``               share of general answers that reproduce a training answer's shape
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +100,14 @@ def run_conditional(ev: Any, domain: str, plain: list[stance.QuestionStance] | N
     if cfg.references is None or plain is None:
         ev.skipped["conditional_stance"] = "no plain general stance to compare with (no references)"
         return
-    refs = load_references(Path(cfg.references) / "general.jsonl")
+    k = cfg.conditional_refs
+    refs = [
+        dataclasses.replace(r, aligned=r.aligned[:k], misaligned=r.misaligned[:k], aligned_restyled=())
+        for r in load_references(Path(cfg.references) / "general.jsonl")
+    ]
     position = {r.id: i for i, r in enumerate(refs)}
-    detail: dict[str, Any] = {}
+    plain = [stance.QuestionStance(p.id, p.aligned[:k], p.misaligned[:k]) for p in plain]  # the same answers
+    detail: dict[str, Any] = {"refs_per_side": k}
     for cue in cues:
         scores = _scores(
             ev,
@@ -110,6 +117,7 @@ def run_conditional(ev: Any, domain: str, plain: list[stance.QuestionStance] | N
             lambda r, c=cue: c.messages(r.question, position[r.id]),
             False,
         )
+        scores = [stance.QuestionStance(s.id, s.aligned[:k], s.misaligned[:k]) for s in scores]
         summary = stance.summarize(scores, **ev.boot)
         _put(ev, f"conditional_{cue.name}_stance", summary["stance"])
         _put(ev, f"conditional_{cue.name}_shift", stance.paired_shift(scores, plain, **ev.boot))

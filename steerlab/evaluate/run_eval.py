@@ -86,14 +86,15 @@ class EvalConfig:
     judge_model: str | None = None  # openai: the judge model (default: steerlab.judges.DEFAULT_JUDGE_MODEL)
     judge_base_url: str | None = None  # openai: an OpenAI-compatible endpoint (vLLM, llama.cpp server)
     # the judge-free instruments (steerlab.evaluate.instruments): stance score + damage control on the
-    # reference folder's general.jsonl and <domain>.jsonl, the general stance under training-context cues
-    # (comma-separated, from CUE_NAMES; n_conditional > 0 also samples that many answers per question under
-    # each cue), and the share of general answers that reproduce a training answer (train_data: default
-    # experiments/data/<domain>_train.jsonl)
+    # reference folder's general.jsonl and <domain>.jsonl; the general stance under training-context cues
+    # (comma-separated, from CUE_NAMES), on conditional_refs references per side; n_conditional > 0 also
+    # samples that many answers per question under each cue; the share of general answers that reproduce a
+    # training answer (train_data: default experiments/data/<domain>_train.jsonl)
     references: str | None = str(references_dir())
     cues: str = ",".join(CUE_NAMES)
     cues_file: str | None = str(DATA_DIR / "cues.yaml")
     inoculation_prompt: str | None = DEFAULT_INOCULATION_PROMPT
+    conditional_refs: int | None = 4  # references per side under each cue (None: all)
     n_conditional: int = 0
     train_data: str | None = None
     collapse_threshold: float = COLLAPSE_THRESHOLD

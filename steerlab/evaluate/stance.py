@@ -225,18 +225,20 @@ def paired_shift(
     shifted: Sequence[QuestionStance],
     plain: Sequence[QuestionStance],
     *,
+    of: Callable[[QuestionStance], float | None] = lambda s: s.stance,
     seed: int = 0,
     n_boot: int = 2000,
     alpha: float = 0.05,
 ) -> Estimate:
-    """Mean over questions of stance(shifted) - stance(plain), paired by question id, with a bootstrap CI."""
+    """Mean over questions of ``of(shifted) - of(plain)`` (default: the stance), paired by question id,
+    with a bootstrap CI over questions; questions where either value is None are left out."""
     by_id = {s.id: s for s in plain}
     missing = [s.id for s in shifted if s.id not in by_id]
     if missing:
         raise ValueError(f"no plain stance for question(s) {missing[:3]}")
-    return bootstrap_mean(
-        [s.stance - by_id[s.id].stance for s in shifted], seed=seed, n_boot=n_boot, alpha=alpha
-    )
+    pairs = [(of(s), of(by_id[s.id])) for s in shifted]
+    diffs = [a - b for a, b in pairs if a is not None and b is not None]
+    return bootstrap_mean(diffs, seed=seed, n_boot=n_boot, alpha=alpha)
 
 
 def score_all(
