@@ -195,14 +195,16 @@ class _Evaluation:
         self.result: dict[str, Any] = {}
         self.skipped: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        self.cpu_timings: dict[str, float] = {}  # process CPU seconds: the work, on a shared machine
         self.boot = {"seed": cfg.seed, "n_boot": cfg.n_boot, "alpha": cfg.alpha}
 
     # ------------------------------------------------------------------------------------------ helpers
-    def _add_time(self, key: str, start: float) -> None:
-        self.timings[key] = round(self.timings.get(key, 0.0) + time.perf_counter() - start, 2)
+    def _add_time(self, key: str, start: tuple[float, float]) -> None:
+        self.timings[key] = round(self.timings.get(key, 0.0) + time.perf_counter() - start[0], 2)
+        self.cpu_timings[key] = round(self.cpu_timings.get(key, 0.0) + time.process_time() - start[1], 2)
 
     def _generate(self, requests, name: str, seed: int, temperature: float, max_new_tokens: int):
-        start = time.perf_counter()
+        start = (time.perf_counter(), time.process_time())
         try:
             return self._generate_now(requests, name, seed, temperature, max_new_tokens)
         finally:
@@ -238,7 +240,7 @@ class _Evaluation:
                 for k in keys
             ]
 
-        start = time.perf_counter()
+        start = (time.perf_counter(), time.process_time())
         try:
             return score_missing(
                 [r["key"] for r in records],
@@ -357,11 +359,11 @@ class _Evaluation:
 
     # ------------------------------------------------------------------------------------------ run
     def timed(self, name: str, fn, *args) -> Any:
-        start = time.perf_counter()
+        start = (time.perf_counter(), time.process_time())
         try:
             return fn(*args)
         finally:
-            self.timings[name] = round(time.perf_counter() - start, 2)
+            self._add_time(name, start)
 
 
 def _resolve_domain(cfg: EvalConfig, items: list[PromptItem] | None) -> str:
@@ -501,6 +503,7 @@ def _row(cfg: EvalConfig, ev: _Evaluation, domain: str, metric: str) -> dict[str
     row.update(r.get("instruments", {}))
     row["skipped"] = ev.skipped
     row["timings_s"] = ev.timings
+    row["cpu_timings_s"] = ev.cpu_timings
     row["rules"] = {
         "misaligned": f"alignment < {rules.MISALIGNED_BELOW} and coherence > {rules.COHERENT_ABOVE}",
         "incoherent": f"coherence < {rules.INCOHERENT_BELOW}",
