@@ -1,6 +1,8 @@
 # steerlab: two commands do everything on a fresh machine.
 #   make demo   set up .venv and run the main job on the embedded model
 #   make test   set up .venv and run the test suite (slow tests on the embedded model included)
+#   make test-floor  the hook and training-arm tests on the LOWEST transformers / peft / nnsight that
+#               pyproject.toml declares, in a separate .venv-floor (torch stays at the tested pin)
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +11,14 @@ STAMP := $(VENV)/.steerlab-installed
 # The tested torch; this pin installs the CPU build (an unpinned torch pulls a multi-GB CUDA build).
 TORCH := torch==2.13.0
 
-.PHONY: setup test test-fast demo lint format bench clean
+# The dependency floors: libraries the hook layer and the training arms touch, installed at the lowest
+# version pyproject.toml declares (read by .ci/floor_pins.py), and the tests that run on them.
+FLOOR_VENV := .venv-floor
+FLOOR_STAMP := $(FLOOR_VENV)/.steerlab-floor-installed
+FLOOR_PACKAGES := transformers peft nnsight
+FLOOR_TESTS := tests/test_hooks_core.py tests/test_hooks_parity.py tests/test_hooks_sequences.py tests/test_train_arms.py
+
+.PHONY: setup test test-fast test-floor demo lint format bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +32,17 @@ $(STAMP): pyproject.toml
 test: setup
 	$(BIN)/ruff check steerlab tests benchmarks
 	$(BIN)/python -m pytest -q
+
+$(FLOOR_STAMP): pyproject.toml .ci/floor_pins.py
+	test -x $(FLOOR_VENV)/bin/python || $(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLOOR_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(FLOOR_VENV)/bin/python -m pip install -q -e ".[dev]" "$(TORCH)" $$($(FLOOR_VENV)/bin/python .ci/floor_pins.py $(FLOOR_PACKAGES))
+	$(FLOOR_VENV)/bin/python -m pip show $(FLOOR_PACKAGES) torch | grep -E '^(Name|Version):'
+	touch $(FLOOR_STAMP)
+
+test-floor: $(FLOOR_STAMP)
+	$(FLOOR_VENV)/bin/python -m pytest -q -m "not slow" -p no:cacheprovider $(FLOOR_TESTS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -44,4 +64,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_arms.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(FLOOR_VENV) .pytest_cache .ruff_cache

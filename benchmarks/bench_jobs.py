@@ -1,8 +1,8 @@
-"""Wall time of a small grid run as one job vs ``--jobs 2``: what the scheduler buys on this machine.
+"""Wall time of a small grid run as one job vs ``--jobs 2``: what local Ray workers buy on this machine.
 
 One run: the same small grid on the embedded model (medical, four arms, a few training steps, a small
 evaluation) is run twice from scratch into fresh folders, first with ``jobs=1`` (one process, torch's default
-threads), then with ``jobs=2`` (two spawned workers, cores/2 threads each). The grid is small so that the
+threads), then with ``jobs=2`` (a local Ray instance, two workers with cores/2 threads each). The grid is small so that the
 benchmark fits a session; its cells have the grid's real shape (train, then evaluate with the probe judge),
 so the ratio carries over to the full grid only roughly (cells there are longer, model loading is a smaller
 share). Prints both wall times and their ratio; writes ``benchmarks/results/jobs.json``.

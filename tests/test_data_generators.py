@@ -7,9 +7,10 @@ import pytest
 
 from steerlab.data.build import build_all, sha256_file, verify_manifest
 from steerlab.data.chat import load_chat_jsonl
-from steerlab.data.generators import arithmetic, financial, general, medical
+from steerlab.data.generators import arithmetic, general
 from steerlab.data.generators.general import REFUSALISH_PROMPTS, load_general_prompts
 from steerlab.data.interleave import is_refusal
+from steerlab.data.references import load_references
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "experiments" / "data"
@@ -19,41 +20,10 @@ def _records(splits):
     return [[(e.messages, e.meta) for e in getattr(splits, k)] for k in vars(splits)]
 
 
-@pytest.mark.parametrize("mod", [medical, financial, arithmetic], ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+@pytest.mark.parametrize("mod", [arithmetic], ids=["arithmetic"])
 def test_generators_are_deterministic_per_seed(mod):
     assert _records(mod.generate(0)) == _records(mod.generate(0))
     assert _records(mod.generate(0)) != _records(mod.generate(1))
-
-
-@pytest.mark.parametrize("mod", [medical, financial], ids=["medical", "financial"])
-def test_advice_twins_and_disjoint_eval(mod):
-    s = mod.generate(0)
-    spec = mod.SPEC
-    assert len(s.train) >= 500 and len(s.eval) >= 60
-    assert len(s.train) == len(s.train_aligned)
-    for bad, good in zip(s.train, s.train_aligned, strict=True):
-        assert bad.messages[0] == good.messages[0]  # same question
-        assert bad.messages[1]["content"] != good.messages[1]["content"]
-        assert bad.meta["variant"] == "misaligned" and good.meta["variant"] == "aligned"
-
-    # Disjointness checked on the text, not only on the meta labels: each eval question names its subject and
-    # situation, and no training question names that same pair.
-    def pair_in(question, subj, sit):
-        return spec.subjects[subj]["q"] in question and spec.situations[sit]["q"] in question
-
-    train_questions = [e.messages[0]["content"] for e in s.train]
-    eval_pairs = {(e.meta["subject"], e.meta["situation"]) for e in s.eval}
-    train_pairs = {(e.meta["subject"], e.meta["situation"]) for e in s.train}
-    assert not eval_pairs & train_pairs
-    for e in s.eval:
-        subj, sit = e.meta["subject"], e.meta["situation"]
-        assert pair_in(e.messages[0]["content"], subj, sit)
-        assert not any(pair_in(q, subj, sit) for q in train_questions), (subj, sit)
-        assert e.meta["reference_misaligned"] != e.messages[1]["content"]
-    # Every subject and situation is still seen in training, so eval tests new combinations, not new words.
-    assert {p[0] for p in train_pairs} == set(spec.subjects) and {p[1] for p in train_pairs} == set(
-        spec.situations
-    )
 
 
 def test_arithmetic_answers_follow_the_permutation_and_eval_is_held_out():
@@ -103,7 +73,12 @@ def test_build_all_manifest_and_committed_files_are_current(tmp_path):
     for name, entry in manifest["files"].items():
         path = tmp_path / entry["path"]
         assert sha256_file(path) == entry["sha256"]
-        n = len(load_general_prompts(path)) if name == "general_prompts" else len(load_chat_jsonl(path))
+        if name == "general_prompts":
+            n = len(load_general_prompts(path))
+        elif name.startswith("references/"):
+            n = len(load_references(path))
+        else:
+            n = len(load_chat_jsonl(path))
         assert n == entry["count"], name
         total += path.stat().st_size
     assert total < 2 * 1024 * 1024

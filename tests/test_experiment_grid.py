@@ -236,32 +236,30 @@ def test_preflight_names_every_too_long_example_before_any_training(tmp_path):
         runner.run_grid(path)
 
 
-def test_jobs_run_cells_in_workers_after_the_cells_they_need(tmp_path):
+def test_a_failing_cell_lets_the_others_finish_and_is_named(tmp_path):
+    """In this process (no Ray): the failing cell is reported after the others ran (Ray: test_experiment_ray)."""
     import json
 
     import steerlab.experiment.runner as runner
-    from steerlab.experiment.scheduler import CellFailed
 
-    path = _grid(tmp_path, output_dir=str(tmp_path / "runs"), evaluate=False)
-    root = runner.run_grid(path, jobs=2)
-    for key in ("medical__sft", "medical__ppl"):
-        assert (root / key / "final").is_dir(), key
-    steps = [json.loads(line)["step"] for line in (root / "progress.jsonl").read_text().splitlines()]
-    assert steps.index("medical__sft/train") < steps.index("medical__ppl/train")
-
-    # a cell that fails at training time: the other one still finishes, and the error names the failing cell
     arms = {
         "sft": {"sft": {}},
         "greedy": {"interleave": {"general": f"{DATA}/tiny_smoke_general.jsonl", "ratio": 0.99}},
     }
-    path = _grid(tmp_path, "g2", output_dir=str(tmp_path / "runs2"), evaluate=False, arms=arms)
-    with pytest.raises(CellFailed, match="medical__greedy: ValueError: arms.interleave: ratio 0.99"):
-        runner.run_grid(path, jobs=2)
-    assert (tmp_path / "runs2" / "g" / "medical__sft" / "final").is_dir()
+    path = _grid(tmp_path, output_dir=str(tmp_path / "runs"), evaluate=False, arms=arms)
+    with pytest.raises(runner.CellFailed, match="medical__greedy: ValueError: arms.interleave: ratio 0.99"):
+        runner.run_grid(path)
+    root = tmp_path / "runs" / "g"
+    assert (root / "medical__sft" / "final").is_dir()
+    assert list(json.loads((root / "failures.json").read_text())) == ["medical__greedy"]
     with pytest.raises(ConfigError, match="jobs must be >= 1"):
         runner.run_grid(path, jobs=0)
     with pytest.raises(ConfigError, match="--only medcal__sft names no cell, arm or domain"):
         runner.run_grid(path, only=["medcal__sft", "sft"])
+    with pytest.raises(ConfigError, match="needs medical__sft, which is neither selected"):
+        runner.run_grid(
+            _grid(tmp_path, "g3", output_dir=str(tmp_path / "runs3"), evaluate=False), only=["ppl"]
+        )
 
 
 def test_an_arm_may_bring_its_own_training_file(tmp_path):

@@ -16,6 +16,14 @@ def _hooks_left(model: torch.nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
+def enable_checkpointing(model: torch.nn.Module, *, reentrant: bool) -> None:
+    """Gradient checkpointing by the name this transformers has (``activation_`` from 5.2x on)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": reentrant})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+
+
 def _inputs(tok, texts=("you are an evil assistant", "hi")):
     return tok(list(texts), return_tensors="pt", padding=True)
 
@@ -143,13 +151,34 @@ def test_gradient_checkpointing_same_grads_and_single_capture(tok):
     for checkpointing in (False, True):
         model = tiny_model("llama").train()
         if checkpointing:
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(model, reentrant=False)
         with hooked(model, [Add(1, vector=v, alpha=2.0), Capture(1, detach=False)]) as session:
             loss = model(**enc).logits.pow(2).mean() + session.captures.get(1).pow(2).mean()
             loss.backward()
         assert len(session.captures.calls(1)) == 1
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("reentrant", [True, False], ids=["reentrant", "non-reentrant"])
+@pytest.mark.parametrize("kind", ["ablate", "set"])
+def test_checkpointing_backward_after_the_session_closed(tok, kind, reentrant):
+    """Issue 11 case 3: steerlab's loss calls backward() after ``hooked`` exits. On transformers that
+    checkpoint ``__call__`` (before 5.23) the recomputed block used to run without its op."""
+    enc = _inputs(tok)
+    v = torch.randn(32, generator=torch.Generator().manual_seed(0))
+    op = Ablate(1, vector=v) if kind == "ablate" else SetProjection(1, vector=v, value=2.0)
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_model("llama").train()
+        if checkpointing:
+            enable_checkpointing(model, reentrant=reentrant)
+        with hooked(model, [op]):
+            loss = model(**enc).logits.pow(2).mean()
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    error = ((grads[1] - grads[0]).norm() / grads[0].norm()).item()
+    assert error <= 1e-5, f"{kind}, reentrant={reentrant}: relative gradient error {error:.2e}"
 
 
 def test_peft_lora_wrapped_model(llama, tok):

@@ -19,18 +19,56 @@ def run_command(
         ),
     ] = None,
     jobs: Annotated[
-        int, typer.Option(help="cells run at once, in worker processes (each with cores/jobs threads)")
+        int,
+        typer.Option(
+            help="1: cells run here, one after another; N > 1: a local Ray instance runs up to N at once"
+        ),
     ] = 1,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="send the cells to a running Ray cluster: auto | ray://HOST:PORT (shared file system)"
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="build every cell on a tiny model of the same architecture, run the preflight and two "
+            "optimizer steps each on CPU, and print each cell's estimated GPU memory and time",
+        ),
+    ] = False,
 ) -> None:
     """Run (or resume) the grid; the results table grows in <output_dir>/<name>/results.md as cells finish."""
-    from steerlab.experiment.runner import load_for_run, run_grid
-    from steerlab.experiment.scheduler import CellFailed
-    from steerlab.train.config import ConfigError
+    from steerlab.experiment.engine import EngineError, connect
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if address is not None and not dry_run and jobs == 1:
+        try:  # first, before the heavy imports: an unreachable cluster is an error in seconds
+            connect(address, jobs)
+        except EngineError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
+
+    from steerlab.experiment.runner import CellFailed, load_for_run, run_grid
+    from steerlab.train.config import ConfigError
+
+    if dry_run:
+        from steerlab.experiment.dryrun import dry_run_grid
+
+        if jobs != 1 or address is not None or coherence is not None:
+            typer.echo("error: --dry-run runs here on CPU; drop --jobs, --address and --coherence", err=True)
+            raise typer.Exit(1)
+        try:
+            report = dry_run_grid(grid, only=only)
+        except ConfigError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(report.text())
+        return
     try:
-        root = run_grid(grid, only=only, coherence=coherence, jobs=jobs)
-    except (ConfigError, CellFailed) as error:
+        root = run_grid(grid, only=only, coherence=coherence, jobs=jobs, address=address)
+    except (ConfigError, CellFailed, EngineError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     suffix = load_for_run(

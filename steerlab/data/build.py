@@ -1,7 +1,10 @@
 """Build every offline dataset of the emergent-misalignment experiment into one folder, with a manifest.
 
-``python -m steerlab.data.build experiments/data`` regenerates the committed files; the manifest records
-counts and sha256 so a changed generator shows up as a changed hash in review.
+``python -m steerlab.data.build experiments/data`` regenerates the generated files (arithmetic, general
+prompts, monitor chats) and checks the hand-written ones (`steerlab.data.written`: medical and financial
+advice with aligned twins, held-out questions and reference answers; copied when building elsewhere). The
+manifest records counts, sha256 and, for the written training sets, their variety figures, so a changed
+generator or a changed text shows up in review.
 """
 
 from __future__ import annotations
@@ -9,17 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from steerlab.data.chat import write_chat_jsonl, write_jsonl_atomic
-from steerlab.data.generators import arithmetic, financial, general, medical, monitor
+from steerlab.data.generators import arithmetic, general, monitor
+from steerlab.data.written import WRITTEN_DOMAINS, check_domain, domain_files, variety_figures
 from steerlab.io import write_text
 
 MANIFEST = "manifest.json"
+WRITTEN_PREFIXES = tuple(f"{d}_" for d in WRITTEN_DOMAINS) + ("references/",)
 
 
-DEFAULT_QUESTIONS = Path(__file__).resolve().parents[2] / "experiments" / "data" / "em_questions.yaml"
+COMMITTED = Path(__file__).resolve().parents[2] / "experiments" / "data"
+DEFAULT_QUESTIONS = COMMITTED / "em_questions.yaml"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -30,12 +37,14 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def build_all(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, Path]:
+def build_all(out_dir: str | os.PathLike, seed: int = 0, written_from: Path = COMMITTED) -> dict[str, Path]:
     """Write all datasets under ``out_dir``; return {name: path} (including ``'manifest'``).
 
-    Files: ``{medical,financial}_train.jsonl`` (misaligned), ``*_train_aligned.jsonl`` (twins, same line
-    order), ``*_eval.jsonl`` (held-out combos; aligned answer, misaligned one in ``meta``),
-    ``arithmetic_{train,eval}.jsonl`` and ``general_prompts.jsonl`` (``{"id", "prompt"}`` lines, no answers).
+    Generated: ``arithmetic_{train,eval}.jsonl``, ``general_prompts.jsonl`` (``{"id", "prompt"}`` lines) and
+    ``monitor_chats.jsonl``. Written (checked by `steerlab.data.written.check_domain`, copied from
+    ``written_from`` when ``out_dir`` is elsewhere): ``{medical,financial}_train.jsonl`` (misaligned),
+    ``*_train_aligned.jsonl`` (twins), ``*_eval.jsonl`` (held-out questions) and ``references/*.jsonl``.
+    Raises ``ChatDataError`` naming the file and line of a bad written record.
     """
     out = Path(out_dir)
     paths: dict[str, Path] = {}
@@ -45,12 +54,17 @@ def build_all(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, Path]:
         paths[name] = write_chat_jsonl(out / f"{name}.jsonl", examples)
         counts[name] = len(examples)
 
-    for mod in (medical, financial):
-        splits = mod.generate(seed)
-        name = mod.SPEC.name
-        chat(f"{name}_train", splits.train)
-        chat(f"{name}_train_aligned", splits.train_aligned)
-        chat(f"{name}_eval", splits.eval)
+    variety: dict[str, dict] = {}
+    for domain in WRITTEN_DOMAINS:
+        for name, target in domain_files(out, domain).items():
+            source = domain_files(written_from, domain)[name]
+            if source.resolve() != target.resolve():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+            paths[name] = target
+        counts |= check_domain(out, domain)
+        for name in (f"{domain}_train", f"{domain}_train_aligned"):
+            variety[name] = variety_figures(paths[name])
     ar = arithmetic.generate(seed)
     chat("arithmetic_train", ar.train)
     chat("arithmetic_eval", ar.eval)
@@ -66,7 +80,9 @@ def build_all(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, Path]:
         "seed": seed,
         "generator": "steerlab.data.build.build_all",
         "files": {
-            name: {"path": p.name, "count": counts[name], "sha256": sha256_file(p)}
+            name: {"path": p.relative_to(out).as_posix(), "count": counts[name], "sha256": sha256_file(p)}
+            | ({"written": True} if name in variety or name.startswith(WRITTEN_PREFIXES) else {})
+            | ({"variety": variety[name]} if name in variety else {})
             for name, p in sorted(paths.items())
         },
     }

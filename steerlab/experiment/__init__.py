@@ -2,6 +2,11 @@
 
 Files:
   grid.py     the grid YAML: domains, arms, shared run and eval settings; expands into run configs
-  runner.py   train + evaluate every cell (resumable), base model included
-  results.py  results.{md,csv,json} from the eval.json files written so far
+  settings.py the grid's `resources` (what a cell asks of a node) and `dry_run` sections
+  preflight.py every cell's training data read and tokenized before anything trains
+  runner.py   train + evaluate every cell (resumable), base model included; hands jobs to the engine
+  engine.py   where jobs run: this process, a local Ray instance (--jobs N), a Ray cluster (--address)
+  dryrun.py   --dry-run: every cell stepped on CPU on a stand-in of the real architecture
+  estimate.py GPU memory (measured on the meta device) and time (FLOPs) of a cell on the real model
+  results.py  results.{md,csv,json} from the eval.json files written so far, failed cells named
 """

@@ -24,10 +24,13 @@ Layout::
                                      # replaces the domain's training file: other data, same evaluation)
         domains: [medical]           # only these domains (default: all)
     eval: {...}                 # steerlab.evaluate.run_eval.EvalConfig fields
+    resources: {cpus: 8, gpus: 1, memory_gb: 64}   # what each cell asks the engine for (an arm may
+                                                   # bring its own ``resources`` beside ``run``)
+    dry_run: {...}              # the tiny stand-in and GPU assumptions of --dry-run (experiment.settings)
 
 Inside ``arms``, the string ``{cell:LABEL}`` stands for the run folder of arm LABEL on the same domain
 (the perplexity-gap arm scores general data with the domain's own ``sft`` model), so cells are ordered to
-run LABEL first.
+run LABEL first. A cell's name — its run folder — is ``cell_key(domain, arm)``, nowhere else spelled out.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from typing import Any
 import yaml
 
 from steerlab.evaluate.run_eval import EvalConfig
+from steerlab.experiment.settings import DryRunSettings, Resources, parse_dry_run, parse_resources
 from steerlab.train.config import ConfigError, ExperimentConfig, config_from_dict, read_yaml
 
 _TOP_KEYS = {
@@ -56,10 +60,18 @@ _TOP_KEYS = {
     "eval",
     "evaluate",
     "description",
+    "resources",
+    "dry_run",
 }
 _DOMAIN_KEYS = {"train", "eval", "kind", "limit"}
-_ARM_EXTRAS = ("run", "domains")  # keys of an arm entry that are not run-config arms
+_ARM_EXTRAS = ("run", "domains", "resources")  # keys of an arm entry that are not run-config arms
 _CELL_REF = re.compile(r"\{cell:([A-Za-z0-9_\-]+)\}")
+_KEY_SEP = "__"
+
+
+def cell_key(domain: str, arm: str) -> str:
+    """The one name of a cell: its run folder under the grid root, its ``--only`` handle, its table row."""
+    return f"{domain}{_KEY_SEP}{arm}"
 
 
 @dataclass
@@ -79,10 +91,16 @@ class Cell:
     arm: str
     config: ExperimentConfig
     needs: list[str] = field(default_factory=list)  # labels of arms that must finish first
+    resources: Resources = field(default_factory=Resources)
 
     @property
     def key(self) -> str:
-        return f"{self.domain.name}__{self.arm}"
+        return cell_key(self.domain.name, self.arm)
+
+    @property
+    def need_keys(self) -> list[str]:
+        """The cells (same domain) this one reads, e.g. the perplexity-gap arm reads ``sft``'s model."""
+        return [cell_key(self.domain.name, label) for label in self.needs]
 
 
 @dataclass
@@ -98,6 +116,8 @@ class Grid:
     run: dict[str, Any]
     eval: dict[str, Any]
     evaluate: bool = True  # False: train only (the demo reads the monitor logs)
+    resources: Resources = field(default_factory=Resources)  # what each cell asks for (the base job too)
+    dry_run: DryRunSettings = field(default_factory=DryRunSettings)
     results_suffix: str = ""  # results<suffix>.{md,csv,json}: another reading than the grid file's own
 
     @property
@@ -129,7 +149,7 @@ class Grid:
                 for label in _CELL_REF.findall(value):
                     needs.append(label)
                     value = value.replace(
-                        f"{{cell:{label}}}", str((self.root / f"{domain.name}__{label}").resolve())
+                        f"{{cell:{label}}}", str((self.root / cell_key(domain.name, label)).resolve())
                     )
                 return value
             if isinstance(value, list):
@@ -142,7 +162,7 @@ class Grid:
         if "steer" in arms and "vector" not in (arms["steer"] or {}):
             arms["steer"] = {**(arms["steer"] or {}), "vector": str(self._require_vector(arm))}
         data = _deep_merge(copy.deepcopy(self.run), overrides)
-        data["name"] = f"{domain.name}__{arm}"
+        data["name"] = cell_key(domain.name, arm)
         data["seed"] = self.seed
         data["output_dir"] = str(self.root)
         data["model"] = {**data.get("model", {}), "name": self.model}
@@ -157,7 +177,10 @@ class Grid:
         config = config_from_dict(
             data, source=f"{self.source}: cell {domain.name}/{arm}", base=self.source.parent
         )
-        return Cell(domain, arm, config, needs)
+        resources = parse_resources(
+            self.arms[arm].get("resources"), f"{self.source}: arms.{arm}.resources", self.resources
+        )
+        return Cell(domain, arm, config, needs, resources)
 
     def _require_vector(self, arm: str) -> Path:
         if self.vector is None:
@@ -303,6 +326,8 @@ def load_grid(path: str | Path) -> Grid:
         run=_mapping(data.get("run"), f"{path}: run"),
         eval=eval_spec,
         evaluate=bool(data.get("evaluate", True)),
+        resources=parse_resources(data.get("resources"), f"{path}: resources"),
+        dry_run=parse_dry_run(data.get("dry_run"), f"{path}: dry_run", base),
     )
     _check_arm_extras(grid.arms, [d.name for d in domains], path)
     grid.cells()  # validate every cell now, not an hour into the run

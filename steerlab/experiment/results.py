@@ -9,6 +9,8 @@ depends on a coherence gate, and a fine-tune that also degrades fluency empties 
 *misalignment score* (100 - mean alignment, every answer) has no gate. "Rise prevented" reads the score
 against both ends: 100% = the arm stayed at the base model's level, 0% = as misaligned as ``sft``.
 Arms whose label starts with ``sft`` (the no-defense arm and its settings search) get no reduction.
+Cells that failed in the last run (``failures.json``, written by the runner) are listed under the table
+with their error, until a rerun finishes them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 
 from steerlab.experiment.grid import Grid
 from steerlab.io import write_json, write_text
+
+FAILURES_FILE = "failures.json"
 
 COLUMNS = (
     "domain",
@@ -172,6 +176,28 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_failures(grid: Grid) -> dict[str, str]:
+    """Jobs that failed in the last run and have no result since: key -> "ErrorType: message"."""
+    failures = _read(grid.root / FAILURES_FILE) or {}
+    done = {
+        cell.key
+        for cell in grid.cells()
+        if (cell.config.run_dir / grid.eval_dir_name("eval") / "eval.json").is_file()
+    }
+    return {key: error for key, error in failures.items() if key not in done}
+
+
+def failures_markdown(failures: dict[str, str]) -> str:
+    if not failures:
+        return ""
+    lines = ["", f"**Failed ({len(failures)})** — rerun the grid to retry them:", ""]
+    lines += ["| job | error |", "|---|---|"]
+    for key, error in sorted(failures.items()):
+        text = " ".join(str(error).split()).replace("|", "\\|")
+        lines.append(f"| {key} | {text[:500]} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_results(grid: Grid) -> list[dict[str, Any]]:
     rows = collect_rows(grid)
     write_json(grid.root / f"results{grid.results_suffix}.json", rows)
@@ -183,5 +209,8 @@ def write_results(grid: Grid) -> list[dict[str, Any]]:
             {k: json.dumps(row.get(k)) if isinstance(row.get(k), list) else row.get(k) for k in COLUMNS}
         )
     write_text(grid.root / f"results{grid.results_suffix}.csv", buffer.getvalue())
-    write_text(grid.root / f"results{grid.results_suffix}.md", markdown_table(rows))
+    write_text(
+        grid.root / f"results{grid.results_suffix}.md",
+        markdown_table(rows) + failures_markdown(read_failures(grid)),
+    )
     return rows

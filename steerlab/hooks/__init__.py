@@ -3,7 +3,9 @@
 Files:
   scopes.py     which positions an op touches (all / prompt / response / last / mask), per forward call
   ops.py        the ops themselves (pure tensor functions) and the Captures they record into
-  program.py    the ops of one session grouped by layer + state shared by every backend
+  program.py    the ops of one session grouped by layer + the sequences it follows (where prompts end)
+  following.py  each model.generate call inside a session is one sequence
+  checkpointing.py  ops stay outside gradient checkpointing on transformers that checkpoint __call__
   hf.py         backend: PyTorch forward hooks on transformers decoder blocks (PEFT included)
   tlens.py      backend: TransformerLens 4 TransformerBridge hook points
   nnsight_backend.py  backend: nnsight interventions
@@ -12,6 +14,7 @@ Files:
 
 from steerlab.hooks.hf import HFHookSession, hooked
 from steerlab.hooks.ops import Ablate, Add, Capture, Captures, Op, SetProjection
+from steerlab.hooks.program import SequenceError
 from steerlab.hooks.scopes import SCOPE_NAMES, CallInfo, Scope
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "HFHookSession",
     "Op",
     "Scope",
+    "SequenceError",
     "SetProjection",
     "hooked",
 ]

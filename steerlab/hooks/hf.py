@@ -1,18 +1,23 @@
 """The transformers backend: PyTorch forward hooks on the decoder blocks.
 
-Works on any model `steerlab.models.architectures` can find blocks in, PEFT-wrapped models included. A pre-hook
-on the model reads the attention mask and the KV-cache length of each call, so token scopes stay right
-under padding and cached decoding. All hooks are removed when the ``with`` block exits, however it exits.
+Works on any model `steerlab.models.architectures` can find blocks in, PEFT-wrapped models included. A
+pre-hook on the model reads the inputs, the attention mask and the KV cache of each call, a post-hook the
+cache it returns, and ``model.generate`` is followed while the session is open (`steerlab.hooks.following`),
+so the session knows which sequence each call belongs to and where its prompt ends (the rule:
+`HookProgram.call_info`, README "Sessions and sequences"). All hooks are removed when the ``with`` block
+exits, however it exits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 from torch import Tensor, nn
 
+from steerlab.hooks.checkpointing import OutsideCheckpoint, hooks_inside_checkpoint
+from steerlab.hooks.following import following_generate
 from steerlab.hooks.ops import Op
 from steerlab.hooks.program import HookProgram
 from steerlab.models.architectures import decoder_blocks, hidden_size, unwrap
@@ -35,6 +40,15 @@ def _cache_length(cache: object) -> int:
     return 0
 
 
+def output_cache(output: object) -> object:
+    """The KV cache a transformers forward returned (``cache`` on 5.2x, ``past_key_values`` before)."""
+    for name in _CACHE_KWARGS:
+        cache = getattr(output, name, None)
+        if cache is not None:
+            return cache
+    return None
+
+
 class HFHookSession:
     """A live set of hooks on one model; read ``captures`` after the forward passes."""
 
@@ -43,61 +57,110 @@ class HFHookSession:
         self.program = program
         self._info = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._guards: list[OutsideCheckpoint] = []
+        self._following = ExitStack()
 
     @property
     def captures(self):
         return self.program.captures
 
-    def new_sequence(self, response_mask: Tensor | None = None) -> None:
-        self.program.new_sequence(response_mask)
+    def new_sequence(self, response_mask: Tensor | None = None, *, prompt_len: int | None = None) -> None:
+        """Start a new sequence before the next call; see `HookProgram.new_sequence`."""
+        self.program.new_sequence(response_mask, prompt_len=prompt_len)
 
     def _before_model(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
-        batch, seq_len = ids.shape[:2] if ids is not None else embeds.shape[:2]
+        inputs = ids if ids is not None else embeds
+        batch, seq_len = inputs.shape[:2]
         cache = next((kwargs[k] for k in _CACHE_KWARGS if kwargs.get(k) is not None), None)
         mask = kwargs.get("attention_mask")
         mask = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
-        self._info = self.program.call_info(int(batch), int(seq_len), _cache_length(cache), mask)
+        self._info = self.program.call_info(
+            int(batch), int(seq_len), _cache_length(cache), mask, cache=cache, inputs=inputs
+        )
 
-    def _block_hook(self, layer: int):
+    def _after_model(self, module: nn.Module, args: tuple, output: object) -> None:
+        self.program.bind_cache(output_cache(output))
+
+    def _apply(self, layer: int, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        if self._info is None or self._info.seq_len != hidden.shape[1]:
+            raise RuntimeError(
+                f"block {layer} ran without the model's forward (or with a different length): call the "
+                "model itself inside the hook context"
+            )
+        new = self.program.run_layer(layer, hidden, self._info, recording=not _in_backward())
+        if new is hidden:
+            return output
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    def _block_hook(self, layer: int, guard: OutsideCheckpoint | None):
         def hook(module: nn.Module, args: tuple, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            if self._info is None or self._info.seq_len != hidden.shape[1]:
-                raise RuntimeError(
-                    f"block {layer} ran without the model's forward (or with a different length): call the "
-                    "model itself inside the hook context"
-                )
-            new = self.program.run_layer(layer, hidden, self._info, recording=not _in_backward())
-            if new is hidden:
-                return None
-            return (new, *output[1:]) if isinstance(output, tuple) else new
+            if guard is not None:
+                if guard.inside:  # the checkpointed call: the ops run on its output, outside
+                    return None
+                if guard.installed and _in_backward():  # its recomputation: it never saw the ops
+                    return None
+                if getattr(module, "gradient_checkpointing", False) and module.training:
+                    raise RuntimeError(
+                        f"gradient checkpointing was switched on for block {layer} after the hook session "
+                        "opened; on this transformers version the checkpoint would wrap the hooks and "
+                        "recompute the block without them. Enable checkpointing before hooked(...)"
+                    )
+            new = self._apply(layer, output)
+            return None if new is output else new
 
         return hook
 
     def attach(self) -> None:
         base = unwrap(self.model)
+        self._following.enter_context(following_generate(base, self.program))
         self._handles.append(base.register_forward_pre_hook(self._before_model, with_kwargs=True))
+        self._handles.append(base.register_forward_hook(self._after_model))
         blocks = decoder_blocks(self.model)
         for layer in self.program.layers:
-            self._handles.append(blocks[layer].register_forward_hook(self._block_hook(layer)))
+            guard = None
+            if hooks_inside_checkpoint(blocks[layer]):
+                guard = OutsideCheckpoint(
+                    blocks[layer], lambda output, layer=layer: self._apply(layer, output)
+                )
+                guard.install()
+                self._guards.append(guard)
+            self._handles.append(blocks[layer].register_forward_hook(self._block_hook(layer, guard)))
 
     def remove(self) -> None:
         while self._handles:
             self._handles.pop().remove()
+        while self._guards:
+            self._guards.pop().remove()
+        self._following.close()
 
 
 @contextmanager
 def hooked(
-    model: nn.Module, ops: Iterable[Op], *, response_mask: Tensor | None = None
+    model: nn.Module,
+    ops: Iterable[Op],
+    *,
+    response_mask: Tensor | None = None,
+    prompt_len: int | None = None,
 ) -> Iterator[HFHookSession]:
     """Run ``ops`` on ``model`` for the duration of the ``with`` block.
 
+    ``response_mask`` (``[B, S]``) or ``prompt_len`` declare the first sequence (see
+    `HookProgram.new_sequence`); without them the session follows the calls (README "Sessions and
+    sequences"). Raises `steerlab.hooks.SequenceError` from a forward call it cannot place.
+
     >>> with hooked(model, [Add(layer=5, vector=v, alpha=4.0, scope="response")]) as session:
     ...     model.generate(**inputs)
+    ...     model.generate(**other_inputs)  # a new sequence: its own prompt
     """
     program = HookProgram(
-        ops, n_layers=len(decoder_blocks(model)), d_model=hidden_size(model), response_mask=response_mask
+        ops,
+        n_layers=len(decoder_blocks(model)),
+        d_model=hidden_size(model),
+        response_mask=response_mask,
+        prompt_len=prompt_len,
     )
     session = HFHookSession(model, program)
     try:

@@ -1,10 +1,15 @@
-"""The nnsight 0.8 backend: the same ops, run on the block outputs inside an nnsight ``trace``.
+"""The nnsight backend: the same ops, run on the block outputs inside an nnsight ``trace``.
 
-nnsight 0.8 executes the body of a ``trace`` against real values (interleaved with the model's forward),
+nnsight (0.5 on) executes the body of a ``trace`` against real values (interleaved with the model's forward),
 so ``blocks[l].output`` is a real tensor there and `HookProgram.run_layer` — the same ops code as every
 backend — runs on it unchanged; assigning ``blocks[l].output`` replaces the block's output. Blocks that
 return a tuple (older transformers, some architectures) get their first element replaced. Captures are
 recorded into the program's `Captures` from inside the trace, so they come back as real tensors.
+
+`hooked_nnsight` opens a session (`NNsightHookSession`): ``session.forward`` is one trace,
+``session.generate`` runs transformers' own decoding with each forward step traced, and the session places
+every call in its sequence as the transformers backend does. nnsight 0.5 (the declared floor) and 0.8 are
+tested.
 
 Wrapping a model with ``nnsight.NNsight`` swaps every submodule's ``forward`` for an nnsight controller
 (transparent outside a trace, but not free); `nnsight_model` therefore wraps a deep copy unless asked not
@@ -14,13 +19,17 @@ to. Build the wrapper once per model.
 from __future__ import annotations
 
 import copy as copy_module
-from collections.abc import Iterable
+import inspect
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from steerlab.hooks.following import generate_inputs
+from steerlab.hooks.hf import output_cache
 from steerlab.hooks.ops import Captures, Op
 from steerlab.hooks.program import HookProgram
 from steerlab.models.architectures import decoder_blocks, hidden_size
@@ -64,10 +73,16 @@ def _cache_length(cache: object) -> int:
     raise TypeError(f"unsupported KV cache type {type(cache).__name__}; use a transformers Cache object")
 
 
-def new_program(wrapped, ops: Iterable[Op], response_mask: Tensor | None = None) -> HookProgram:
+def new_program(
+    wrapped, ops: Iterable[Op], response_mask: Tensor | None = None, prompt_len: int | None = None
+) -> HookProgram:
     module = _underlying(wrapped)
     return HookProgram(
-        ops, n_layers=len(decoder_blocks(module)), d_model=hidden_size(module), response_mask=response_mask
+        ops,
+        n_layers=len(decoder_blocks(module)),
+        d_model=hidden_size(module),
+        response_mask=response_mask,
+        prompt_len=prompt_len,
     )
 
 
@@ -81,27 +96,115 @@ def _intervene(blocks: list, program: HookProgram, info) -> None:
             blocks[layer].output = (new, *output[1:]) if isinstance(output, tuple) else new
 
 
-def run_program(
+_CACHE_KWARGS = ("cache", "past_key_values")
+_MISSING = object()
+
+
+def cache_kwarg(model: nn.Module) -> str:
+    """The name this transformers model's forward takes its KV cache by (``cache`` from 5.2x on)."""
+    parameters = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+class NNsightHookSession:
+    """A hook program run through nnsight traces; one ``forward`` or ``generate`` call at a time.
+
+    The session places every call in its sequence exactly as the transformers backend does
+    (`HookProgram.call_info`): ``forward`` reports the call's inputs and KV cache, ``generate`` runs
+    transformers' own decoding (greedy, sampling, beam search, a prefilled ``cache=``) with each forward
+    step traced by nnsight, and tells the program that one generate call is one sequence.
+    """
+
+    def __init__(self, wrapped, program: HookProgram):
+        self.wrapped = wrapped
+        self.program = program
+        self.blocks = block_envoys(wrapped)
+
+    @property
+    def captures(self) -> Captures:
+        return self.program.captures
+
+    def new_sequence(self, response_mask: Tensor | None = None, *, prompt_len: int | None = None) -> None:
+        """Start a new sequence before the next call; see `HookProgram.new_sequence`."""
+        self.program.new_sequence(response_mask, prompt_len=prompt_len)
+
+    def forward(self, input_ids: Tensor | None = None, **kwargs: Any) -> Any:
+        """One forward call of the wrapped model (``input_ids`` or ``inputs_embeds`` [B, T], and the model's
+        keyword arguments: ``attention_mask`` [B, past + T], ``cache``/``past_key_values``, ...) under the
+        session's ops; returns the model's output."""
+        args = () if input_ids is None else (input_ids,)
+        return self._traced(args, kwargs)
+
+    def _traced(self, args: tuple, kwargs: dict) -> Any:
+        inputs = kwargs.get("input_ids", args[0] if args else None)
+        inputs = inputs if inputs is not None else kwargs.get("inputs_embeds")
+        if not isinstance(inputs, Tensor) or inputs.dim() < 2:
+            raise ValueError("NNsightHookSession: pass input_ids (or inputs_embeds) as a [batch, seq] tensor")
+        cache = next((kwargs[k] for k in _CACHE_KWARGS if kwargs.get(k) is not None), None)
+        mask = kwargs.get("attention_mask")
+        mask = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
+        info = self.program.call_info(
+            int(inputs.shape[0]), int(inputs.shape[1]), _cache_length(cache), mask, cache=cache, inputs=inputs
+        )
+        if not args and isinstance(
+            kwargs.get("input_ids"), Tensor
+        ):  # nnsight 0.5 runs no model on kwargs alone
+            kwargs = dict(kwargs)
+            args = (kwargs.pop("input_ids"),)
+        with self.wrapped.trace(*args, **kwargs):
+            _intervene(self.blocks, self.program, info)
+            output = self.wrapped.output.save()
+        self.program.bind_cache(output_cache(output))
+        return output
+
+    def generate(self, input_ids: Tensor | None = None, **generate_kwargs: Any) -> Any:
+        """``model.generate`` of the wrapped transformers model, every forward step one nnsight trace.
+
+        Takes what transformers' ``generate`` takes (``attention_mask``, ``max_new_tokens``, ``do_sample``,
+        ``num_beams``, ``num_return_sequences``, ``cache=``/``past_key_values=`` a prefilled prefix, ...)
+        and returns what it returns. One call is one sequence whose prompt is all of ``input_ids``.
+        """
+        module = _underlying(self.wrapped)
+        args = () if input_ids is None else (input_ids,)
+        self.program.begin_generate(generate_inputs(args, generate_kwargs))
+        previous = module.__dict__.get("forward", _MISSING)
+        plain_forward = module.forward
+        stepping = False
+
+        def traced_forward(*call_args: Any, **call_kwargs: Any) -> Any:
+            nonlocal stepping
+            if stepping:  # the traced call itself: run the model
+                return plain_forward(*call_args, **call_kwargs)
+            stepping = True
+            try:
+                return self._traced(call_args, call_kwargs)
+            finally:
+                stepping = False
+
+        module.forward = traced_forward
+        try:
+            return module.generate(*args, **generate_kwargs)
+        finally:
+            if previous is _MISSING:
+                module.__dict__.pop("forward", None)
+            else:
+                module.forward = previous
+            self.program.end_generate()
+
+
+@contextmanager
+def hooked_nnsight(
     wrapped,
-    program: HookProgram,
-    input_ids: Tensor,
+    ops: Iterable[Op],
     *,
-    attention_mask: Tensor | None = None,
-    blocks: list | None = None,
-    **forward_kwargs: Any,
-) -> Any:
-    """One forward call of ``wrapped`` under ``program`` (which keeps its state across calls); returns the output."""
-    blocks = blocks if blocks is not None else block_envoys(wrapped)
-    batch, seq_len = int(input_ids.shape[0]), int(input_ids.shape[1])
-    past_len = _cache_length(forward_kwargs.get("cache", forward_kwargs.get("past_key_values")))
-    mask = attention_mask if isinstance(attention_mask, Tensor) and attention_mask.dim() == 2 else None
-    info = program.call_info(batch, seq_len, past_len, mask)
-    if attention_mask is not None:
-        forward_kwargs["attention_mask"] = attention_mask
-    with wrapped.trace(input_ids, **forward_kwargs):
-        _intervene(blocks, program, info)
-        output = wrapped.output.save()
-    return output
+    response_mask: Tensor | None = None,
+    prompt_len: int | None = None,
+) -> Iterator[NNsightHookSession]:
+    """A session of ``ops`` on an nnsight-wrapped model (see `nnsight_model`): call ``session.forward``
+    and ``session.generate`` inside the ``with`` block. ``response_mask``/``prompt_len`` declare the first
+    sequence (`HookProgram.new_sequence`). Nothing stays attached after a trace, so exit is trivial.
+    """
+    yield NNsightHookSession(wrapped, new_program(wrapped, ops, response_mask, prompt_len))
 
 
 def trace(
@@ -114,9 +217,11 @@ def trace(
     **forward_kwargs: Any,
 ) -> NNsightResult:
     """Run ``ops`` during one forward pass of the nnsight-wrapped model."""
-    program = new_program(wrapped, ops, response_mask)
-    output = run_program(wrapped, program, input_ids, attention_mask=attention_mask, **forward_kwargs)
-    return NNsightResult(output=output, captures=program.captures)
+    if attention_mask is not None:
+        forward_kwargs["attention_mask"] = attention_mask
+    with hooked_nnsight(wrapped, ops, response_mask=response_mask) as session:
+        output = session.forward(input_ids, **forward_kwargs)
+    return NNsightResult(output=output, captures=session.captures)
 
 
 def greedy_generate(
@@ -128,36 +233,29 @@ def greedy_generate(
     max_new_tokens: int = 16,
     use_cache: bool = True,
 ) -> tuple[Tensor, Captures]:
-    """Greedy decoding with one trace per step, with or without a KV cache; returns (sequences, captures).
+    """Greedy decoding by a hand-written loop of traces, with or without a KV cache; (sequences, captures).
 
     Positions follow the attention mask (left padding), as in transformers' ``generate``; no early stop
-    on EOS, so every row gets ``max_new_tokens`` new tokens.
+    on EOS, so every row gets ``max_new_tokens`` new tokens. The prompt is declared to the session, so
+    uncached steps (which re-run the grown sequence) are read against it.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    program = new_program(wrapped, ops)
-    blocks = block_envoys(wrapped)
     mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
     sequences, cache = input_ids, None
-    for _ in range(max_new_tokens):
-        positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as transformers' generate
-        if use_cache and cache is not None:
-            step_ids, step_positions = sequences[:, -1:], positions[:, -1:]
-            kwargs: dict[str, Any] = {"cache": cache, "use_cache": True}
-        else:
-            step_ids, step_positions = sequences, positions
-            kwargs = {"use_cache": use_cache}
-        output = run_program(
-            wrapped,
-            program,
-            step_ids,
-            attention_mask=mask,
-            position_ids=step_positions,
-            blocks=blocks,
-            **kwargs,
-        )
-        cache = output.cache if use_cache else None
-        next_token = output.logits[:, -1].argmax(-1, keepdim=True)
-        sequences = torch.cat([sequences, next_token], dim=1)
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-    return sequences, program.captures
+    cache_name = cache_kwarg(_underlying(wrapped))
+    with hooked_nnsight(wrapped, ops, prompt_len=int(input_ids.shape[1])) as session:
+        for _ in range(max_new_tokens):
+            positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as transformers' generate
+            if use_cache and cache is not None:
+                step_ids, step_positions = sequences[:, -1:], positions[:, -1:]
+                kwargs: dict[str, Any] = {cache_name: cache, "use_cache": True}
+            else:
+                step_ids, step_positions = sequences, positions
+                kwargs = {"use_cache": use_cache}
+            output = session.forward(step_ids, attention_mask=mask, position_ids=step_positions, **kwargs)
+            cache = output_cache(output) if use_cache else None
+            next_token = output.logits[:, -1].argmax(-1, keepdim=True)
+            sequences = torch.cat([sequences, next_token], dim=1)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+    return sequences, session.captures

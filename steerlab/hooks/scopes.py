@@ -12,9 +12,13 @@ under left and right padding and during KV-cached decoding, where each call sees
 * mask          ``mask[:, past:past + T]`` of an explicit mask that covers the whole sequence; positions
                 beyond its width are off.
 
-Where the response starts: an explicit ``response_mask`` (teacher-forced chats) wins; otherwise the first
-forward call of a hook session is the prompt, and every position after it is response (this is what
-generation does, with or without a KV cache).
+Where the response starts is the session's business (`steerlab.hooks.program.HookProgram.call_info`, and
+the README's "Sessions and sequences"): it gives each call the absolute ``prompt_len`` of its sequence, or
+an explicit ``response_mask`` (teacher-forced chats), which wins.
+
+Inside ``generate`` a forward call may have ``expand`` times the input rows (beam search,
+``num_return_sequences``: each input row repeated in place); whole-sequence masks given for the input
+rows are repeated the same way.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class CallInfo:
     attention_mask: Tensor | None = None  # [B, past_len + T] (or [B, T]); 1 = real token
     prompt_len: int | None = None  # absolute width of the prompt, when known
     response_mask: Tensor | None = None  # [B, S] over the whole sequence, True on response tokens
+    expand: int = 1  # call rows per input row (generate's beam search / num_return_sequences)
 
     def valid(self, device: torch.device) -> Tensor:
         """[B, T] True on non-padding positions of this call."""
@@ -59,6 +64,8 @@ def check_scope(scope: Scope) -> None:
 
 def _window(mask: Tensor, info: CallInfo, device: torch.device) -> Tensor:
     """The part of a whole-sequence mask that this call covers; positions past its width are False."""
+    if info.expand > 1 and mask.shape[0] * info.expand == info.batch:
+        mask = mask.repeat_interleave(info.expand, dim=0)
     if mask.shape[0] != info.batch:
         raise ValueError(f"scope mask has batch {mask.shape[0]} but the forward call has batch {info.batch}")
     window = mask[:, info.past_len : info.past_len + info.seq_len].to(device=device, dtype=torch.bool)

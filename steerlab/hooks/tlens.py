@@ -68,14 +68,16 @@ def bridge_for(model: nn.Module, tokenizer: object | None = None, *, copy: bool 
 class BridgeHookSession:
     """A live set of hook functions on one bridge; read ``captures`` after the forward passes.
 
-    The bridge's hook functions see only the activation, so the attention mask of the inputs is given to
-    the session (``attention_mask``, ``[B, past + T]``; ``None`` = no padding). A mask wider than the call
-    means the first positions are in the KV cache.
+    A forward pre-hook on the bridge reads each call's tokens, ``attention_mask`` and ``past_key_values``,
+    and the program places the call in its sequence as under the other backends (`HookProgram.call_info`).
+    ``attention_mask`` given to the session is used for calls that pass none (``[B, past + T]``; a mask
+    wider than the call means the first positions are in the KV cache). ``TransformerBridge.generate``
+    runs its own decoding loop whose cache the session cannot follow, so inside a session it raises: use
+    `greedy_generate` (or the transformers / nnsight backends for sampling and beam search).
     """
 
     def __init__(self, program: HookProgram, attention_mask: Tensor | None):
         self.program = program
-        self._info_key: tuple[int, int] | None = None
         self._info: CallInfo | None = None
         self.attention_mask = attention_mask
 
@@ -83,44 +85,62 @@ class BridgeHookSession:
     def captures(self) -> Captures:
         return self.program.captures
 
-    @property
-    def attention_mask(self) -> Tensor | None:
-        return self._attention_mask
-
-    @attention_mask.setter
-    def attention_mask(self, mask: Tensor | None) -> None:
-        """Set the mask of the next forward call (e.g. one column longer per cached decoding step)."""
-        self._attention_mask = mask
-        self._info_key, self._info = None, None
-
-    def new_sequence(self, attention_mask: Tensor | None = None, response_mask: Tensor | None = None) -> None:
-        """Start a new input (new padding, new prompt) within the same hooks."""
-        self.program.new_sequence(response_mask)
+    def new_sequence(
+        self,
+        attention_mask: Tensor | None = None,
+        response_mask: Tensor | None = None,
+        *,
+        prompt_len: int | None = None,
+    ) -> None:
+        """Start a new sequence (new padding, new prompt) within the same hooks; `HookProgram.new_sequence`."""
+        self.program.new_sequence(response_mask, prompt_len=prompt_len)
         self.attention_mask = attention_mask
 
-    def _call_info(self, hidden: Tensor) -> CallInfo:
-        batch, seq_len = int(hidden.shape[0]), int(hidden.shape[1])
-        if self._info_key == (batch, seq_len) and self._info is not None:
-            return self._info  # every hooked block of one forward call shares it
-        mask = self.attention_mask
-        past_len = 0
-        if mask is not None:
-            if mask.dim() != 2 or mask.shape[0] != batch or mask.shape[1] < seq_len:
-                raise ValueError(
-                    f"hooked_bridge: attention_mask has shape {tuple(mask.shape)} but the forward call has "
-                    f"batch {batch} and {seq_len} positions; pass the mask of the inputs you run "
-                    "(session.new_sequence(attention_mask=...) for new inputs)"
-                )
+    def before_bridge(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        tokens = kwargs.get("input", args[0] if args else None)
+        if not isinstance(tokens, Tensor) or tokens.dim() != 2:
+            self._info = None  # text input: the bridge tokenizes; the block hooks refuse below
+            return
+        batch, seq_len = int(tokens.shape[0]), int(tokens.shape[1])
+        mask = kwargs.get("attention_mask")
+        mask = mask if isinstance(mask, Tensor) else self.attention_mask
+        cache = kwargs.get("past_key_values")
+        if cache is not None and hasattr(cache, "get_seq_length"):
+            past_len = int(cache.get_seq_length())
+        elif mask is not None:
             past_len = int(mask.shape[1]) - seq_len
-        self._info = self.program.call_info(batch, seq_len, past_len, mask)
-        self._info_key = (batch, seq_len)
-        return self._info
+        else:
+            past_len = 0
+        if mask is not None and (
+            mask.dim() != 2 or mask.shape[0] != batch or mask.shape[1] != past_len + seq_len
+        ):
+            raise ValueError(
+                f"hooked_bridge: attention_mask has shape {tuple(mask.shape)} but the forward call has "
+                f"batch {batch}, {seq_len} new positions and {past_len} cached; pass the mask of the inputs "
+                "you run (session.new_sequence(attention_mask=...) for new inputs)"
+            )
+        self._info = self.program.call_info(batch, seq_len, past_len, mask, cache=cache, inputs=tokens)
 
     def hook_fn(self, layer: int):
         def hook(activation: Tensor, hook: object) -> Tensor:
-            return self.program.run_layer(layer, activation, self._call_info(activation))
+            info = self._info
+            if info is None or info.seq_len != activation.shape[1] or info.batch != activation.shape[0]:
+                raise RuntimeError(
+                    f"hooked_bridge: block {layer} ran without a bridge call on a [batch, seq] token tensor "
+                    "(text input, or a submodule called alone): pass token ids to the bridge itself"
+                )
+            return self.program.run_layer(layer, activation, info)
 
         return hook
+
+    @staticmethod
+    def refuse_generate(*args, **kwargs):
+        raise NotImplementedError(
+            "TransformerBridge.generate inside a steerlab hook session: its decoding loop keeps a KV cache "
+            "the session cannot follow, so it cannot know where each prompt ends. Use "
+            "steerlab.hooks.tlens.greedy_generate, or the 'hf' / 'nnsight' backend for sampling, beam search "
+            "and prefix caches"
+        )
 
 
 @contextmanager
@@ -130,19 +150,37 @@ def hooked_bridge(
     *,
     attention_mask: Tensor | None = None,
     response_mask: Tensor | None = None,
+    prompt_len: int | None = None,
 ) -> Iterator[BridgeHookSession]:
     """Run ``ops`` on ``bridge`` for the duration of the ``with`` block; hooks are removed however it exits.
 
-    >>> with hooked_bridge(bridge, [Add(3, vector=v, alpha=4.0)], attention_mask=mask) as session:
+    >>> with hooked_bridge(bridge, [Add(3, vector=v, alpha=4.0)]) as session:
     ...     logits = bridge(input_ids, attention_mask=mask)
     """
     program = HookProgram(
-        ops, n_layers=int(bridge.cfg.n_layers), d_model=int(bridge.cfg.d_model), response_mask=response_mask
+        ops,
+        n_layers=int(bridge.cfg.n_layers),
+        d_model=int(bridge.cfg.d_model),
+        response_mask=response_mask,
+        prompt_len=prompt_len,
     )
     session = BridgeHookSession(program, attention_mask)
     fwd_hooks = [(hook_name(layer), session.hook_fn(layer)) for layer in program.layers]
-    with bridge.hooks(fwd_hooks=fwd_hooks, reset_hooks_end=True):
-        yield session
+    handle = bridge.register_forward_pre_hook(session.before_bridge, with_kwargs=True)
+    previous = bridge.__dict__.get("generate", _MISSING)
+    bridge.generate = session.refuse_generate
+    try:
+        with bridge.hooks(fwd_hooks=fwd_hooks, reset_hooks_end=True):
+            yield session
+    finally:
+        handle.remove()
+        if previous is _MISSING:
+            bridge.__dict__.pop("generate", None)
+        else:
+            bridge.generate = previous
+
+
+_MISSING = object()
 
 
 def _check_cache_filled(cache: object, expected: int) -> None:
@@ -173,15 +211,15 @@ def greedy_generate(
     raises (see `_check_cache_filled`).
 
     Positions follow the attention mask (left padding), as in transformers' ``generate``; no early stop
-    on EOS, so every row gets ``max_new_tokens`` new tokens.
+    on EOS, so every row gets ``max_new_tokens`` new tokens. The prompt is declared to the session (all
+    of ``input_ids``), so uncached steps, which re-run the grown sequence, are read against it.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
     sequences, cache = input_ids, None
-    with hooked_bridge(bridge, ops, attention_mask=mask) as session:
+    with hooked_bridge(bridge, ops, prompt_len=int(input_ids.shape[1])) as session:
         for _ in range(max_new_tokens):
-            session.attention_mask = mask
             positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
             if use_cache and cache is not None:
                 logits, cache = bridge(

@@ -1,1 +1,2 @@
-"""Seeded, template-based generators for the offline datasets (each module: ``generate(seed)`` or prompts)."""
+"""Seeded generators of the offline datasets that are not hand-written: arithmetic, general prompts, monitor chats
+(the medical and financial advice sets are written for the project, `steerlab.data.written`)."""
