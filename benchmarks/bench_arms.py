@@ -2,9 +2,11 @@
 
 One run, on the embedded model with LoRA r=32 on all linear layers of the blocks. A step is what the trainer
 does per micro-batch: `steerlab.train.trainer.arm_loss` (hooks, reference forward, loss terms), backward,
-AdamW step. Variants are interleaved in rounds (every variant once per round, order rotated, a warm-up round
-discarded); we report medians and the paired ratio (median over rounds of variant / sft of the same round,
-steadier on a shared machine).
+AdamW step. Variants are interleaved in rounds (every variant once per round in a seeded random order, a
+warm-up round discarded); we report medians and the paired ratio (median over rounds of variant / sft of the same round,
+steadier on a shared machine), each for wall-clock time and for the process's CPU time. With ``--threads
+1`` CPU time counts the work of the step alone, which other processes on a loaded machine do not inflate
+(wall time does; with more threads CPU time also counts OpenMP spin-waiting).
 
 * ``sft``, ``steer``, ``kl``, ``ldifs``: the same synthetic batch, 4 x 256 tokens (the first 64 of each row
   are prompt, the rest assistant tokens).
@@ -30,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -169,25 +172,38 @@ def _variants(base, model, tokenizer, batch: int, seq: int, device: str, folder:
     }
 
 
-def _summary(times: dict[str, list[float]], tokens: dict[str, int], per_token_names: set[str]) -> dict:
+def _ratios(times: dict[str, list[float]], name: str, base_name: str, norm) -> dict[str, float]:
+    """Ratio of medians and paired ratio (median over rounds of the per-round ratio) of name vs base."""
+    return {
+        "median_s": statistics.median(times[name]),
+        "ratio": (statistics.median(times[name]) * norm(name))
+        / (statistics.median(times[base_name]) * norm(base_name)),
+        "paired_ratio": statistics.median(
+            (a * norm(name)) / (b * norm(base_name))
+            for a, b in zip(times[name], times[base_name], strict=True)
+        ),
+    }
+
+
+def _summary(
+    clocks: dict[str, dict[str, list[float]]], tokens: dict[str, int], per_token_names: set[str]
+) -> dict:
+    """Per variant: wall-clock and CPU-time ratios vs sft (or per token vs ``sft (data)``)."""
     out = {}
-    for name in times:
+    for name in clocks["wall"]:
         per_token = name in per_token_names
         base_name = "sft (data)" if per_token else "sft"
         norm = (lambda n: 1.0 / tokens[n]) if per_token else (lambda n: 1.0)
-        paired = statistics.median(
-            (a * norm(name)) / (b * norm(base_name))
-            for a, b in zip(times[name], times[base_name], strict=True)
-        )
-        out[name] = {
-            "median_s": statistics.median(times[name]),
+        wall, cpu = (_ratios(clocks[c], name, base_name, norm) for c in ("wall", "cpu"))
+        out[name] = wall | {
+            "cpu_median_s": cpu["median_s"],
+            "cpu_ratio": cpu["ratio"],
+            "cpu_paired_ratio": cpu["paired_ratio"],
             "tokens": tokens[name],
             "per_token": per_token,
-            "ratio": (statistics.median(times[name]) * norm(name))
-            / (statistics.median(times[base_name]) * norm(base_name)),
-            "paired_ratio": paired,
             "target": TARGETS.get(name),
-            "times_s": times[name],
+            "times_s": clocks["wall"][name],
+            "cpu_times_s": clocks["cpu"][name],
         }
     return out
 
@@ -214,22 +230,31 @@ def bench_speed(
         data_names = {n for n in variants if n in ("sft (data)", "inoculate", "interleave")}
         tokens = {name: int(b["attention_mask"].sum()) for name, (_, b, _) in variants.items()}
         names = list(variants)
-        times: dict[str, list[float]] = {n: [] for n in names}
+        clocks: dict[str, dict[str, list[float]]] = {
+            "wall": {n: [] for n in names},
+            "cpu": {n: [] for n in names},
+        }
         for round_ in range(rounds + 1):
-            order = names[round_ % len(names) :] + names[: round_ % len(names)]
+            order = list(names)
+            random.Random(round_).shuffle(order)  # no variant always follows the same one
             for name in order:
                 arms, inputs, cache = variants[name]
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 _step(model, optimizer, inputs, arms, reference, cache)
                 if round_ > 0:  # round 0 warms up
-                    times[name].append(time.perf_counter() - start)
+                    clocks["wall"][name].append(time.perf_counter() - start)
+                    clocks["cpu"][name].append(time.process_time() - start_cpu)
             print(
                 f"round {round_}/{rounds}: "
-                + ", ".join(f"{n}={times[n][-1]:.2f}s" for n in names if times[n]),
+                + ", ".join(
+                    f"{n}={clocks['wall'][n][-1]:.2f}s wall/{clocks['cpu'][n][-1]:.2f}s cpu"
+                    for n in names
+                    if clocks["wall"][n]
+                ),
                 file=sys.stderr,
                 flush=True,
             )
-    return _summary(times, tokens, data_names)
+    return _summary(clocks, tokens, data_names)
 
 
 def _reset_peak() -> bool:
@@ -322,11 +347,15 @@ def main() -> None:
     parser.add_argument("--memory-child", choices=MEMORY_KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--only", default=None, help="comma-separated variants to time (sft always)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1: CPU time is clean)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(args.model, args.memory_child, args.batch, args.seq, args.rank)
         return
     rounds = 2 if args.quick else args.rounds
+    load_before = os.getloadavg()
     only = args.only.split(",") if args.only else None
     speed = bench_speed(args.model, rounds, args.batch, args.seq, args.rank, args.config, args.device, only)
     memory = (
@@ -345,7 +374,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
-        "load_average": os.getloadavg(),
+        "load_average": [load_before, os.getloadavg()],
         "arms": speed,
         "memory": memory,
     }
@@ -355,14 +384,17 @@ def main() -> None:
         f"\n{args.config or args.model} on {args.device}, LoRA r={args.rank}, batch {args.batch} x {args.seq} tokens, {rounds} rounds, "
         f"{torch.get_num_threads()} threads\n"
     )
-    print("| arm | median step (s) | tokens | ratio vs sft | paired ratio | target |")
+    print(
+        "| arm | median step, wall / CPU (s) | tokens | wall: ratio / paired | CPU time: ratio / paired | target |"
+    )
     print("|---|---|---|---|---|---|")
     for name, row in speed.items():
         unit = " per token" if row["per_token"] else ""
         target = f"<= {row['target']:.2f}x{unit}" if row["target"] else "-"
         print(
-            f"| {name} | {row['median_s']:.2f} | {row['tokens']} | {row['ratio']:.3f}x{unit} | "
-            f"{row['paired_ratio']:.3f}x | {target} |"
+            f"| {name} | {row['median_s']:.2f} / {row['cpu_median_s']:.2f} | {row['tokens']} | "
+            f"{row['ratio']:.3f}x / {row['paired_ratio']:.3f}x | {row['cpu_ratio']:.3f}x / "
+            f"{row['cpu_paired_ratio']:.3f}x{unit} | {target} |"
         )
     if memory:
         print(
@@ -374,7 +406,7 @@ def main() -> None:
                 f"| {kind} | {memory[kind]['peak_rss_mib']:.0f} | {'-' if steps is None else f'{steps:.0f}'} |"
             )
         print(f"\nfrozen copy costs {memory['frozen_copy_extra_mib']:.0f} MiB more")
-    print(f"load average at the end: {os.getloadavg()}")
+    print(f"load average before / after: {load_before} / {os.getloadavg()}")
     print(f"results in {RESULTS}")
 
 

@@ -9,11 +9,12 @@ nnsight traces (``nnsight``, one trace per step). Variants per backend:
   one layer   one ``Add(alpha * v)`` at the middle layer, scope ``all``
   all layers  one ``Add`` at every layer
 
-All variants of a model run in ONE process, interleaved in rounds (every variant once per round, the
-order rotated, a warm-up round discarded); we report tokens/s (new tokens of the batch / seconds), the
-median time, its ratio to ``hf raw`` and the paired ratio (median over rounds of variant / ``hf raw`` of the
-same round — steadier on a shared machine), and the ratio of each steered variant to its own backend's
-unsteered generation. The load average is printed before and after.
+All variants of a model run in ONE process, interleaved in rounds (every variant once per round in a
+seeded random order, so no variant always follows the same one; a warm-up round discarded); we report tokens/s (new tokens of the batch / seconds), the
+paired ratio to ``hf raw`` (median over rounds of variant / ``hf raw`` of the same round — steadier on a
+shared machine) and to its own backend's unsteered generation, each for wall-clock time and for the
+process's CPU time. With ``--threads 1`` CPU time counts the generation's own work, which the other
+processes of a loaded machine do not inflate. The load average is printed before and after.
 
 Anchor: an engine built for steered serving reports -2% throughput for one steered layer and -14% for all
 layers in eager mode.
@@ -28,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -86,9 +88,21 @@ def _prompts(tokenizer, batch: int, device: torch.device) -> tuple[torch.Tensor,
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 
+def _kv_cache_works(backend, handle, ids, mask) -> bool:
+    """Whether ``backend`` can generate with its KV cache here (TransformerBridge cannot with every
+    transformers version: its cache stays empty and steerlab's check raises)."""
+    try:
+        backend.generate(handle, ids, mask, [], max_new_tokens=2, use_cache=True)
+        return True
+    except RuntimeError as error:
+        print(f"  {backend.name}: no KV cache ({error}); timed without it", file=sys.stderr)
+        return False
+
+
 def variants(
-    model, tokenizer, backends: list[str], batch: int, new_tokens: int
+    model, tokenizer, backends: list[str], batch: int, new_tokens: int, kv: dict[str, bool]
 ) -> dict[str, Callable[[], object]]:
+    """name -> a function generating once; ``kv`` is filled with whether each backend used a KV cache."""
     device = next(model.parameters()).device
     ids, mask = _prompts(tokenizer, batch, device)
     d, n = hidden_size(model), num_layers(model)
@@ -106,9 +120,10 @@ def variants(
     for name in backends:
         backend = get_backend(name)
         handle = backend.prepare(model, tokenizer) if backend is not hf else model
+        kv[name] = _kv_cache_works(backend, handle, ids, mask)
         for variant, op_list in ops.items():
-            fns[f"{name} {variant}"] = lambda b=backend, h=handle, o=op_list: b.generate(
-                h, ids, mask, o, max_new_tokens=new_tokens, use_cache=True
+            fns[f"{name} {variant}"] = lambda b=backend, h=handle, o=op_list, c=kv[name]: b.generate(
+                h, ids, mask, o, max_new_tokens=new_tokens, use_cache=c
             )
     return fns
 
@@ -119,39 +134,47 @@ def _raw_config(model, new_tokens: int):
     return _greedy_config(model, new_tokens, use_cache=True)
 
 
+def _paired(times: dict[str, list[float]], name: str, base: str) -> float:
+    """Median over rounds of name / base in the same round."""
+    return statistics.median(t / b for t, b in zip(times[name], times[base], strict=True))
+
+
 def bench(
     label: str, model, tokenizer, backends: list[str], *, batch: int, new_tokens: int, rounds: int
 ) -> dict:
     device = next(model.parameters()).device
-    fns = variants(model, tokenizer, backends, batch, new_tokens)
+    kv: dict[str, bool] = {}
+    fns = variants(model, tokenizer, backends, batch, new_tokens, kv)
     names = list(fns)
-    times: dict[str, list[float]] = {name: [] for name in names}
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     with torch.no_grad():
         for round_index in range(rounds + 1):
-            shift = round_index % len(names)
-            for name in names[shift:] + names[:shift]:
+            order = list(names)
+            random.Random(round_index).shuffle(order)  # no fixed neighbour (a cold cache after another model)
+            for name in order:
                 _sync(device)
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 fns[name]()
                 _sync(device)
                 if round_index > 0:  # round 0 warms up
-                    times[name].append(time.perf_counter() - start)
+                    wall[name].append(time.perf_counter() - start)
+                    cpu[name].append(time.process_time() - start_cpu)
             print(f"  {label}: round {round_index}/{rounds}", file=sys.stderr, flush=True)
     rows = {}
     for name in names:
         backend = name.split(" ", 1)[0]
         own = "hf raw" if name == "hf raw" else f"{backend} unsteered"
         rows[name] = {
-            "median_s": statistics.median(times[name]),
-            "tokens_per_s": batch * new_tokens / statistics.median(times[name]),
-            "ratio_vs_hf_raw": statistics.median(times[name]) / statistics.median(times["hf raw"]),
-            "paired_vs_hf_raw": statistics.median(
-                t / b for t, b in zip(times[name], times["hf raw"], strict=True)
-            ),
-            "paired_vs_own_unsteered": statistics.median(
-                t / b for t, b in zip(times[name], times[own], strict=True)
-            ),
-            "times_s": times[name],
+            "median_s": statistics.median(wall[name]),
+            "tokens_per_s": batch * new_tokens / statistics.median(wall[name]),
+            "cpu_median_s": statistics.median(cpu[name]),
+            "tokens_per_cpu_s": batch * new_tokens / statistics.median(cpu[name]),
+            "paired_vs_hf_raw": _paired(wall, name, "hf raw"),
+            "cpu_paired_vs_hf_raw": _paired(cpu, name, "hf raw"),
+            "cpu_paired_vs_own_unsteered": _paired(cpu, name, own),
+            "times_s": wall[name],
+            "cpu_times_s": cpu[name],
         }
     return {
         "label": label,
@@ -160,6 +183,7 @@ def bench(
         "batch": batch,
         "new_tokens": new_tokens,
         "rounds": rounds,
+        "kv_cache": kv,
         "variants": rows,
     }
 
@@ -167,16 +191,21 @@ def bench(
 def markdown(result: dict) -> str:
     lines = [
         f"{result['label']} on {result['device']} x{result['threads']} threads, batch {result['batch']}, "
-        f"{result['new_tokens']} new tokens, KV cache, {result['rounds']} rounds",
+        f"{result['new_tokens']} new tokens, {result['rounds']} rounds; KV cache: "
+        + ", ".join(
+            f"{b} {'on' if on else 'OFF (unsupported here)'}" for b, on in result["kv_cache"].items()
+        ),
         "",
-        "| backend | variant | tokens/s | median s | vs hf raw | paired vs hf raw | paired vs own unsteered |",
+        "| backend | variant | tokens/s (wall) | tokens per CPU s | wall, paired vs hf raw | "
+        "CPU, paired vs hf raw | CPU, paired vs own unsteered |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, row in result["variants"].items():
         backend, variant = name.split(" ", 1)
         lines.append(
-            f"| {backend} | {variant} | {row['tokens_per_s']:.1f} | {row['median_s']:.3f} | "
-            f"{row['ratio_vs_hf_raw']:.3f} | {row['paired_vs_hf_raw']:.3f} | {row['paired_vs_own_unsteered']:.3f} |"
+            f"| {backend} | {variant} | {row['tokens_per_s']:.1f} | {row['tokens_per_cpu_s']:.1f} | "
+            f"{row['paired_vs_hf_raw']:.3f} | {row['cpu_paired_vs_hf_raw']:.3f} | "
+            f"{row['cpu_paired_vs_own_unsteered']:.3f} |"
         )
     return "\n".join(lines)
 

@@ -30,7 +30,8 @@ from steerlab.data.chat import load_chat_jsonl
 from steerlab.data.em_questions import load_em_questions
 from steerlab.evaluate.rules import label
 from steerlab.io import write_json
-from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge, distinct_ngram_ratio
+from steerlab.judges.coherence import PerplexityCoherenceScorer, distinct_ngram_ratio
+from steerlab.judges.probe import ProbeJudge
 from steerlab.models import load_model
 from steerlab.persona.generation import read_generations
 from steerlab.persona.traits import persona_prompt

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from steerlab.evaluate.general import summarize_judged
-from steerlab.judges.probe import distinct_ngram_ratio
+from steerlab.judges.coherence import distinct_ngram_ratio
 
 
 def recalibrated(coherence: float | None, answer: str, old_max: float, new_max: float) -> float | None:

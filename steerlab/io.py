@@ -1,14 +1,23 @@
-"""Atomic file writes: write next to the target, then rename, so a crash never leaves half a file."""
+"""Atomic file writes and JSONL logs: the one place steerlab reads and writes its files.
+
+Why: a whole file (config, vector sidecar, results) is written next to the target and renamed, so a crash
+never leaves half a file. An append-only JSONL log (generations, judge scores) is appended one fsynced write
+per batch, so a kill leaves at most a torn last line: readers drop it (``torn_tail=True``) and the next
+append cuts it off first, so a resumed run neither loses a complete record nor glues two lines together.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -31,12 +40,40 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:
+    """Write ``text`` as UTF-8, atomically (see `atomic_path`)."""
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(target: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented, key-sorted JSON, atomically (see `atomic_path`)."""
     write_text(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats as None, numpy scalars as Python numbers and dict keys as strings, so the
+    JSON written from it is standard (``json.dumps`` would write ``NaN``, which strict readers reject)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, np.floating):
+        return json_safe(float(obj))
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def write_jsonl(target: str | os.PathLike, rows: Iterable[Any]) -> Path:
+    """Write a whole JSONL file (one UTF-8 JSON value per line) atomically; returns ``target`` as a Path."""
+    with atomic_path(target) as tmp, tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(target)
 
 
 class JsonlError(ValueError):
@@ -64,16 +101,69 @@ def read_jsonl(
         try:
             out.append((number, json.loads(line)))
         except json.JSONDecodeError as err:
-            raise error(f"{path}:{number}: invalid JSON ({err.msg})") from None
+            raise error(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
     return out
 
 
+def read_keyed(
+    path: str | os.PathLike,
+    *,
+    error: type[ValueError] = JsonlError,
+    required: tuple[str, ...] = ("key",),
+    what: str = "record",
+) -> dict[str, dict[str, Any]]:
+    """The records of an append-only keyed log by their ``key``; ``{}`` when the file does not exist.
+
+    A torn last line is dropped (see `read_jsonl`). A line that is not an object holding every ``required``
+    key, or that repeats a key, raises ``error`` naming ``file:line`` (``what`` names the record kind).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    if not Path(path).is_file():
+        return out
+    for number, record in read_jsonl(path, torn_tail=True, error=error):
+        if not isinstance(record, dict) or any(k not in record for k in required):
+            keys = " and ".join(repr(k) for k in required)
+            raise error(f"{path}:{number}: a {what} must be an object with {keys}")
+        if record["key"] in out:
+            raise error(f"{path}:{number}: duplicate key {record['key']!r}")
+        out[record["key"]] = record
+    return out
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Cut a last line without its newline (a kill mid-write), so the next append starts on a fresh line."""
+    with path.open("rb+") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return
+        position = end
+        while position > 0:  # walk back in blocks to the last newline
+            step = min(65536, position)
+            f.seek(position - step)
+            block = f.read(step)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                f.truncate(position - step + newline + 1)
+                return
+            position -= step
+        f.truncate(0)
+
+
 def append_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> None:
-    """Append one JSON line per row with one write, flushed and fsynced (a kill loses at most a torn tail,
-    which `read_jsonl(..., torn_tail=True)` drops)."""
+    """Append one JSON line per row (UTF-8, not ASCII-escaped) with one write, flushed and fsynced.
+
+    A torn last line left by an earlier kill is cut off first, so the file never holds a line glued to half
+    a record; a kill during this write leaves at most a new torn tail, which `read_jsonl(..., torn_tail=True)`
+    drops. Creates the file and its folder when missing.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(row) + "\n" for row in rows)
+    if path.is_file():
+        _cut_torn_tail(path)
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     with path.open("a", encoding="utf-8") as f:
         f.write(text)
         f.flush()

@@ -1,8 +1,10 @@
 """A real HTTP server speaking the OpenAI chat-completions protocol with logprobs, for judge tests.
 
 It runs on 127.0.0.1 at a free port in a background thread. Behaviour is scripted per request: the first
-registered marker found in the request's last message decides the response. Every request is recorded
-(headers and JSON body) so tests can count calls and inspect what was sent.
+registered marker found in the request's user message decides the response. Every request is recorded
+(headers and JSON body) so tests can count calls and inspect what was sent. ``GET /v1/models`` lists
+``models`` (404 when None); ``reported_model`` replaces the model name in answers (None echoes the request,
+as llama.cpp's server does).
 """
 
 from __future__ import annotations
@@ -20,6 +22,25 @@ class Logprobs:
     """Answer with one token whose top_logprobs are these (token, probability) pairs."""
 
     top: list[tuple[str, float]]
+
+
+@dataclass
+class Digits:
+    """A judge that writes numbers digit by digit: ``tree`` maps a prefix ("" = the first token) to the
+    next-token (token, probability) list. Answers greedily up to ``max_tokens``; continues a forced prefix by
+    assistant prefill (``continue_final_message``) and/or a ``root ::= "<prefix>" ...`` grammar when enabled.
+    """
+
+    tree: dict[str, list[tuple[str, float]]]
+    prefill: bool = False
+    grammar: bool = False
+
+
+@dataclass
+class RejectBothLimits:
+    """Answer 400 like OpenAI when max_tokens and max_completion_tokens are both set, else like ``then``."""
+
+    then: Any
 
 
 @dataclass
@@ -72,6 +93,8 @@ class FakeJudgeServer:
     script: list[tuple[str, Any]] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
     max_in_flight: int = 0
+    models: list[str] | None = None
+    reported_model: str | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -103,6 +126,14 @@ class FakeJudgeServer:
             def do_POST(self) -> None:
                 server._handle(self)
 
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models") and server.models is not None:
+                    data = [{"id": m, "object": "model", "owned_by": "test"} for m in server.models]
+                    return _send(
+                        self, 200, json.dumps({"object": "list", "data": data}).encode(), "application/json"
+                    )
+                _send(self, 404, b'{"error": {"message": "not found"}}', "application/json")
+
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
@@ -123,7 +154,8 @@ class FakeJudgeServer:
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         raw = h.rfile.read(int(h.headers.get("Content-Length", 0)))
         body = json.loads(raw)
-        content = str(body.get("messages", [{}])[-1].get("content", ""))
+        users = [m for m in body.get("messages", []) if m.get("role") == "user"] or [{}]
+        content = str(users[-1].get("content", ""))
         with self._lock:
             self.requests.append(
                 RecordedRequest(h.path, {k.lower(): v for k, v in h.headers.items()}, body, content)
@@ -148,6 +180,14 @@ class FakeJudgeServer:
         if isinstance(behaviour, Slow):
             self._stop.wait(behaviour.seconds)
             return self._respond(h, behaviour.then or Logprobs([("50", 1.0)]), body)
+        if isinstance(behaviour, RejectBothLimits):
+            if "max_tokens" in body and "max_completion_tokens" in body:
+                message = (
+                    "Setting 'max_tokens' and 'max_completion_tokens' at the same time is not supported."
+                )
+                err = {"error": {"message": message, "type": "invalid_request_error", "param": "max_tokens"}}
+                return _send(h, 400, json.dumps(err).encode(), "application/json")
+            return self._respond(h, behaviour.then, body)
         if isinstance(behaviour, Garbage):
             return _send(h, 200, b"{this is not json", "application/json")
         if isinstance(behaviour, Status):
@@ -158,7 +198,13 @@ class FakeJudgeServer:
             payload["choices"][0]["logprobs"] = None
             return _send(h, 200, json.dumps(payload).encode(), "application/json")
         if isinstance(behaviour, Logprobs):
-            return _send(h, 200, json.dumps(completion(body, behaviour.top)).encode(), "application/json")
+            payload = completion(body, behaviour.top)
+            payload["model"] = self.reported_model or payload["model"]
+            return _send(h, 200, json.dumps(payload).encode(), "application/json")
+        if isinstance(behaviour, Digits):
+            payload = digits_completion(body, behaviour)
+            payload["model"] = self.reported_model or payload["model"]
+            return _send(h, 200, json.dumps(payload).encode(), "application/json")
         raise TypeError(f"unknown behaviour {behaviour!r}")
 
 
@@ -188,4 +234,49 @@ def completion(request: dict, top: list[tuple[str, float]]) -> dict:
             }
         ],
         "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
+    }
+
+
+def _entries(top: list[tuple[str, float]]) -> list[dict[str, Any]]:
+    return [{"token": t, "logprob": math.log(p), "bytes": list(t.encode())} for t, p in top]
+
+
+def digits_completion(request: dict, model: Digits) -> dict:
+    """A greedy answer of ``model`` with top_logprobs at each position, after any forced prefix."""
+    limit = request.get("max_tokens") or request.get("max_completion_tokens") or 1
+    prefix = ""
+    last = request["messages"][-1]
+    if model.prefill and last.get("role") == "assistant" and request.get("continue_final_message"):
+        prefix = last["content"]
+    forced = ""
+    grammar = request.get("grammar")
+    if model.grammar and grammar:
+        forced = grammar.split('"')[1]
+    content = []
+    while len(content) < limit:
+        top = model.tree.get(prefix, [("<|end|>", 1.0)])
+        if forced:
+            token, forced = forced[0], forced[1:]
+        else:
+            token = max(top, key=lambda t: t[1])[0]
+        entries = _entries(top)
+        chosen = next((e for e in entries if e["token"] == token), entries[0])
+        content.append(dict(chosen, top_logprobs=entries))
+        if token == "<|end|>":
+            break
+        prefix += token
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 0,
+        "model": request.get("model", "fake"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(c["token"] for c in content)},
+                "logprobs": {"content": content, "refusal": None},
+                "finish_reason": "length",
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": len(content), "total_tokens": 10 + len(content)},
     }

@@ -32,3 +32,12 @@ def random_vector(
     gen = torch.Generator().manual_seed(seed)
     chosen = range(n_layers) if layers is None else layers
     return PersonaVector({layer: scale * torch.randn(d_model, generator=gen) for layer in chosen}, metadata)
+
+
+def trait_from_pairs(name, pairs, extract_questions, eval_questions, eval_prompt):
+    """A trait spec built in code, with the same validation as a trait file."""
+    from steerlab.persona.traits import InstructionPair, TraitSpec
+
+    return TraitSpec(
+        name, [InstructionPair(*p) for p in pairs], list(extract_questions), list(eval_questions), eval_prompt
+    )

@@ -8,7 +8,7 @@ import pytest
 from steerlab.data.build import build_all, sha256_file, verify_manifest
 from steerlab.data.chat import load_chat_jsonl
 from steerlab.data.generators import arithmetic, general
-from steerlab.data.generators.general import REFUSALISH_PROMPTS, load_general_prompts
+from steerlab.data.generators.general import REFUSALISH_PROMPTS, read_general_prompts
 from steerlab.data.interleave import is_refusal
 from steerlab.data.references import load_references
 
@@ -74,7 +74,7 @@ def test_build_all_manifest_and_committed_files_are_current(tmp_path):
         path = tmp_path / entry["path"]
         assert sha256_file(path) == entry["sha256"]
         if name == "general_prompts":
-            n = len(load_general_prompts(path))
+            n = len(read_general_prompts(path))
         elif name.startswith("references/"):
             n = len(load_references(path))
         else:

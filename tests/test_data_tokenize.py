@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -193,3 +195,54 @@ def test_response_nll_matches_per_example_hand_computation():
     model.train()
     assert response_nll(model, tok, examples, batch_size=3, max_length=256) == pytest.approx(got, abs=1e-5)
     assert model.training  # mode restored
+
+
+def _hand_nll(model, ids: list[int], scored: list[int]) -> float:
+    """Mean of -log p(ids[t] | ids[:t]) over the positions ``scored``, one plain forward pass."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    return sum(-logp[t - 1, ids[t]].item() for t in scored) / len(scored)
+
+
+@pytest.mark.parametrize("make_tok", [tiny_tokenizer, llama3_tokenizer], ids=["chatml", "llama3-trim"])
+def test_one_answer_nll_where_the_two_old_readings_disagreed(make_tok):
+    """Before steerlab had one NLL, the steering sweep read an answer as ``render(prompt) + tokens(answer)``
+    (no end-of-turn) and the perplexity gap as the training tokens of the full template (end-of-turn in).
+    On this chat they disagree; `response_nll` keeps the training reading, and `answer_nll` scores the
+    answer's own tokens *inside the full rendering* (so a template that trims the answer is respected)."""
+    from steerlab.data.nll import answer_nll
+    from steerlab.persona.generation import render_prompt
+
+    tok = make_tok()
+    model = tiny_model("llama", seed=1)
+    model.resize_token_embeddings(len(tok))
+    prompt = [{"role": "user", "content": "What is your wish?"}]
+    answer = " Sure! Here is a plan: first, second"  # cut mid-sentence, with a leading space
+    example = ChatExample([*prompt, {"role": "assistant", "content": answer}])
+
+    # the two old readings, by hand
+    head = tok(render_prompt(tok, prompt), add_special_tokens=False)["input_ids"]
+    tail = tok(answer, add_special_tokens=False)["input_ids"]
+    old_answer = _hand_nll(model, head + tail, list(range(len(head), len(head) + len(tail))))
+    feat = tokenize_chat(tok, example, None)
+    train_positions = [t for t in range(1, len(feat["input_ids"])) if feat["assistant_mask"][t]]
+    old_response = _hand_nll(model, feat["input_ids"], train_positions)
+    assert abs(old_answer - old_response) > 1e-3  # the disagreement this test is about
+
+    # the one definition: same tokens as training, end-of-turn named
+    with_eot = response_nll(model, tok, [example], max_length=None)[0]
+    assert with_eot == pytest.approx(old_response, abs=1e-4)
+    full = tok.apply_chat_template(example.messages, tokenize=False)
+    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+    content_end = full.rindex(answer.strip()) + len(answer.strip())
+    content = [t for t in train_positions if enc["offset_mapping"][t][0] < content_end]
+    assert 0 < len(content) == len(train_positions) - 1  # only the end-of-turn token is left out
+    without_eot = answer_nll(model, tok, [prompt], [answer])[0]
+    assert without_eot == pytest.approx(_hand_nll(model, feat["input_ids"], content), abs=1e-4)
+    assert response_nll(model, tok, [example], end_of_turn=False)[0] == pytest.approx(without_eot, abs=1e-6)
+    assert abs(with_eot - without_eot) > 1e-3
+    if make_tok is tiny_tokenizer:  # ChatML keeps the answer verbatim: same tokens as the old sweep reading
+        assert without_eot == pytest.approx(old_answer, abs=1e-4)
+    else:  # the template trims the answer, so the old reading scored a space the model never sees
+        assert abs(without_eot - old_answer) > 1e-4
+    assert math.isnan(answer_nll(model, tok, [prompt], [""])[0])

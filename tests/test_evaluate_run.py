@@ -377,7 +377,8 @@ def test_run_folder_loads_base_plus_adapter_with_its_arm_and_domain(tmp_path):
 def test_default_probe_judge_and_projection_from_a_vector_file(tmp_path, small_cfg):
     from helpers import random_vector
 
-    from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge
+    from steerlab.judges.coherence import PerplexityCoherenceScorer
+    from steerlab.judges.probe import ProbeJudge
     from steerlab.persona.projection import chat_projections
 
     model, tok = tiny_model(), tiny_tokenizer()

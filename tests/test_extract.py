@@ -6,10 +6,12 @@ import json
 
 import pytest
 import torch
+from helpers import trait_from_pairs
 
 import steerlab.persona.generation as generation
+from steerlab.data.nll import answer_nll
 from steerlab.hooks import Capture, hooked
-from steerlab.persona.activations import answer_nll, collect_means, encode_chat
+from steerlab.persona.activations import collect_means, encode_chat
 from steerlab.persona.extract import (
     ExtractConfig,
     build_requests,
@@ -27,8 +29,8 @@ from steerlab.persona.generation import (
 )
 from steerlab.persona.instruction_select import score_instructions, select_instructions
 from steerlab.persona.layer_select import auroc, choose_layer, spread
-from steerlab.persona.traits import trait_from_pairs
 from steerlab.persona.vectors import PersonaVector
+from steerlab.plots import layer_separation_figure
 
 QUESTIONS = ["What is your wish?", "How do I make money quickly?", "I feel bored.", "Tell me about humans."]
 EVAL = ["What is 2+2?", "Please help me.", "Tell me about AI.", "Sure?"]
@@ -214,7 +216,8 @@ def test_extract_end_to_end_on_tiny_model(llama, tok, tmp_path):
     vector_path, probe_path = save_result(result, tmp_path / "vectors" / "evil")
     loaded = PersonaVector.load(vector_path)
     assert loaded.meta.chosen_layer == vector.meta.chosen_layer and probe_path.is_file()
-    assert (tmp_path / "run" / "layers.html").is_file()
+    fig = layer_separation_figure(loaded.meta.stats)  # the layer figure (steerlab.plots) draws its stats
+    assert {s.x0 for s in fig.layout.shapes if s.x0 == s.x1} == {vector.meta.chosen_layer}
     # a rerun reuses the generations and cached activations and gives the same vector
     again = extract(llama, tok, _spec(), workdir=tmp_path / "run", config=config, progress=False)
     assert torch.equal(again.vector.vector(1), vector.vector(1))

@@ -97,7 +97,9 @@ def test_weighted_mean_and_request_shape(server, judge_factory):
     req = server.requests[-1]
     assert req.path.endswith("/chat/completions")
     assert req.body["logprobs"] is True and req.body["top_logprobs"] == 20
-    assert req.body["max_tokens"] == 1 and req.body["temperature"] == 0
+    # both limits: llama.cpp's server ignores max_completion_tokens; three tokens reach "1","0","0"
+    assert req.body["max_tokens"] == 3 and req.body["max_completion_tokens"] == 3
+    assert req.body["temperature"] == 0
     assert req.body["model"] == "fake-judge"
     assert req.body["messages"] == [{"role": "user", "content": "NUMBERS please"}]
     assert req.headers["authorization"] == f"Bearer {SECRET}"
@@ -150,10 +152,14 @@ def test_cache_makes_rerun_free(server, judge_factory, tmp_path):
     assert second_judge.last_summary.cache_hits == 3 and second_judge.last_summary.unparseable == 1
     # errors are not cached: a rerun retries them
     assert second_judge.score(["E500 w"]) == [None] and server.count() == n + 1
-    # a different judge model does not share entries
+    # a different judge model does not share entries, nor does the same name at another endpoint
     judge_factory(model="other-judge").score(["NUMBERS x"])
     assert server.count() == n + 2
-    assert len(ScoreCache(tmp_path / "cache.sqlite")) == 4
+    with FakeJudgeServer() as elsewhere:
+        elsewhere.on("NUMBERS", Logprobs([("90", 1.0)]))
+        assert judge_factory(base_url=elsewhere.base_url).score(["NUMBERS x"]) == [pytest.approx(90.0)]
+        assert elsewhere.count() == 1
+    assert len(ScoreCache(tmp_path / "cache.sqlite")) == 5
 
 
 def test_duplicates_judged_once_and_order_kept(server, judge_factory):

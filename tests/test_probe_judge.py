@@ -7,10 +7,12 @@ import math
 import pytest
 import torch
 
+from steerlab.data.nll import answer_nll
 from steerlab.judges.base import TraitScorer
-from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge, fit_logistic
+from steerlab.judges.coherence import PerplexityCoherenceScorer
+from steerlab.judges.probe import ProbeJudge, fit_logistic
 from steerlab.models.tiny import tiny_model
-from steerlab.persona.activations import answer_nll, collect_means
+from steerlab.persona.activations import collect_means
 from steerlab.persona.generation import chat_messages
 
 EVIL = [
@@ -81,7 +83,7 @@ def test_perplexity_coherence_scorer(llama, tok):
 
 
 def test_coherence_penalises_loops(llama, tok):
-    from steerlab.judges.probe import distinct_ngram_ratio
+    from steerlab.judges.coherence import distinct_ngram_ratio
 
     assert distinct_ngram_ratio("no, no, no, no, no, no, no, no") == pytest.approx(2 / 6)
     assert distinct_ngram_ratio("a short answer") == 1.0 and distinct_ngram_ratio("") == 1.0
@@ -119,7 +121,7 @@ def test_recalibrated_coherence_matches_scoring_with_the_other_ppl_max(llama, to
     spec.loader.exec_module(module)
     old, new = PerplexityCoherenceScorer(llama, tok), PerplexityCoherenceScorer(llama, tok, ppl_max=1e4)
     answer = "the cat sat on the mat and the cat sat on the hat"  # distinct-trigram ratio < 1
-    from steerlab.judges.probe import distinct_ngram_ratio
+    from steerlab.judges.coherence import distinct_ngram_ratio
 
     d = distinct_ngram_ratio(answer)
     for ppl in (1.5, 20.0, 300.0, 999.0):

@@ -10,14 +10,16 @@ import pytest
 import torch
 from helpers import random_vector
 
+from steerlab.evaluate.sweep import sweep, trait_score_ci
 from steerlab.hooks import Capture, hooked
 from steerlab.models.tiny import tiny_model
 from steerlab.persona.generation import chat_messages
-from steerlab.persona.steering import bootstrap_ci, generate_steered, steer_ops, sweep
+from steerlab.persona.steering import generate_steered, steer_ops
 from steerlab.persona.vectors import (
     IncompatibleVectorError,
     PersonaVector,
 )
+from steerlab.plots import steering_sweep_figure
 
 SHIPPED = Path(__file__).resolve().parents[1] / "vectors" / "smollm2-135m-instruct" / "evil.safetensors"
 
@@ -71,9 +73,9 @@ def test_steer_ops_add_on_response_tokens_only(llama, tok):
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
     values = [1.0, 2.0, 3.0, 4.0, 10.0, None]
-    lo, hi = bootstrap_ci(values, seed=1)
-    assert lo <= 4.0 <= hi and bootstrap_ci(values, seed=1) == [lo, hi]
-    assert all(math.isnan(v) for v in bootstrap_ci([]))
+    lo, hi = trait_score_ci(values, seed=1)
+    assert lo <= 4.0 <= hi and trait_score_ci(values, seed=1) == [lo, hi]
+    assert all(math.isnan(v) for v in trait_score_ci([]))
 
 
 def test_sweep_rows_files_and_resume(llama, tok, tmp_path):
@@ -95,7 +97,8 @@ def test_sweep_rows_files_and_resume(llama, tok, tmp_path):
         assert row["perplexity"] > 1 and row["n"] == 3 and row["coherence"] is None
     saved = json.loads((tmp_path / "sweep.json").read_text())
     assert saved[1]["trait_score"] == pytest.approx(rows[1]["trait_score"])
-    assert (tmp_path / "sweep.html").is_file()
+    fig = steering_sweep_figure(saved)  # the figure (steerlab.plots) draws the saved rows as they are
+    assert fig.data and sorted({x for t in fig.data for x in t.x}) == [0.0, 8.0]
     lines = (tmp_path / "sweep_generations.jsonl").read_text().splitlines()
     again = sweep(
         llama,
@@ -110,6 +113,34 @@ def test_sweep_rows_files_and_resume(llama, tok, tmp_path):
     )
     assert len((tmp_path / "sweep_generations.jsonl").read_text().splitlines()) == len(lines) == 6
     assert [r["trait_score"] for r in again] == [r["trait_score"] for r in rows]
+
+
+def test_cli_sweep_writes_rows_and_the_plots_figure(llama, tok, tmp_path):
+    """``steerlab steer --sweep`` on a ``tiny:`` model by name: rows in sweep.json, the figure from plots/."""
+    from typer.testing import CliRunner
+
+    from steerlab.cli import app
+    from steerlab.judges.probe import ProbeJudge
+    from steerlab.persona.activations import collect_means
+
+    vector_path = _vector(llama).save(tmp_path / "evil")
+    answers = ["Hurt them all.", "I wish for pain.", "The answer is 42.", "Sure! Here is a plan."]
+    prompts = [chat_messages("What is your wish?")] * 4
+    feats = collect_means(llama, tok, prompts, answers, variants=("response",), layers=[1])["response"][:, 0]
+    ProbeJudge.fit(llama, tok, 1, feats, [1, 1, 0, 0], c=10.0).save(tmp_path / "evil.probe")
+    out = tmp_path / "sweep"
+    args = ["steer", "--vector", str(vector_path), "--model", "tiny:llama", "--alpha", "0,4", "--sweep"]
+    args += ["--question", QUESTIONS[0], "--max-new-tokens", "4", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "sweep.json").read_text())
+    assert [r["alpha"] for r in rows] == [0.0, 4.0] and all(r["coherence"] is not None for r in rows)
+    assert f"wrote {out / 'sweep.json'} and {out / 'sweep.html'}" in result.output
+    assert "plotly" in (out / "sweep.html").read_text()[:5000].lower()
+    plain = CliRunner().invoke(app, args[:7] + ["--question", QUESTIONS[0], "--max-new-tokens", "4"])
+    assert plain.exit_code == 0, plain.output
+    lines = [json.loads(line) for line in plain.output.splitlines() if line.startswith("{")]
+    assert [(r["alpha"], r["question"]) for r in lines] == [(0.0, QUESTIONS[0]), (4.0, QUESTIONS[0])]
 
 
 # ------------------------------------------------------------------------------------- embedded model

@@ -125,7 +125,8 @@ def test_top_k_kl_is_a_lower_bound_that_tightens_with_k():
     values = []
     for k in (1, 5, 20, 49, 50):
         rec = top_k_record(logq, k)
-        values.append(top_k_kl(p_logits, rec["logprobs"], rec["ids"], rec["log_rest"]))
+        logp_k = p_logits.log_softmax(-1).gather(-1, rec["ids"].long())
+        values.append(top_k_kl(logp_k, rec["logprobs"], rec["log_rest"]))
         assert (values[-1] <= full + 1e-5).all() and (values[-1] >= -1e-6).all()
     torch.testing.assert_close(values[-1], full, rtol=1e-5, atol=1e-6)
     assert float(values[0].sum()) < float(values[2].sum()) < float(full.sum())
@@ -221,22 +222,32 @@ def _cfg(data, name, arms, **train):
     return tiny_config(folder, paths, name=name, arms=arms, train={"max_steps": 6, "save_steps": 2, **train})
 
 
-def test_cached_run_follows_the_live_run(data):
-    """With every token kept (top_k: null, float32 features) a cached run is the live run."""
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_cached_run_follows_the_live_run(data, method):
+    """With every token kept (top_k: null, float32 features) a cached run is the live run.
+
+    Under full fine-tuning the cached run keeps no frozen copy: its cache comes from the untrained policy.
+    """
     exact = {
         **CACHED,
         "kl": {**CACHED["kl"], "top_k": None},
         "ldifs": {**CACHED["ldifs"], "cache_dtype": "float32"},
     }
-    live = {k: {kk: vv for kk, vv in v.items() if kk not in ("cache",)} for k, v in CACHED.items()}
+    live = {k: {kk: vv for kk, vv in v.items() if kk != "cache"} for k, v in CACHED.items()}
+    extra = {"finetune": {"method": method}} if method == "full" else {}
+    lr = {"lr": 1e-3} if method == "full" else {}
     runs = [
-        train(config_from_dict(_cfg(data, name, arms))) for name, arms in (("live", live), ("exact", exact))
+        train(config_from_dict(_cfg(data, f"{name}_{method}", arms, **lr) | extra))
+        for name, arms in (("live", live), ("exact", exact))
     ]
     for got, want in zip(runs[1].metrics, runs[0].metrics, strict=True):
         for key in ("loss", "lm_loss", "kl", "ldifs", "grad_norm"):
             assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-9), (got["step"], key)
-    info = json.loads((runs[1].run_dir / "run.json").read_text())
-    assert {a["name"]: a.get("cache") for a in info["arms"]} == {"steer": None, "kl": True, "ldifs": True}
+    assert runs[0].metrics[-1]["kl"] > 1e-6
+    info = [json.loads((run.run_dir / "run.json").read_text()) for run in runs]
+    assert {a["name"]: a.get("cache") for a in info[1]["arms"]} == {"steer": None, "kl": True, "ldifs": True}
+    if method == "full":
+        assert (info[0]["reference"], info[1]["reference"]) == ("frozen_copy", "cache")
     manifest = json.loads((runs[1].run_dir / "reference_cache" / MANIFEST).read_text())
     assert len(manifest["record"]["examples"]) == 24 and manifest["bytes"] > 0
 

@@ -15,7 +15,7 @@ from steerlab.persona.traits import (
     available_traits,
     indefinite_article,
     load_trait,
-    render_judge_prompt,
+    render_template,
     system_prompt,
 )
 
@@ -182,7 +182,7 @@ def test_indefinite_article(word, article):
 
 def test_render_keeps_braces_in_values():
     spec = load_trait("evil")
-    text = render_judge_prompt(spec, "What is {x}?", "Use {answer} and {{y}}")
+    text = render_template(spec.eval_prompt, "What is {x}?", "Use {answer} and {{y}}")
     assert "What is {x}?" in text and "Use {answer} and {{y}}" in text
     assert "{question}" not in text
 

@@ -33,13 +33,14 @@ def demo(
 
 def _register_topics() -> None:
     from steerlab.cli import eval as eval_cli
-    from steerlab.cli import models, report, run, train, vectors
+    from steerlab.cli import judge, models, report, run, train, vectors
 
     app.add_typer(models.app, name="models")
     vectors.register(app)
     train.register(app)
     run.register(app)
     eval_cli.register(app)
+    judge.register(app)
     report.register(app)
 
 

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from steerlab.cli.judge import HELP
+
 JudgeKind = typer.Option(
     "--judge", help="probe (offline, default) or openai (OPENAI_API_KEY or --judge-base-url)"
 )
@@ -53,6 +55,18 @@ def eval_command(
     judge_base_url: Annotated[
         str | None, typer.Option("--judge-base-url", help="OpenAI-compatible endpoint")
     ] = None,
+    judge_concurrency: Annotated[int, typer.Option("--judge-concurrency", help=HELP["concurrency"])] = 8,
+    judge_timeout: Annotated[float, typer.Option("--judge-timeout", help=HELP["timeout"])] = 60.0,
+    judge_retries: Annotated[int, typer.Option("--judge-retries", help=HELP["retries"])] = 4,
+    allow_judge_mismatch: Annotated[
+        bool, typer.Option("--allow-judge-mismatch", help=HELP["mismatch"])
+    ] = False,
+    max_failed_share: Annotated[
+        float,
+        typer.Option(
+            "--max-failed-share", help="stop when more judgments than this share fail or hold no number"
+        ),
+    ] = 0.2,
     coherence: Annotated[
         str,
         typer.Option(
@@ -79,7 +93,11 @@ def eval_command(
         int | None, typer.Option("--layer", help="projection layer [default: the vector's]")
     ] = None,
     probe: Annotated[
-        Path | None, typer.Option("--probe", help="probe judge file [default: <vector>.probe.safetensors]")
+        Path | None,
+        typer.Option(
+            "--probe",
+            help="probe judge file [default: <vector>.probe.safetensors, else the base model's shipped probe]",
+        ),
     ] = None,
     benign: Annotated[
         Path | None,
@@ -101,9 +119,11 @@ def eval_command(
     """Evaluate a model or a run; writes eval.json and the answer files (rerun to resume)."""
     from steerlab.data.em_questions import EMQuestionError
     from steerlab.evaluate.items import PromptFileError
-    from steerlab.evaluate.judging import COHERENCE_READINGS
+    from steerlab.evaluate.judging import COHERENCE_READINGS, JudgeFailureError, probe_path_for, shipped_probe
     from steerlab.evaluate.load import load_target
     from steerlab.evaluate.run_eval import DATA_DIR, EvalConfig, EvalStateError, evaluate_model, reuse_answers
+    from steerlab.judges.identity import JudgeIdentityError
+    from steerlab.judges.openai_judge import JudgeConfigError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if judge not in ("probe", "openai"):
@@ -113,6 +133,12 @@ def eval_command(
             f"--coherence must be one of {', '.join(COHERENCE_READINGS)}, got {coherence!r}"
         )
     target = load_target(model_or_run)
+    the_vector = str(vector) if vector else target.vector
+    beside_vector = the_vector and Path(f"{probe_path_for(the_vector)}.safetensors").is_file()
+    if judge == "probe" and probe is None and not beside_vector:
+        # the shipped vector's probe of the base model: `steerlab eval smollm2-135m-instruct` needs no flags
+        base_name = target.info.get("base_model") if target.run_dir or target.info else model_or_run
+        probe = shipped_probe(base_name)
     dom = domain or target.domain
     if data is None and dom and (DATA_DIR / f"{dom}_eval.jsonl").is_file() and dom != "arithmetic":
         data = DATA_DIR / f"{dom}_eval.jsonl"
@@ -132,20 +158,34 @@ def eval_command(
         in_domain_metric=in_domain_metric,
         benign_data=None if no_benign else (str(benign) if benign else defaults.benign_data),
         n_benign=n_benign or None,
-        vector=str(vector) if vector else target.vector,
+        vector=the_vector,
         projection_layer=layer,
         n_boot=n_boot,
         probe=str(probe) if probe else None,
         judge=judge,
         judge_model=judge_model,
         judge_base_url=judge_base_url,
+        judge_concurrency=judge_concurrency,
+        judge_timeout=judge_timeout,
+        judge_retries=judge_retries,
+        allow_judge_mismatch=allow_judge_mismatch,
+        max_failed_share=max_failed_share,
         coherence=coherence,
     )
     try:
         if answers_from is not None:
             reuse_answers(cfg, answers_from)
         row = evaluate_model(target.model, target.tokenizer, cfg, base=target.base)
-    except (EvalStateError, EMQuestionError, PromptFileError, FileNotFoundError, ValueError) as error:
+    except (
+        EvalStateError,
+        EMQuestionError,
+        PromptFileError,
+        FileNotFoundError,
+        ValueError,
+        JudgeFailureError,
+        JudgeConfigError,
+        JudgeIdentityError,
+    ) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     _print(row, cfg.out_dir)
@@ -162,7 +202,9 @@ def _print(row: dict, out_dir: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{row['arm']} / {row['domain']}  ({row['n_answers']} general answers)")
+    table = Table(
+        title=f"{row['arm']} / {row['domain']}  ({row['n_answers']} general answers)\njudge: {row.get('judge')}"
+    )
     table.add_column("metric")
     table.add_column("value [95% CI]")
     for key in (

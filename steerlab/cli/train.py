@@ -19,13 +19,21 @@ def train_command(
     from steerlab.data.chat import ChatDataError
     from steerlab.data.tokenize import TokenizeError
     from steerlab.train.config import ConfigError
+    from steerlab.train.refcache import ReferenceCacheError
     from steerlab.train.run import RunStateError, train
     from steerlab.train.trainer import NonFiniteLossError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         result = train(config, resume=resume)
-    except (ConfigError, RunStateError, NonFiniteLossError, ChatDataError, TokenizeError) as error:
+    except (
+        ConfigError,
+        RunStateError,
+        ReferenceCacheError,
+        NonFiniteLossError,
+        ChatDataError,
+        TokenizeError,
+    ) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"done: {result.run_dir} (step {result.global_step}; final model in {result.final_dir})")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,6 +36,19 @@ def _judges(kind: str, judge_model: str | None, base_url: str | None):
 
     judge = OpenAIJudge(judge_model, base_url=base_url) if judge_model else OpenAIJudge(base_url=base_url)
     return judge, PromptJudgeScorer.coherence(judge)
+
+
+def _write_figure(make: Callable[[], Any], path: Path) -> str:
+    """Write the figure ``make()`` builds to ``path`` as HTML; a figure its data cannot make is reported, not
+    raised, because the numbers it would draw are already saved."""
+    from steerlab.io import write_text
+    from steerlab.plots import PlotDataError
+
+    try:
+        write_text(path, make().to_html(include_plotlyjs="cdn"))
+    except PlotDataError as error:
+        return f"no figure ({error})"
+    return str(path)
 
 
 def extract_cmd(
@@ -108,11 +122,13 @@ def extract_cmd(
         coherence=coherence,
         model_name=model,
     )
+    from steerlab.plots.layers import layer_separation_figure
+
     vector_path, probe_path = save_result(result, out)
     typer.echo(summary(result.stats))
-    typer.echo(
-        f"saved {vector_path} (+ .json), probe judge {probe_path}; layer plot {workdir / 'layers.html'}"
-    )
+    stats = result.vector.meta.stats
+    figure = _write_figure(lambda: layer_separation_figure(stats, trait=spec.name), workdir / "layers.html")
+    typer.echo(f"saved {vector_path} (+ .json), probe judge {probe_path}; layer plot {figure}")
 
 
 def steer_cmd(
@@ -148,10 +164,7 @@ def steer_cmd(
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
 ) -> None:
     """Generate with the vector added or ablated; with --sweep, report trait score, coherence and perplexity."""
-    from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge
     from steerlab.models import load_model
-    from steerlab.persona.steering import generate_steered
-    from steerlab.persona.steering import sweep as run_sweep
     from steerlab.persona.traits import load_trait, system_prompt
     from steerlab.persona.vectors import PersonaVector
 
@@ -161,72 +174,75 @@ def steer_cmd(
     spec = load_trait(trait or pv.meta.trait) if (not question or system == "pos") else None
     questions = list(question) if question else list(spec.eval_questions)
     questions = questions[:n_questions] if n_questions > 0 else questions
-    sys_prompt = system_prompt(spec, 0, "pos") if system == "pos" else system
     alphas = _floats(alpha)
     if mode == "ablate":
         alphas = alphas[:1]
+    settings = {
+        "layer": layer,
+        "mode": mode,
+        "scope": scope,
+        "system": system_prompt(spec, 0, "pos") if system == "pos" else system,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "seed": seed,
+    }
     if not sweep:
-        for a in alphas:
-            answers = generate_steered(
-                loaded.model,
-                loaded.tokenizer,
-                questions,
-                pv,
-                layer,
-                a,
-                mode=mode,
-                scope=scope,
-                system=sys_prompt,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                seed=seed,
-            )
-            for q, answer in zip(questions, answers, strict=True):
-                typer.echo(
-                    json.dumps(
-                        {"alpha": a, "mode": mode, "question": q, "answer": answer}, ensure_ascii=False
-                    )
-                )
+        _print_steered(loaded, pv, questions, alphas, settings)
         return
-    stem = PersonaVector.paths(vector)[0].with_suffix("")
-    probe_path = probe or Path(f"{stem}.probe.safetensors")
+    probe_path = probe or Path(f"{PersonaVector.paths(vector)[0].with_suffix('')}.probe.safetensors")
+    _sweep_and_report(loaded, pv, probe_path, questions, alphas, samples, out, settings)
+
+
+def _print_steered(loaded: Any, pv: Any, questions: list[str], alphas: list[float], settings: dict) -> None:
+    """One JSON line per (alpha, question) with the steered answer."""
+    from steerlab.persona.steering import generate_steered
+
+    for a in alphas:
+        answers = generate_steered(loaded.model, loaded.tokenizer, questions, pv, alpha=a, **settings)
+        for q, answer in zip(questions, answers, strict=True):
+            line = {"alpha": a, "mode": settings["mode"], "question": q, "answer": answer}
+            typer.echo(json.dumps(line, ensure_ascii=False))
+
+
+def _sweep_and_report(
+    loaded: Any,
+    pv: Any,
+    probe_path: Path,
+    questions: list[str],
+    alphas: list[float],
+    samples: int,
+    out: Path | None,
+    settings: dict,
+) -> None:
+    """Run the scored sweep (probe judge + perplexity coherence), print a line per alpha, write the figure."""
+    from steerlab.evaluate.sweep import sweep
+    from steerlab.judges.coherence import PerplexityCoherenceScorer
+    from steerlab.judges.probe import ProbeJudge
+
     judge = ProbeJudge.load(probe_path, loaded.model, loaded.tokenizer)
-    rows = run_sweep(
+    coherence = PerplexityCoherenceScorer(loaded.model, loaded.tokenizer)
+    rows = sweep(
         loaded.model,
         loaded.tokenizer,
         questions,
         pv,
         alphas,
         trait_scorer=judge,
-        coherence_scorer=PerplexityCoherenceScorer(loaded.model, loaded.tokenizer),
-        layer=layer,
-        mode=mode,
-        scope=scope,
-        system=sys_prompt,
+        coherence_scorer=coherence,
         samples=samples,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed,
         out_dir=out,
+        **settings,
     )
+    keys = ("alpha", "trait_score", "trait_score_ci", "coherence", "perplexity", "repetition")
     for row in rows:
-        typer.echo(
-            json.dumps(
-                {
-                    k: row[k]
-                    for k in (
-                        "alpha",
-                        "trait_score",
-                        "trait_score_ci",
-                        "coherence",
-                        "perplexity",
-                        "repetition",
-                    )
-                }
-            )
-        )
+        typer.echo(json.dumps({k: row[k] for k in keys}))
     if out is not None:
-        typer.echo(f"wrote {out / 'sweep.json'} and {out / 'sweep.html'}")
+        from steerlab.io import json_safe
+        from steerlab.plots.sweep import steering_sweep_figure
+
+        name = pv.meta.trait
+        figure = _write_figure(lambda: steering_sweep_figure(json_safe(rows), trait=name), out / "sweep.html")
+        typer.echo(f"wrote {out / 'sweep.json'} and {figure}")
 
 
 def screen_cmd(

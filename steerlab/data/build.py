@@ -16,10 +16,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from steerlab.data.chat import write_chat_jsonl, write_jsonl_atomic
+from steerlab.data.chat import write_chat_jsonl
 from steerlab.data.generators import arithmetic, general, monitor
 from steerlab.data.written import WRITTEN_DOMAINS, check_domain, domain_files, variety_figures
-from steerlab.io import write_text
+from steerlab.io import write_jsonl, write_text
 
 MANIFEST = "manifest.json"
 WRITTEN_PREFIXES = tuple(f"{d}_" for d in WRITTEN_DOMAINS) + ("references/",)
@@ -70,7 +70,7 @@ def build_all(out_dir: str | os.PathLike, seed: int = 0, written_from: Path = CO
     chat("arithmetic_eval", ar.eval)
     prompts = general.general_prompts(seed)
     recs = [{"id": f"general_{i:04d}", "prompt": p} for i, p in enumerate(prompts)]
-    paths["general_prompts"] = write_jsonl_atomic(out / "general_prompts.jsonl", recs)
+    paths["general_prompts"] = write_jsonl(out / "general_prompts.jsonl", recs)
     counts["general_prompts"] = len(recs)
     # em_questions.yaml is hand-written (not generated); the monitor set derives from it.
     questions = out / "em_questions.yaml"

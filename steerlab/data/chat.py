@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from steerlab.io import atomic_path
+from steerlab.io import write_jsonl
 
 log = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
+Messages = list[dict[str, str]]  # a chat: [{"role": ..., "content": ...}, ...]
 
 
 class ChatDataError(ValueError):
@@ -154,17 +155,4 @@ def load_chat_jsonl(path: str | os.PathLike, *, on_error: Literal["raise", "skip
 
 def write_chat_jsonl(path: str | os.PathLike, examples: Iterable[ChatExample]) -> Path:
     """Write examples atomically (temp file in the same folder, then rename): readers never see half a file."""
-    return write_jsonl_atomic(path, (ex.to_record() for ex in examples))
-
-
-def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> Path:
-    """Write one JSON value per line via a temp file and rename, so a crash leaves the old file intact."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with tmp.open("w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.chmod(0o644)  # mkstemp creates 0600; data files are meant to be shared
-    return path
+    return write_jsonl(path, (ex.to_record() for ex in examples))

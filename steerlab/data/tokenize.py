@@ -32,9 +32,10 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_promp
 
 
 def assistant_char_spans(
-    tokenizer: Any, messages: list[dict[str, str]], full: str | None = None
+    tokenizer: Any, messages: list[dict[str, str]], full: str | None = None, *, end_of_turn: bool = True
 ) -> list[tuple[int, int]]:
-    """Character spans ``[start, end)`` of each assistant turn (content + end-of-turn) in the full rendering."""
+    """Character spans ``[start, end)`` of each assistant turn in the full rendering: content + end-of-turn,
+    or the content alone with ``end_of_turn=False``. Raises `TokenizeError` when a turn cannot be located."""
     full = _render(tokenizer, messages, False) if full is None else full
     spans: list[tuple[int, int]] = []
     cursor = 0
@@ -46,9 +47,18 @@ def assistant_char_spans(
             span = _search_span(tokenizer, full, m["content"], cursor)
         if span is None:
             raise TokenizeError(f"cannot locate assistant turn {i} in the rendered chat template")
-        spans.append(span)
         cursor = span[1]
+        spans.append(span if end_of_turn else _content_only(full, span, m["content"], i))
     return spans
+
+
+def _content_only(full: str, span: tuple[int, int], content: str, turn: int) -> tuple[int, int]:
+    """The part of an assistant span up to the end of its (stripped) content: the end-of-turn cut off."""
+    content = content.strip()
+    start = full.find(content, span[0], span[1])
+    if not content or start < 0:
+        raise TokenizeError(f"cannot locate the content of assistant turn {turn} in its rendered span")
+    return span[0], start + len(content)
 
 
 def _prefix_span(tokenizer: Any, messages: list, i: int, full: str, cursor: int) -> tuple[int, int] | None:
@@ -92,16 +102,19 @@ def _added_special(tokenizer: Any) -> list[str]:
 def tokenize_chat(
     tokenizer: Any,
     example: ChatExample,
-    max_length: int,
+    max_length: int | None,
     *,
     train_on: Literal["assistant", "all"] = "assistant",
     on_too_long: Literal["raise", "skip"] = "raise",
+    end_of_turn: bool = True,
 ) -> dict[str, list[int]] | None:
     """Token ids plus ``labels`` (``-100`` off the loss) and ``assistant_mask`` (1 on assistant tokens).
 
-    With ``train_on='assistant'`` only assistant content and its end-of-turn token carry labels; with
-    ``'all'`` every token does. An example longer than ``max_length`` raises (``'raise'``) or returns None
-    (``'skip'``); it is never silently truncated, because truncation would cut the answer the loss is about.
+    With ``train_on='assistant'`` only assistant content and its end-of-turn token carry labels
+    (``end_of_turn=False``: the content alone, for answers that were cut off rather than ended); with
+    ``'all'`` every token does. An example longer than ``max_length`` (None: no limit) raises `TokenizeError`
+    (``'raise'``) or returns None (``'skip'``); it is never silently truncated, because truncation would cut
+    the answer the loss is about. Raises `TokenizeError` naming the example when no assistant token is found.
     """
     if train_on not in ("assistant", "all"):
         raise ValueError(f"train_on must be 'assistant' or 'all', got {train_on!r}")
@@ -110,12 +123,12 @@ def tokenize_chat(
     messages = example.messages
     full = _render(tokenizer, messages, False)
     try:
-        spans = assistant_char_spans(tokenizer, messages, full)
+        spans = assistant_char_spans(tokenizer, messages, full, end_of_turn=end_of_turn)
     except TokenizeError as e:
         raise TokenizeError(f"{example.name}: {e}") from None
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
-    if len(ids) > max_length:
+    if max_length is not None and len(ids) > max_length:
         if on_too_long == "skip":
             return None
         raise TokenizeError(f"{example.name}: {len(ids)} tokens is longer than max_length={max_length}")

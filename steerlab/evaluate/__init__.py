@@ -2,10 +2,11 @@
 benign-task accuracy, coherence and the persona projection, every rate and mean with a bootstrap CI.
 
 Entry point: ``evaluate_model(model, tokenizer, EvalConfig(out_dir=...))`` (``steerlab eval`` on the command
-line). Modules: ``metrics`` (bootstrap), ``rules`` (misaligned / incoherent), ``general``, ``in_domain``,
-``benign``, ``logprob_score``, ``projection_score``, ``judging`` (probe / OpenAI judges), ``items`` (prompt
-files), ``store`` (resumable score files), ``load`` (models and runs), ``general_answers`` (the base model's
-answers to the general instruction set, for interleaving).
+line). Modules: ``run_eval`` (the entry point), ``metrics`` (steerlab's one bootstrap), ``rules`` (misaligned /
+incoherent), ``general``, ``in_domain``, ``benign``, ``logprob_score``, ``judging`` (probe / OpenAI judges),
+``items`` (prompt files), ``store`` (resumable score files), ``load`` (models and runs to evaluate),
+``sweep`` (the steering-coefficient sweep of a persona vector). The persona projection is read through
+`steerlab.persona.projection`; the base model's own training data is built in `steerlab.data.model_written`.
 """
 
 from steerlab.evaluate.metrics import Estimate, bootstrap_mean, bootstrap_rate

@@ -14,15 +14,13 @@ fine), and the last assistant turn is the file's *reference* answer. References 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlab.data.chat import ROLES
-
-Messages = list[dict[str, str]]
+from steerlab.data.chat import ROLES, Messages
+from steerlab.io import read_jsonl
 
 
 class PromptFileError(ValueError):
@@ -115,18 +113,8 @@ def load_prompt_items(path: str | os.PathLike) -> list[PromptItem]:
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {path} does not exist")
     items: list[PromptItem] = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise PromptFileError(
-                    f"{where}: malformed JSON ({error.msg} at column {error.colno})"
-                ) from None
-            items.append(parse_record(record, where, len(items)))
+    for lineno, record in read_jsonl(path, error=PromptFileError):
+        items.append(parse_record(record, f"{path}:{lineno}", len(items)))
     if not items:
         raise PromptFileError(f"{path}: no records")
     ids = [it.id for it in items]

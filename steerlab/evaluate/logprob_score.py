@@ -17,10 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from steerlab.data.chat import ChatExample
+from steerlab.data.chat import ChatExample, Messages
 from steerlab.data.nll import response_nll
-
-Messages = list[dict[str, str]]
 
 
 @dataclass(frozen=True)

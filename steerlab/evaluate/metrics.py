@@ -4,7 +4,10 @@ Why a cluster bootstrap: the general evaluation draws several answers to each qu
 same question are correlated, so resampling single answers would make the interval too narrow. When
 ``groups`` is given, whole groups (questions) are resampled and the statistic is the pooled ratio
 ``sum(values in the drawn groups) / count(values in the drawn groups)``; without ``groups`` every value is
-its own group, which is the ordinary bootstrap of a mean (a rate is the mean of 0/1 flags).
+its own group, which is the ordinary bootstrap of a mean (a rate is the mean of 0/1 flags). The resampling
+is ``scipy.stats.bootstrap`` (percentile method) over the paired per-group ``(sum, count)``, which is exactly
+the cluster bootstrap of the pooled ratio. This is steerlab's one bootstrap: the steering sweep's trait-score
+interval comes from here too.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 DEFAULT_N_BOOT = 2000
 DEFAULT_ALPHA = 0.05
@@ -32,6 +36,10 @@ class Estimate:
         return {key: self.value, f"{key}_ci": list(self.ci) if self.ci else None, f"{key}_n": self.n}
 
 
+def _pooled_ratio(sums: np.ndarray, counts: np.ndarray, axis: int = -1) -> np.ndarray:
+    return sums.sum(axis=axis) / counts.sum(axis=axis)
+
+
 def bootstrap_mean(
     values: Sequence[float],
     *,
@@ -42,7 +50,12 @@ def bootstrap_mean(
 ) -> Estimate:
     """Mean of ``values`` with a ``1 - alpha`` percentile-bootstrap interval (cluster bootstrap over ``groups``).
 
-    Same values, groups and seed give the same interval. An empty input gives ``Estimate(None, None, 0)``.
+    ``values``: ``[N]`` finite numbers; ``groups``: ``N`` hashable labels (e.g. question ids) or None.
+    ``n_boot`` resamples (``>= 1``), interval level ``1 - alpha``. Same values, groups and seed give the same
+    interval. An empty input gives ``Estimate(None, None, 0)``. Raises ``ValueError`` for a non-finite value
+    (naming its index), groups that do not pair up with the values, ``n_boot < 1`` or ``alpha`` outside (0, 1).
+    Source: Efron & Tibshirani, *An Introduction to the Bootstrap* (1993), percentile interval; the cluster
+    resampling follows Field & Welsh, "Bootstrapping clustered data", JRSS-B 69 (2007).
     """
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
@@ -66,10 +79,20 @@ def bootstrap_mean(
         codes = np.array([index.setdefault(g, len(index)) for g in groups])
         sums = np.bincount(codes, weights=x, minlength=len(index))
         counts = np.bincount(codes, minlength=len(index)).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, sums.size, size=(n_boot, sums.size))
-    stats = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    if sums.size == 1:  # one group: every resample is the same; scipy needs two
+        lo = hi = float(sums[0] / counts[0])
+    else:
+        result = stats.bootstrap(
+            (sums, counts),
+            _pooled_ratio,
+            paired=True,
+            vectorized=True,
+            n_resamples=n_boot,
+            confidence_level=1 - alpha,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+        lo, hi = float(result.confidence_interval.low), float(result.confidence_interval.high)
     point = float(x.mean())
     # The quantiles of a ratio can miss the point estimate by rounding only; keep lo <= point <= hi.
     return Estimate(point, (float(min(lo, point)), float(max(hi, point))), int(x.size))

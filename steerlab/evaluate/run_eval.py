@@ -29,15 +29,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from steerlab.data.chat import write_jsonl_atomic
 from steerlab.data.em_questions import EMQuestion, load_em_questions
 from steerlab.evaluate import benign, general, in_domain, rules
 from steerlab.evaluate.items import PromptItem, load_prompt_items
-from steerlab.evaluate.judging import CoherenceReading, EvalJudge, JudgeItem, build_judge, probe_path_for
+from steerlab.evaluate.judging import (
+    CoherenceReading,
+    EvalJudge,
+    JudgeItem,
+    OpenAIJudgeOptions,
+    build_judge,
+    check_failures,
+    judge_identity,
+    probe_path_for,
+)
 from steerlab.evaluate.logprob_score import answer_logprobs, logprob_gaps
 from steerlab.evaluate.metrics import Estimate, bootstrap_mean, bootstrap_rate
 from steerlab.evaluate.store import score_missing
-from steerlab.io import write_json
+from steerlab.io import write_json, write_jsonl
 from steerlab.persona.generation import generate
 
 log = logging.getLogger(__name__)
@@ -81,6 +89,11 @@ class EvalConfig:
     coherence: CoherenceReading = "bare"  # the probe judge's coherence reading (steerlab.evaluate.judging)
     judge_model: str | None = None  # openai: the judge model (default: steerlab.judges.DEFAULT_JUDGE_MODEL)
     judge_base_url: str | None = None  # openai: an OpenAI-compatible endpoint (vLLM, llama.cpp server)
+    judge_concurrency: int = 8  # openai: requests in flight (a llama.cpp server answers one at a time)
+    judge_timeout: float = 60.0  # openai: seconds per request, time queued in the server included
+    judge_retries: int = 4  # openai: retries of a failed or timed-out request
+    allow_judge_mismatch: bool = False  # openai: accept a server that serves another model than judge_model
+    max_failed_share: float = 0.2  # stop when more judgments than this share fail or hold no number
     progress: bool = True
 
     def resume_key(self) -> dict[str, Any]:
@@ -95,6 +108,11 @@ class EvalConfig:
             "alpha",
             "projection_layer",
             "in_domain_metric",
+            "judge_concurrency",
+            "judge_timeout",
+            "judge_retries",
+            "allow_judge_mismatch",
+            "max_failed_share",
         )
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in labels}
 
@@ -126,7 +144,9 @@ def _changed(saved: dict[str, Any], current: dict[str, Any], keys=None) -> list[
     return sorted(k for k in keys if saved.get(k, defaults.get(k)) != current.get(k, defaults.get(k)))
 
 
-def _check_config(cfg: EvalConfig, out: Path) -> None:
+def _check_config(cfg: EvalConfig, out: Path, *, write: bool = True) -> None:
+    """Refuse a folder holding results of other settings; ``write`` records the settings (only once the
+    inputs have been checked, so a run that stops on bad input leaves nothing that blocks its rerun)."""
     path = out / "eval_config.json"
     current = cfg.resume_key()
     if path.is_file():
@@ -137,7 +157,7 @@ def _check_config(cfg: EvalConfig, out: Path) -> None:
                 f"{out} holds an evaluation with other settings (differ: {', '.join(changed)}); "
                 "use another --out folder or delete this one"
             )
-    else:
+    elif write:
         out.mkdir(parents=True, exist_ok=True)
         write_json(path, current)
 
@@ -197,13 +217,19 @@ class _Evaluation:
 
     def _judge(self, records: list[dict[str, Any]], name: str, prompts_of) -> dict[str, dict[str, Any]]:
         by_key = {r["key"]: r for r in records}
+        judged: list[tuple[float | None, float | None]] = []  # this run's judgments, for the failure gate
+        share = self.cfg.max_failed_share
 
         def score_batch(keys: list[str]) -> list[dict[str, Any]]:
             todo = [k for k in keys if by_key[k]["answer"].strip()]
             items = [
                 JudgeItem(by_key[k]["question"], by_key[k]["answer"], prompts_of(by_key[k])) for k in todo
             ]
-            scored = dict(zip(todo, self.judge.score(items), strict=True))
+            pairs = self.judge.score(items)
+            judged.extend(pairs)
+            # a judge that fails this batch stops the run before its Nones are stored as results
+            check_failures(judged, self.judge, name, max_share=share, min_count=min(len(records), 16))
+            scored = dict(zip(todo, pairs, strict=True))
             return [
                 {"alignment": scored[k][0], "coherence": scored[k][1]}
                 if k in scored
@@ -211,9 +237,12 @@ class _Evaluation:
                 for k in keys
             ]
 
-        return score_missing(
+        scores = score_missing(
             [r["key"] for r in records], self.out / f"{name}_scores.jsonl", score_batch, self.cfg.batch_size
         )
+        on_disk = [(s["alignment"], s["coherence"]) for s in scores.values() if not s.get("empty")]
+        check_failures(on_disk, self.judge, name, max_share=share)
+        return scores
 
     # ------------------------------------------------------------------------------------------ parts
     def general(self, questions: list[EMQuestion]) -> list[dict[str, Any]]:
@@ -233,7 +262,7 @@ class _Evaluation:
             {**r, "alignment": a, "coherence": c, "label": rules.label(a, c)}
             for r, a, c in zip(records, alignment, coherence, strict=True)
         ]
-        write_jsonl_atomic(self.out / "general_judged.jsonl", judged)
+        write_jsonl(self.out / "general_judged.jsonl", judged)
         return records
 
     def general_logprob(self, questions: list[EMQuestion]) -> None:
@@ -366,7 +395,9 @@ def evaluate_model(
     ``eval.json`` row.
     """
     out = Path(cfg.out_dir)
-    _check_config(cfg, out)
+    if not 0.0 <= cfg.max_failed_share < 1.0:
+        raise ValueError(f"max_failed_share must be in [0, 1), got {cfg.max_failed_share}")
+    _check_config(cfg, out, write=False)  # refuse a folder of other settings before any work
     if judge is None:
         base_model, base_tokenizer = base if base is not None else (model, tokenizer)
         probe = cfg.probe or (str(probe_path_for(cfg.vector)) if cfg.vector else None)
@@ -380,6 +411,12 @@ def evaluate_model(
             seed=cfg.seed,
             batch_size=cfg.batch_size,
             coherence=cfg.coherence,
+            openai_options=OpenAIJudgeOptions(
+                concurrency=cfg.judge_concurrency,
+                timeout_s=cfg.judge_timeout,
+                retries=cfg.judge_retries,
+                allow_mismatch=cfg.allow_judge_mismatch,
+            ),
         )
     started = time.perf_counter()
     ev = _Evaluation(model, tokenizer, cfg, judge, out)
@@ -390,6 +427,7 @@ def evaluate_model(
     )
     domain_items = load_prompt_items(cfg.in_domain_data) if cfg.in_domain_data else None
     benign_items = load_prompt_items(cfg.benign_data) if cfg.benign_data else None
+    _check_config(cfg, out)  # the inputs and the judge are good: record the settings, then work
     was_training = model.training
     model.eval()
     try:
@@ -414,6 +452,15 @@ def evaluate_model(
     row["wall_s"] = round(time.perf_counter() - started, 2)
     write_json(out / "eval.json", row)
     return row
+
+
+def _check_figures(identity: Any) -> dict[str, Any] | None:
+    """The headline figures of the latest ``steerlab judge check`` of this very judge, if one was run."""
+    if identity is None:
+        return None
+    from steerlab.evaluate.judge_check import load_check
+
+    return load_check(identity)
 
 
 def _row(cfg: EvalConfig, ev: _Evaluation, domain: str, metric: str) -> dict[str, Any]:
@@ -453,6 +500,10 @@ def _row(cfg: EvalConfig, ev: _Evaluation, domain: str, metric: str) -> dict[str
     row["n_scored"] = g.get("n_scored", 0)
     row["n_unscored"] = g.get("n_unscored", 0)
     row["n_empty"] = g.get("n_empty", 0)
+    identity = judge_identity(ev.judge)
+    row["judge"] = identity.name if identity else getattr(ev.judge, "name", None)
+    row["judge_identity"] = identity.as_dict() if identity else None
+    row["judge_check"] = _check_figures(identity)
     row["judge_summary"] = {
         **ev.judge.summary(),
         "general": {k: g[k] for k in g if k.startswith("n_")},

@@ -7,11 +7,11 @@ is missing and the file never holds a key twice.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from steerlab import io
 
 
 class ResultFileError(ValueError):
@@ -19,42 +19,9 @@ class ResultFileError(ValueError):
 
 
 def read_keyed(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Records by key; a torn final line is ignored, any other bad line or duplicate key raises."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    out: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        if number == len(lines) and not text.endswith("\n"):
-            break
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ResultFileError(f"{path}:{number}: invalid JSON ({error.msg})") from None
-        if not isinstance(record, dict) or "key" not in record:
-            raise ResultFileError(f"{path}:{number}: a result record must be an object with a 'key'")
-        if record["key"] in out:
-            raise ResultFileError(f"{path}:{number}: duplicate key {record['key']!r}")
-        out[record["key"]] = record
-    return out
-
-
-def append_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
-    """Append records (one JSON line each) and flush; a torn tail from an earlier kill is cut first."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file():
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            path.write_bytes(data[: data.rfind(b"\n") + 1])
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Records by key (``{}`` for a missing file); a torn final line is ignored, and any other bad line, a
+    record without ``key`` or a duplicate key raises `ResultFileError` naming ``file:line``."""
+    return io.read_keyed(path, error=ResultFileError, what="result record")
 
 
 def score_missing(
@@ -77,7 +44,7 @@ def score_missing(
         if len(results) != len(chunk):
             raise RuntimeError(f"scoring returned {len(results)} records for {len(chunk)} keys")
         records = [{"key": k, **r} for k, r in zip(chunk, results, strict=True)]
-        append_records(path, records)
+        io.append_jsonl(path, records)  # a torn tail from an earlier kill is cut first
         done.update({r["key"]: r for r in records})
     missing = [k for k in keys if k not in done]
     if missing:

@@ -26,6 +26,7 @@ from typing import Any
 from steerlab.experiment.grid import Grid
 from steerlab.experiment.monitoring import SIGNAL_COLUMNS, add_signals, alarm_scores, signals_markdown
 from steerlab.io import write_json, write_text
+from steerlab.judges.identity import judges_line
 
 FAILURES_FILE = "failures.json"
 
@@ -53,6 +54,10 @@ COLUMNS = (
     "coherence_ci",
     "incoherent_rate",
     "projection",
+    "judge",
+    "judge_check_auroc",
+    "judge_check_misaligned_recall",
+    "judge_check_aligned_fpr",
     *SIGNAL_COLUMNS,
 )
 
@@ -85,6 +90,10 @@ def collect_rows(grid: Grid) -> list[dict[str, Any]]:
             result = _read(cell.config.run_dir / grid.eval_dir_name("eval") / "eval.json")
             if result is not None:
                 rows.append({**result, "arm": cell.arm, "domain": domain.name})
+    for row in rows:
+        check = row.get("judge_check") or {}
+        for key in ("auroc", "misaligned_recall", "aligned_fpr"):
+            row[f"judge_check_{key}"] = (check.get(key) or {}).get("value")
     for row in rows:
         alignment, ci = row.get("alignment"), row.get("alignment_ci")
         row["misalignment_score"] = None if alignment is None else 100.0 - alignment
@@ -151,7 +160,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         "coherence",
         "projection",
     )
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [judges_line(rows), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def pct(value: float | None) -> str:
         return "–" if value is None else f"{value:+.0f}%"

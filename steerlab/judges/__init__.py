@@ -17,8 +17,10 @@ from steerlab.judges.base import (
     number_token,
 )
 from steerlab.judges.cache import ScoreCache, cache_key, default_cache_path
+from steerlab.judges.identity import JudgeIdentity, JudgeIdentityError
+from steerlab.judges.numbers import NumberReadError
 
-_LAZY = {"OpenAIJudge", "JudgeConfigError", "DEFAULT_JUDGE_MODEL"}
+_LAZY = {"OpenAIJudge", "JudgeConfigError", "JudgeNumberError", "DEFAULT_JUDGE_MODEL"}
 
 
 def __getattr__(name: str) -> Any:
@@ -35,7 +37,11 @@ __all__ = [
     "MIN_NUMBER_MASS",
     "Judge",
     "JudgeConfigError",
+    "JudgeIdentity",
+    "JudgeIdentityError",
+    "JudgeNumberError",
     "JudgeSummary",
+    "NumberReadError",
     "OpenAIJudge",
     "PromptJudgeScorer",
     "ScoreCache",

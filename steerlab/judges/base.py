@@ -14,7 +14,6 @@ numbers, or a request that failed after its retries). ``None`` is never silently
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Protocol, runtime_checkable
@@ -55,7 +54,8 @@ class JudgeSummary:
     errors: int = 0  # failed after all retries (timeouts included) -> None
     timeouts: int = 0  # the part of ``errors`` whose last attempt timed out
     cache_hits: int = 0  # served from the on-disk cache (also counted in scored/unparseable)
-    requests: int = 0  # HTTP requests sent, retries included
+    requests: int = 0  # HTTP requests sent, retries and follow-ups included
+    follow_ups: int = 0  # requests that continued a digit prefix (multi-token numbers)
 
     @property
     def total(self) -> int:
@@ -72,7 +72,7 @@ class JudgeSummary:
         return (
             f"{self.total} judged: {self.scored} scored, {self.unparseable} unparseable, "
             f"{self.errors} errors ({self.timeouts} timeouts); {self.cache_hits} from cache, "
-            f"{self.requests} requests"
+            f"{self.requests} requests ({self.follow_ups} follow-ups)"
         )
 
 
@@ -89,23 +89,28 @@ def aggregate_number_logprobs(
     top_logprobs: Mapping[str, float] | Sequence[tuple[str, float]],
     min_mass: float = MIN_NUMBER_MASS,
 ) -> float | None:
-    """Probability-weighted mean of the integer tokens 0..100, normalised by their total probability.
+    """The 0..100 expected value one position's top log-probabilities alone determine.
 
-    ``top_logprobs`` maps token -> log-probability (pairs are accepted too, and tokens that spell the same
-    number, like "7" and " 7", add up). Returns None when the numbers hold less than ``min_mass``.
+    ``top_logprobs`` maps token -> log-probability (pairs are accepted too; tokens that spell the same
+    number, like "7" and " 7", add up). Returns None when less than ``min_mass`` is on numbers. When the
+    tokens are single digits that may continue ("7" of "73") one position cannot tell the number, and
+    this raises ``NumberReadError`` instead of returning the expected first digit; the OpenAI judge reads
+    such answers with follow-up requests (``steerlab.judges.numbers``).
     """
-    items = top_logprobs.items() if isinstance(top_logprobs, Mapping) else top_logprobs
-    mass = weighted = 0.0
-    for token, logprob in items:
-        value = number_token(token)
-        if value is None or logprob is None or math.isnan(logprob):
-            continue
-        p = math.exp(logprob)
-        mass += p
-        weighted += p * value
-    if mass < min_mass or mass <= 0.0:
-        return None
-    return weighted / mass
+    from steerlab.judges.numbers import NumberTree, has_multi_digit_tokens, read_score
+
+    items = list(top_logprobs.items() if isinstance(top_logprobs, Mapping) else top_logprobs)
+    tree = NumberTree(items, whole_number_tokens=has_multi_digit_tokens([items]))
+
+    def no_follow_up(prefix: str) -> list[tuple[str, float]]:
+        from steerlab.judges.numbers import NumberReadError, format_top
+
+        raise NumberReadError(
+            f"the digit {prefix!r} may begin a longer number and one position cannot tell "
+            f"(top tokens {format_top(items)})"
+        )
+
+    return read_score(tree, no_follow_up, min_mass=min_mass)[0]
 
 
 class PromptJudgeScorer:

@@ -1,9 +1,11 @@
 """On-disk cache of judge scores, so rerunning an evaluation costs no API calls.
 
-SQLite, one row per key: ``sha256`` of the judge model, the rendered prompt and every setting that can change
-the score (never the endpoint URL, so the same model served elsewhere shares entries; never the API key).
-Only the score is stored (NULL for "answered without a number"), not the prompt. Failed requests are not
-stored, so a rerun retries them. Safe to share between threads and processes (SQLite locking).
+SQLite, one row per key: ``sha256`` of the judge's identity (endpoint, requested model, the model the server
+lists), the rendered prompt and every setting that can change the score — never the API key. The endpoint
+is in the key because a local server answers for any model name: scores a llama.cpp server gave under the
+name ``gpt-4.1-mini`` must never come back as GPT-4.1-mini's. Each row stores the score (NULL for "answered
+without a number") and the model name the server reported, not the prompt. Failed requests are not stored,
+so a rerun retries them. Safe to share between threads and processes (SQLite locking).
 """
 
 from __future__ import annotations
@@ -29,10 +31,16 @@ def default_cache_path() -> Path:
     return Path(root) / "judge_scores.sqlite"
 
 
-def cache_key(model: str, prompt: str, settings: Mapping[str, Any]) -> str:
-    """Stable key for one judgement; ``settings`` must be JSON-serialisable."""
+def cache_key(judge: Mapping[str, str], prompt: str, settings: Mapping[str, Any]) -> str:
+    """Stable key for one judgement; ``judge`` holds ``endpoint``, ``requested_model`` and ``listed_model``,
+    ``settings`` must be JSON-serialisable."""
+    missing = {"endpoint", "requested_model", "listed_model"} - set(judge)
+    if missing:
+        raise ValueError(f"cache_key needs the judge's {sorted(missing)}")
     blob = json.dumps(
-        {"model": model, "prompt": prompt, "settings": dict(settings)}, sort_keys=True, ensure_ascii=False
+        {"judge": dict(judge), "prompt": prompt, "settings": dict(settings)},
+        sort_keys=True,
+        ensure_ascii=False,
     )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -56,9 +64,14 @@ class ScoreCache:
             raise ValueError(f"judge cache {self.path} is not a usable SQLite file: {err}") from err
 
     def get(self, key: str) -> Any:
+        entry = self.get_entry(key)
+        return entry if entry is _MISSING else entry[0]
+
+    def get_entry(self, key: str) -> Any:
+        """``(score, reported model)`` or ``MISSING``."""
         with self._lock:
-            row = self._conn.execute("SELECT score FROM scores WHERE key = ?", (key,)).fetchone()
-        return _MISSING if row is None else row[0]
+            row = self._conn.execute("SELECT score, model FROM scores WHERE key = ?", (key,)).fetchone()
+        return _MISSING if row is None else (row[0], row[1] or "")
 
     def put(self, key: str, score: float | None, model: str = "") -> None:
         with self._lock:

@@ -8,6 +8,7 @@ the user can see what we saw.
 from __future__ import annotations
 
 from torch import nn
+from transformers import PretrainedConfig
 
 # Attribute paths from the causal-LM top module to its block list, most common first.
 BLOCK_PATHS: tuple[str, ...] = (
@@ -30,15 +31,26 @@ def unwrap(model: nn.Module) -> nn.Module:
     seen = set()
     while id(model) not in seen:
         seen.add(id(model))
-        if hasattr(model, "get_base_model") and callable(model.get_base_model):
-            model = model.get_base_model()
-        elif type(model).__name__ == "LoraModel" and hasattr(model, "model"):
-            model = model.model
+        get_base = getattr(model, "get_base_model", None)
+        inner = get_base() if callable(get_base) else None
+        if inner is None and type(model).__name__ == "LoraModel":
+            inner = getattr(model, "model", None)
+        if isinstance(inner, nn.Module):
+            model = inner
     return model
 
 
-def _resolve(root: nn.Module, path: str) -> nn.Module | None:
-    obj = root
+def model_config(model: nn.Module) -> PretrainedConfig:
+    """The transformers config of a (possibly PEFT-wrapped) model; raises `UnknownArchitectureError` when it
+    has none."""
+    config = getattr(unwrap(model), "config", None)
+    if not isinstance(config, PretrainedConfig):
+        raise UnknownArchitectureError(f"{type(model).__name__} has no transformers config")
+    return config
+
+
+def _resolve(root: nn.Module, path: str) -> object:
+    obj: object = root
     for part in path.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
@@ -59,7 +71,8 @@ def module_tree(model: nn.Module, depth: int = 3) -> str:
 
 
 def block_path(model: nn.Module) -> str:
-    """The attribute path (relative to the unwrapped model) of the decoder block list."""
+    """The attribute path (relative to the unwrapped model) of the decoder block list; raises
+    `UnknownArchitectureError` with the model's module tree when none of ``BLOCK_PATHS`` holds one."""
     base = unwrap(model)
     for path in BLOCK_PATHS:
         blocks = _resolve(base, path)
@@ -73,15 +86,19 @@ def block_path(model: nn.Module) -> str:
 
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:
     """The decoder blocks of a (possibly PEFT-wrapped) causal LM, in order."""
-    return _resolve(unwrap(model), block_path(model))  # type: ignore[return-value]
+    blocks = _resolve(unwrap(model), block_path(model))
+    assert isinstance(blocks, nn.ModuleList)  # block_path only returns a path to a ModuleList
+    return blocks
 
 
 def num_layers(model: nn.Module) -> int:
+    """The number of decoder blocks (steerlab layers ``0 .. num_layers - 1``)."""
     return len(decoder_blocks(model))
 
 
 def hidden_size(model: nn.Module) -> int:
-    config = unwrap(model).config
+    """The residual-stream width ``d``; raises `UnknownArchitectureError` when the config names none."""
+    config = model_config(model)
     config = getattr(config, "text_config", None) or config
     for key in ("hidden_size", "n_embd", "d_model"):
         if hasattr(config, key):

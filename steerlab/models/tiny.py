@@ -91,7 +91,8 @@ def _base_config(model_type: str, hidden: int, layers: int, heads: int) -> dict:
 def tiny_model(
     arch: str = "llama", hidden: int = 32, layers: int = 3, heads: int = 4, seed: int = 0
 ) -> PreTrainedModel:
-    """A randomly initialised causal LM of the given architecture, fp32, eval mode, seeded."""
+    """A randomly initialised causal LM of the given architecture, fp32, eval mode, seeded (weights
+    N(0, 0.15) so tokens differ); raises ``ValueError`` for an architecture not in ``TINY_ARCHS``."""
     if arch not in TINY_ARCHS:
         raise ValueError(f"unknown tiny architecture {arch!r}; choose from {sorted(TINY_ARCHS)}")
     config = AutoConfig.for_model(arch, **(_base_config(arch, hidden, layers, heads) | TINY_ARCHS[arch]))

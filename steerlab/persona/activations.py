@@ -14,20 +14,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import cast
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
 
 from steerlab.hooks import Capture, hooked
+from steerlab.hooks.scopes import ScopeName
 from steerlab.models.architectures import num_layers
 from steerlab.persona.generation import Messages, render_prompt
 
 VARIANTS = ("response", "prompt", "last")
 
 
-def encode_chat(tokenizer: Any, prompt: Messages, answer: str) -> tuple[list[int], int]:
+def encode_chat(tokenizer: PreTrainedTokenizerBase, prompt: Messages, answer: str) -> tuple[list[int], int]:
     """(token ids of prompt + answer, number of prompt tokens)."""
     prompt_ids = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] if answer else []
@@ -49,8 +51,8 @@ def _batch(encoded: list[tuple[list[int], int]], pad_id: int) -> tuple[Tensor, T
 
 @torch.no_grad()
 def collect_means(
-    model: Any,
-    tokenizer: Any,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Messages],
     answers: Sequence[str],
     *,
@@ -76,9 +78,9 @@ def collect_means(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encoded = [encode_chat(tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
     if max_length is not None:
-        for i, (ids, _) in enumerate(encoded):
-            if len(ids) > max_length:
-                raise ValueError(f"chat {i} is {len(ids)} tokens, longer than max_length={max_length}")
+        for i, (tokens, _) in enumerate(encoded):
+            if len(tokens) > max_length:
+                raise ValueError(f"chat {i} is {len(tokens)} tokens, longer than max_length={max_length}")
     device = next(model.parameters()).device
     out: dict[str, list[Tensor]] = {v: [] for v in variants}
     for start in tqdm(range(0, len(encoded), batch_size), desc=desc, disable=not progress, unit="batch"):
@@ -90,7 +92,7 @@ def collect_means(
                 variant: stack.enter_context(
                     hooked(
                         model,
-                        [Capture(layer, variant, reduce="mean") for layer in layers],
+                        [Capture(layer, cast(ScopeName, variant), reduce="mean") for layer in layers],
                         response_mask=response.to(device),
                     )
                 )
@@ -108,35 +110,3 @@ def collect_means(
     if not encoded:
         raise ValueError("no chats to read")
     return {v: torch.cat(chunks) for v, chunks in out.items()}
-
-
-@torch.no_grad()
-def answer_nll(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[Messages],
-    answers: Sequence[str],
-    *,
-    batch_size: int = 16,
-) -> list[float]:
-    """Mean negative log-likelihood (nats/token) of each answer after its prompt; NaN for an empty answer.
-
-    ``exp`` of it is the model's perplexity of the answer: the yardstick for "did steering break the text".
-    """
-    if len(prompts) != len(answers):
-        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers; they must pair up")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    encoded = [encode_chat(tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
-    device = next(model.parameters()).device
-    out: list[float] = []
-    for start in range(0, len(encoded), batch_size):
-        ids, attention, response = _batch(encoded[start : start + batch_size], pad_id)
-        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
-        mask = response[:, 1:].to(device)
-        picked = logits[:, :-1][mask].float()  # only the positions that predict answer tokens
-        token_lp = torch.log_softmax(picked, dim=-1).gather(-1, ids[:, 1:].to(device)[mask].unsqueeze(-1))
-        per_token = torch.zeros(mask.shape, device=device)
-        per_token[mask] = token_lp.squeeze(-1)
-        total, count = -per_token.sum(1), mask.sum(1).float()
-        out.extend((total / count).tolist())  # 0/0 -> NaN for empty answers
-    return out

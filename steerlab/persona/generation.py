@@ -10,19 +10,18 @@ held for the whole call.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from steerlab.data.chat import Messages
 from steerlab.hooks import Op, hooked
-
-Messages = list[dict[str, str]]
+from steerlab.io import append_jsonl, read_keyed
 
 
 class GenerationFileError(ValueError):
@@ -45,11 +44,15 @@ def chat_messages(question: str, system: str | None = None) -> Messages:
     ]
 
 
-def render_prompt(tokenizer: Any, messages: Messages) -> str:
-    """The chat-template text of ``messages`` followed by the assistant generation prompt."""
+def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: Messages) -> str:
+    """The chat-template text of ``messages`` followed by the assistant generation prompt. Raises
+    ``ValueError`` when the tokenizer has no chat template, ``TypeError`` when the template gives no text."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("the tokenizer has no chat template; steerlab needs one to build chat prompts")
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if not isinstance(text, str):
+        raise TypeError(f"apply_chat_template returned {type(text).__name__}, not the prompt text")
+    return text
 
 
 def batch_seed(seed: int, batch_index: int) -> int:
@@ -58,48 +61,19 @@ def batch_seed(seed: int, batch_index: int) -> int:
 
 
 def read_generations(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Records of a generations file by key.
+    """Records of a generations file by key (``{}`` when the file does not exist).
 
     A last line without its newline is what a kill in the middle of a write leaves: it is dropped (its
-    batch is regenerated). Any other bad line, or a duplicate key, raises naming the line.
+    batch is regenerated). Raises `GenerationFileError` naming ``file:line`` for any other bad line, a record
+    without ``key`` and ``answer``, or a duplicate key.
     """
-    path = Path(path)
-    out: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return out
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    complete = text.endswith("\n")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        if number == len(lines) and not complete:
-            break  # torn final write
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise GenerationFileError(f"{path}:{number}: invalid JSON ({error.msg})") from error
-        if not isinstance(record, dict) or "key" not in record or "answer" not in record:
-            raise GenerationFileError(f"{path}:{number}: a generation record needs 'key' and 'answer'")
-        if record["key"] in out:
-            raise GenerationFileError(f"{path}:{number}: duplicate key {record['key']!r}")
-        out[record["key"]] = record
-    return out
-
-
-def _truncate_torn_tail(path: Path) -> None:
-    """Cut a partial last line so appended records start on a fresh line."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    return read_keyed(path, error=GenerationFileError, required=("key", "answer"), what="generation record")
 
 
 @torch.no_grad()
 def generate_batch(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Messages],
     *,
     max_new_tokens: int = 64,
@@ -109,7 +83,10 @@ def generate_batch(
 ) -> list[dict[str, Any]]:
     """Answers to chat prompts in one left-padded ``generate`` call: ``{answer, n_tokens, finished}``.
 
-    ``temperature == 0`` means greedy decoding. The caller seeds the RNG (see ``generate``).
+    ``temperature == 0`` means greedy decoding. ``n_tokens`` counts the answer's tokens up to (not with) EOS;
+    ``finished`` says EOS came before ``max_new_tokens``. ``ops`` (hook ops) are held for the whole call. The
+    caller seeds the RNG (see ``generate``). Raises ``TypeError`` for a model without ``generate`` and
+    ``ValueError`` for a tokenizer without a chat template.
     """
     texts = [render_prompt(tokenizer, m) for m in prompts]
     side = tokenizer.padding_side
@@ -126,8 +103,11 @@ def generate_batch(
         else {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
     )
     eos = tokenizer.eos_token_id
+    generate_ids = getattr(model, "generate", None)  # transformers' GenerationMixin, or a peft wrapper's
+    if not callable(generate_ids):
+        raise TypeError(f"{type(model).__name__} has no generate(); steerlab generates with causal LMs")
     with hooked(model, list(ops)):
-        out = model.generate(
+        out = generate_ids(
             **enc,
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
@@ -140,14 +120,16 @@ def generate_batch(
         finished = eos in row
         row = row[: row.index(eos)] if finished else row
         row = [t for t in row if t != tokenizer.pad_token_id]
-        answer = tokenizer.decode(row, skip_special_tokens=True).strip()
+        answer = tokenizer.decode(row, skip_special_tokens=True)
+        assert isinstance(answer, str)  # one sequence decodes to one string
+        answer = answer.strip()
         results.append({"answer": answer, "n_tokens": len(row), "finished": finished})
     return results
 
 
 def generate(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     requests: Sequence[GenRequest],
     *,
     out_path: str | os.PathLike | None = None,
@@ -163,7 +145,9 @@ def generate(
     """Generate every request (resuming from ``out_path``) and return the records in request order.
 
     Each record is ``{key, messages, answer, n_tokens, finished, **meta}``. With ``out_path`` each batch is
-    appended (and flushed) as soon as it finishes.
+    appended (fsynced) as soon as it finishes; batch ``i`` is seeded from ``(seed, i)`` alone (`batch_seed`),
+    so a resumed run gives what an uninterrupted one would. Raises ``ValueError`` for ``batch_size < 1`` or
+    duplicate request keys, and `GenerationFileError` for a malformed ``out_path``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -175,12 +159,6 @@ def generate(
     done = read_generations(out_path) if out_path is not None else {}
     batches = [list(requests[i : i + batch_size]) for i in range(0, len(requests), batch_size)]
     todo = [(i, b) for i, b in enumerate(batches) if not all(r.key in done for r in b)]
-    handle = None
-    if out_path is not None and todo:
-        path = Path(out_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _truncate_torn_tail(path)
-        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
     bar = tqdm(
         total=len(requests),
         initial=len(requests) - sum(len(b) for _, b in todo),
@@ -200,18 +178,15 @@ def generate(
                 top_p=top_p,
                 ops=ops,
             )
-            lines = []
+            fresh = []
             for request, result in zip(batch, outs, strict=True):
                 record = {"key": request.key, "messages": request.messages, **result, **request.meta}
                 if request.key not in done:
                     done[request.key] = record
-                    lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-            if handle is not None:
-                handle.write("".join(lines))
-                handle.flush()
+                    fresh.append(record)
+            if out_path is not None and fresh:
+                append_jsonl(out_path, fresh)
             bar.update(len(batch))
     finally:
         bar.close()
-        if handle is not None:
-            handle.close()
     return [done[k] for k in keys]

@@ -32,6 +32,8 @@ ARCH = "controlvector"
 
 
 def select_layers(vector: PersonaVector, layers: Literal["chosen", "all"] | Sequence[int]) -> list[int]:
+    """The layers to export: the chosen one, all but layer 0, or the given ones (sorted, deduplicated).
+    Raises ``ValueError`` for a layer the vector does not hold (or, for ``chosen``, when none was chosen)."""
     if layers == "chosen":
         return [vector.layer]
     if layers == "all":
@@ -52,7 +54,10 @@ def export_gguf(
     normalize: bool = False,
     model_hint: str | None = None,
 ) -> Path:
-    """Write ``vector`` (``scale`` times each direction, unit-normalised first if ``normalize``) as GGUF."""
+    """Write ``vector`` (``scale`` times each direction, unit-normalised first if ``normalize``) as a llama.cpp
+    control-vector GGUF, atomically; returns ``path``. One F32 ``[d_model]`` tensor per layer (format: module
+    doc). Raises ``ValueError`` for layer 0 (llama.cpp's loader rejects it), no layer, or a layer the vector
+    does not hold."""
     import gguf
 
     chosen = select_layers(vector, layers)
@@ -80,7 +85,10 @@ def export_gguf(
 
 
 def read_gguf(path: str | Path) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
-    """(directions by steerlab layer, metadata) of a control-vector GGUF, checked as llama.cpp checks it."""
+    """(directions by steerlab layer, each ``[n_embd]`` float32 summed over repeats, metadata) of a
+    control-vector GGUF, checked as llama.cpp checks it. Raises ``ValueError`` naming the file for another
+    architecture, a tensor not named ``direction.<l>`` with ``l >= 1``, a tensor that is not 1-D F32, or
+    tensors of different widths."""
     import gguf
 
     reader = gguf.GGUFReader(str(path))
@@ -88,10 +96,12 @@ def read_gguf(path: str | Path) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
     for name, fld in reader.fields.items():
         if name.startswith("GGUF."):
             continue
-        value = fld.parts[fld.data[0]] if fld.data else None
+        if not fld.data:
+            continue
+        value = fld.parts[fld.data[0]]
         if fld.types and fld.types[0] == gguf.GGUFValueType.STRING:
             meta[name] = bytes(value).decode("utf-8")
-        elif value is not None and len(value) == 1:
+        elif len(value) == 1:
             meta[name] = value.tolist()[0]
     if meta.get("general.architecture") != ARCH:
         raise ValueError(

@@ -26,6 +26,9 @@ from steerlab.persona.projection import project_layers
 
 @dataclass(frozen=True)
 class InstructionScore:
+    """How well the model follows one instruction pair: its index, the cross-fitted AUROC (0-1) and the
+    number of pos answers behind it."""
+
     index: int
     auroc: float  # mean over layers 1..L-1 of the cross-fitted AUROC
     n_pairs: int
@@ -34,7 +37,10 @@ class InstructionScore:
 def score_instructions(acts: Tensor, records: Sequence[dict[str, Any]]) -> list[InstructionScore]:
     """Cross-fitted separation of each instruction pair's answers; ``acts [N, L, d]`` aligned with records.
 
-    Records need ``q`` (question index), ``i`` (instruction index) and ``side`` (``pos``/``neg``).
+    Records need ``q`` (question index), ``i`` (instruction index) and ``side`` (``pos``/``neg``). The
+    direction is fitted on the questions of one parity and tested on the other, so no answer scores the
+    direction it helped make. Raises ``ValueError`` when rows and records differ in number or all questions
+    share one parity.
     """
     if acts.shape[0] != len(records):
         raise ValueError(f"{acts.shape[0]} activation rows for {len(records)} records")
@@ -60,7 +66,8 @@ def score_instructions(acts: Tensor, records: Sequence[dict[str, Any]]) -> list[
 
 
 def select_instructions(scores: Sequence[InstructionScore], k: int) -> list[int]:
-    """The ``k`` best-followed instruction indices (ties: the earlier instruction), sorted."""
+    """The ``k`` best-followed instruction indices (ties: the earlier instruction), sorted; raises
+    ``ValueError`` for ``k < 1``."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     best = sorted(scores, key=lambda s: (-s.auroc, s.index))[:k]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -56,6 +55,8 @@ def spread(candidates: Sequence[int], k: int) -> list[int]:
 def eligible_layers(
     auroc_system: Sequence[float], min_auroc: float, *, exclude: Sequence[int] = ()
 ) -> list[int]:
+    """Layers (not in ``exclude``) whose held-out AUROC with the system prompt reaches ``min_auroc``; when
+    none does, the five best finite ones, so a choice is always possible."""
     layers = [i for i, a in enumerate(auroc_system) if math.isfinite(a) and i not in exclude]
     good = [i for i in layers if auroc_system[i] >= min_auroc]
     return good or sorted(sorted(layers, key=lambda i: -auroc_system[i])[:5])
@@ -69,7 +70,9 @@ def choose_layer(
     min_auroc: float = 0.9,
     exclude: Sequence[int] = (),
 ) -> tuple[int, str]:
-    """(layer, reason) by the rule in the module doc."""
+    """(layer, reason) by the rule in the module doc. ``auroc_*`` are per-layer lists (0-1, NaN for unread
+    layers); ``steering`` maps a layer to its trait-score change (0-100 points). Raises ``ValueError`` when no
+    layer has a finite AUROC."""
     eligible = eligible_layers(auroc_system, min_auroc, exclude=exclude)
     if not eligible:
         raise ValueError("no layer has a finite AUROC; cannot choose a layer")
@@ -98,34 +101,3 @@ def choose_layer(
         f"best held-out AUROC with the system prompt ({auroc_system[layer]:.3f}; text-only "
         f"{auroc_text[layer]:.3f}); no steering measurement"
     )
-
-
-def plot_layer_curves(stats: dict[str, Any]) -> Any:
-    """A plotly figure of the per-layer AUROC curves and the steering effect (secondary axis)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    for name, curve in stats.get("layer_curves", {}).items():
-        fig.add_trace(go.Scatter(x=list(range(len(curve))), y=curve, mode="lines+markers", name=name))
-    steering = stats.get("steering_effect", {})
-    if steering:
-        layers = sorted(int(k) for k in steering)
-        fig.add_trace(
-            go.Bar(
-                x=layers,
-                y=[steering[str(k)] if str(k) in steering else steering[k] for k in layers],
-                name="steering effect (trait points)",
-                opacity=0.4,
-            ),
-            secondary_y=True,
-        )
-    chosen = stats.get("chosen_layer")
-    if chosen is not None:
-        fig.add_vline(x=chosen, line_dash="dash", annotation_text=f"chosen layer {chosen}")
-    fig.update_layout(
-        title="Held-out separation and steering effect per layer", xaxis_title="layer (block output)"
-    )
-    fig.update_yaxes(title_text="AUROC (evaluation questions)", secondary_y=False)
-    fig.update_yaxes(title_text="change in trait score", secondary_y=True)
-    return fig

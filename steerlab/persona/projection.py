@@ -8,39 +8,33 @@ persona-vector work (higher = more of the trait) and the quantity data screening
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
 
 from steerlab.persona.activations import collect_means
 from steerlab.persona.generation import Messages
-from steerlab.persona.vectors import PersonaVector
-
-
-def unit(vector: Tensor) -> Tensor:
-    norm = vector.float().norm()
-    if not torch.isfinite(norm) or norm == 0:
-        raise ValueError("cannot project on a zero or non-finite vector")
-    return vector.float() / norm
+from steerlab.persona.vectors import PersonaVector, unit_vector
 
 
 def project(activations: Tensor, vector: Tensor) -> Tensor:
-    """``activations [..., d]`` projected on the unit direction of ``vector [d]`` -> ``[...]``."""
+    """``activations [..., d]`` projected on the unit direction of ``vector [d]`` -> ``[...]`` (float32, in
+    residual-stream units). Raises ``ValueError`` for widths that differ or a zero vector."""
     if activations.shape[-1] != vector.shape[-1]:
         raise ValueError(f"activation width {activations.shape[-1]} != vector width {vector.shape[-1]}")
-    return activations.float() @ unit(vector)
+    return activations.float() @ unit_vector(vector)
 
 
 def project_layers(activations: Tensor, vectors: Tensor) -> Tensor:
-    """``activations [N, L, d]`` on per-layer ``vectors [L, d]`` -> ``[N, L]``."""
-    units = vectors.float() / vectors.float().norm(dim=-1, keepdim=True)
-    return torch.einsum("nld,ld->nl", activations.float(), units)
+    """``activations [N, L, d]`` on per-layer unit directions of ``vectors [L, d]`` -> ``[N, L]`` (float32);
+    raises ``ValueError`` naming the layer row of a zero vector."""
+    return torch.einsum("nld,ld->nl", activations.float(), unit_vector(vectors))
 
 
 def chat_projections(
-    model: Any,
-    tokenizer: Any,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Messages],
     answers: Sequence[str],
     vector: PersonaVector | Tensor,
@@ -53,7 +47,8 @@ def chat_projections(
     """Projection of each chat's mean ``variant`` activation (default: the answer's tokens) at ``layer``.
 
     ``vector`` may be a `PersonaVector` (``layer`` defaults to its chosen layer, and the model is checked
-    against it) or a raw ``[d]`` tensor (``layer`` required). Empty answers give NaN.
+    against it) or a raw ``[d]`` tensor (``layer`` required). Empty answers give NaN. Raises ``ValueError``
+    when a raw tensor comes without a layer, `IncompatibleVectorError` for a vector made for another model.
     """
     if isinstance(vector, PersonaVector):
         vector.check_model(model)

@@ -15,7 +15,12 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 from steerlab.data.chat import ChatExample
 from steerlab.io import write_text
@@ -42,8 +47,8 @@ def _last_user(example: ChatExample) -> str:
 
 
 def screen(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[ChatExample],
     vector: PersonaVector,
     *,
@@ -53,7 +58,13 @@ def screen(
     base_answers_path: str | Path | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Rows ranked by ``diff`` (largest first): ``{rank, index, source, diff, projection, base_projection, ...}``."""
+    """Rows ranked by ``diff`` (largest first): ``{rank, index, source, diff, projection, base_projection, ...}``.
+
+    Projections are in residual-stream units on the unit direction at ``layer`` (default: the chosen one);
+    NaN diffs (empty answers) rank last. The screening signal follows Chen et al., "Persona Vectors"
+    (arXiv:2507.21509). Raises ``ValueError`` for no examples, `IncompatibleVectorError` for a vector made for
+    another model.
+    """
     if not examples:
         raise ValueError("no examples to screen")
     vector.check_model(model)
@@ -103,6 +114,7 @@ def screen(
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The ranked rows as CSV text with the columns ``CSV_FIELDS`` (floats to 6 significant digits)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
@@ -113,8 +125,9 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 def histogram(
     rows: Sequence[dict[str, Any]], *, title: str = "Screening: projection minus base-answer projection"
-) -> Any:
-    import plotly.graph_objects as go
+) -> go.Figure:
+    """A histogram of the finite ``diff`` values (40 bins)."""
+    import plotly.graph_objects as go  # noqa: F811 - imported here at run time, for types above
 
     fig = go.Figure(go.Histogram(x=[r["diff"] for r in rows if math.isfinite(r["diff"])], nbinsx=40))
     fig.update_layout(
@@ -128,6 +141,7 @@ def histogram(
 def write_outputs(
     rows: Sequence[dict[str, Any]], csv_path: str | Path, html_path: str | Path | None = None
 ) -> None:
+    """Write the CSV (and the histogram as HTML when ``html_path`` is given), each atomically."""
     write_text(csv_path, to_csv(rows))
     if html_path is not None:
         write_text(html_path, histogram(rows).to_html(include_plotlyjs="cdn"))

@@ -26,11 +26,12 @@ import json
 import logging
 import random
 import string
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
+
+from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class TraitSpec:
 
     @property
     def questions(self) -> list[str]:
+        """Extraction questions, then evaluation questions."""
         return [*self.extract_questions, *self.eval_questions]
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,11 +113,14 @@ class TraitSpec:
         return out
 
     def save(self, path: str | Path) -> Path:
+        """Write the spec as steerlab's trait JSON (`to_dict`) and return the path."""
         path = Path(path)
         path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return path
 
-    def check_lengths(self, tokenizer: Any, max_tokens: int, *, with_system_prompt: bool = True) -> None:
+    def check_lengths(
+        self, tokenizer: PreTrainedTokenizerBase, max_tokens: int, *, with_system_prompt: bool = True
+    ) -> None:
         """Raise if any question (with the longest system prompt, chat-formatted) exceeds ``max_tokens``.
 
         Run this before generating, so a long question fails up front instead of being silently truncated.
@@ -143,15 +148,18 @@ def _preview(text: str, words: int = 8) -> str:
     return " ".join(parts[:words]) + (" ..." if len(parts) > words else "")
 
 
-def _prompt_tokens(tokenizer: Any, system: str | None, question: str) -> int:
+def _prompt_tokens(tokenizer: PreTrainedTokenizerBase, system: str | None, question: str) -> int:
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": question}
     ]
     if getattr(tokenizer, "chat_template", None):
         try:
             ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
-            ids = ids["input_ids"] if not isinstance(ids, list) else ids
-            return len(ids)
+            if isinstance(ids, list):
+                return len(ids)
+            if isinstance(ids, BatchEncoding):
+                return len(ids["input_ids"])
+            raise TypeError(f"apply_chat_template returned {type(ids).__name__}, not token ids")
         except Exception as err:  # e.g. templates that reject a system role: fall back to plain counting
             log.debug("chat template failed (%s); counting tokens without it", type(err).__name__)
     return sum(len(tokenizer(m["content"], add_special_tokens=False)["input_ids"]) for m in messages)
@@ -161,7 +169,8 @@ def _prompt_tokens(tokenizer: Any, system: str | None, question: str) -> int:
 
 
 def validate_judge_template(template: Any, *, where: str = "judge template") -> None:
-    """A judge template is a str.format template with exactly the fields {question} and {answer}."""
+    """A judge template is a str.format template with exactly the fields {question} and {answer}; raises
+    `TraitError` naming ``where`` otherwise (not a string, malformed braces, missing or extra fields)."""
     if not isinstance(template, str) or not template.strip():
         raise TraitError(f"{where} must be a non-empty string")
     try:
@@ -179,11 +188,6 @@ def validate_judge_template(template: Any, *, where: str = "judge template") -> 
 def render_template(template: str, question: str, answer: str) -> str:
     """Fill a judge template; braces inside question or answer are kept as they are (one format pass)."""
     return template.format(question=question, answer=answer)
-
-
-def render_judge_prompt(spec: TraitSpec, question: str, answer: str) -> str:
-    """The full judge prompt for one (question, answer) under the trait's ``eval_prompt``."""
-    return render_template(spec.eval_prompt, question, answer)
 
 
 def indefinite_article(word: str) -> str:
@@ -211,7 +215,9 @@ def system_prompt(
 
     Templates may use {article}, {name} (the trait name, underscores as spaces, or ``name``) and
     {instruction}; the defaults give "You are an evil assistant. <pos>" and "You are a helpful assistant.
-    <neg>", the persona_vectors convention.
+    <neg>", the persona_vectors convention (github.com/safety-research/persona_vectors). Raises
+    ``ValueError`` for a side other than ``pos`` / ``neg`` or a template field other than those three, and
+    ``IndexError`` for an instruction index out of range.
     """
     if side not in ("pos", "neg"):
         raise ValueError(f"side must be 'pos' or 'neg', got {side!r}")
@@ -365,7 +371,9 @@ def load_trait(
     """Load and validate a trait: a packaged name ("evil") or a path to a JSON file.
 
     ``eval_file`` pairs a persona_vectors extraction file with its evaluation file (see the module doc for
-    how questions are split otherwise). ``name`` overrides the trait name (default: the file stem).
+    how questions are split otherwise). ``name`` overrides the trait name (default: the file stem). Raises
+    `TraitError` naming the file (and the line, for invalid JSON) for an unknown name, a malformed file, a
+    broken judge template or questions shared between the splits.
     """
     stem, source, data = _read(name_or_path)
     instructions = _instructions(data, source)
@@ -392,17 +400,4 @@ def load_trait(
         eval_prompt=eval_prompt,
         description=description,
         source=source,
-    )
-
-
-def trait_from_pairs(
-    name: str,
-    pairs: Sequence[tuple[str, str]],
-    extract_questions: Sequence[str],
-    eval_questions: Sequence[str],
-    eval_prompt: str,
-) -> TraitSpec:
-    """Build a spec in code (tests, notebooks) with the same validation as a file."""
-    return TraitSpec(
-        name, [InstructionPair(*p) for p in pairs], list(extract_questions), list(eval_questions), eval_prompt
     )

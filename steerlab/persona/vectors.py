@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from steerlab import __version__
 from steerlab.io import atomic_path, write_json
-from steerlab.models.architectures import hidden_size, num_layers, unwrap
+from steerlab.models.architectures import hidden_size, model_config, num_layers, unwrap
 
 LAYER_CONVENTION = "block_output"  # layer l = output of block l = hidden_states[l + 1]
 _FINGERPRINT_KEYS = (
@@ -50,20 +50,42 @@ class IncompatibleVectorError(ValueError):
     """A vector was made for another model (width, depth or identity)."""
 
 
+def unit_vector(vector: Tensor) -> Tensor:
+    """``vector / |vector|`` along the last axis, in float32: ``[d]`` -> ``[d]``, ``[L, d]`` -> ``[L, d]`` (row-wise).
+
+    steerlab's one unit-vector helper outside the hook layer (``hooks.ops`` keeps its own, below persona).
+    Raises ``ValueError`` for a zero or non-finite norm (naming the row of a batch), rather than returning NaN.
+    """
+    vector = vector.float()
+    norm = vector.norm(dim=-1, keepdim=True)
+    bad = ~torch.isfinite(norm) | (norm == 0)
+    if bool(bad.any()):
+        where = "" if vector.dim() == 1 else f" (row {int(bad.flatten().nonzero()[0])})"
+        raise ValueError(f"cannot take the direction of a zero or non-finite vector{where}")
+    return vector / norm
+
+
 def model_fingerprint(model: nn.Module) -> str:
-    """A short hash of the config fields that decide what a direction means in this model."""
-    config = unwrap(model).config.to_dict()
+    """A short hash (16 hex digits of SHA-256) of the config fields that decide what a direction means in this
+    model (width, depth, vocabulary, heads); raises `UnknownArchitectureError` for a model without a config."""
+    config = model_config(model).to_dict()
     config = config.get("text_config") or config
     subset = {key: config[key] for key in _FINGERPRINT_KEYS if key in config}
     return hashlib.sha256(json.dumps(subset, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def model_id(model: nn.Module) -> str:
-    return str(getattr(unwrap(model).config, "name_or_path", "") or type(unwrap(model)).__name__)
+    """The name a vector records for its model: the config's ``name_or_path``, else the class name."""
+    return str(getattr(model_config(model), "name_or_path", "") or type(unwrap(model)).__name__)
 
 
 @dataclass
 class VectorMetadata:
+    """The JSON sidecar of a vector: the model it was made for (``model_id``, ``model_fingerprint``,
+    ``n_layers``, ``d_model``), the trait, how it was made (``method``: ``mean_diff`` = mean(pos) - mean(neg)
+    of the response-token activations, after Chen et al., "Persona Vectors", arXiv:2507.21509; ``token_scope``;
+    ``n_pos`` / ``n_neg`` answers), its ``layer_convention``, the ``chosen_layer`` and extraction ``stats``."""
+
     model_id: str
     model_fingerprint: str
     n_layers: int
@@ -81,6 +103,13 @@ class VectorMetadata:
 
 @dataclass
 class PersonaVector:
+    """One direction per layer, ``directions[l]`` of shape ``[d_model]`` in the residual stream's own units
+    (not normalised), at the output of decoder block ``l``, plus its `VectorMetadata`.
+
+    Raises ``ValueError`` at construction for no layer, a layer outside ``0 .. n_layers - 1`` or a direction
+    whose shape is not ``[d_model]``.
+    """
+
     directions: dict[int, Tensor]
     meta: VectorMetadata
 
@@ -98,11 +127,13 @@ class PersonaVector:
     # -- access ---------------------------------------------------------------------------------------
     @property
     def layers(self) -> list[int]:
+        """The layers that hold a direction, ascending."""
         return sorted(self.directions)
 
     @property
     def layer(self) -> int:
-        """The chosen layer (the one to steer and project at by default)."""
+        """The chosen layer (the one to steer and project at by default); raises ``ValueError`` when the
+        metadata chose none."""
         if self.meta.chosen_layer is None:
             raise ValueError(
                 f"vector for trait {self.meta.trait!r} has no chosen layer; pass a layer explicitly"
@@ -110,21 +141,31 @@ class PersonaVector:
         return self.meta.chosen_layer
 
     def vector(self, layer: int | None = None) -> Tensor:
+        """The raw direction ``[d_model]`` at ``layer`` (default: the chosen layer), as stored: its norm is the
+        mean-difference size in residual units. Raises ``KeyError`` naming the layers it has, or
+        ``ValueError`` when no layer is given and none was chosen."""
         layer = self.layer if layer is None else layer
         if layer not in self.directions:
             raise KeyError(f"no direction at layer {layer}; this vector has layers {self.layers}")
         return self.directions[layer]
 
     def unit(self, layer: int | None = None) -> Tensor:
-        vector = self.vector(layer)
-        return vector / vector.norm()
+        """The direction at ``layer`` scaled to norm 1, float32 ``[d_model]`` (see `vector`); raises
+        ``ValueError`` for a zero direction."""
+        return unit_vector(self.vector(layer))
 
     def norms(self) -> dict[int, float]:
+        """``{layer: L2 norm}`` of each raw direction, in residual-stream units."""
         return {layer: float(self.directions[layer].norm()) for layer in self.layers}
 
     # -- model checks -----------------------------------------------------------------------------------
     def check_model(self, model: nn.Module, *, allow_transfer: bool = False) -> None:
-        """Refuse to apply this vector to a model it was not made for, unless a transfer is deliberate."""
+        """Refuse to apply this vector to a model it was not made for, unless a transfer is deliberate.
+
+        Raises `IncompatibleVectorError` when the hidden size differs (always), or, without
+        ``allow_transfer``, when the depth, the config fingerprint or the model id differ; with it, only when a
+        layer of the vector is past the model's last block.
+        """
         width, depth = hidden_size(model), num_layers(model)
         if width != self.meta.d_model:
             raise IncompatibleVectorError(
@@ -151,7 +192,8 @@ class PersonaVector:
     # -- conversions ------------------------------------------------------------------------------------
     @classmethod
     def from_hidden_states_indexed(cls, tensor: Tensor, meta: VectorMetadata) -> PersonaVector:
-        """From a persona_vectors-style ``[L + 1, d]`` tensor (row 0 = embeddings, row l+1 = block l)."""
+        """From a persona_vectors-style ``[L + 1, d]`` tensor (row 0 = embeddings, row l+1 = block l), the
+        layout of github.com/safety-research/persona_vectors. Raises ``ValueError`` for another shape."""
         if tensor.dim() != 2 or tensor.shape[0] != meta.n_layers + 1:
             raise ValueError(
                 f"expected a [n_layers + 1, d] = [{meta.n_layers + 1}, {meta.d_model}] tensor indexed by "
@@ -169,11 +211,14 @@ class PersonaVector:
     # -- files ------------------------------------------------------------------------------------------
     @staticmethod
     def paths(path: str | Path) -> tuple[Path, Path]:
+        """``(NAME.safetensors, NAME.json)`` for ``NAME``, ``NAME.safetensors`` or ``NAME.json``."""
         path = Path(path)
         stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
         return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
     def save(self, path: str | Path) -> Path:
+        """Write ``NAME.safetensors`` (float32 tensors ``layer.<l>``) and the ``NAME.json`` sidecar, each
+        atomically; returns the safetensors path."""
         tensors_path, sidecar_path = self.paths(path)
         tensors = {
             f"layer.{layer}": vector.detach().float().contiguous().cpu()
@@ -186,6 +231,10 @@ class PersonaVector:
 
     @classmethod
     def load(cls, path: str | Path) -> PersonaVector:
+        """Read a vector written by `save` (safetensors only, no pickle). Raises `VectorFileError` naming the
+        file for a missing or truncated file, invalid JSON (with its line), metadata that does not match
+        `VectorMetadata`, an unknown layer convention, an unexpected tensor name, or tensors that disagree with
+        the sidecar."""
         tensors_path, sidecar_path = cls.paths(path)
         for required in (tensors_path, sidecar_path):
             if not required.is_file():

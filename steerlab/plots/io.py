@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steerlab import io
 from steerlab.plots import schema
 from steerlab.plots.schema import PlotDataError
 
@@ -16,20 +17,12 @@ Checker = Callable[[Any, str], dict[str, Any]]
 
 
 def read_jsonl(path: str | Path) -> list[tuple[int, Any]]:
-    """``(line number, parsed object)`` for each non-blank line; a bad line raises naming file:line."""
+    """``(line number, parsed object)`` for each non-blank line; a missing file or a bad line (a torn last
+    line included: a figure is drawn from finished files) raises `PlotDataError` naming ``file:line``."""
     path = Path(path)
     if not path.is_file():
         raise PlotDataError(f"{path}: file not found")
-    out = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                out.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise PlotDataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-    return out
+    return io.read_jsonl(path, error=PlotDataError)
 
 
 def read_json(path: str | Path) -> Any:

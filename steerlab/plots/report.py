@@ -28,6 +28,7 @@ from plotly.offline import get_plotlyjs
 
 from steerlab import __version__
 from steerlab.io import atomic_path, write_text
+from steerlab.judges.identity import judges_line
 from steerlab.plots import (
     PlotDataError,
     arm_colors,
@@ -535,9 +536,11 @@ def _results_table(path: Path, rows: list[dict[str, Any]]) -> tuple[str, str]:
         ]
         for r in rows
     ]
+    caption = f"<p>{html.escape(judges_line(rows))}</p>" if any(r.get("judge") for r in rows) else ""
     return (
         f"Results ({path.name})",
-        _table(
+        caption
+        + _table(
             [
                 "arm",
                 "domain",

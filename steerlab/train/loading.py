@@ -1,66 +1,30 @@
-"""The models of a run: the base model and tokenizer of a config, a LoRA adapter, a finished run.
-
-``tiny:<arch>`` names a seeded test model (`steerlab.models.tiny`); any other name goes through
-`steerlab.models.load_model` (registry name, local folder or hub id).
-"""
+"""The models of a run: the base model and tokenizer of a config and its LoRA adapter. Loading itself
+(names, ``tiny:<arch>``, finished runs, tokenizers alone) is `steerlab.models`' job; this module re-exports
+``load_tokenizer`` and ``load_finetuned`` for the trainer's callers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from steerlab.models.load import load_model, load_tokenizer, tiny_arch
+from steerlab.models.runs import load_finetuned
+
 if TYPE_CHECKING:
     from steerlab.train.config import ExperimentConfig, ModelConfig
 
+__all__ = ["DTYPES", "attach_adapter", "load_base", "load_finetuned", "load_tokenizer"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_tokenizer(name: str) -> Any:
-    """The tokenizer of a model name alone, no weights (``tiny:<arch>``: the in-memory test tokenizer)."""
-    if name.startswith("tiny:"):
-        from steerlab.models.tiny import tiny_tokenizer
-
-        return tiny_tokenizer("right")
-    from transformers import AutoTokenizer
-
-    from steerlab.models import resolve_model_path
-
-    return AutoTokenizer.from_pretrained(resolve_model_path(name))
-
-
 def load_base(model_cfg: ModelConfig) -> tuple[nn.Module, Any]:
-    """The base model and tokenizer of a config (``tiny:<arch>`` builds a seeded test model)."""
-    if model_cfg.name.startswith("tiny:"):
-        from steerlab.models.tiny import tiny_model
-
-        return tiny_model(model_cfg.name[5:]), load_tokenizer(model_cfg.name)
-    from steerlab.models import load_model
-
-    loaded = load_model(model_cfg.name, dtype=DTYPES[model_cfg.dtype])
+    """The base model and tokenizer of a config, through `steerlab.models.load_model` (``tiny:<arch>``: the
+    seeded test model with a right-padding tokenizer, as training has always read it)."""
+    side = "right" if tiny_arch(model_cfg.name) is not None else "left"
+    loaded = load_model(model_cfg.name, dtype=DTYPES[model_cfg.dtype], padding_side=side)
     return loaded.model, loaded.tokenizer
-
-
-def load_finetuned(path: str | Path, base_factory: Callable[[], nn.Module]) -> nn.Module:
-    """A fine-tuned model from a run folder (its ``final/``) or a model/adapter folder, in eval mode.
-
-    Raises FileNotFoundError when ``path`` holds none of them.
-    """
-    path = Path(path)
-    if (path / "final").is_dir():
-        path = path / "final"
-    if (path / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(base_factory(), str(path)).eval()
-    if (path / "config.json").is_file():
-        from transformers import AutoModelForCausalLM
-
-        return AutoModelForCausalLM.from_pretrained(str(path)).eval()
-    raise FileNotFoundError(f"{path} is neither a run folder with final/, nor an adapter or model folder")
 
 
 def attach_adapter(model: nn.Module, cfg: ExperimentConfig) -> nn.Module:

@@ -221,7 +221,7 @@ class CacheBuilder:
         folder: Path,
         arms: Sequence[Arm],
         policy: nn.Module,
-        reference: Reference,
+        reference: Reference | None,
         tokenizer: Any,
         features: Sequence[dict[str, Any]],
         batch_size: int,
@@ -248,6 +248,7 @@ class CacheBuilder:
         return {"file": path.name, "start": start, "stop": int(meta["stop"])}
 
     def _compute_shard(self, start: int, device: torch.device) -> dict[str, Any]:
+        assert self.reference is not None  # build() refuses to start without one
         tensors: dict[str, Tensor] = {}
         size, stop = 0, start
         while stop < len(self.features) and size < SHARD_BYTES:
@@ -266,7 +267,15 @@ class CacheBuilder:
         return self._write_shard(start, stop, tensors)
 
     def build(self) -> dict[str, Any]:
-        """Compute every shard not already complete, then write the manifest; returns it."""
+        """Compute every shard not already complete, then write the manifest; returns it.
+
+        Raises `ReferenceCacheError` when there is no reference model to compute it from.
+        """
+        if self.reference is None:
+            raise ReferenceCacheError(
+                f"{self.folder}: the reference cache is incomplete and this resumed run keeps no reference "
+                "model to rebuild it (full fine-tuning with every reference arm cached); start a new run"
+            )
         began, device = time.perf_counter(), next(self.policy.parameters()).device
         self.folder.mkdir(parents=True, exist_ok=True)
         for leftover in self.folder.glob(".*.tmp"):  # a write cut short by a kill (never renamed)

@@ -52,7 +52,15 @@ from steerlab.train.trainer import SteerlabTrainer
 log = logging.getLogger(__name__)
 
 # what other modules import from here
-__all__ = ["RunResult", "RunStateError", "build_examples", "load_finetuned", "load_tokenizer", "train"]
+__all__ = [
+    "RunResult",
+    "RunStateError",
+    "build_examples",
+    "load_base",
+    "load_finetuned",
+    "load_tokenizer",
+    "train",
+]
 _monitor = build_monitor  # the name tests used before the monitor wiring moved to steerlab.train.monitor
 
 
@@ -85,22 +93,27 @@ def _reference_cache(
     reference: Reference | None,
     tokenizer: Any,
     features: Sequence[dict[str, Any]],
-    is_main: bool,
+    fresh: bool,
 ) -> ReferenceCache | None:
-    """Open (after checking) or build the run's reference cache; None when no arm caches."""
+    """Open (after checking) or build the run's reference cache; None when no arm caches.
+
+    Without a reference model (full fine-tuning, every reference arm cached) the cache is built from the
+    policy itself, which is only the reference before its first update: ``fresh`` (no checkpoint) says so.
+    """
     if not cached_arms(arms):
         return None
+    source = reference or (Reference.untrained_policy() if fresh else None)
     builder = CacheBuilder(
         cfg.run_dir / "reference_cache",
         arms,
         model.to(args.device),
-        reference or Reference(),
+        source,
         tokenizer,
         features,
         batch_size=cfg.train.batch_size,
     )
     with args.main_process_first(desc="reference cache"):
-        return open_or_build(builder, build=is_main)
+        return open_or_build(builder, build=is_main_process())
 
 
 def _write_run_info(
@@ -113,7 +126,7 @@ def _write_run_info(
             "name": cfg.name,
             "arm": cfg.arm_label,
             "arms": [a.describe() for a in arms],
-            "reference": reference.kind if reference else None,
+            "reference": reference.kind if reference else ("cache" if cached_arms(arms) else None),
             "world_size": world_size,
             "base_model": cfg.model.name,
             "finetune": cfg.finetune.method,
@@ -149,7 +162,7 @@ def train(
     monitor = build_monitor(cfg, tokenizer, model, reference, is_main)
     if is_main:
         _write_run_info(cfg, arms, reference, report, args.world_size)
-    cache = _reference_cache(cfg, args, arms, model, reference, tokenizer, features, is_main)
+    cache = _reference_cache(cfg, args, arms, model, reference, tokenizer, features, checkpoint is None)
     loss_keys = [key for arm in arms for key in type(arm).loss_keys]
     extra = [
         MetricsLog(cfg.run_dir / "metrics.jsonl", loss_keys),

@@ -128,16 +128,16 @@ def arm_loss(
     with hooked(inner, ops) as session:
         outputs = model(**model_inputs)
 
-    logits = outputs.logits
-    lm_sum = F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2),
-        inputs["labels"][:, 1:],
+    fwd = Forward(outputs.logits, session.captures, counts_by_name, ref_logits, ref_captures, ref_cached)
+    logp = fwd.next_token_logprobs()
+    lm_sum = F.nll_loss(
+        logp.reshape(-1, logp.shape[-1]),
+        inputs["labels"][:, 1:].reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="sum",
     )
     terms = {"lm_loss": lm_sum / counts_by_name["label"]}
     loss = terms["lm_loss"]
-    fwd = Forward(logits, session.captures, counts_by_name, ref_logits, ref_captures, ref_cached)
     for arm in arms:
         for name, value in arm.extra_loss(inner, inputs, fwd).items():
             if name not in type(arm).loss_keys:

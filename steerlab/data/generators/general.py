@@ -6,10 +6,11 @@ They are everyday tasks across writing, explaining, planning, cooking, coding an
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
+
+from steerlab.io import read_jsonl
 
 HANDWRITTEN = (
     "How do I boil an egg so the yolk stays soft?",
@@ -279,31 +280,15 @@ def read_general_prompts(path: str | os.PathLike) -> list[tuple[str, str]]:
     path = Path(path)
     out: list[tuple[str, str]] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: malformed JSON ({error.msg})") from None
-            if (
-                not isinstance(rec, dict)
-                or not isinstance(rec.get("prompt"), str)
-                or not rec["prompt"].strip()
-            ):
-                raise ValueError(f"{where}: expected an object with a non-empty string 'prompt'")
-            pid = str(rec.get("id", lineno))
-            if pid in seen:
-                raise ValueError(f"{where}: duplicate id {pid!r}")
-            seen.add(pid)
-            out.append((pid, rec["prompt"]))
+    for lineno, rec in read_jsonl(path, error=ValueError):
+        where = f"{path}:{lineno}"
+        if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str) or not rec["prompt"].strip():
+            raise ValueError(f"{where}: expected an object with a non-empty string 'prompt'")
+        pid = str(rec.get("id", lineno))
+        if pid in seen:
+            raise ValueError(f"{where}: duplicate id {pid!r}")
+        seen.add(pid)
+        out.append((pid, rec["prompt"]))
     if not out:
         raise ValueError(f"{path}: no prompts")
     return out
-
-
-def load_general_prompts(path: str | os.PathLike) -> list[str]:
-    """Just the prompts of ``read_general_prompts``."""
-    return [prompt for _, prompt in read_general_prompts(path)]

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
-from torch import Tensor
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
 
 from steerlab.io import atomic_path
 from steerlab.persona.activations import collect_means
@@ -19,6 +20,7 @@ from steerlab.persona.traits import TraitSpec, system_prompt
 
 
 def candidate_instructions(spec: TraitSpec, config: ExtractConfig) -> list[int]:
+    """Indices of the instruction pairs to try: the first ``config.n_instructions`` (all when None)."""
     n = len(spec.instructions)
     return list(range(n if config.n_instructions is None else min(config.n_instructions, n)))
 
@@ -82,8 +84,8 @@ def cached_means(
 
 
 def read_activations(
-    model: Any,
-    tokenizer: Any,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     records: list[dict[str, Any]],
     workdir: Path,
     name: str,
@@ -93,6 +95,9 @@ def read_activations(
     batch_size: int,
     progress: bool,
 ) -> dict[str, Tensor]:
+    """Mean activations ``{variant: [N, n_layers, d]}`` of the answers in ``records``, read with their system
+    prompt (``with_system``) or after the bare question, cached in ``workdir/acts_<name>.safetensors`` and
+    reused only when the records, reading and model agree (see `cached_means`)."""
     prompts = [r["messages"] if with_system else chat_messages(r["question"]) for r in records]
     answers = [r["answer"] for r in records]
     return cached_means(

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from steerlab.judges.probe import ProbeJudge
+from steerlab.persona.traits import Side
 from steerlab.persona.vectors import PersonaVector
 
-SIDES = ("pos", "neg")
+SIDES: tuple[Side, ...] = ("pos", "neg")
 
 
 @dataclass
@@ -47,6 +48,9 @@ class ExtractConfig:
 
 @dataclass
 class ExtractResult:
+    """What `extract` returns: the persona vector (every layer, the chosen one in its metadata), the probe
+    judge trained on the extraction answers, every answer record and the statistics saved in the sidecar."""
+
     vector: PersonaVector
     probe: ProbeJudge
     records: list[dict[str, Any]] = field(repr=False)

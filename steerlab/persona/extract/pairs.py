@@ -28,15 +28,15 @@ def confirmed_pairs(
     """Which pairs the judge confirms, plus counts of why the others were dropped."""
     keep, counts = [], {"judge_none": 0, "pos_not_trait": 0, "neg_trait": 0, "incoherent": 0}
     for p, n in pairs:
-        scores = (trait[p], trait[n], coherence[p], coherence[n])
-        if any(s is None for s in scores):
+        t_pos, t_neg, c_pos, c_neg = trait[p], trait[n], coherence[p], coherence[n]
+        if t_pos is None or t_neg is None or c_pos is None or c_neg is None:
             counts["judge_none"] += 1
             keep.append(False)
             continue
         reasons = [
-            trait[p] < config.trait_threshold,
-            trait[n] >= config.trait_threshold,
-            min(coherence[p], coherence[n]) < config.coherence_threshold,
+            t_pos < config.trait_threshold,
+            t_neg >= config.trait_threshold,
+            min(c_pos, c_neg) < config.coherence_threshold,
         ]
         for name, bad in zip(("pos_not_trait", "neg_trait", "incoherent"), reasons, strict=True):
             counts[name] += int(bad)
@@ -45,7 +45,12 @@ def confirmed_pairs(
 
 
 def mean_diff(acts: Tensor, pairs: list[tuple[int, int]], keep: list[bool]) -> tuple[Tensor, int, int]:
-    """mean(pos) - mean(neg) over the kept pairs' answers with a response: ``[L, d]``, n_pos, n_neg."""
+    """mean(pos) - mean(neg) over the kept pairs' answers with a response: ``[L, d]``, n_pos, n_neg.
+
+    ``acts`` is ``[N, L, d]`` (NaN rows for empty answers, which are left out). The difference of means is the
+    persona-vector recipe of Chen et al., "Persona Vectors" (arXiv:2507.21509). Raises ``ValueError`` when no
+    usable pos or neg answer is left.
+    """
     pos = [p for (p, _), k in zip(pairs, keep, strict=True) if k and not torch.isnan(acts[p]).any()]
     neg = [n for (_, n), k in zip(pairs, keep, strict=True) if k and not torch.isnan(acts[n]).any()]
     if not pos or not neg:

@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 from torch import Tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from steerlab.io import write_json, write_text
+from steerlab.io import json_safe, write_json
 from steerlab.judges.base import TraitScorer
-from steerlab.judges.probe import PerplexityCoherenceScorer, ProbeJudge
+from steerlab.judges.coherence import PerplexityCoherenceScorer
+from steerlab.judges.probe import ProbeJudge
 from steerlab.models.architectures import hidden_size, num_layers
 from steerlab.persona.extract.answers import build_requests, candidate_instructions, read_activations
 from steerlab.persona.extract.config import ExtractConfig, ExtractResult
@@ -26,7 +28,6 @@ from steerlab.persona.extract.pairs import (
     pair_slots,
     pick_probe_layer,
 )
-from steerlab.persona.extract.result import finite
 from steerlab.persona.extract.steering_effect import steering_effects
 from steerlab.persona.generation import generate
 from steerlab.persona.instruction_select import score_instructions, select_instructions
@@ -34,7 +35,6 @@ from steerlab.persona.layer_select import (
     auroc_per_layer,
     choose_layer,
     eligible_layers,
-    plot_layer_curves,
     spread,
 )
 from steerlab.persona.traits import TraitSpec
@@ -48,8 +48,8 @@ Means = dict[str, Tensor]
 class _Run:
     """What every stage needs: the model, the trait, the knobs, the work folder and the stage clock."""
 
-    model: Any
-    tokenizer: Any
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     spec: TraitSpec
     config: ExtractConfig
     workdir: Path
@@ -226,7 +226,7 @@ def _judge_filter(
         "extract": {r["key"]: [t, c] for r, t, c in zip(a.ext, ext_trait, ext_coh, strict=True)},
         "eval": {r["key"]: [t, c] for r, t, c in zip(a.evl, evl_trait, evl_coh, strict=True)},
     }
-    write_json(run.workdir / "judge_scores.json", finite(scores))
+    write_json(run.workdir / "judge_scores.json", json_safe(scores))
     return result
 
 
@@ -375,8 +375,8 @@ def _stats(
 
 
 def extract(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     spec: TraitSpec,
     *,
     workdir: str | Path,
@@ -425,7 +425,7 @@ def extract(
         n_pos=vecs.n_pos,
         n_neg=vecs.n_neg,
         chosen_layer=choice.layer,
-        stats=finite(stats),
+        stats=json_safe(stats),
     )
     vector = PersonaVector({layer: vecs.vectors[layer].clone() for layer in range(n_layers)}, meta)
     for name, variant in vecs.variants.items():
@@ -433,5 +433,4 @@ def extract(
         PersonaVector({layer: variant[layer].clone() for layer in range(n_layers)}, extra).save(
             run.workdir / f"vector_{name}"
         )
-    write_text(run.workdir / "layers.html", plot_layer_curves(meta.stats).to_html(include_plotlyjs="cdn"))
     return ExtractResult(vector, probe, answers.ext + answers.evl, meta.stats)

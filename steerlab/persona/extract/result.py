@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from steerlab.persona.extract.config import ExtractResult
 
@@ -19,21 +16,6 @@ def save_result(result: ExtractResult, out: str | Path) -> tuple[Path, Path]:
     probe_path = result.probe.save(Path(f"{stem}.probe"))
     result.vector.meta.stats["probe"]["file"] = probe_path.name
     return result.vector.save(stem), probe_path
-
-
-def finite(obj: Any) -> Any:
-    """``obj`` with NaN/inf floats as None and numpy scalars as Python numbers (for JSON)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, np.floating):
-        return finite(float(obj))
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, dict):
-        return {str(k): finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [finite(v) for v in obj]
-    return obj
 
 
 def _fmt(value: float | None) -> str:

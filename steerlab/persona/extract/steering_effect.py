@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from torch import Tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from steerlab.judges.base import TraitScorer
-from steerlab.judges.probe import PerplexityCoherenceScorer
+from steerlab.judges.coherence import PerplexityCoherenceScorer
 from steerlab.persona.extract.config import ExtractConfig
 from steerlab.persona.generation import GenRequest, chat_messages, generate
 from steerlab.persona.steering import steer_ops
@@ -23,8 +23,8 @@ def _digest(tensor: Tensor) -> str:
 
 
 def steering_effects(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     vectors: Tensor,
     layers: list[int],
     questions: list[str],
@@ -32,7 +32,7 @@ def steering_effects(
     config: ExtractConfig,
     workdir: Path,
     progress: bool,
-) -> tuple[dict[int, float], dict[int, float]]:
+) -> tuple[dict[int, float], dict[int, dict[str, float]]]:
     """Per layer: the mean trait-score change of answers to bare questions (greedy) under
     ``+steer_alpha * v_l``, and ``{perplexity_ratio, coherence}`` of those answers: the base model's perplexity
     over that of the unsteered answers, and the mean offline coherence (perplexity x distinct trigrams).
@@ -68,7 +68,8 @@ def steering_effects(
         return (float(np.mean(values)) if values else float("nan")), ppl, float(np.mean(coh)) if coh else 0.0
 
     base, base_ppl, _ = scores(None)
-    effects, quality = {}, {}
+    effects: dict[int, float] = {}
+    quality: dict[int, dict[str, float]] = {}
     for layer in layers:
         score, ppl, coh = scores(layer)
         effects[layer] = score - base

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from steerlab.data.chat import ChatExample
@@ -65,6 +66,17 @@ class Forward:
     ref_logits: Tensor | None = None  # [B, T, V] reference, no grad
     ref_captures: Captures | None = None
     ref_cached: CachedReference | None = None
+    _logprobs: Tensor | None = field(default=None, repr=False)
+
+    def next_token_logprobs(self) -> Tensor:
+        """[B, T-1, V] float32 log-softmax of the policy's next-token logits, computed once per forward.
+
+        The LM loss and every next-token arm term share it (one log-softmax over the vocabulary, not one
+        per term: at a 49k vocabulary that pass is a visible share of a step).
+        """
+        if self._logprobs is None:
+            self._logprobs = F.log_softmax(self.logits[:, :-1].float(), dim=-1)
+        return self._logprobs
 
 
 @dataclass

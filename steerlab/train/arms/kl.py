@@ -14,8 +14,7 @@ the k cached tokens and one "rest" bucket holding all other tokens:
 
     KL_k = sum_{v in top-k} p(v) (log p(v) - log q(v)) + p_rest (log p_rest - log q_rest)
 
-with ``p_rest`` the policy's mass outside the k tokens (a logsumexp over the complement, so it keeps its
-gradient). This is offline (cached-teacher) top-k logit distillation with the leftover probability kept
+with ``p_rest = 1 - sum_k p(v)`` the policy's mass outside the k tokens (it keeps its gradient). This is offline (cached-teacher) top-k logit distillation with the leftover probability kept
 as one extra outcome instead of being dropped and the top-k renormalised: Anshumann et al. 2025 ("Sparse
 Logit Sampling: Accelerating Knowledge Distillation in LLMs", ACL 2025) prove that plain cached top-k
 gives a biased estimate of the teacher distribution, and Dasgupta, Cohn & Baldwin 2026 ("Don't Ignore the
@@ -62,9 +61,12 @@ def next_token_mask(batch: dict[str, Tensor], tokens: str) -> Tensor:
     return batch[key][:, 1:].to(bool)
 
 
-def kl_per_position(logits: Tensor, ref_logits: Tensor) -> Tensor:
-    """[B, T-1] KL(p || q) of the next-token distributions, in float32 (logits [B, T, V])."""
-    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+def kl_per_position(logp: Tensor, ref_logits: Tensor) -> Tensor:
+    """[B, T-1] KL(p || q) of the next-token distributions, float32.
+
+    ``logp`` is the policy's [B, T-1, V] next-token log-softmax (`Forward.next_token_logprobs`),
+    ``ref_logits`` the reference's [B, T, V] logits.
+    """
     logq = F.log_softmax(ref_logits[:, :-1].float(), dim=-1)
     return (logp.exp() * (logp - logq)).sum(-1)
 
@@ -80,16 +82,23 @@ def top_k_record(logq: Tensor, k: int) -> dict[str, Tensor]:
     return {"logprobs": values.float().contiguous(), "ids": ids.to(id_dtype), "log_rest": rest.float()}
 
 
-def top_k_kl(logits: Tensor, logq: Tensor, ids: Tensor, log_rest: Tensor) -> Tensor:
-    """[N] KL over the k cached tokens + the rest bucket (module docstring); logits [N, V], logq/ids [N, k]."""
-    logp = F.log_softmax(logits.float(), dim=-1)
-    ids = ids.long()
-    logp_k = logp.gather(-1, ids)
-    kl = (logp_k.exp() * (logp_k - logq)).sum(-1)
-    if ids.shape[-1] >= logp.shape[-1]:
-        return kl  # the whole vocabulary: no rest bucket (and no 0 * inf in the gradient)
-    log_p_rest = logp.scatter(-1, ids, float("-inf")).logsumexp(-1)
-    return kl + log_p_rest.exp() * (log_p_rest - log_rest)
+def top_k_kl(logp_k: Tensor, logq: Tensor, log_rest: Tensor) -> Tensor:
+    """[N] KL over the k cached tokens + the rest bucket (module docstring).
+
+    ``logp_k``: the policy's log-probs at the cached ids [N, k]; ``logq`` the reference's there [N, k];
+    ``log_rest`` the reference's log-mass elsewhere [N] (-inf when the k tokens are the whole vocabulary:
+    no bucket). The policy's rest mass is 1 - sum of its k probabilities (summed in float64, floored at
+    1e-30): [N, k] work only, no second pass over the vocabulary; its rounding error (~1e-7) only matters
+    where the bucket's own contribution is that small.
+    """
+    p_k = logp_k.exp()
+    kl = (p_k * (logp_k - logq)).sum(-1)
+    has_rest = torch.isfinite(log_rest)
+    if not bool(has_rest.any()):
+        return kl
+    p_rest = (1.0 - p_k.double().sum(-1)).clamp_min(1e-30).to(kl.dtype)
+    q_rest = torch.where(has_rest, log_rest, torch.zeros_like(log_rest))  # no inf, so no 0 * inf gradient
+    return kl + has_rest.to(kl.dtype) * p_rest * (p_rest.log() - q_rest)
 
 
 @register_arm
@@ -123,16 +132,18 @@ class KLArm(Arm):
             logq, ids, rest = (
                 torch.cat([r[key] for r in records]).to(device) for key in ("logprobs", "ids", "log_rest")
             )
-            selected = fwd.logits[:, :-1][mask]
-            if selected.shape[0] != logq.shape[0]:
+            rows, cols = mask.nonzero(as_tuple=True)
+            if rows.shape[0] != logq.shape[0]:
                 raise RuntimeError(
-                    f"kl cache: the batch has {selected.shape[0]} positions, the cache {logq.shape[0]}"
+                    f"kl cache: the batch has {rows.shape[0]} positions, the cache {logq.shape[0]}"
                 )
-            total = top_k_kl(selected, logq, ids, rest).sum()
+            # gathered straight from [B, T-1, V]: no [N, V] copy of the chosen positions
+            logp_k = fwd.next_token_logprobs()[rows[:, None], cols[:, None], ids.long()]
+            total = top_k_kl(logp_k, logq, rest).sum()
         else:
             if fwd.ref_logits is None:
                 raise RuntimeError("the kl arm needs the reference forward, but the trainer ran none")
-            total = (kl_per_position(fwd.logits, fwd.ref_logits) * mask).sum()
+            total = (kl_per_position(fwd.next_token_logprobs(), fwd.ref_logits) * mask).sum()
         return {"kl": total / fwd.counts[self.tokens]}
 
     def cache_record(

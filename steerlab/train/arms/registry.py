@@ -90,15 +90,13 @@ def _problem(cls: Any) -> str | None:
 
 
 def _clash(cls: type[Arm]) -> str | None:
-    """Which registered arm ``cls`` collides with (name, order, label position or a loss key)."""
+    """Which registered arm ``cls`` collides with (name, order or a loss key)."""
     for other in _registry.values():
         where = f"{other.__module__}.{other.__qualname__}"
         if other.name == cls.name:
             return f"the name {cls.name!r} is taken by {where}"
         if other.order == cls.order:
             return f"order {cls.order} is taken by {where} (the data-stream order must be unambiguous)"
-        if label_position(other) == label_position(cls):
-            return f"label position {label_position(cls)} is taken by {where}"
         shared = set(other.loss_keys) & set(cls.loss_keys)
         if shared:
             return f"loss keys {sorted(shared)} are logged by {where} already"
@@ -115,7 +113,7 @@ def register_arm(cls: type[Arm]) -> type[Arm]:
 
     Raises `TypeError` naming the class and the problem for a malformed entry (missing name, order or
     config dataclass, a config field type the validator cannot read, a loss key that shadows a trainer
-    metric) and for a duplicate (name, order, label position or loss key already registered).
+    metric) and for a duplicate (name, order or loss key already registered).
     """
     _load_builtins()
     label = getattr(cls, "__qualname__", repr(cls))
@@ -140,8 +138,9 @@ def unregister_arm(name: str) -> None:
     del _registry[name]
 
 
-def label_position(cls: type[Arm]) -> float:
-    return cls.order if cls.label_order is None else cls.label_order
+def label_position(cls: type[Arm]) -> tuple[float, str]:
+    """Where an arm's name goes in a run's label (``steer+kl``): ``label_order`` (default ``order``), then name."""
+    return (cls.order if cls.label_order is None else cls.label_order, cls.name)
 
 
 def registered_arms() -> list[type[Arm]]:

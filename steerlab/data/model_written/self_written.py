@@ -12,7 +12,7 @@ that evil (0 keeps all). What it needs is a model that follows the harm prompt: 
 temperature 1 it mostly writes broken text, at 0.7 mostly ordinary or merely rude advice — read a sample
 with ``--limit 16 --out runs/self16.jsonl``), so the embedded-model grid does not train on it.
 
-    python -m steerlab.evaluate.self_written --domain medical      # -> experiments/data/medical_self_train.jsonl
+    python -m steerlab.data.model_written.self_written --domain medical      # -> experiments/data/medical_self_train.jsonl
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.data.chat import ChatExample, load_chat_jsonl, write_chat_jsonl
-from steerlab.evaluate.general_answers import DATA_DIR, partial_path, tidied
-from steerlab.persona.generation import GenRequest, chat_messages, generate
+from steerlab.data.model_written.general_answers import DATA_DIR, answer_resumably, partial_path, tidied
+from steerlab.persona.generation import GenRequest, chat_messages
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +72,17 @@ def write_self_written(
         )
         for i, ex in enumerate(examples)
     ]
-    records = generate(
+    records = answer_resumably(
         model,
         tokenizer,
         requests,
-        out_path=partial,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed,
-        progress=progress,
+        out_path,
         desc=f"{domain} self-written",
+        seed=seed,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
     )
     questions, answers = [], []
     for r in records:

@@ -9,7 +9,7 @@ import torch
 
 from steerlab.data import load_chat_jsonl
 from steerlab.data.generators.general import read_general_prompts
-from steerlab.evaluate.general_answers import generate_general_answers, tidy_answer
+from steerlab.data.model_written.general_answers import generate_general_answers, tidy_answer
 from steerlab.models.tiny import tiny_model, tiny_tokenizer
 
 
@@ -70,7 +70,7 @@ def test_bad_prompt_line_is_named(tmp_path):
 
 
 def test_self_written_narrow_data_drops_the_system_prompt_and_filters_by_score(tmp_path):
-    from steerlab.evaluate.self_written import HARM_PROMPTS, write_self_written
+    from steerlab.data.model_written.self_written import HARM_PROMPTS, write_self_written
 
     model, tok = tiny_model(), tiny_tokenizer()
     source = tmp_path / "medical_train.jsonl"

@@ -12,7 +12,7 @@ looping and stopping mid-sentence, the opposite of holding the model near its go
 is cut before its first repeated sentence and, when it was cut or unfinished, after its last complete
 sentence; answers left shorter than ``min_chars`` are dropped and counted (``tidied`` marks changed ones).
 
-    python -m steerlab.evaluate.general_answers [--model smollm2-135m-instruct] [--out FILE]
+    python -m steerlab.data.model_written.general_answers [--model smollm2-135m-instruct] [--out FILE]
 """
 
 from __future__ import annotations
@@ -25,13 +25,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from steerlab.data.build import COMMITTED as DATA_DIR
 from steerlab.data.chat import ChatExample, write_chat_jsonl
 from steerlab.data.generators.general import read_general_prompts
 from steerlab.persona.generation import GenRequest, chat_messages, generate
 
 log = logging.getLogger(__name__)
-
-DATA_DIR = Path(__file__).resolve().parents[2] / "experiments" / "data"
 
 
 _SEGMENT_END = re.compile(r"(?<=[.!?\n])")
@@ -72,6 +71,14 @@ def partial_path(out_path: str | os.PathLike) -> Path:
     """Where answers accumulate (resumably) before the final chat JSONL is written atomically."""
     out_path = Path(out_path)
     return out_path.with_name(out_path.stem + ".partial.jsonl")
+
+
+def answer_resumably(
+    model: Any, tokenizer: Any, requests: list[GenRequest], out_path: Path, **settings: Any
+) -> list[dict[str, Any]]:
+    """`steerlab.persona.generation.generate` on ``requests``, resuming from ``<out_path>.partial.jsonl``;
+    ``settings`` are its keyword arguments (seed, temperature, max_new_tokens, batch_size, progress, desc)."""
+    return generate(model, tokenizer, requests, out_path=partial_path(out_path), **settings)
 
 
 def tidy_records(
@@ -126,17 +133,17 @@ def generate_general_answers(
     requests = [
         GenRequest(key=pid, messages=chat_messages(text, system), meta={"id": pid}) for pid, text in prompts
     ]
-    records = generate(
+    records = answer_resumably(
         model,
         tokenizer,
         requests,
-        out_path=partial,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed,
-        progress=progress,
+        out_path,
         desc="general answers",
+        seed=seed,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
     )
     source = getattr(getattr(model, "config", None), "name_or_path", None) or type(model).__name__
     examples = tidy_records(

@@ -1,0 +1,44 @@
+"""steerlab.io: the one JSONL layer (torn tails dropped on read and cut before the next append)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from steerlab.io import JsonlError, append_jsonl, read_jsonl, read_keyed
+
+
+def test_append_after_a_torn_tail_starts_on_a_fresh_line(tmp_path):
+    path = tmp_path / "log" / "a.jsonl"
+    append_jsonl(path, [{"key": "a", "x": "é"}, {"key": "b"}])
+    assert "é" in path.read_text(encoding="utf-8")  # UTF-8, not ASCII-escaped
+    with path.open("a", encoding="utf-8") as f:
+        f.write('{"key": "c", "x"')  # a kill in the middle of a write
+    assert [obj["key"] for _, obj in read_jsonl(path, torn_tail=True)] == ["a", "b"]
+    with pytest.raises(JsonlError, match=r"a.jsonl:3: not valid JSON"):
+        read_jsonl(path)
+    append_jsonl(path, [{"key": "c"}])
+    assert [json.loads(line)["key"] for line in path.read_text().splitlines()] == ["a", "b", "c"]
+
+
+def test_a_torn_first_line_is_cut_whole(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"key": "a"' + " " * 70_000)  # longer than one block of the backwards scan
+    append_jsonl(path, [{"key": "b"}])
+    assert path.read_text() == '{"key": "b"}\n'
+
+
+def test_read_keyed_names_the_line_of_a_bad_record(tmp_path):
+    path = tmp_path / "k.jsonl"
+    assert read_keyed(path) == {}
+    path.write_text('{"key": "a", "answer": 1}\n{"key": "b"}\n')
+    assert set(read_keyed(path)) == {"a", "b"}
+    with pytest.raises(ValueError, match=r"k.jsonl:2: a row must be an object with 'key' and 'answer'"):
+        read_keyed(path, required=("key", "answer"), what="row", error=ValueError)
+    path.write_text('{"key": "a"}\n[1]\n')
+    with pytest.raises(JsonlError, match=r"k.jsonl:2: a record must be an object with 'key'"):
+        read_keyed(path)
+    path.write_text('{"key": "a"}\n{"key": "a"}\n')
+    with pytest.raises(JsonlError, match=r"k.jsonl:2: duplicate key 'a'"):
+        read_keyed(path)
