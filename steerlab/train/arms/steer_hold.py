@@ -27,9 +27,8 @@ Defaults (kp 4, ki 1, a reading every step on 8 chats) come from the embedded mo
 |v|, two steps at alpha 1.33 lowered it by 0.16 |v| — a plant that answers within a step or two. A reading
 every 2 steps with kp 10 flipped alpha between 0 and 1.3; on a model of that plant (drift = lr x (d - c
 alpha), Adam's momentum as a lag; experiments/hold_gains.py) readings every step with kp 4, ki 1 kept the
-error smallest over a 0.7-2.5x
-range of the plant's gain. A reading costs one forward of the calibration chats (about a third of a
-training step: a forward of 8 chats against a forward and backward of 8).
+error smallest over a 0.7-2.5x range of the plant's gain. A reading costs one forward of the calibration
+chats (about a third of a training step: a forward of 8 chats against a forward and backward of 8).
 
 The calibration set comes from the training domain, never from the monitor chats or an evaluation question
 (`steerlab.train.heldout`): the lines of ``data.train`` after ``data.limit`` by default — chats the run does
