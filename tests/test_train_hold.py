@@ -53,6 +53,9 @@ def test_steer_hold_config_is_checked(data, tmp_path):
         _cfg(folder, paths, "x", {"steer_hold": {"vector": vector, "alpha_start": 9.0}})
     with pytest.raises(ConfigError, match="steer_hold and steer both steer"):
         _cfg(folder, paths, "x", {"steer": {"vector": vector}, "steer_hold": {"vector": vector}})
+    # alpha changes between steps, so a reference arm cannot cache outputs computed under the old one
+    with pytest.raises(ConfigError, match="arms.kl.cache: .*steer_hold arm"):
+        _cfg(folder, paths, "x", {"steer_hold": {"vector": vector}, "kl": {"cache": True}})
     # the monitor chats may not set the coefficient
     cfg = _cfg(
         folder,

@@ -126,6 +126,8 @@ class SteerHoldArm(SteerArm):
     label_order = 11
     config_class = SteerHoldArmConfig
     log_keys = ("steer_alpha",)
+    # the reference forward runs under the same ops, and alpha changes between steps: no cached reference
+    fixed_reference_inputs = False
 
     def __init__(self, steer: SteerArm, cfg: SteerHoldArmConfig, calibration: ChatBatches, run_dir: Path):
         Arm.__init__(self)
