@@ -24,6 +24,7 @@ from typing import Any
 
 from steerlab.train.alarm import ALARM_FILE
 from steerlab.train.arms.early_stop import SUMMARY_FILE as EARLY_STOP_FILE
+from steerlab.train.jsonl import JsonlLog
 
 # (row key, its CI key, how the summary names it); the first one both rows carry decides
 LABELS = (
@@ -51,11 +52,8 @@ def run_signals(run_dir: Path) -> dict[str, Any]:
     """The alarm, early-stop and last-monitor figures of one run folder (None where a file is absent)."""
     alarm = _read(run_dir / ALARM_FILE) or {}
     early = _read(run_dir / EARLY_STOP_FILE) or {}
-    final = None
-    monitor = run_dir / "monitor.jsonl"
-    if monitor.is_file():
-        rows = [json.loads(line) for line in monitor.read_text(encoding="utf-8").splitlines() if line.strip()]
-        final = max(rows, key=lambda r: r["step"])["projection"] if rows else None
+    rows = JsonlLog(run_dir / "monitor.jsonl").rows()  # a torn last line (a kill mid-write) is left out
+    final = max(rows, key=lambda r: r["step"])["projection"] if rows else None
     return {
         "alarm_threshold": alarm.get("threshold"),
         "alarm_step": alarm.get("fired_step"),
