@@ -228,11 +228,11 @@ def arm_extra_bytes(
     if cfg.arms.kl is not None:
         from steerlab.train.arms.kl import kl_per_position
 
-        logits = torch.empty(
-            batch, length, vocab, device="meta", dtype=getattr(torch, dtype), requires_grad=True
+        logp = torch.empty(  # the policy's next-token log-probs, [B, T-1, V]
+            batch, length - 1, vocab, device="meta", dtype=torch.float32, requires_grad=True
         )
         ref = torch.empty(batch, length, vocab, device="meta", dtype=getattr(torch, dtype))
-        extra += ref.numel() * size + _saved_by(kl_per_position, logits, ref)
+        extra += ref.numel() * size + _saved_by(kl_per_position, logp, ref)
     if cfg.arms.ldifs is not None:
         from steerlab.train.arms.ldifs import feature_distance
 
