@@ -12,12 +12,17 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+from transformers import GenerationConfig
 
 from steerlab.hooks.ops import Captures, Op
+
+if TYPE_CHECKING:
+    from nnsight import NNsight
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 @dataclass
@@ -61,9 +66,14 @@ class HookBackend(Protocol):
     def raw_forward(self, handle: Any, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor: ...
 
 
-def _greedy_config(model: nn.Module, max_new_tokens: int, use_cache: bool):
-    """Greedy decoding of exactly ``max_new_tokens`` tokens with no EOS stop (and no EOS suppression)."""
-    config = copy.deepcopy(model.generation_config)
+def _greedy_config(model: nn.Module, max_new_tokens: int, use_cache: bool) -> GenerationConfig:
+    """Greedy decoding of exactly ``max_new_tokens`` tokens with no EOS stop (and no EOS suppression).
+
+    Raises TypeError for a model without a transformers ``generation_config``."""
+    base = getattr(model, "generation_config", None)
+    if not isinstance(base, GenerationConfig):
+        raise TypeError(f"{type(model).__name__} has no transformers generation_config: it cannot generate")
+    config = copy.deepcopy(base)
     config.update(
         do_sample=False,
         max_new_tokens=max_new_tokens,
@@ -85,7 +95,14 @@ class HFBackend:
     def prepare(self, model: nn.Module, tokenizer: Any = None) -> nn.Module:
         return model
 
-    def forward(self, handle, input_ids, attention_mask, ops, response_mask=None) -> BackendResult:
+    def forward(
+        self,
+        handle: nn.Module,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        ops: Sequence[Op],
+        response_mask: Tensor | None = None,
+    ) -> BackendResult:
         from steerlab.hooks.hf import hooked
 
         mask = _mask_for(input_ids, attention_mask)
@@ -93,19 +110,29 @@ class HFBackend:
             out = handle(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask))
         return BackendResult(out.logits, session.captures)
 
-    def raw_forward(self, handle, input_ids, attention_mask) -> Tensor:
+    def raw_forward(self, handle: nn.Module, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         mask = _mask_for(input_ids, attention_mask)
         return handle(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask)).logits
 
     def generate(
-        self, handle, input_ids, attention_mask, ops, *, max_new_tokens: int, use_cache: bool = True
-    ):
+        self,
+        handle: nn.Module,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        ops: Sequence[Op],
+        *,
+        max_new_tokens: int,
+        use_cache: bool = True,
+    ) -> tuple[Tensor, Captures]:
         """Greedy ``model.generate`` under the hooks; returns (sequences, captures)."""
         from steerlab.hooks.hf import hooked
 
         mask = _mask_for(input_ids, attention_mask)
         with hooked(handle, ops) as session:
-            sequences = handle.generate(
+            run_generate = getattr(handle, "generate", None)  # read inside: the session wraps it
+            if not callable(run_generate):
+                raise TypeError(f"HFBackend.generate: {type(handle).__name__} has no generate method")
+            sequences = run_generate(
                 input_ids=input_ids,
                 attention_mask=mask,
                 generation_config=_greedy_config(handle, max_new_tokens, use_cache),
@@ -118,12 +145,19 @@ class TLensBackend:
 
     name = "tlens"
 
-    def prepare(self, model: nn.Module, tokenizer: Any = None):
+    def prepare(self, model: nn.Module, tokenizer: Any = None) -> TransformerBridge:
         from steerlab.hooks.tlens import bridge_for
 
         return bridge_for(model, tokenizer)
 
-    def forward(self, handle, input_ids, attention_mask, ops, response_mask=None) -> BackendResult:
+    def forward(
+        self,
+        handle: TransformerBridge,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        ops: Sequence[Op],
+        response_mask: Tensor | None = None,
+    ) -> BackendResult:
         from steerlab.hooks.tlens import hooked_bridge
 
         mask = _mask_for(input_ids, attention_mask)
@@ -131,13 +165,22 @@ class TLensBackend:
             logits = handle(input_ids, attention_mask=mask, position_ids=position_ids(mask))
         return BackendResult(logits, session.captures)
 
-    def raw_forward(self, handle, input_ids, attention_mask) -> Tensor:
+    def raw_forward(
+        self, handle: TransformerBridge, input_ids: Tensor, attention_mask: Tensor | None
+    ) -> Tensor:
         mask = _mask_for(input_ids, attention_mask)
         return handle(input_ids, attention_mask=mask, position_ids=position_ids(mask))
 
     def generate(
-        self, handle, input_ids, attention_mask, ops, *, max_new_tokens: int, use_cache: bool = True
-    ):
+        self,
+        handle: TransformerBridge,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        ops: Sequence[Op],
+        *,
+        max_new_tokens: int,
+        use_cache: bool = True,
+    ) -> tuple[Tensor, Captures]:
         """Greedy decoding through the bridge, with or without its KV cache; returns (sequences, captures)."""
         from steerlab.hooks.tlens import greedy_generate
 
@@ -152,12 +195,19 @@ class NNsightBackend:
 
     name = "nnsight"
 
-    def prepare(self, model: nn.Module, tokenizer: Any = None):
+    def prepare(self, model: nn.Module, tokenizer: Any = None) -> NNsight:
         from steerlab.hooks.nnsight_backend import nnsight_model
 
         return nnsight_model(model)
 
-    def forward(self, handle, input_ids, attention_mask, ops, response_mask=None) -> BackendResult:
+    def forward(
+        self,
+        handle: NNsight,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        ops: Sequence[Op],
+        response_mask: Tensor | None = None,
+    ) -> BackendResult:
         from steerlab.hooks.nnsight_backend import trace
 
         mask = _mask_for(input_ids, attention_mask)
@@ -171,13 +221,20 @@ class NNsightBackend:
         )
         return BackendResult(result.output.logits, result.captures)
 
-    def raw_forward(self, handle, input_ids, attention_mask) -> Tensor:
+    def raw_forward(self, handle: NNsight, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         """A trace with no interventions: nnsight's own cost without hooks."""
         return self.forward(handle, input_ids, attention_mask, ()).logits
 
     def generate(
-        self, handle, input_ids, attention_mask, ops, *, max_new_tokens: int, use_cache: bool = True
-    ):
+        self,
+        handle: NNsight,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        ops: Sequence[Op],
+        *,
+        max_new_tokens: int,
+        use_cache: bool = True,
+    ) -> tuple[Tensor, Captures]:
         """Greedy decoding, one trace per step; returns (sequences, captures)."""
         from steerlab.hooks.nnsight_backend import greedy_generate
 

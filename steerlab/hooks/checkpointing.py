@@ -53,7 +53,7 @@ class OutsideCheckpoint:
             return
         original = self._previous
 
-        def checkpoint_then_hook(function, *args, **kwargs):
+        def checkpoint_then_hook(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             self.inside += 1
             try:
                 output = original(function, *args, **kwargs)
@@ -61,8 +61,9 @@ class OutsideCheckpoint:
                 self.inside -= 1
             return self.after(output)
 
-        self.block._gradient_checkpointing_func = checkpoint_then_hook
+        # Through __dict__, where transformers keeps it (nn.Module types its attributes as Tensor | Module).
+        self.block.__dict__["_gradient_checkpointing_func"] = checkpoint_then_hook
 
     def remove(self) -> None:
         if self.installed:
-            self.block._gradient_checkpointing_func = self._previous
+            self.block.__dict__["_gradient_checkpointing_func"] = self._previous

@@ -10,7 +10,8 @@ exits, however it exits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import functools
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 
 import torch
@@ -18,11 +19,13 @@ from torch import Tensor, nn
 
 from steerlab.hooks.checkpointing import OutsideCheckpoint, hooks_inside_checkpoint
 from steerlab.hooks.following import following_generate
-from steerlab.hooks.ops import Op
+from steerlab.hooks.ops import Captures, Op
 from steerlab.hooks.program import HookProgram
+from steerlab.hooks.scopes import CallInfo
 from steerlab.models.architectures import decoder_blocks, hidden_size, unwrap
 
 _CACHE_KWARGS = ("cache", "past_key_values")
+BlockOutput = Tensor | tuple[Tensor, ...]  # what a decoder block returns: the hidden state, alone or first
 
 
 def _in_backward() -> bool:
@@ -55,13 +58,13 @@ class HFHookSession:
     def __init__(self, model: nn.Module, program: HookProgram):
         self.model = model
         self.program = program
-        self._info = None
+        self._info: CallInfo | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._guards: list[OutsideCheckpoint] = []
         self._following = ExitStack()
 
     @property
-    def captures(self):
+    def captures(self) -> Captures:
         return self.program.captures
 
     def new_sequence(self, response_mask: Tensor | None = None, *, prompt_len: int | None = None) -> None:
@@ -72,6 +75,8 @@ class HFHookSession:
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
         inputs = ids if ids is not None else embeds
+        if not isinstance(inputs, Tensor):
+            raise ValueError("a hooked model was called with neither input_ids nor inputs_embeds")
         batch, seq_len = inputs.shape[:2]
         cache = next((kwargs[k] for k in _CACHE_KWARGS if kwargs.get(k) is not None), None)
         mask = kwargs.get("attention_mask")
@@ -83,7 +88,7 @@ class HFHookSession:
     def _after_model(self, module: nn.Module, args: tuple, output: object) -> None:
         self.program.bind_cache(output_cache(output))
 
-    def _apply(self, layer: int, output):
+    def _apply(self, layer: int, output: BlockOutput) -> BlockOutput:
         hidden = output[0] if isinstance(output, tuple) else output
         if self._info is None or self._info.seq_len != hidden.shape[1]:
             raise RuntimeError(
@@ -95,8 +100,10 @@ class HFHookSession:
             return output
         return (new, *output[1:]) if isinstance(output, tuple) else new
 
-    def _block_hook(self, layer: int, guard: OutsideCheckpoint | None):
-        def hook(module: nn.Module, args: tuple, output):
+    def _block_hook(
+        self, layer: int, guard: OutsideCheckpoint | None
+    ) -> Callable[[nn.Module, tuple, BlockOutput], BlockOutput | None]:
+        def hook(module: nn.Module, args: tuple, output: BlockOutput) -> BlockOutput | None:
             if guard is not None:
                 if guard.inside:  # the checkpointed call: the ops run on its output, outside
                     return None
@@ -122,9 +129,7 @@ class HFHookSession:
         for layer in self.program.layers:
             guard = None
             if hooks_inside_checkpoint(blocks[layer]):
-                guard = OutsideCheckpoint(
-                    blocks[layer], lambda output, layer=layer: self._apply(layer, output)
-                )
+                guard = OutsideCheckpoint(blocks[layer], functools.partial(self._apply, layer))
                 guard.install()
                 self._guards.append(guard)
             self._handles.append(blocks[layer].register_forward_hook(self._block_hook(layer, guard)))

@@ -23,7 +23,7 @@ import inspect
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +32,11 @@ from steerlab.hooks.following import generate_inputs
 from steerlab.hooks.hf import output_cache
 from steerlab.hooks.ops import Captures, Op
 from steerlab.hooks.program import HookProgram
+from steerlab.hooks.scopes import CallInfo
 from steerlab.models.architectures import decoder_blocks, hidden_size
+
+if TYPE_CHECKING:
+    from nnsight import NNsight  # no type information: NNsight and its Envoys read as Any to mypy
 
 
 @dataclass
@@ -41,18 +45,19 @@ class NNsightResult:
     captures: Captures
 
 
-def nnsight_model(model: nn.Module, *, copy: bool = True):
+def nnsight_model(model: nn.Module, *, copy: bool = True) -> NNsight:
     """An ``nnsight.NNsight`` wrapper around ``model`` (a deep copy unless ``copy=False``)."""
     from nnsight import NNsight
 
     return NNsight(copy_module.deepcopy(model) if copy else model)
 
 
-def _underlying(wrapped) -> nn.Module:
-    return wrapped._module
+def _underlying(wrapped: NNsight) -> nn.Module:
+    module: nn.Module = wrapped._module
+    return module
 
 
-def block_envoys(wrapped) -> list:
+def block_envoys(wrapped: NNsight) -> list[Any]:
     """The envoys of the decoder blocks, found by the module path of `decoder_blocks` (PEFT included)."""
     module = _underlying(wrapped)
     blocks = decoder_blocks(module)
@@ -74,7 +79,7 @@ def _cache_length(cache: object) -> int:
 
 
 def new_program(
-    wrapped, ops: Iterable[Op], response_mask: Tensor | None = None, prompt_len: int | None = None
+    wrapped: NNsight, ops: Iterable[Op], response_mask: Tensor | None = None, prompt_len: int | None = None
 ) -> HookProgram:
     module = _underlying(wrapped)
     return HookProgram(
@@ -86,7 +91,7 @@ def new_program(
     )
 
 
-def _intervene(blocks: list, program: HookProgram, info) -> None:
+def _intervene(blocks: list[Any], program: HookProgram, info: CallInfo) -> None:
     """Inside a trace: run each hooked layer's ops on the block output, in execution order."""
     for layer in program.layers:
         output = blocks[layer].output
@@ -115,7 +120,7 @@ class NNsightHookSession:
     step traced by nnsight, and tells the program that one generate call is one sequence.
     """
 
-    def __init__(self, wrapped, program: HookProgram):
+    def __init__(self, wrapped: NNsight, program: HookProgram):
         self.wrapped = wrapped
         self.program = program
         self.blocks = block_envoys(wrapped)
@@ -165,6 +170,9 @@ class NNsightHookSession:
         and returns what it returns. One call is one sequence whose prompt is all of ``input_ids``.
         """
         module = _underlying(self.wrapped)
+        run_generate = getattr(module, "generate", None)
+        if not callable(run_generate):
+            raise TypeError(f"NNsightHookSession.generate: {type(module).__name__} has no generate method")
         args = () if input_ids is None else (input_ids,)
         self.program.begin_generate(generate_inputs(args, generate_kwargs))
         previous = module.__dict__.get("forward", _MISSING)
@@ -183,7 +191,7 @@ class NNsightHookSession:
 
         module.forward = traced_forward
         try:
-            return module.generate(*args, **generate_kwargs)
+            return run_generate(*args, **generate_kwargs)
         finally:
             if previous is _MISSING:
                 module.__dict__.pop("forward", None)
@@ -194,7 +202,7 @@ class NNsightHookSession:
 
 @contextmanager
 def hooked_nnsight(
-    wrapped,
+    wrapped: NNsight,
     ops: Iterable[Op],
     *,
     response_mask: Tensor | None = None,
@@ -208,7 +216,7 @@ def hooked_nnsight(
 
 
 def trace(
-    wrapped,
+    wrapped: NNsight,
     ops: Iterable[Op],
     input_ids: Tensor,
     *,
@@ -225,7 +233,7 @@ def trace(
 
 
 def greedy_generate(
-    wrapped,
+    wrapped: NNsight,
     ops: Iterable[Op],
     input_ids: Tensor,
     *,

@@ -14,13 +14,9 @@ import torch
 from torch import Tensor
 
 from steerlab.hooks.scopes import Scope, check_scope
+from steerlab.linalg import unit_vector
 
-
-def _unit(vector: Tensor) -> Tensor:
-    norm = vector.norm()
-    if not torch.isfinite(norm) or norm == 0:
-        raise ValueError("cannot take the direction of a zero or non-finite vector")
-    return vector / norm
+CaptureKey = int | str  # a Capture's record key: its layer, unless it was given its own key
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,10 +69,10 @@ class _DirectionOp(Op):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_vector(self.vector)
-        _unit(self.vector)
+        unit_vector(self.vector)  # refuses a zero or non-finite vector now, not at the first forward
 
     def _unit_like(self, hidden: Tensor) -> Tensor:
-        return _unit(self.vector.float()).to(device=hidden.device, dtype=hidden.dtype)
+        return unit_vector(self.vector).to(device=hidden.device, dtype=hidden.dtype)
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,10 +109,10 @@ class Capture(Op):
 
     reduce: Literal["none", "mean"] = "none"
     detach: bool = True
-    key: str | int | None = None
+    key: CaptureKey | None = None
 
     @property
-    def record_key(self) -> str | int:
+    def record_key(self) -> CaptureKey:
         return self.layer if self.key is None else self.key
 
     def __post_init__(self) -> None:
@@ -132,9 +128,9 @@ class Captures:
     """What the Capture ops of one hook session recorded, by layer."""
 
     def __init__(self) -> None:
-        self._calls: dict[int, list[tuple[Tensor, Tensor]]] = {}
-        self._sums: dict[int, Tensor] = {}
-        self._counts: dict[int, Tensor] = {}
+        self._calls: dict[CaptureKey, list[tuple[Tensor, Tensor]]] = {}
+        self._sums: dict[CaptureKey, Tensor] = {}
+        self._counts: dict[CaptureKey, Tensor] = {}
 
     def record(self, op: Capture, hidden: Tensor, mask: Tensor) -> None:
         value = hidden.detach() if op.detach else hidden
@@ -150,34 +146,34 @@ class Captures:
         self._sums[key], self._counts[key] = total, count
 
     @property
-    def layers(self) -> list[str | int]:
+    def layers(self) -> list[CaptureKey]:
         """The keys recorded so far (layers, unless a Capture was given its own key)."""
         return sorted(set(self._calls) | set(self._sums), key=str)
 
-    def calls(self, layer: int) -> list[tuple[Tensor, Tensor]]:
+    def calls(self, layer: CaptureKey) -> list[tuple[Tensor, Tensor]]:
         """Every forward call's ``(hidden [B, T, d], scope mask [B, T])`` at ``layer``."""
         if layer not in self._calls:
             raise KeyError(f"nothing was captured with reduce='none' at layer {layer}; have {self.layers}")
         return self._calls[layer]
 
-    def get(self, layer: int) -> Tensor:
+    def get(self, layer: CaptureKey) -> Tensor:
         """Hidden states at ``layer`` over the whole sequence (calls concatenated along time).
 
         Right for one forward pass and for KV-cached generation, where each call adds new positions.
         """
         return torch.cat([hidden for hidden, _ in self.calls(layer)], dim=1)
 
-    def mask(self, layer: int) -> Tensor:
+    def mask(self, layer: CaptureKey) -> Tensor:
         return torch.cat([mask for _, mask in self.calls(layer)], dim=1)
 
-    def mean(self, layer: int) -> Tensor:
+    def mean(self, layer: CaptureKey) -> Tensor:
         """[B, d] mean over the scoped tokens of every call (NaN for a row with no scoped token)."""
         if layer in self._sums:
             return self._sums[layer] / self._counts[layer]
         hidden, mask = self.get(layer).to(torch.float32), self.mask(layer).to(torch.float32).unsqueeze(-1)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1)
 
-    def counts(self, layer: int) -> Tensor:
+    def counts(self, layer: CaptureKey) -> Tensor:
         """[B] number of scoped tokens that went into ``mean``."""
         if layer in self._counts:
             return self._counts[layer].squeeze(-1)

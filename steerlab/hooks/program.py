@@ -189,33 +189,7 @@ class HookProgram:
         the session did not fill (a prefilled prefix), or an uncached call that re-runs the previous
         sequence with tokens added (an uncached decoding step, or a new prompt that happens to extend it).
         """
-        seq = self._sequence
-        if seq is not None and (seq.declared or self._generating):
-            pass
-        elif past_len == 0:
-            if seq is not None and self.needs_boundary and _extends(seq.inputs, inputs):
-                added = int(inputs.shape[1]) - int(seq.inputs.shape[1])
-                raise SequenceError(
-                    f"this forward call re-runs the previous sequence ({seq.inputs.shape[1]} positions) with "
-                    f"{added} more and no KV cache, so the hook session cannot tell whether it is the next "
-                    "step of an uncached decoding loop or a new prompt. Say which: "
-                    f"session.new_sequence(prompt_len={seq.prompt_end}) to keep the prompt (positions "
-                    f"from {seq.prompt_end} on are response), or session.new_sequence() for a new prompt"
-                )
-            seq = _Sequence(seq_len, batch=batch)
-        else:
-            known = seq is not None and self._continues(seq, past_len, cache)
-            if not known:
-                if self.needs_boundary:
-                    raise SequenceError(
-                        f"this forward call continues a KV cache of {past_len} positions that this hook "
-                        "session did not fill (a prefilled prefix cache, or another cache), so it cannot "
-                        "know where the prompt ends. Pass the cache to model.generate(..., past_key_values="
-                        "cache) with the whole prompt as input_ids, which the session follows, or declare "
-                        "the prompt first: session.new_sequence(prompt_len=<prompt width, cached prefix "
-                        "included>)"
-                    )
-                seq = _Sequence(past_len + seq_len, batch=batch)
+        seq = self._place(batch, seq_len, past_len, cache, inputs)
         if cache is not None and (seq.cache is None or seq.cache() is not cache):
             seq.cache = _weak(cache)
         if past_len == 0 and inputs is not None and not seq.from_generate:
@@ -238,6 +212,44 @@ class HookProgram:
             response_mask=seq.response_mask,
             expand=expand,
         )
+
+    def _place(
+        self, batch: int, seq_len: int, past_len: int, cache: object, inputs: Tensor | None
+    ) -> _Sequence:
+        """The sequence a forward call belongs to (the rule of `call_info`); raises `SequenceError`."""
+        seq = self._sequence
+        if seq is not None and (seq.declared or self._generating):
+            return seq
+        if past_len == 0:
+            if (
+                seq is not None
+                and seq.inputs is not None
+                and inputs is not None
+                and self.needs_boundary
+                and _extends(seq.inputs, inputs)
+            ):
+                added = int(inputs.shape[1]) - int(seq.inputs.shape[1])
+                raise SequenceError(
+                    f"this forward call re-runs the previous sequence ({seq.inputs.shape[1]} positions) with "
+                    f"{added} more and no KV cache, so the hook session cannot tell whether it is the next "
+                    "step of an uncached decoding loop or a new prompt. Say which: "
+                    f"session.new_sequence(prompt_len={seq.prompt_end}) to keep the prompt (positions "
+                    f"from {seq.prompt_end} on are response), or session.new_sequence() for a new prompt"
+                )
+            return _Sequence(seq_len, batch=batch)
+
+        if seq is not None and self._continues(seq, past_len, cache):
+            return seq
+        if self.needs_boundary:
+            raise SequenceError(
+                f"this forward call continues a KV cache of {past_len} positions that this hook "
+                "session did not fill (a prefilled prefix cache, or another cache), so it cannot "
+                "know where the prompt ends. Pass the cache to model.generate(..., past_key_values="
+                "cache) with the whole prompt as input_ids, which the session follows, or declare "
+                "the prompt first: session.new_sequence(prompt_len=<prompt width, cached prefix "
+                "included>)"
+            )
+        return _Sequence(past_len + seq_len, batch=batch)
 
     @staticmethod
     def _continues(seq: _Sequence, past_len: int, cache: object) -> bool:

@@ -18,8 +18,9 @@ last, whose ``hidden_states`` entry has the final norm applied.
 from __future__ import annotations
 
 import copy as copy_module
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 from torch import Tensor, nn
@@ -27,14 +28,17 @@ from torch import Tensor, nn
 from steerlab.hooks.ops import Captures, Op
 from steerlab.hooks.program import HookProgram
 from steerlab.hooks.scopes import CallInfo
-from steerlab.models.architectures import unwrap
+from steerlab.models.architectures import model_config, unwrap
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 def hook_name(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_post"
 
 
-def bridge_for(model: nn.Module, tokenizer: object | None = None, *, copy: bool = True):
+def bridge_for(model: nn.Module, tokenizer: object | None = None, *, copy: bool = True) -> TransformerBridge:
     """A `TransformerBridge` over ``model`` (a deep copy unless ``copy=False``); build it once per model.
 
     ``tokenizer`` is accepted for symmetry with the other backends and kept as ``bridge.hf_tokenizer``; it
@@ -49,17 +53,18 @@ def bridge_for(model: nn.Module, tokenizer: object | None = None, *, copy: bool 
             "bridge_for: pass the plain transformers model, not a PEFT wrapper (TransformerBridge cannot "
             "wrap adapters); merge the adapter first or use the 'hf' backend"
         )
+    config = model_config(base)
     try:
-        architecture = determine_architecture_from_hf_config(base.config)
+        architecture = determine_architecture_from_hf_config(config)
     except ValueError as error:
         raise ValueError(
-            f"bridge_for: TransformerLens has no adapter for model_type {base.config.model_type!r} "
+            f"bridge_for: TransformerLens has no adapter for model_type {config.model_type!r} "
             f"({type(base).__name__}): {error}"
         ) from error
     target = copy_module.deepcopy(base) if copy else base
-    name = getattr(base.config, "name_or_path", None) or type(base).__name__
+    name = getattr(config, "name_or_path", None) or type(base).__name__
     bridge = build_bridge_from_module(
-        target, architecture, hf_config=copy_module.deepcopy(target.config), model_name=str(name)
+        target, architecture, hf_config=copy_module.deepcopy(model_config(target)), model_name=str(name)
     )
     bridge.hf_tokenizer = tokenizer
     return bridge
@@ -121,7 +126,7 @@ class BridgeHookSession:
             )
         self._info = self.program.call_info(batch, seq_len, past_len, mask, cache=cache, inputs=tokens)
 
-    def hook_fn(self, layer: int):
+    def hook_fn(self, layer: int) -> Callable[[Tensor, object], Tensor]:
         def hook(activation: Tensor, hook: object) -> Tensor:
             info = self._info
             if info is None or info.seq_len != activation.shape[1] or info.batch != activation.shape[0]:
@@ -134,7 +139,7 @@ class BridgeHookSession:
         return hook
 
     @staticmethod
-    def refuse_generate(*args, **kwargs):
+    def refuse_generate(*args: Any, **kwargs: Any) -> NoReturn:
         raise NotImplementedError(
             "TransformerBridge.generate inside a steerlab hook session: its decoding loop keeps a KV cache "
             "the session cannot follow, so it cannot know where each prompt ends. Use "
@@ -145,7 +150,7 @@ class BridgeHookSession:
 
 @contextmanager
 def hooked_bridge(
-    bridge,
+    bridge: TransformerBridge,
     ops: Iterable[Op],
     *,
     attention_mask: Tensor | None = None,
@@ -168,7 +173,7 @@ def hooked_bridge(
     fwd_hooks = [(hook_name(layer), session.hook_fn(layer)) for layer in program.layers]
     handle = bridge.register_forward_pre_hook(session.before_bridge, with_kwargs=True)
     previous = bridge.__dict__.get("generate", _MISSING)
-    bridge.generate = session.refuse_generate
+    bridge.__dict__["generate"] = session.refuse_generate  # an instance attribute, as nn.Module would set it
     try:
         with bridge.hooks(fwd_hooks=fwd_hooks, reset_hooks_end=True):
             yield session
@@ -177,7 +182,7 @@ def hooked_bridge(
         if previous is _MISSING:
             bridge.__dict__.pop("generate", None)
         else:
-            bridge.generate = previous
+            bridge.__dict__["generate"] = previous
 
 
 _MISSING = object()
@@ -197,7 +202,7 @@ def _check_cache_filled(cache: object, expected: int) -> None:
 
 
 def greedy_generate(
-    bridge,
+    bridge: TransformerBridge,
     ops: Iterable[Op],
     input_ids: Tensor,
     *,

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from steerlab import __version__
 from steerlab.io import atomic_path, write_json
+from steerlab.linalg import unit_vector
 from steerlab.models.architectures import hidden_size, model_config, num_layers, unwrap
 
 LAYER_CONVENTION = "block_output"  # layer l = output of block l = hidden_states[l + 1]
@@ -48,21 +49,6 @@ class VectorFileError(ValueError):
 
 class IncompatibleVectorError(ValueError):
     """A vector was made for another model (width, depth or identity)."""
-
-
-def unit_vector(vector: Tensor) -> Tensor:
-    """``vector / |vector|`` along the last axis, in float32: ``[d]`` -> ``[d]``, ``[L, d]`` -> ``[L, d]`` (row-wise).
-
-    steerlab's one unit-vector helper outside the hook layer (``hooks.ops`` keeps its own, below persona).
-    Raises ``ValueError`` for a zero or non-finite norm (naming the row of a batch), rather than returning NaN.
-    """
-    vector = vector.float()
-    norm = vector.norm(dim=-1, keepdim=True)
-    bad = ~torch.isfinite(norm) | (norm == 0)
-    if bool(bad.any()):
-        where = "" if vector.dim() == 1 else f" (row {int(bad.flatten().nonzero()[0])})"
-        raise ValueError(f"cannot take the direction of a zero or non-finite vector{where}")
-    return vector / norm
 
 
 def model_fingerprint(model: nn.Module) -> str:

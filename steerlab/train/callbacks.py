@@ -12,8 +12,9 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from steerlab.io import write_json
 from steerlab.train.jsonl import JsonlLog
@@ -36,13 +37,20 @@ class MetricsLog(TrainerCallback):
         self.log = JsonlLog(path)
         self.loss_keys = tuple(loss_keys)
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not state.is_world_process_zero or not logs or "loss" not in logs:
             return
         missing = [key for key in self.loss_keys if key not in logs]
         if missing:
             raise RuntimeError(f"step {state.global_step}: the arms' loss terms {missing} were not logged")
-        row = {"step": state.global_step}
+        row: dict[str, float] = {"step": state.global_step}
         row.update({out: float(logs[key]) for key, out in TRAINER_KEYS.items() if key in logs})
         row.update({key: float(logs[key]) for key in self.loss_keys})
         self.log.append(row)
@@ -55,7 +63,9 @@ class CheckpointKeeper(TrainerCallback):
         self.folder = Path(folder)
         self.keep = keep
 
-    def on_save(self, args, state, control, **kwargs):
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if not state.is_world_process_zero:
             return
         ckpt = self.folder / f"checkpoint-{state.global_step}"

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
 
 from steerlab.data.chat import ChatExample
 from steerlab.hooks import Captures, Op
@@ -77,7 +78,7 @@ class BuildContext:
 
     config: ExperimentConfig
     model: nn.Module  # the base (aligned) model
-    tokenizer: Any  # a transformers tokenizer (None where an arm needs none)
+    tokenizer: PreTrainedTokenizerBase | None  # None where an arm needs none
     run_dir: Path
     load_misaligned: Callable[[str], nn.Module] = field(default=None)  # type: ignore[assignment]
     is_main: bool = True

@@ -31,7 +31,7 @@ class InoculateArm(Arm):
     label_order = 60
     config_class = InoculateArmConfig
 
-    def __init__(self, system_prompt: str, existing: str = "replace") -> None:
+    def __init__(self, system_prompt: str, existing: Literal["replace", "prepend"] = "replace") -> None:
         super().__init__()
         self.system_prompt = system_prompt
         self.existing = existing

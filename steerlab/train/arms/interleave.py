@@ -81,7 +81,9 @@ class InterleaveArm(Arm):
 
     def transform_data(self, examples: Sequence[ChatExample]) -> list[ChatExample]:
         cfg, seed = self.cfg, self.ctx.config.seed
-        general = load_chat_jsonl(cfg.general, on_error=self.ctx.config.data.on_bad_record)
+        if cfg.general is None:  # the config refuses this; an arm built from a hand-made config may not
+            raise ConfigError("arms.interleave.general: required key is missing")
+        general: list[ChatExample] = load_chat_jsonl(cfg.general, on_error=self.ctx.config.data.on_bad_record)
         n_pool = len(general)
         if cfg.refusal_filter:
             markers = DEFAULT_REFUSAL_MARKERS if cfg.refusal_markers is None else tuple(cfg.refusal_markers)

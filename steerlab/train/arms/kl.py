@@ -58,7 +58,7 @@ class KLArmConfig(ReferenceArmConfig):
 def next_token_mask(batch: dict[str, Tensor], tokens: str) -> Tensor:
     """[B, T-1] positions whose next token is an assistant token (``assistant``) or any real token (``all``)."""
     key = "assistant_mask" if tokens == "assistant" else "attention_mask"
-    return batch[key][:, 1:].to(bool)
+    return batch[key][:, 1:].bool()
 
 
 def kl_per_position(logp: Tensor, ref_logits: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ the cached loss equal the live one). A value outside float16's range is an error
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +34,9 @@ from steerlab.models.architectures import num_layers
 from steerlab.train.arms.base import Arm, BuildContext, Forward, ReferenceArmConfig
 from steerlab.train.arms.registry import register_arm
 from steerlab.train.schema import ConfigError
+
+if TYPE_CHECKING:
+    from steerlab.train.config import ExperimentConfig
 
 EPS = 1e-6
 CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -60,7 +63,7 @@ def default_blocks(n_layers: int, n_blocks: int = 5) -> list[int]:
     return sorted({round(i * (n_layers - 1) / (n_blocks - 1)) for i in range(n_blocks)})
 
 
-def ldifs_layers(cfg: Any, model: nn.Module) -> list[int]:
+def ldifs_layers(cfg: ExperimentConfig, model: nn.Module) -> list[int]:
     """The LDIFS blocks of an experiment config: the ldifs arm's, else 5 evenly spaced ones.
 
     Raises ValueError naming ``arms.ldifs.layers`` when a block is outside the model.
@@ -117,7 +120,7 @@ class LdifsArm(Arm):
         return list(self._ops)
 
     def _mask(self, batch: dict[str, Tensor]) -> Tensor:
-        return batch["assistant_mask" if self.tokens == "assistant" else "attention_mask"].to(bool)
+        return batch["assistant_mask" if self.tokens == "assistant" else "attention_mask"].bool()
 
     def extra_loss(self, model: nn.Module, batch: dict[str, Tensor], fwd: Forward) -> dict[str, Tensor]:
         """``{"ldifs": sum of block-averaged relative distances / global token count}``."""
