@@ -10,17 +10,20 @@ exits, however it exits.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers import GenerationConfig
 
 from steerlab.hooks.checkpointing import OutsideCheckpoint, hooks_inside_checkpoint
 from steerlab.hooks.following import following_generate
 from steerlab.hooks.ops import Captures, Op
-from steerlab.hooks.program import HookProgram
+from steerlab.hooks.program import HookProgram, ProgramSession
 from steerlab.hooks.scopes import CallInfo
 from steerlab.models.architectures import decoder_blocks, hidden_size, unwrap
 
@@ -52,38 +55,38 @@ def output_cache(output: object) -> object:
     return None
 
 
-class HFHookSession:
+def place_call(program: HookProgram, args: tuple, kwargs: dict[str, Any]) -> CallInfo:
+    """The `CallInfo` of one transformers forward call, read from its arguments (``input_ids`` or
+    ``inputs_embeds`` [B, T, ...], ``attention_mask`` [B, past + T], the KV cache under either name).
+
+    Raises ValueError when the call has no [batch, seq] input, `SequenceError` when the program cannot
+    place it (`HookProgram.call_info`)."""
+    inputs = kwargs.get("input_ids", args[0] if args else None)
+    inputs = inputs if inputs is not None else kwargs.get("inputs_embeds")
+    if not isinstance(inputs, Tensor) or inputs.dim() < 2:
+        raise ValueError(
+            "a hooked model was called without input_ids (or inputs_embeds) as a [batch, seq] tensor"
+        )
+    cache = next((kwargs[k] for k in _CACHE_KWARGS if kwargs.get(k) is not None), None)
+    mask = kwargs.get("attention_mask")
+    mask = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
+    batch, seq_len = int(inputs.shape[0]), int(inputs.shape[1])
+    return program.call_info(batch, seq_len, _cache_length(cache), mask, cache=cache, inputs=inputs)
+
+
+class HFHookSession(ProgramSession):
     """A live set of hooks on one model; read ``captures`` after the forward passes."""
 
     def __init__(self, model: nn.Module, program: HookProgram):
+        super().__init__(program)
         self.model = model
-        self.program = program
         self._info: CallInfo | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._guards: list[OutsideCheckpoint] = []
         self._following = ExitStack()
 
-    @property
-    def captures(self) -> Captures:
-        return self.program.captures
-
-    def new_sequence(self, response_mask: Tensor | None = None, *, prompt_len: int | None = None) -> None:
-        """Start a new sequence before the next call; see `HookProgram.new_sequence`."""
-        self.program.new_sequence(response_mask, prompt_len=prompt_len)
-
     def _before_model(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        embeds = kwargs.get("inputs_embeds")
-        inputs = ids if ids is not None else embeds
-        if not isinstance(inputs, Tensor):
-            raise ValueError("a hooked model was called with neither input_ids nor inputs_embeds")
-        batch, seq_len = inputs.shape[:2]
-        cache = next((kwargs[k] for k in _CACHE_KWARGS if kwargs.get(k) is not None), None)
-        mask = kwargs.get("attention_mask")
-        mask = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
-        self._info = self.program.call_info(
-            int(batch), int(seq_len), _cache_length(cache), mask, cache=cache, inputs=inputs
-        )
+        self._info = place_call(self.program, args, kwargs)
 
     def _after_model(self, module: nn.Module, args: tuple, output: object) -> None:
         self.program.bind_cache(output_cache(output))
@@ -173,3 +176,47 @@ def hooked(
         yield session
     finally:
         session.remove()
+
+
+def greedy_config(model: nn.Module, max_new_tokens: int, use_cache: bool) -> GenerationConfig:
+    """Greedy decoding of exactly ``max_new_tokens`` tokens with no EOS stop (and no EOS suppression).
+
+    Raises TypeError for a model without a transformers ``generation_config``."""
+    base = getattr(model, "generation_config", None)
+    if not isinstance(base, GenerationConfig):
+        raise TypeError(f"{type(model).__name__} has no transformers generation_config: it cannot generate")
+    config = copy.deepcopy(base)
+    config.update(
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=None,
+        eos_token_id=None,
+        use_cache=use_cache,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+    )
+    return config
+
+
+def greedy_generate(
+    model: nn.Module,
+    ops: Iterable[Op],
+    input_ids: Tensor,
+    *,
+    attention_mask: Tensor | None = None,
+    max_new_tokens: int = 16,
+    use_cache: bool = True,
+) -> tuple[Tensor, Captures]:
+    """Greedy ``model.generate`` under ``ops``: exactly ``max_new_tokens`` new tokens, no EOS stop;
+    (sequences [B, T + new], captures). Raises TypeError for a model that cannot generate."""
+    with hooked(model, ops) as session:
+        run_generate = getattr(model, "generate", None)  # read inside: the session wraps it
+        if not callable(run_generate):
+            raise TypeError(f"greedy_generate: {type(model).__name__} has no generate method")
+        sequences = run_generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=greedy_config(model, max_new_tokens, use_cache),
+        )
+    return sequences, session.captures

@@ -25,13 +25,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor, nn
 
+from steerlab.hooks.decoding import greedy_loop
 from steerlab.hooks.following import generate_inputs
-from steerlab.hooks.hf import output_cache
+from steerlab.hooks.hf import output_cache, place_call
 from steerlab.hooks.ops import Captures, Op
-from steerlab.hooks.program import HookProgram
+from steerlab.hooks.program import HookProgram, ProgramSession
 from steerlab.hooks.scopes import CallInfo
 from steerlab.models.architectures import decoder_blocks, hidden_size
 
@@ -70,14 +70,6 @@ def block_envoys(wrapped: NNsight) -> list[Any]:
     return [envoy[i] for i in range(len(blocks))]
 
 
-def _cache_length(cache: object) -> int:
-    if cache is None:
-        return 0
-    if hasattr(cache, "get_seq_length"):
-        return int(cache.get_seq_length())
-    raise TypeError(f"unsupported KV cache type {type(cache).__name__}; use a transformers Cache object")
-
-
 def new_program(
     wrapped: NNsight, ops: Iterable[Op], response_mask: Tensor | None = None, prompt_len: int | None = None
 ) -> HookProgram:
@@ -101,7 +93,6 @@ def _intervene(blocks: list[Any], program: HookProgram, info: CallInfo) -> None:
             blocks[layer].output = (new, *output[1:]) if isinstance(output, tuple) else new
 
 
-_CACHE_KWARGS = ("cache", "past_key_values")
 _MISSING = object()
 
 
@@ -111,7 +102,7 @@ def cache_kwarg(model: nn.Module) -> str:
     return "cache" if "cache" in parameters else "past_key_values"
 
 
-class NNsightHookSession:
+class NNsightHookSession(ProgramSession):
     """A hook program run through nnsight traces; one ``forward`` or ``generate`` call at a time.
 
     The session places every call in its sequence exactly as the transformers backend does
@@ -121,17 +112,9 @@ class NNsightHookSession:
     """
 
     def __init__(self, wrapped: NNsight, program: HookProgram):
+        super().__init__(program)
         self.wrapped = wrapped
-        self.program = program
         self.blocks = block_envoys(wrapped)
-
-    @property
-    def captures(self) -> Captures:
-        return self.program.captures
-
-    def new_sequence(self, response_mask: Tensor | None = None, *, prompt_len: int | None = None) -> None:
-        """Start a new sequence before the next call; see `HookProgram.new_sequence`."""
-        self.program.new_sequence(response_mask, prompt_len=prompt_len)
 
     def forward(self, input_ids: Tensor | None = None, **kwargs: Any) -> Any:
         """One forward call of the wrapped model (``input_ids`` or ``inputs_embeds`` [B, T], and the model's
@@ -141,16 +124,7 @@ class NNsightHookSession:
         return self._traced(args, kwargs)
 
     def _traced(self, args: tuple, kwargs: dict) -> Any:
-        inputs = kwargs.get("input_ids", args[0] if args else None)
-        inputs = inputs if inputs is not None else kwargs.get("inputs_embeds")
-        if not isinstance(inputs, Tensor) or inputs.dim() < 2:
-            raise ValueError("NNsightHookSession: pass input_ids (or inputs_embeds) as a [batch, seq] tensor")
-        cache = next((kwargs[k] for k in _CACHE_KWARGS if kwargs.get(k) is not None), None)
-        mask = kwargs.get("attention_mask")
-        mask = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
-        info = self.program.call_info(
-            int(inputs.shape[0]), int(inputs.shape[1]), _cache_length(cache), mask, cache=cache, inputs=inputs
-        )
+        info = place_call(self.program, args, kwargs)
         if not args and isinstance(
             kwargs.get("input_ids"), Tensor
         ):  # nnsight 0.5 runs no model on kwargs alone
@@ -247,23 +221,15 @@ def greedy_generate(
     on EOS, so every row gets ``max_new_tokens`` new tokens. The prompt is declared to the session, so
     uncached steps (which re-run the grown sequence) are read against it.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-    sequences, cache = input_ids, None
     cache_name = cache_kwarg(_underlying(wrapped))
     with hooked_nnsight(wrapped, ops, prompt_len=int(input_ids.shape[1])) as session:
-        for _ in range(max_new_tokens):
-            positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as transformers' generate
-            if use_cache and cache is not None:
-                step_ids, step_positions = sequences[:, -1:], positions[:, -1:]
-                kwargs: dict[str, Any] = {cache_name: cache, "use_cache": True}
-            else:
-                step_ids, step_positions = sequences, positions
-                kwargs = {"use_cache": use_cache}
-            output = session.forward(step_ids, attention_mask=mask, position_ids=step_positions, **kwargs)
-            cache = output_cache(output) if use_cache else None
-            next_token = output.logits[:, -1].argmax(-1, keepdim=True)
-            sequences = torch.cat([sequences, next_token], dim=1)
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+
+        def step(tokens: Tensor, mask: Tensor, positions: Tensor, cache: object) -> tuple[Tensor, object]:
+            kwargs: dict[str, Any] = {"use_cache": use_cache}
+            if cache is not None:
+                kwargs[cache_name] = cache
+            output = session.forward(tokens, attention_mask=mask, position_ids=positions, **kwargs)
+            return output.logits, output_cache(output) if use_cache else None
+
+        sequences = greedy_loop(step, input_ids, attention_mask, max_new_tokens, use_cache)
     return sequences, session.captures

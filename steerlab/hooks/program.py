@@ -280,3 +280,19 @@ class HookProgram:
             else:
                 hidden = op.apply(hidden, masks[key])
         return hidden
+
+
+class ProgramSession:
+    """What every backend's session shares: the `HookProgram` it runs, its captures, new sequences."""
+
+    def __init__(self, program: HookProgram) -> None:
+        self.program = program
+
+    @property
+    def captures(self) -> Captures:
+        """What the session's Capture ops recorded so far."""
+        return self.program.captures
+
+    def new_sequence(self, response_mask: Tensor | None = None, *, prompt_len: int | None = None) -> None:
+        """Start a new sequence before the next call; see `HookProgram.new_sequence`."""
+        self.program.new_sequence(response_mask, prompt_len=prompt_len)

@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import torch
 from torch import Tensor, nn
 
+from steerlab.hooks.decoding import greedy_loop
 from steerlab.hooks.ops import Captures, Op
 from steerlab.hooks.program import HookProgram
 from steerlab.hooks.scopes import CallInfo
@@ -219,33 +219,28 @@ def greedy_generate(
     on EOS, so every row gets ``max_new_tokens`` new tokens. The prompt is declared to the session (all
     of ``input_ids``), so uncached steps, which re-run the grown sequence, are read against it.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-    sequences, cache = input_ids, None
+
+    def step(tokens: Tensor, mask: Tensor, positions: Tensor, cache: object) -> tuple[Tensor, object]:
+        if not use_cache:
+            return bridge(tokens, attention_mask=mask, position_ids=positions), None
+        if cache is not None:
+            return bridge(
+                tokens,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                return_type="logits_and_cache",
+            )
+        logits, cache = bridge(
+            tokens,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            return_type="logits_and_cache",
+        )
+        _check_cache_filled(cache, tokens.shape[1])
+        return logits, cache
+
     with hooked_bridge(bridge, ops, prompt_len=int(input_ids.shape[1])) as session:
-        for _ in range(max_new_tokens):
-            positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
-            if use_cache and cache is not None:
-                logits, cache = bridge(
-                    sequences[:, -1:],
-                    attention_mask=mask,
-                    position_ids=positions[:, -1:],
-                    past_key_values=cache,
-                    return_type="logits_and_cache",
-                )
-            elif use_cache:
-                logits, cache = bridge(
-                    sequences,
-                    attention_mask=mask,
-                    position_ids=positions,
-                    use_cache=True,
-                    return_type="logits_and_cache",
-                )
-                _check_cache_filled(cache, sequences.shape[1])
-            else:
-                logits = bridge(sequences, attention_mask=mask, position_ids=positions)
-            next_token = logits[:, -1].argmax(-1, keepdim=True)
-            sequences = torch.cat([sequences, next_token], dim=1)
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        sequences = greedy_loop(step, input_ids, attention_mask, max_new_tokens, use_cache)
     return sequences, session.captures
