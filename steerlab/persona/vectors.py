@@ -110,6 +110,28 @@ class PersonaVector:
                     f"layer {layer}: direction shape {tuple(vector.shape)} != ({self.meta.d_model},)"
                 )
 
+    @classmethod
+    def random(
+        cls, model: nn.Module, layer: int, *, seed: int = 0, scale: float = 1.0, method: str = "random"
+    ) -> PersonaVector:
+        """A seeded random direction ``[d_model]`` (standard normal times ``scale``) at every layer of ``model``,
+        with metadata that passes `check_model`; for tests, the demo's stand-ins and fixtures, never a trait.
+
+        Raises ``ValueError`` for a ``layer`` outside the model (through `VectorMetadata`'s checks)."""
+        n, d = num_layers(model), hidden_size(model)
+        gen = torch.Generator().manual_seed(seed)
+        directions = {i: torch.randn(d, generator=gen) * scale for i in range(n)}
+        meta = VectorMetadata(
+            model_id=model_id(model),
+            model_fingerprint=model_fingerprint(model),
+            n_layers=n,
+            d_model=d,
+            trait="evil",
+            method=method,
+            chosen_layer=layer,
+        )
+        return cls(directions, meta)
+
     # -- access ---------------------------------------------------------------------------------------
     @property
     def layers(self) -> list[int]:

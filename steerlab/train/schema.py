@@ -25,6 +25,15 @@ class ConfigError(ValueError):
     """A config file or value is invalid; the message names the file and key path."""
 
 
+def as_mapping(value: Any, where: str) -> dict[str, Any]:
+    """A config section as a dict (an absent one, None, is empty); anything else raises `ConfigError`."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
 def path_field(default: Any = None, **kwargs: Any) -> Any:
     """A dataclass field holding a path (or a list of paths), resolved against the config file's folder."""
     if "default_factory" in kwargs:
