@@ -29,6 +29,8 @@ H = TypeVar("H")  # what `prepare` returns: the model itself, a TransformerBridg
 
 @dataclass
 class BackendResult:
+    """One backend forward: logits ``[B, T, vocab]`` and what its Capture ops recorded."""
+
     logits: Tensor  # [B, T, vocab]
     captures: Captures
 
@@ -47,9 +49,13 @@ def _mask_for(input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
 
 @runtime_checkable
 class HookBackend(Protocol):
+    """What the parity tests and benchmarks call on each backend (``hf``, ``tlens``, ``nnsight``)."""
+
     name: str
 
-    def prepare(self, model: nn.Module, tokenizer: Any = None) -> Any: ...
+    def prepare(self, model: nn.Module, tokenizer: Any = None) -> Any:
+        """The backend's handle on ``model``, built once (the model itself, a TransformerBridge, an NNsight)."""
+        ...
 
     def forward(
         self,
@@ -58,9 +64,13 @@ class HookBackend(Protocol):
         attention_mask: Tensor | None,
         ops: Sequence[Op],
         response_mask: Tensor | None = None,
-    ) -> BackendResult: ...
+    ) -> BackendResult:
+        """Logits ``[B, T, vocab]`` of ``input_ids`` ``[B, T]`` under ``ops``, and their captures."""
+        ...
 
-    def raw_forward(self, handle: Any, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor: ...
+    def raw_forward(self, handle: Any, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+        """Logits ``[B, T, vocab]`` with no hooks: the backend's own cost."""
+        ...
 
 
 class _Backend(Generic[H]):
@@ -130,6 +140,7 @@ class HFBackend(_Backend[nn.Module]):
     name = "hf"
 
     def prepare(self, model: nn.Module, tokenizer: Any = None) -> nn.Module:
+        """The model itself: this backend hooks it in place, for the length of each call."""
         return model
 
     def _forward(
@@ -157,6 +168,7 @@ class TLensBackend(_Backend["TransformerBridge"]):
     name = "tlens"
 
     def prepare(self, model: nn.Module, tokenizer: Any = None) -> TransformerBridge:
+        """A TransformerBridge over a deep copy of ``model`` (`steerlab.hooks.tlens.bridge_for`)."""
         from steerlab.hooks.tlens import bridge_for
 
         return bridge_for(model, tokenizer)
@@ -192,6 +204,7 @@ class NNsightBackend(_Backend["NNsight"]):
     name = "nnsight"
 
     def prepare(self, model: nn.Module, tokenizer: Any = None) -> NNsight:
+        """An ``nnsight.NNsight`` around a deep copy of ``model`` (`steerlab.hooks.nnsight_backend.nnsight_model`)."""
         from steerlab.hooks.nnsight_backend import nnsight_model
 
         return nnsight_model(model)
@@ -222,7 +235,7 @@ BACKENDS: dict[str, type] = {"hf": HFBackend, "tlens": TLensBackend, "nnsight": 
 
 
 def get_backend(name: str) -> HookBackend:
-    """The backend called ``name`` ('hf', 'tlens' or 'nnsight')."""
+    """The backend called ``name`` ('hf', 'tlens' or 'nnsight'); ValueError for any other name."""
     if name not in BACKENDS:
         raise ValueError(f"unknown hook backend {name!r}; choose from {', '.join(BACKENDS)}")
     return BACKENDS[name]()

@@ -46,9 +46,11 @@ class OutsideCheckpoint:
 
     @property
     def installed(self) -> bool:
+        """True when checkpointing is on for the block (transformers set its checkpoint function)."""
         return self._previous is not _MISSING
 
     def install(self) -> None:
+        """Wrap the block's checkpoint function (nothing to do when checkpointing is off)."""
         if not self.installed:  # checkpointing not switched on: nothing to wrap (the hook guards the rest)
             return
         original = self._previous
@@ -65,5 +67,6 @@ class OutsideCheckpoint:
         self.block.__dict__["_gradient_checkpointing_func"] = checkpoint_then_hook
 
     def remove(self) -> None:
+        """Give the block back its own checkpoint function."""
         if self.installed:
             self.block.__dict__["_gradient_checkpointing_func"] = self._previous

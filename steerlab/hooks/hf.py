@@ -124,6 +124,10 @@ class HFHookSession(ProgramSession):
         return hook
 
     def attach(self) -> None:
+        """Register the model pre/post hooks, the block hooks (outside checkpoints) and follow ``generate``.
+
+        Raises `steerlab.models.architectures.UnknownArchitectureError` for a model whose blocks it cannot find.
+        """
         base = unwrap(self.model)
         self._following.enter_context(following_generate(base, self.program))
         self._handles.append(base.register_forward_pre_hook(self._before_model, with_kwargs=True))
@@ -138,6 +142,7 @@ class HFHookSession(ProgramSession):
             self._handles.append(blocks[layer].register_forward_hook(self._block_hook(layer, guard)))
 
     def remove(self) -> None:
+        """Remove every hook and checkpoint wrapper this session added (safe to call twice)."""
         while self._handles:
             self._handles.pop().remove()
         while self._guards:

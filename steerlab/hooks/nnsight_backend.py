@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class NNsightResult:
+    """One traced forward: the model's own output and what the Capture ops recorded."""
+
     output: Any  # the model's output (e.g. CausalLMOutputWithPast)
     captures: Captures
 
@@ -58,7 +60,9 @@ def _underlying(wrapped: NNsight) -> nn.Module:
 
 
 def block_envoys(wrapped: NNsight) -> list[Any]:
-    """The envoys of the decoder blocks, found by the module path of `decoder_blocks` (PEFT included)."""
+    """The envoys of the decoder blocks, found by the module path of `decoder_blocks` (PEFT included).
+
+    Raises ValueError when the blocks are not in the wrapped model's module tree."""
     module = _underlying(wrapped)
     blocks = decoder_blocks(module)
     path = next((name for name, sub in module.named_modules() if sub is blocks), None)
@@ -73,6 +77,7 @@ def block_envoys(wrapped: NNsight) -> list[Any]:
 def new_program(
     wrapped: NNsight, ops: Iterable[Op], response_mask: Tensor | None = None, prompt_len: int | None = None
 ) -> HookProgram:
+    """The `HookProgram` of ``ops`` for the wrapped model's depth and width (raises as `HookProgram` does)."""
     module = _underlying(wrapped)
     return HookProgram(
         ops,
@@ -142,6 +147,7 @@ class NNsightHookSession(ProgramSession):
         Takes what transformers' ``generate`` takes (``attention_mask``, ``max_new_tokens``, ``do_sample``,
         ``num_beams``, ``num_return_sequences``, ``cache=``/``past_key_values=`` a prefilled prefix, ...)
         and returns what it returns. One call is one sequence whose prompt is all of ``input_ids``.
+        Raises TypeError for a wrapped model without ``generate``, `SequenceError` as `HookProgram` does.
         """
         module = _underlying(self.wrapped)
         run_generate = getattr(module, "generate", None)

@@ -66,6 +66,13 @@ def _extends(previous: Tensor | None, current: Tensor | None) -> bool:
 
 
 class HookProgram:
+    """The ops of one session grouped by layer, the captures, and the sequence the session is in.
+
+    Raises TypeError for something that is not an op, IndexError for a layer outside the model
+    (``0 .. n_layers - 1``), ValueError for a vector whose width is not ``d_model`` or two Captures that
+    record under one key.
+    """
+
     def __init__(
         self,
         ops: Iterable[Op],
@@ -110,6 +117,7 @@ class HookProgram:
 
     @property
     def layers(self) -> Sequence[int]:
+        """The layers that hold at least one op, ascending."""
         return sorted(self.by_layer)
 
     @property
@@ -119,6 +127,7 @@ class HookProgram:
 
     @property
     def response_mask(self) -> Tensor | None:
+        """The ``[B, S]`` response mask the current sequence was declared with, if any."""
         return None if self._sequence is None else self._sequence.response_mask
 
     # -- sequence boundaries --------------------------------------------------------------------------
@@ -147,7 +156,9 @@ class HookProgram:
 
     def begin_generate(self, inputs: Tensor) -> None:
         """A ``generate`` call starts: a new sequence whose prompt is all of ``inputs`` ([B, P] ids or
-        [B, P, d] embeddings; a KV cache passed to it covers a prefix of those P positions)."""
+        [B, P, d] embeddings; a KV cache passed to it covers a prefix of those P positions).
+
+        Raises `SequenceError` for a generate inside a generate of the same session."""
         if self._generating:  # a generate inside a generate (e.g. an assistant model on the same weights)
             raise SequenceError(
                 "model.generate was called while another generate of the same hook session was running; "

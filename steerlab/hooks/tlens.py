@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 
 def hook_name(layer: int) -> str:
+    """The TransformerLens hook point on the output of block ``layer`` (the residual after it)."""
     return f"blocks.{layer}.hook_resid_post"
 
 
@@ -42,7 +43,8 @@ def bridge_for(model: nn.Module, tokenizer: object | None = None, *, copy: bool 
     """A `TransformerBridge` over ``model`` (a deep copy unless ``copy=False``); build it once per model.
 
     ``tokenizer`` is accepted for symmetry with the other backends and kept as ``bridge.hf_tokenizer``; it
-    is not handed to TransformerLens (whose set-up would reload it from the hub).
+    is not handed to TransformerLens (whose set-up would reload it from the hub). Raises ValueError for a
+    PEFT-wrapped model or an architecture TransformerLens has no adapter for.
     """
     from transformer_lens.model_bridge.sources import build_bridge_from_module
     from transformer_lens.model_bridge.sources._hf_format import determine_architecture_from_hf_config
@@ -88,6 +90,7 @@ class BridgeHookSession:
 
     @property
     def captures(self) -> Captures:
+        """What the session's Capture ops recorded so far."""
         return self.program.captures
 
     def new_sequence(
@@ -102,6 +105,8 @@ class BridgeHookSession:
         self.attention_mask = attention_mask
 
     def before_bridge(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Forward pre-hook on the bridge: place the call in its sequence; ValueError for a mask that does not
+        fit the call's batch and positions."""
         tokens = kwargs.get("input", args[0] if args else None)
         if not isinstance(tokens, Tensor) or tokens.dim() != 2:
             self._info = None  # text input: the bridge tokenizes; the block hooks refuse below
@@ -127,6 +132,9 @@ class BridgeHookSession:
         self._info = self.program.call_info(batch, seq_len, past_len, mask, cache=cache, inputs=tokens)
 
     def hook_fn(self, layer: int) -> Callable[[Tensor, object], Tensor]:
+        """The hook function for block ``layer``: the program's ops on ``[B, T, d]``; RuntimeError when the
+        block runs without a bridge call on token ids."""
+
         def hook(activation: Tensor, hook: object) -> Tensor:
             info = self._info
             if info is None or info.seq_len != activation.shape[1] or info.batch != activation.shape[0]:
@@ -140,6 +148,7 @@ class BridgeHookSession:
 
     @staticmethod
     def refuse_generate(*args: Any, **kwargs: Any) -> NoReturn:
+        """Stands in for ``bridge.generate`` inside a session: always NotImplementedError (see the class)."""
         raise NotImplementedError(
             "TransformerBridge.generate inside a steerlab hook session: its decoding loop keeps a KV cache "
             "the session cannot follow, so it cannot know where each prompt ends. Use "

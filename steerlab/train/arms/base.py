@@ -127,7 +127,8 @@ class Arm:
 
     @classmethod
     def from_config(cls, cfg: Any, ctx: BuildContext) -> Arm:
-        """Build the arm from its validated config section (an instance of ``config_class``)."""
+        """Build the arm from its validated config section (an instance of ``config_class``); raises what the
+        arm's checks raise (ValueError, ConfigError, IncompatibleVectorError), NotImplementedError here."""
         raise NotImplementedError(f"{cls.__name__} must define from_config")
 
     def transform_data(self, examples: Sequence[ChatExample]) -> list[ChatExample]:
@@ -145,7 +146,8 @@ class Arm:
     def cache_record(
         self, batch: dict[str, Tensor], ref_logits: Tensor, ref_captures: Captures
     ) -> list[dict[str, Tensor]]:
-        """What to keep from one reference forward, one dict of tensors per example (cacheable arms)."""
+        """What to keep from one reference forward, one dict of tensors per example (cacheable arms);
+        NotImplementedError for an arm that cannot cache."""
         raise NotImplementedError(f"arm {self.name!r} cannot cache its reference outputs")
 
     def cache_settings(self) -> dict[str, Any]:

@@ -44,6 +44,8 @@ CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32":
 
 @dataclass
 class LdifsArmConfig(ReferenceArmConfig):
+    """``ldifs:`` settings: ``weight`` (lambda), the blocks, the positions and the cache's dtype."""
+
     weight: float = 1.0  # lambda
     layers: list[int] | None = None  # default: n_blocks evenly spaced blocks
     n_blocks: int = 5
@@ -91,6 +93,11 @@ def feature_distance(hidden: Tensor, ref_hidden: Tensor, mask: Tensor) -> Tensor
 
 @register_arm
 class LdifsArm(Arm):
+    """LDIFS, the l2 distance in feature space to the model before training (Mukhoti et al. 2023, "Fine-tuning
+    can cripple your foundation model; preserving features may be the solution", arXiv:2308.13320; against
+    emergent misalignment in Kaczér et al. 2025, arXiv:2508.06249): ``+ lambda |h_theta - h_ref|^2 / |h_ref|^2``
+    over the residual stream at a few blocks. ValueError at construction for no layer."""
+
     name = "ldifs"
     order = 50
     label_order = 30
@@ -113,6 +120,7 @@ class LdifsArm(Arm):
 
     @classmethod
     def from_config(cls, cfg: LdifsArmConfig, ctx: BuildContext) -> LdifsArm:
+        """The arm at the config's blocks (default: evenly spaced); ValueError for a block outside the model."""
         return cls(cfg.weight, ldifs_layers(ctx.config, ctx.model), cfg.tokens, cfg.cache_dtype)
 
     def hooks(self, model: nn.Module) -> list[Op]:
@@ -123,7 +131,8 @@ class LdifsArm(Arm):
         return batch["assistant_mask" if self.tokens == "assistant" else "attention_mask"].bool()
 
     def extra_loss(self, model: nn.Module, batch: dict[str, Tensor], fwd: Forward) -> dict[str, Tensor]:
-        """``{"ldifs": sum of block-averaged relative distances / global token count}``."""
+        """``{"ldifs": sum of block-averaged relative distances / global token count}``; RuntimeError when the
+        reference (forward or cache) it needs was not passed."""
         mask = self._mask(batch)
         total = torch.zeros((), device=fwd.logits.device)
         if self.cache:
@@ -169,9 +178,11 @@ class LdifsArm(Arm):
         return out
 
     def cache_settings(self) -> dict[str, Any]:
+        """The blocks, positions and dtype the cache was built with."""
         return {"layers": self.layers, "tokens": self.tokens, "cache_dtype": self.cache_dtype}
 
     def describe(self) -> dict[str, Any]:
+        """Name, weight, blocks, positions (and the cache dtype when cached)."""
         return {
             "name": self.name,
             "weight": self.loss_weights["ldifs"],
