@@ -7,6 +7,7 @@ would otherwise number pad positions, so left-padded rows would disagree with th
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypedDict
 
 import torch
 from torch import Tensor
@@ -16,23 +17,41 @@ from torch import Tensor
 Step = Callable[[Tensor, Tensor, Tensor, object], tuple[Tensor, object]]
 
 
+class GreedyOptions(TypedDict, total=False):
+    """The keyword options every backend's ``greedy_generate`` takes (their defaults: `greedy_settings`)."""
+
+    attention_mask: Tensor | None  # [B, T], 1 on real tokens (left padding); default: all ones
+    max_new_tokens: int  # default 16, >= 1
+    use_cache: bool  # default True: a KV cache after the prompt; False: re-run the grown sequence
+
+
+def greedy_settings(input_ids: Tensor, options: GreedyOptions) -> tuple[Tensor, int, bool]:
+    """``(attention mask [B, T], max_new_tokens, use_cache)`` with the defaults filled in; ValueError for
+    ``max_new_tokens < 1``."""
+    mask = options.get("attention_mask")
+    max_new_tokens = options.get("max_new_tokens", 16)
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    return (
+        (torch.ones_like(input_ids) if mask is None else mask),
+        max_new_tokens,
+        options.get("use_cache", True),
+    )
+
+
 def position_ids(attention_mask: Tensor) -> Tensor:
     """[B, S] positions counted over real tokens only (pad positions get 1), as transformers' ``generate``."""
     return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
 
 
-def greedy_loop(
-    step: Step, input_ids: Tensor, attention_mask: Tensor | None, max_new_tokens: int, use_cache: bool
-) -> Tensor:
+def greedy_loop(step: Step, input_ids: Tensor, options: GreedyOptions) -> Tensor:
     """Greedy decoding of exactly ``max_new_tokens`` tokens (no EOS stop): [B, T] -> [B, T + new].
 
     With ``use_cache`` the first step runs the whole prompt and each later one only the newest token with
     the cache the previous step returned; without it every step re-runs the grown sequence. Raises
     ValueError for ``max_new_tokens < 1``.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+    mask, max_new_tokens, use_cache = greedy_settings(input_ids, options)
     sequences: Tensor = input_ids
     cache: object = None
     for _ in range(max_new_tokens):

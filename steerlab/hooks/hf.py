@@ -14,13 +14,14 @@ import copy
 import functools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import Tensor, nn
 from transformers import GenerationConfig
 
 from steerlab.hooks.checkpointing import OutsideCheckpoint, hooks_inside_checkpoint
+from steerlab.hooks.decoding import GreedyOptions, greedy_settings
 from steerlab.hooks.following import following_generate
 from steerlab.hooks.ops import Captures, Op
 from steerlab.hooks.program import HookProgram, ProgramSession
@@ -208,20 +209,19 @@ def greedy_generate(
     model: nn.Module,
     ops: Iterable[Op],
     input_ids: Tensor,
-    *,
-    attention_mask: Tensor | None = None,
-    max_new_tokens: int = 16,
-    use_cache: bool = True,
+    **options: Unpack[GreedyOptions],
 ) -> tuple[Tensor, Captures]:
     """Greedy ``model.generate`` under ``ops``: exactly ``max_new_tokens`` new tokens, no EOS stop;
-    (sequences [B, T + new], captures). Raises TypeError for a model that cannot generate."""
+    (sequences [B, T + new], captures). Options: `GreedyOptions`. Raises TypeError for a model that cannot
+    generate, ValueError for ``max_new_tokens < 1``."""
+    mask, max_new_tokens, use_cache = greedy_settings(input_ids, options)
     with hooked(model, ops) as session:
         run_generate = getattr(model, "generate", None)  # read inside: the session wraps it
         if not callable(run_generate):
             raise TypeError(f"greedy_generate: {type(model).__name__} has no generate method")
         sequences = run_generate(
             input_ids=input_ids,
-            attention_mask=attention_mask,
+            attention_mask=mask,
             generation_config=greedy_config(model, max_new_tokens, use_cache),
         )
     return sequences, session.captures

@@ -23,11 +23,11 @@ import inspect
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from torch import Tensor, nn
 
-from steerlab.hooks.decoding import greedy_loop
+from steerlab.hooks.decoding import GreedyOptions, greedy_loop, greedy_settings
 from steerlab.hooks.following import generate_inputs
 from steerlab.hooks.hf import output_cache, place_call
 from steerlab.hooks.ops import Captures, Op
@@ -216,17 +216,15 @@ def greedy_generate(
     wrapped: NNsight,
     ops: Iterable[Op],
     input_ids: Tensor,
-    *,
-    attention_mask: Tensor | None = None,
-    max_new_tokens: int = 16,
-    use_cache: bool = True,
+    **options: Unpack[GreedyOptions],
 ) -> tuple[Tensor, Captures]:
     """Greedy decoding by a hand-written loop of traces, with or without a KV cache; (sequences, captures).
 
     Positions follow the attention mask (left padding), as in transformers' ``generate``; no early stop
     on EOS, so every row gets ``max_new_tokens`` new tokens. The prompt is declared to the session, so
-    uncached steps (which re-run the grown sequence) are read against it.
+    uncached steps (which re-run the grown sequence) are read against it. Options: `GreedyOptions`.
     """
+    use_cache = greedy_settings(input_ids, options)[2]
     cache_name = cache_kwarg(_underlying(wrapped))
     with hooked_nnsight(wrapped, ops, prompt_len=int(input_ids.shape[1])) as session:
 
@@ -237,5 +235,5 @@ def greedy_generate(
             output = session.forward(tokens, attention_mask=mask, position_ids=positions, **kwargs)
             return output.logits, output_cache(output) if use_cache else None
 
-        sequences = greedy_loop(step, input_ids, attention_mask, max_new_tokens, use_cache)
+        sequences = greedy_loop(step, input_ids, options)
     return sequences, session.captures

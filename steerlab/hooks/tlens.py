@@ -20,11 +20,11 @@ from __future__ import annotations
 import copy as copy_module
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Unpack
 
 from torch import Tensor, nn
 
-from steerlab.hooks.decoding import greedy_loop
+from steerlab.hooks.decoding import GreedyOptions, greedy_loop, greedy_settings
 from steerlab.hooks.ops import Captures, Op
 from steerlab.hooks.program import HookProgram
 from steerlab.hooks.scopes import CallInfo
@@ -214,10 +214,7 @@ def greedy_generate(
     bridge: TransformerBridge,
     ops: Iterable[Op],
     input_ids: Tensor,
-    *,
-    attention_mask: Tensor | None = None,
-    max_new_tokens: int = 16,
-    use_cache: bool = True,
+    **options: Unpack[GreedyOptions],
 ) -> tuple[Tensor, Captures]:
     """Greedy decoding through the bridge's forward, with or without its KV cache; (sequences, captures).
 
@@ -226,8 +223,10 @@ def greedy_generate(
 
     Positions follow the attention mask (left padding), as in transformers' ``generate``; no early stop
     on EOS, so every row gets ``max_new_tokens`` new tokens. The prompt is declared to the session (all
-    of ``input_ids``), so uncached steps, which re-run the grown sequence, are read against it.
+    of ``input_ids``), so uncached steps, which re-run the grown sequence, are read against it. Options:
+    `GreedyOptions`.
     """
+    use_cache = greedy_settings(input_ids, options)[2]
 
     def step(tokens: Tensor, mask: Tensor, positions: Tensor, cache: object) -> tuple[Tensor, object]:
         if not use_cache:
@@ -251,5 +250,5 @@ def greedy_generate(
         return logits, cache
 
     with hooked_bridge(bridge, ops, prompt_len=int(input_ids.shape[1])) as session:
-        sequences = greedy_loop(step, input_ids, attention_mask, max_new_tokens, use_cache)
+        sequences = greedy_loop(step, input_ids, options)
     return sequences, session.captures
