@@ -135,7 +135,7 @@ def bench_cosine(model, tokenizer, sft_steps: int, batches: int, ks: list[int]) 
         optimizer.zero_grad(set_to_none=True)
         arm_loss(model, collate(train[4 * i : 4 * i + 4]), [])[0].backward()
         optimizer.step()
-    held = _features(tokenizer, 400, 4 * batches)
+    held = _features(tokenizer, 300, 4 * batches)  # disjoint from the SFT chats (200..)
     vocab = model.get_output_embeddings().weight.shape[0]
     rows: dict[int, dict[str, list[float]]] = {
         k: {"kl": [], "total": [], "ratio": [], "rest": []} for k in ks
