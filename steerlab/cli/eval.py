@@ -114,6 +114,30 @@ def eval_command(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 64,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    references: Annotated[
+        Path | None,
+        typer.Option(
+            "--references",
+            help="folder of reference answers (general.jsonl, <domain>.jsonl) for the stance score "
+            "[default: experiments/data/references]",
+        ),
+    ] = None,
+    cues: Annotated[
+        str,
+        typer.Option(
+            "--cues", help="training-context cues for the conditional stance, comma-separated ('' = none)"
+        ),
+    ] = "frame,format,inoculation",
+    n_conditional: Annotated[
+        int, typer.Option("--n-conditional", help="answers per general question sampled under each cue")
+    ] = 0,
+    train_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--train-data",
+            help="narrow training chats for the collapse detector [default: experiments/data/<domain>_train.jsonl]",
+        ),
+    ] = None,
     n_boot: Annotated[int, typer.Option("--n-boot", help="bootstrap resamples")] = 2000,
 ) -> None:
     """Evaluate a model or a run; writes eval.json and the answer files (rerun to resume)."""
@@ -171,6 +195,10 @@ def eval_command(
         allow_judge_mismatch=allow_judge_mismatch,
         max_failed_share=max_failed_share,
         coherence=coherence,
+        references=str(references) if references else defaults.references,
+        cues=cues,
+        n_conditional=n_conditional,
+        train_data=str(train_data) if train_data else None,
     )
     try:
         if answers_from is not None:
@@ -216,6 +244,12 @@ def _print(row: dict, out_dir: str) -> None:
         "in_domain_logprob_gap",
         "benign_accuracy",
         "projection",
+        "stance",
+        "stance_control",
+        "in_domain_stance",
+        "in_domain_stance_control",
+        *(k for k in sorted(row) if k.startswith("conditional_") and k.endswith(("_stance", "_shift"))),
+        "collapse_share",
     ):
         table.add_row(key, _fmt(row, key))
     console = Console()
