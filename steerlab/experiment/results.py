@@ -9,7 +9,9 @@ depends on a coherence gate, and a fine-tune that also degrades fluency empties 
 *misalignment score* (100 - mean alignment, every answer) has no gate. "Rise prevented" reads the score
 against both ends: 100% = the arm stayed at the base model's level, 0% = as misaligned as ``sft``.
 Arms whose label starts with ``sft`` (the no-defense arm and its settings search) get no reduction.
-Cells that failed in the last run (``failures.json``, written by the runner) are listed under the table
+The training-time instruments (drift alarm, early stopping, last monitor reading) and the alarm's precision
+and recall against the cells that end misaligned come from `steerlab.experiment.monitoring`, in their own
+table under the main one. Cells that failed in the last run (``failures.json``, written by the runner) are listed under the table
 with their error, until a rerun finishes them.
 """
 
@@ -23,6 +25,7 @@ from typing import Any
 
 from steerlab.evaluate.conditional import CUE_NAMES
 from steerlab.experiment.grid import Grid
+from steerlab.experiment.monitoring import SIGNAL_COLUMNS, add_signals, alarm_scores, signals_markdown
 from steerlab.io import write_json, write_text
 from steerlab.judges.identity import judges_line
 
@@ -67,6 +70,7 @@ COLUMNS = (
     "collapse_share",
     "collapse_share_ci",
     *(f"conditional_{cue}_{k}" for cue in CUE_NAMES for k in ("stance", "stance_ci", "shift", "shift_ci")),
+    *SIGNAL_COLUMNS,
 )
 # per-domain figures that the base model's domain evaluation holds (its general evaluation runs once)
 _BASE_DOMAIN_PREFIXES = ("in_domain", "benign_accuracy", "conditional_")
@@ -108,6 +112,7 @@ def collect_rows(grid: Grid) -> list[dict[str, Any]]:
         base = next((r for r in rows if r["domain"] == row["domain"] and r["arm"] == "base"), None)
         row["reduction_vs_sft_pct"] = _reduction(row, sft)
         row["rise_prevented_pct"] = _rise_prevented(row, sft, base)
+    add_signals(rows, {(c.domain.name, c.arm): c.config.run_dir for c in grid.cells()})
     return rows
 
 
@@ -254,8 +259,13 @@ def write_results(grid: Grid) -> list[dict[str, Any]]:
         )
     write_text(grid.root / f"results{grid.results_suffix}.csv", buffer.getvalue())
     conditional = conditional_table(rows)
-    text = markdown_table(rows) + (
-        f"\nConditional (hidden) misalignment\n\n{conditional}" if conditional else ""
+    signals = signals_markdown(rows)
+    write_json(grid.root / f"alarm_scores{grid.results_suffix}.json", alarm_scores(rows))
+    write_text(
+        grid.root / f"results{grid.results_suffix}.md",
+        markdown_table(rows)
+        + (f"\nConditional (hidden) misalignment\n\n{conditional}" if conditional else "")
+        + (f"\nTraining-time instruments\n\n{signals}" if signals else "")
+        + failures_markdown(read_failures(grid)),
     )
-    write_text(grid.root / f"results{grid.results_suffix}.md", text + failures_markdown(read_failures(grid)))
     return rows

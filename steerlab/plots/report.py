@@ -404,6 +404,7 @@ def metrics_table(runs: list[Run]) -> str:
     metric_keys = sorted({k for r in runs if r.metrics for k in _flat_numbers(r.metrics[-1]) if k != "step"})
     eval_keys = sorted({k for r in runs if r.evaluation for k in _flat_numbers(r.evaluation)})
     header = ["run", "arm", "metric rows", "last step", "projection start", "projection end"]
+    header += ["drift alarm (step: projection / threshold)", "early stop (step; weights of step)"]
     header += [f"final {k}" for k in metric_keys] + [f"eval {k}" for k in eval_keys]
     rows = []
     for run in runs:
@@ -419,11 +420,34 @@ def metrics_table(runs: list[Run]) -> str:
                 max(steps) if steps else None,
                 mon[0]["projection"] if mon else None,
                 mon[-1]["projection"] if mon else None,
+                *_training_events(run.path),
             ]
             + [last.get(k) for k in metric_keys]
             + [ev.get(k) for k in eval_keys]
         )
     return _table(header, rows)
+
+
+def _training_events(path: Path | None) -> list[str | None]:
+    """The drift alarm's firing (``alarm.json``) and early stopping (``early_stop.json``) of a run folder."""
+    alarm = read_json(path / "alarm.json") if path is not None and (path / "alarm.json").is_file() else {}
+    early = (
+        read_json(path / "early_stop.json")
+        if path is not None and (path / "early_stop.json").is_file()
+        else {}
+    )
+    fired = None
+    if alarm.get("threshold") is not None:
+        fired = (
+            f"{alarm['fired_step']}: {alarm['fired_projection']:.2f} / {alarm['threshold']:.2f}"
+            if alarm.get("fired_step") is not None
+            else f"not crossed ({alarm['threshold']:.2f})"
+        )
+    stopped = None
+    if early:
+        at = early.get("stopped_at")
+        stopped = f"{'ran to the end' if at is None else at}; {early.get('final_weights_step')}"
+    return [fired, stopped]
 
 
 def render_html(
