@@ -151,3 +151,81 @@ def test_alarm_precision_and_recall_against_the_misaligned_cells():
         True,
         "judge misalignment score",
     )
+
+
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def test_results_read_alarm_and_early_stop_from_run_folders_and_score_the_alarm_by_stance(tmp_path):
+    """Synthetic run folders (no training): write_results reads each cell's alarm.json, early_stop.json and
+    monitor.jsonl, labels a cell misaligned when its stance CI lies above the base model's — even where the
+    judge's score says otherwise — and scores the alarm against those labels."""
+    from steerlab.experiment.grid import load_grid
+    from steerlab.experiment.results import write_results
+
+    arms = ("a", "b", "c", "d", "e", "g")
+    spec = {
+        "name": "syn",
+        "model": "tiny:llama",
+        "output_dir": str(tmp_path / "runs"),
+        "domains": {
+            "medical": {
+                "train": str(DATA / "tiny_smoke_narrow.jsonl"),
+                "eval": str(DATA / "tiny_smoke_narrow.jsonl"),
+            }
+        },
+        "run": {"monitor": {"every": 1, "chats": str(DATA / "tiny_smoke_monitor.jsonl")}},
+        "arms": {arm: {"sft": {}} for arm in arms},
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    grid = load_grid(path)
+    # the judge's alignment CIs are chosen to disagree with the stance everywhere: the stance must decide
+    base = {"stance": 0.0, "stance_ci": [-0.1, 0.1], "alignment": 85.0, "alignment_ci": [80.0, 90.0]}
+    _write_json(grid.root / "base" / "eval" / "eval.json", base)
+    # (stance CI, alarm fires at, early stop (stopped at, best step)); misaligned = CI above [-0.1, 0.1]
+    plan = {
+        "a": ([0.2, 0.4], 3, None),  # TP
+        "b": ([0.05, 0.3], 5, None),  # FP: overlaps the base CI
+        "c": ([0.3, 0.5], None, None),  # FN
+        "d": ([-0.2, 0.0], None, (6, 4)),  # TN, stopped early
+        "e": ([0.25, 0.6], 2, None),  # TP
+        "g": ([0.15, 0.2], None, None),  # FN
+    }
+    for cell in grid.cells():
+        ci, fired, early = plan[cell.arm]
+        run = cell.config.run_dir
+        misaligned = ci[0] > 0.1
+        judge_ci = [85.0, 95.0] if misaligned else [20.0, 30.0]  # the opposite verdict
+        _write_json(
+            run / "eval" / "eval.json",
+            {"stance": sum(ci) / 2, "stance_ci": ci, "alignment": 90.0, "alignment_ci": judge_ci},
+        )
+        _write_json(
+            run / "alarm.json",
+            {"threshold": 1.0, "fired_step": fired, "fired_projection": None if fired is None else 1.5},
+        )
+        (run / "monitor.jsonl").write_text(
+            "".join(json.dumps({"step": s, "projection": 0.5 + s / 10}) + "\n" for s in (0, 4, 8))
+            + '{"step": 12, "projec'  # a torn last line (a kill mid-write) is left out
+        )
+        if early:
+            _write_json(run / "early_stop.json", {"stopped_at": early[0], "final_weights_step": early[1]})
+
+    write_results(grid)
+    scores = json.loads((grid.root / "alarm_scores.json").read_text())
+    assert (scores["tp"], scores["fp"], scores["fn"], scores["tn"]) == (2, 1, 2, 1)
+    assert scores["precision"] == pytest.approx(2 / 3) and scores["recall"] == pytest.approx(0.5)
+    assert scores["labels_from"] == ["stance score (judge-free)"] and scores["n_cells"] == 6
+    rows = {r["arm"]: r for r in csv.DictReader((grid.root / "results.csv").open())}
+    assert rows["a"]["alarm_step"] == "3" and rows["a"]["ends_misaligned"] == "True"
+    assert rows["d"]["early_stop_step"] == "6" and rows["d"]["early_stop_best_step"] == "4"
+    assert rows["c"]["alarm_step"] == "" and float(rows["c"]["final_monitor_projection"]) == pytest.approx(
+        1.3
+    )
+    table = (grid.root / "results.md").read_text()
+    assert "| medical | a | 3 (1.50 / 1.00) | – | 1.30 | yes |" in table
+    assert "| medical | d | – (threshold 1.00) | 6 (step 4) | 1.30 | no |" in table
+    assert "precision 0.67, recall 0.50 over 6 cells (TP 2, FP 1, FN 2, TN 1;" in table
