@@ -16,20 +16,18 @@ on more than a set share of answers.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
+from steerlab.data.em_questions import render_judge_prompt as render_template
 from steerlab.judges.base import COHERENCE_PROMPT, Judge, TraitScorer
 from steerlab.judges.identity import JudgeIdentity
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_FAILED_SHARE = 0.2  # an evaluation stops when more of its judgments than this fail or hold no number
-
-log = logging.getLogger(__name__)
 
 # the probe judge's coherence readings (see steerlab.judges.coherence): "bare" = perplexity after the bare
 # question; "stance_neutral" = the lowest over the bare question and the trait's persona prompt
@@ -162,31 +160,6 @@ class ScorerPairJudge:
             if s is not None and not callable(s):
                 out[key] = str(s)
         return out
-
-
-def render_template(template: str, question: str, answer: str) -> str:
-    """Fill ``{question}`` and ``{answer}``; any other named placeholder (e.g. ``{reasoning}`` in repositories
-    derived from emergent-misalignment) is filled with "" and logged once by name. A template that is not a
-    format string (stray literal braces, e.g. a JSON example) gets a plain text replacement instead."""
-    import string
-
-    try:
-        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError:
-        names = None
-    if names is None or not all(n.isidentifier() for n in names):
-        return template.replace("{question}", question).replace("{answer}", answer)
-    extra = sorted(names - {"question", "answer"})
-    for name in extra:
-        if name not in _WARNED:
-            _WARNED.add(name)
-            log.warning(
-                "judge prompt placeholder {%s} has no value in steerlab's evaluation: filled with ''", name
-            )
-    return template.format(question=question, answer=answer, **dict.fromkeys(extra, ""))
-
-
-_WARNED: set[str] = set()
 
 
 class TemplateJudge:
