@@ -69,6 +69,16 @@ def _fake_judge(monkeypatch):
     monkeypatch.setattr(runner, "evaluate_model", evaluate)
 
 
+def _small_references(tmp_path: Path, count: int = 2) -> Path:
+    """The first questions of the shipped reference sets: the stance score runs, at a test's cost."""
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    for name in ("general", "medical"):
+        lines = (DATA / "references" / f"{name}.jsonl").read_text().splitlines()[:count]
+        (folder / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
 def test_a_registered_arm_appears_in_the_grid_results(shrink, tmp_path, monkeypatch):
     import steerlab.experiment.runner as runner
 
@@ -97,7 +107,14 @@ def test_a_registered_arm_appears_in_the_grid_results(shrink, tmp_path, monkeypa
             "stop": {"early_stop": {"held_out": 4, "every": 1, "patience": 1, "min_delta": 100.0}},
             "hold": {"steer_hold": {"n": 4, "every": 1}},
         },
-        "eval": {"questions": str(questions), "n": 2, "max_new_tokens": 4, "n_in_domain": 2, "n_boot": 50},
+        "eval": {
+            "questions": str(questions),
+            "n": 2,
+            "max_new_tokens": 4,
+            "n_in_domain": 2,
+            "n_boot": 50,
+            "references": str(_small_references(tmp_path)),
+        },
     }
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))
@@ -112,6 +129,17 @@ def test_a_registered_arm_appears_in_the_grid_results(shrink, tmp_path, monkeypa
         assert f"| medical | {arm} |" in table, arm
     rows = {r["arm"]: r for r in csv.DictReader((root / "results.csv").open())}
     assert set(rows) == {"base", "sft", "my_shrink", "stop", "hold"}
+    # the test's arm gets the same columns as the packaged ones: the evaluation's judge-free stance score
+    # (steerlab.evaluate.stance) and the monitor's readings
+    for column in (
+        "stance",
+        "stance_ci",
+        "misalignment_score",
+        "alarm_threshold",
+        "final_monitor_projection",
+    ):
+        assert rows["my_shrink"][column] not in ("", None), column
+    assert "| medical | my_shrink | " in table.split("Training-time instruments")[1]
     assert rows["stop"]["early_stop_step"] == "1" and rows["stop"]["early_stop_best_step"] == "0"
     assert rows["sft"]["early_stop_step"] == "" and rows["sft"]["alarm_threshold"] != ""
     assert "Drift alarm against the cells that end misaligned" in table
