@@ -97,6 +97,7 @@ def test_ray_workers_give_the_same_table_as_the_in_process_run(tmp_path, local_r
         "n_in_domain": 3,
         "benign_data": None,
         "n_boot": 50,
+        "references": None,  # the stance score has its own tests; here the engine's mechanics
         "judge": "openai",
         "judge_model": "fake-judge",
         "judge_base_url": judge.base_url,
@@ -218,6 +219,7 @@ def test_a_failing_cell_is_in_the_table_and_its_dependents_do_not_start(tmp_path
         "max_new_tokens": 4,
         "benign_data": None,
         "n_boot": 20,
+        "references": None,
         "judge": "openai",
         "judge_model": "fake-judge",
         "judge_base_url": judge.base_url,
