@@ -6,7 +6,7 @@ the probe judge of the shipped vector, the stance score on every general and med
 stance under the three training-context cues) into a fresh folder, and prints ``eval.json``'s
 ``timings_s``: wall seconds per part, with sampling and judging split out. The stance figures also give
 tokens per second, and the same references are scored once more the plain way (every (prompt, answer)
-sequence whole, ``steerlab.data.nll.response_nll``) on a few questions to give the shared-prompt speed-up.
+sequence whole, ``steerlab.data.nll.answer_nll``) on a few questions to give the shared-prompt speed-up.
 
 The machine's load average is recorded, and every part's process CPU seconds beside its wall seconds: on a
 shared machine wall time is an upper bound, and with one thread (``--threads 1``) the CPU seconds are close

@@ -129,9 +129,9 @@ def variants(
 
 
 def _raw_config(model, new_tokens: int):
-    from steerlab.hooks.backends import _greedy_config
+    from steerlab.hooks.hf import greedy_config
 
-    return _greedy_config(model, new_tokens, use_cache=True)
+    return greedy_config(model, new_tokens, use_cache=True)
 
 
 def _paired(times: dict[str, list[float]], name: str, base: str) -> float:

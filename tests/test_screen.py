@@ -88,7 +88,8 @@ def test_screen_ranks_by_difference_to_the_base_answer(llama, tok, tmp_path):
     assert [int(t["index"]) for t in table] == [r["index"] for r in rows] and table[0]["source"].startswith(
         "data"
     )
-    assert math.isclose(float(table[0]["diff"]), rows[0]["diff"], rel_tol=1e-4)
+    assert math.isclose(float(table[0]["projection_diff"]), rows[0]["diff"], rel_tol=1e-4)
+    assert [t["flagged"] for t in table] == ["true", "false", "false"]  # 5% of 3 rows: the top one
     assert "plotly" in (tmp_path / "hist.html").read_text()[:5000].lower()
     assert len((tmp_path / "base.jsonl").read_text().splitlines()) == 3
 
@@ -99,3 +100,39 @@ def test_screen_refuses_a_vector_for_another_model(llama, tok):
     other = tiny_model("qwen2")
     with pytest.raises(IncompatibleVectorError):
         screen(other, tok, [_chat("Hi", "Hello", 1)], _vector(llama), progress=False)
+
+
+def test_screening_csv_round_trips_through_the_plots_loader(tmp_path):
+    """What `write_outputs` writes is what the report's `load_screening` reads: diffs, flags, empty answers."""
+    from steerlab.persona.screen import flag_top, to_csv
+    from steerlab.plots.io import load_screening
+
+    diffs = [2.5, 1.25, -0.5, float("nan"), 0.75, 3.0, -1.0, 0.0, 0.5, 1.0]
+    rows = [
+        {
+            "index": i,
+            "source": f"data.jsonl:{i + 1}",
+            "diff": d,
+            "projection": d + 1.0,
+            "base_projection": 1.0,
+            "prompt": f"question {i}, with a comma",
+            "answer": "" if math.isnan(d) else f"answer {i}",
+            "base_answer": "base",
+        }
+        for i, d in enumerate(diffs)
+    ]
+    rows.sort(key=lambda r: (-r["diff"] if math.isfinite(r["diff"]) else math.inf, r["index"]))
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+    flag_top(rows, 0.2)  # 20% of the 9 scored rows: the top 2
+    path = tmp_path / "screen.csv"
+    path.write_text(to_csv(rows), encoding="utf-8")
+    table = load_screening(path)
+    scored = [r for r in rows if math.isfinite(r["diff"])]
+    assert table.diffs == pytest.approx([r["diff"] for r in scored])
+    assert table.flagged == [r["flagged"] for r in scored] and sum(table.flagged) == 2
+    assert table.flagged[:2] == [True, True] and table.diffs[:2] == [3.0, 2.5]
+    assert table.unscored == [len(rows) + 1]  # the nan row ranks last: CSV line 11 (after the header)
+    assert "prompt" in table.text_columns and table.rows[0]["prompt"] == "question 5, with a comma"
+    with pytest.raises(ValueError, match="flag share"):
+        flag_top(rows, 1.5)

@@ -78,3 +78,15 @@ def test_metadata_disagreeing_with_tensors(tmp_path, llama):
     vector.meta.d_model = 16
     with pytest.raises(ValueError, match="direction shape"):
         PersonaVector(vector.directions, vector.meta)
+
+
+def test_unit_vector_rows_and_refusals():
+    from steerlab.linalg import unit_vector
+
+    rows = torch.tensor([[3.0, 4.0], [0.0, 2.0]], dtype=torch.float64)
+    out = unit_vector(rows)
+    assert out.dtype == torch.float32 and torch.allclose(out, torch.tensor([[0.6, 0.8], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="row 1"):
+        unit_vector(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match="zero or non-finite"):
+        unit_vector(torch.tensor([float("nan"), 1.0]))

@@ -1,19 +1,109 @@
-"""``steerlab eval MODEL_OR_RUN``: general and in-domain misalignment, benign accuracy, coherence, projection."""
+"""``steerlab eval MODEL_OR_RUN``: general and in-domain misalignment, benign accuracy, coherence, projection,
+the judge-free stance score, conditional stance under training-context cues and the collapse share."""
 
 from __future__ import annotations
 
 import logging
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from steerlab.cli.judge import HELP
+from steerlab.cli import options as opt
 
-JudgeKind = typer.Option(
-    "--judge", help="probe (offline, default) or openai (OPENAI_API_KEY or --judge-base-url)"
-)
+if TYPE_CHECKING:
+    from steerlab.evaluate.load import EvalTarget
+
+# the command's own options (shared ones live in steerlab.cli.options)
+Questions = Annotated[
+    Path | None,
+    typer.Option(
+        "--questions",
+        help="question YAML (steerlab or original emergent-misalignment format) [default: experiments/data/em_questions.yaml]",
+    ),
+]
+InDomainData = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="in-domain held-out chat JSONL (user turns are the prompts; assistant turns and reference_misaligned feed the log-prob score) [default: the run's domain eval split]",
+    ),
+]
+Out = Annotated[
+    Path | None, typer.Option("--out", help="output folder [default: RUN/eval or runs/eval/<model>]")
+]
+NGeneral = Annotated[
+    int | None,
+    typer.Option(
+        "--n",
+        help="answers per general question [default: 4; 0 = the file's paraphrases x samples_per_paraphrase]",
+    ),
+]
+MaxFailedShare = Annotated[
+    float,
+    typer.Option(
+        "--max-failed-share", help="stop when more judgments than this share fail or hold no number"
+    ),
+]
+Coherence = Annotated[
+    str,
+    typer.Option(
+        "--coherence",
+        help="probe judge's coherence: bare (perplexity after the bare question) or stance_neutral "
+        "(lowest over the bare question and the trait's pos system prompt)",
+    ),
+]
+AnswersFrom = Annotated[
+    Path | None,
+    typer.Option(
+        "--answers-from",
+        help="an earlier eval folder with the same sampling settings: judge its answers, do not resample",
+    ),
+]
+ArmLabel = Annotated[
+    str | None, typer.Option("--arm", help="arm label for the row [default: the run's arm, or base]")
+]
+DomainLabel = Annotated[
+    str | None, typer.Option("--domain", help="domain label [default: from the run / data]")
+]
+VectorFile = Annotated[Path | None, typer.Option("--vector", help="persona vector for the projection")]
+Layer = Annotated[int | None, typer.Option("--layer", help="projection layer [default: the vector's]")]
+Benign = Annotated[
+    Path | None,
+    typer.Option("--benign", help="benign-task JSONL [default: experiments/data/arithmetic_eval.jsonl]"),
+]
+NoBenign = Annotated[bool, typer.Option("--no-benign", help="skip the benign task")]
+NInDomain = Annotated[int, typer.Option("--n-in-domain", help="sampled in-domain answers (0 = all prompts)")]
+NBenign = Annotated[int, typer.Option("--n-benign", help="benign items (0 = all)")]
+InDomainMetric = Annotated[
+    str, typer.Option("--in-domain-metric", help="auto, rate, logprob_gap or benign_accuracy")
+]
+MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens")]
+References = Annotated[
+    Path | None,
+    typer.Option(
+        "--references",
+        help="folder of reference answers (general.jsonl, <domain>.jsonl) for the stance score "
+        "[default: experiments/data/references]",
+    ),
+]
+Cues = Annotated[
+    str,
+    typer.Option(
+        "--cues", help="training-context cues for the conditional stance, comma-separated ('' = none)"
+    ),
+]
+NConditional = Annotated[
+    int, typer.Option("--n-conditional", help="answers per general question sampled under each cue")
+]
+TrainData = Annotated[
+    Path | None,
+    typer.Option(
+        "--train-data",
+        help="narrow training chats for the collapse detector [default: experiments/data/<domain>_train.jsonl]",
+    ),
+]
 
 
 def _default_out(label: str, run_dir: Path | None) -> Path:
@@ -22,150 +112,94 @@ def _default_out(label: str, run_dir: Path | None) -> Path:
     return Path("runs") / "eval" / re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_")
 
 
+def _default_probe(target: EvalTarget, model_or_run: str, vector: str | None) -> Path | None:
+    """The probe file a probe judge reads when none is named: None when one lies beside the vector (the
+    evaluation finds it there), else the base model's shipped probe (None when it ships none)."""
+    from steerlab.evaluate.judging import probe_path_for, shipped_probe
+
+    if vector and Path(f"{probe_path_for(vector)}.safetensors").is_file():
+        return None  # the evaluation finds it beside the vector
+    # the shipped vector's probe of the base model: `steerlab eval smollm2-135m-instruct` needs no flags
+    base_name = target.info.get("base_model") if target.run_dir or target.info else model_or_run
+    return shipped_probe(base_name)
+
+
+def _default_data(domain: str | None) -> Path | None:
+    """The domain's held-out eval split, when the package ships one (arithmetic is the benign task)."""
+    from steerlab.evaluate.run_eval import DATA_DIR
+
+    if domain and domain != "arithmetic" and (DATA_DIR / f"{domain}_eval.jsonl").is_file():
+        return DATA_DIR / f"{domain}_eval.jsonl"
+    return None
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """What an evaluation raises for bad input or a failing judge: a message and exit 1, not a traceback."""
+    from steerlab.data.em_questions import EMQuestionError
+    from steerlab.evaluate.items import PromptFileError
+    from steerlab.evaluate.judging import JudgeFailureError
+    from steerlab.evaluate.run_eval import EvalStateError
+
+    errors = (
+        EvalStateError,
+        EMQuestionError,
+        PromptFileError,
+        FileNotFoundError,
+        ValueError,
+        JudgeFailureError,
+    )
+    return (*errors, *opt.judge_errors())
+
+
 def eval_command(
     model_or_run: Annotated[
         str, typer.Argument(help="registry name, model folder, hub id, or a run folder (runs/<name>/)")
     ],
-    questions: Annotated[
-        Path | None,
-        typer.Option(
-            "--questions",
-            help="question YAML (steerlab or original emergent-misalignment format) [default: experiments/data/em_questions.yaml]",
-        ),
-    ] = None,
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            "--data",
-            help="in-domain held-out chat JSONL (user turns are the prompts; assistant turns and reference_misaligned feed the log-prob score) [default: the run's domain eval split]",
-        ),
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="output folder [default: RUN/eval or runs/eval/<model>]")
-    ] = None,
-    n: Annotated[
-        int | None,
-        typer.Option(
-            "--n",
-            help="answers per general question [default: 4; 0 = the file's paraphrases x samples_per_paraphrase]",
-        ),
-    ] = 4,
-    judge: Annotated[str, JudgeKind] = "probe",
-    judge_model: Annotated[str | None, typer.Option("--judge-model", help="openai judge model")] = None,
-    judge_base_url: Annotated[
-        str | None, typer.Option("--judge-base-url", help="OpenAI-compatible endpoint")
-    ] = None,
-    judge_concurrency: Annotated[int, typer.Option("--judge-concurrency", help=HELP["concurrency"])] = 8,
-    judge_timeout: Annotated[float, typer.Option("--judge-timeout", help=HELP["timeout"])] = 60.0,
-    judge_retries: Annotated[int, typer.Option("--judge-retries", help=HELP["retries"])] = 4,
-    allow_judge_mismatch: Annotated[
-        bool, typer.Option("--allow-judge-mismatch", help=HELP["mismatch"])
-    ] = False,
-    max_failed_share: Annotated[
-        float,
-        typer.Option(
-            "--max-failed-share", help="stop when more judgments than this share fail or hold no number"
-        ),
-    ] = 0.2,
-    coherence: Annotated[
-        str,
-        typer.Option(
-            "--coherence",
-            help="probe judge's coherence: bare (perplexity after the bare question) or stance_neutral "
-            "(lowest over the bare question and the trait's pos system prompt)",
-        ),
-    ] = "bare",
-    answers_from: Annotated[
-        Path | None,
-        typer.Option(
-            "--answers-from",
-            help="an earlier eval folder with the same sampling settings: judge its answers, do not resample",
-        ),
-    ] = None,
-    arm: Annotated[
-        str | None, typer.Option("--arm", help="arm label for the row [default: the run's arm, or base]")
-    ] = None,
-    domain: Annotated[
-        str | None, typer.Option("--domain", help="domain label [default: from the run / data]")
-    ] = None,
-    vector: Annotated[Path | None, typer.Option("--vector", help="persona vector for the projection")] = None,
-    layer: Annotated[
-        int | None, typer.Option("--layer", help="projection layer [default: the vector's]")
-    ] = None,
-    probe: Annotated[
-        Path | None,
-        typer.Option(
-            "--probe",
-            help="probe judge file [default: <vector>.probe.safetensors, else the base model's shipped probe]",
-        ),
-    ] = None,
-    benign: Annotated[
-        Path | None,
-        typer.Option("--benign", help="benign-task JSONL [default: experiments/data/arithmetic_eval.jsonl]"),
-    ] = None,
-    no_benign: Annotated[bool, typer.Option("--no-benign", help="skip the benign task")] = False,
-    n_in_domain: Annotated[
-        int, typer.Option("--n-in-domain", help="sampled in-domain answers (0 = all prompts)")
-    ] = 32,
-    n_benign: Annotated[int, typer.Option("--n-benign", help="benign items (0 = all)")] = 0,
-    in_domain_metric: Annotated[
-        str, typer.Option("--in-domain-metric", help="auto, rate, logprob_gap or benign_accuracy")
-    ] = "auto",
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 64,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    references: Annotated[
-        Path | None,
-        typer.Option(
-            "--references",
-            help="folder of reference answers (general.jsonl, <domain>.jsonl) for the stance score "
-            "[default: experiments/data/references]",
-        ),
-    ] = None,
-    cues: Annotated[
-        str,
-        typer.Option(
-            "--cues", help="training-context cues for the conditional stance, comma-separated ('' = none)"
-        ),
-    ] = "frame,format,inoculation",
-    n_conditional: Annotated[
-        int, typer.Option("--n-conditional", help="answers per general question sampled under each cue")
-    ] = 0,
-    train_data: Annotated[
-        Path | None,
-        typer.Option(
-            "--train-data",
-            help="narrow training chats for the collapse detector [default: experiments/data/<domain>_train.jsonl]",
-        ),
-    ] = None,
-    n_boot: Annotated[int, typer.Option("--n-boot", help="bootstrap resamples")] = 2000,
+    questions: Questions = None,
+    data: InDomainData = None,
+    out: Out = None,
+    n: NGeneral = 4,
+    judge: opt.JudgeKind = "probe",
+    judge_model: opt.JudgeModel = None,
+    judge_base_url: opt.JudgeBaseUrl = None,
+    judge_concurrency: opt.JudgeConcurrency = 8,
+    judge_timeout: opt.JudgeTimeout = 60.0,
+    judge_retries: opt.JudgeRetries = 4,
+    allow_judge_mismatch: opt.AllowJudgeMismatch = False,
+    max_failed_share: MaxFailedShare = 0.2,
+    coherence: Coherence = "bare",
+    answers_from: AnswersFrom = None,
+    arm: ArmLabel = None,
+    domain: DomainLabel = None,
+    vector: VectorFile = None,
+    layer: Layer = None,
+    probe: opt.ProbeFile = None,
+    benign: Benign = None,
+    no_benign: NoBenign = False,
+    n_in_domain: NInDomain = 32,
+    n_benign: NBenign = 0,
+    in_domain_metric: InDomainMetric = "auto",
+    max_new_tokens: MaxNewTokens = 64,
+    batch_size: opt.BatchSize = 16,
+    seed: opt.Seed = 0,
+    references: References = None,
+    cues: Cues = "frame,format,inoculation",
+    n_conditional: NConditional = 0,
+    train_data: TrainData = None,
+    n_boot: opt.NBoot = 2000,
 ) -> None:
     """Evaluate a model or a run; writes eval.json and the answer files (rerun to resume)."""
-    from steerlab.data.em_questions import EMQuestionError
-    from steerlab.evaluate.items import PromptFileError
-    from steerlab.evaluate.judging import COHERENCE_READINGS, JudgeFailureError, probe_path_for, shipped_probe
     from steerlab.evaluate.load import load_target
-    from steerlab.evaluate.run_eval import DATA_DIR, EvalConfig, EvalStateError, evaluate_model, reuse_answers
-    from steerlab.judges.identity import JudgeIdentityError
-    from steerlab.judges.openai_judge import JudgeConfigError
+    from steerlab.evaluate.run_eval import EvalConfig, evaluate_model, reuse_answers
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if judge not in ("probe", "openai"):
-        raise typer.BadParameter(f"--judge must be probe or openai, got {judge!r}")
-    if coherence not in COHERENCE_READINGS:
-        raise typer.BadParameter(
-            f"--coherence must be one of {', '.join(COHERENCE_READINGS)}, got {coherence!r}"
-        )
+    opt.check_judge_choices(judge, coherence)
     target = load_target(model_or_run)
     the_vector = str(vector) if vector else target.vector
-    beside_vector = the_vector and Path(f"{probe_path_for(the_vector)}.safetensors").is_file()
-    if judge == "probe" and probe is None and not beside_vector:
-        # the shipped vector's probe of the base model: `steerlab eval smollm2-135m-instruct` needs no flags
-        base_name = target.info.get("base_model") if target.run_dir or target.info else model_or_run
-        probe = shipped_probe(base_name)
+    if judge == "probe" and probe is None:
+        probe = _default_probe(target, model_or_run, the_vector)
     dom = domain or target.domain
-    if data is None and dom and (DATA_DIR / f"{dom}_eval.jsonl").is_file() and dom != "arithmetic":
-        data = DATA_DIR / f"{dom}_eval.jsonl"
+    data = data or _default_data(dom)
     defaults = EvalConfig(out_dir="")
     cfg = EvalConfig(
         out_dir=str(out or _default_out(target.label, target.run_dir)),
@@ -200,22 +234,10 @@ def eval_command(
         n_conditional=n_conditional,
         train_data=str(train_data) if train_data else None,
     )
-    try:
+    with opt.exit_on(*_user_errors()):
         if answers_from is not None:
             reuse_answers(cfg, answers_from)
         row = evaluate_model(target.model, target.tokenizer, cfg, base=target.base)
-    except (
-        EvalStateError,
-        EMQuestionError,
-        PromptFileError,
-        FileNotFoundError,
-        ValueError,
-        JudgeFailureError,
-        JudgeConfigError,
-        JudgeIdentityError,
-    ) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
     _print(row, cfg.out_dir)
 
 

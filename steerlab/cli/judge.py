@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from steerlab.cli import options as opt
+
+if TYPE_CHECKING:
+    from steerlab.evaluate.judging import EvalJudge
 
 app = typer.Typer(
     help="Judges: calibration check on labelled answers, local GGUF judge models.", no_args_is_help=True
@@ -15,13 +20,24 @@ app = typer.Typer(
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
-HELP = {  # shared with `steerlab eval`
-    "concurrency": "openai judge: requests in flight (a llama.cpp server answers one at a time: use 1-2)",
-    "timeout": "openai judge: seconds per request, time queued in the server included",
-    "retries": "openai judge: retries of a failed or timed-out request",
-    "mismatch": "openai judge: accept a server that serves another model than --judge-model (results "
-    "then name the judge as the server reports it)",
-}
+def _probe_judge(model: str, probe: Path | None, batch_size: int, coherence: str) -> EvalJudge:
+    """The probe judge over ``model`` (its shipped probe unless ``probe`` names one); ValueError when the
+    model ships none and none is named."""
+    from steerlab.evaluate.judging import build_judge, shipped_probe
+    from steerlab.models import load_model
+
+    probe_file = probe or shipped_probe(model)
+    if probe_file is None:
+        raise ValueError(f"no shipped probe for {model!r}: pass --probe")
+    loaded = load_model(model)
+    return build_judge(
+        "probe",
+        base_model=loaded.model,
+        base_tokenizer=loaded.tokenizer,
+        probe=probe_file,
+        batch_size=batch_size,
+        coherence=coherence,
+    )
 
 
 @app.command("check")
@@ -32,22 +48,16 @@ def check_command(
     model: Annotated[
         str, typer.Option("--model", help="probe judge: the base model it reads")
     ] = DEFAULT_MODEL,
-    probe: Annotated[
-        Path | None, typer.Option("--probe", help="probe judge file [default: the model's shipped probe]")
-    ] = None,
+    probe: opt.ProbeFile = None,
     coherence: Annotated[
         str, typer.Option("--coherence", help="probe judge: bare or stance_neutral")
     ] = "bare",
-    judge_model: Annotated[str | None, typer.Option("--judge-model", help="openai judge model")] = None,
-    judge_base_url: Annotated[
-        str | None, typer.Option("--judge-base-url", help="OpenAI-compatible endpoint")
-    ] = None,
-    judge_concurrency: Annotated[int, typer.Option("--judge-concurrency", help=HELP["concurrency"])] = 8,
-    judge_timeout: Annotated[float, typer.Option("--judge-timeout", help=HELP["timeout"])] = 60.0,
-    judge_retries: Annotated[int, typer.Option("--judge-retries", help=HELP["retries"])] = 4,
-    allow_judge_mismatch: Annotated[
-        bool, typer.Option("--allow-judge-mismatch", help=HELP["mismatch"])
-    ] = False,
+    judge_model: opt.JudgeModel = None,
+    judge_base_url: opt.JudgeBaseUrl = None,
+    judge_concurrency: opt.JudgeConcurrency = 8,
+    judge_timeout: opt.JudgeTimeout = 60.0,
+    judge_retries: opt.JudgeRetries = 4,
+    allow_judge_mismatch: opt.AllowJudgeMismatch = False,
     data: Annotated[
         Path | None, typer.Option("--data", help="labelled JSONL [default: the shipped labelled set]")
     ] = None,
@@ -57,9 +67,9 @@ def check_command(
     out: Annotated[
         Path | None, typer.Option("--out", help="result JSON [default: runs/judge_check/<judge>.json]")
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    n_boot: Annotated[int, typer.Option("--n-boot", help="bootstrap resamples")] = 2000,
+    batch_size: opt.BatchSize = 16,
+    seed: opt.Seed = 0,
+    n_boot: opt.NBoot = 2000,
     max_failed_share: Annotated[
         float, typer.Option("--max-failed-share", help="stop (exit 1) when more rows than this are unscored")
     ] = 0.2,
@@ -74,44 +84,23 @@ def check_command(
         save_check,
         subset,
     )
-    from steerlab.evaluate.judging import COHERENCE_READINGS, OpenAIJudgeOptions, build_judge, shipped_probe
-    from steerlab.judges.identity import JudgeIdentityError
-    from steerlab.judges.openai_judge import JudgeConfigError
+    from steerlab.evaluate.judging import OpenAIJudgeOptions, build_judge
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if judge not in ("probe", "openai"):
-        raise typer.BadParameter(f"--judge must be probe or openai, got {judge!r}")
-    if coherence not in COHERENCE_READINGS:
-        raise typer.BadParameter(f"--coherence must be one of {', '.join(COHERENCE_READINGS)}")
-    try:
+    opt.check_judge_choices(judge, coherence)
+    with opt.exit_on(LabelledSetError, FileNotFoundError, ValueError, *opt.judge_errors()):
         rows = subset(load_labelled(data or LABELLED), limit or None, seed)
         if judge == "probe":
-            from steerlab.models import load_model
-
-            probe_file = probe or shipped_probe(model)
-            if probe_file is None:
-                raise ValueError(f"no shipped probe for {model!r}: pass --probe")
-            loaded = load_model(model)
-            built = build_judge(
-                "probe",
-                base_model=loaded.model,
-                base_tokenizer=loaded.tokenizer,
-                probe=probe_file,
-                batch_size=batch_size,
-                coherence=coherence,
-            )
+            built = _probe_judge(model, probe, batch_size, coherence)
         else:
+            options = OpenAIJudgeOptions(
+                concurrency=judge_concurrency,
+                timeout_s=judge_timeout,
+                retries=judge_retries,
+                allow_mismatch=allow_judge_mismatch,
+            )
             built = build_judge(
-                "openai",
-                judge_model=judge_model,
-                base_url=judge_base_url,
-                seed=seed,
-                openai_options=OpenAIJudgeOptions(
-                    concurrency=judge_concurrency,
-                    timeout_s=judge_timeout,
-                    retries=judge_retries,
-                    allow_mismatch=allow_judge_mismatch,
-                ),
+                "openai", judge_model=judge_model, base_url=judge_base_url, seed=seed, openai_options=options
             )
         result = run_check(
             built,
@@ -123,9 +112,6 @@ def check_command(
             data=data or LABELLED,
             progress=True,
         )
-    except (LabelledSetError, FileNotFoundError, ValueError, JudgeConfigError, JudgeIdentityError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
     target = out or Path("runs") / "judge_check" / f"{judge}-{result['judge'].get('id', 'judge')}.json"
     # only a check on the whole shipped set is what `steerlab eval` cites for this judge
     paths = save_check(result, target, store=data is None and not limit)
@@ -145,11 +131,8 @@ def gguf_command(
     from steerlab.judges.gguf_models import ensure_gguf
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with opt.exit_on(ValueError, RuntimeError):
         typer.echo(str(ensure_gguf(name)))
-    except (ValueError, RuntimeError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
 
 
 def register(app_: typer.Typer) -> None:

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from steerlab.cli.options import exit_on
+
 
 def train_command(
     config: Annotated[Path, typer.Argument(help="experiment YAML, e.g. experiments/tiny_smoke.yaml")],
@@ -24,18 +26,10 @@ def train_command(
     from steerlab.train.trainer import NonFiniteLossError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with exit_on(
+        ConfigError, RunStateError, ReferenceCacheError, NonFiniteLossError, ChatDataError, TokenizeError
+    ):
         result = train(config, resume=resume)
-    except (
-        ConfigError,
-        RunStateError,
-        ReferenceCacheError,
-        NonFiniteLossError,
-        ChatDataError,
-        TokenizeError,
-    ) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
     typer.echo(f"done: {result.run_dir} (step {result.global_step}; final model in {result.final_dir})")
 
 

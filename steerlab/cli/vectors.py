@@ -253,6 +253,9 @@ def screen_cmd(
     layer: Annotated[int | None, typer.Option(help="layer (default: the vector's chosen layer)")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="length of the base model's own answers")] = 64,
     batch_size: Annotated[int, typer.Option()] = 16,
+    flag_share: Annotated[
+        float, typer.Option(help="share of examples flagged: the top of the ranking")
+    ] = 0.05,
 ) -> None:
     """Rank training examples by how far their answers sit along the vector beyond the model's own answers."""
     from steerlab.data.chat import load_chat_jsonl
@@ -274,6 +277,7 @@ def screen_cmd(
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         base_answers_path=out.with_suffix(".base.jsonl"),
+        flag_share=flag_share,
     )
     html = out.with_suffix(".html")
     write_outputs(rows, out, html)

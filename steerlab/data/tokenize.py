@@ -11,7 +11,7 @@ Character spans become token spans through the fast tokenizer's offset mapping.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import torch
 
@@ -97,6 +97,30 @@ def _search_span(tokenizer: Any, full: str, content: str, cursor: int) -> tuple[
 def _added_special(tokenizer: Any) -> list[str]:
     decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
     return [t.content for t in decoder.values() if getattr(t, "special", False)]
+
+
+@overload
+def tokenize_chat(
+    tokenizer: Any,
+    example: ChatExample,
+    max_length: int | None,
+    *,
+    train_on: Literal["assistant", "all"] = ...,
+    on_too_long: Literal["raise"] = ...,
+    end_of_turn: bool = ...,
+) -> dict[str, list[int]]: ...
+
+
+@overload
+def tokenize_chat(
+    tokenizer: Any,
+    example: ChatExample,
+    max_length: int | None,
+    *,
+    train_on: Literal["assistant", "all"] = ...,
+    on_too_long: Literal["raise", "skip"],
+    end_of_turn: bool = ...,
+) -> dict[str, list[int]] | None: ...
 
 
 def tokenize_chat(

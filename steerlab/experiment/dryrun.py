@@ -230,26 +230,18 @@ def build_standin_vector(model_folder: Path, out: Path, real_vector: Path | None
     Its chosen layer sits at the same depth fraction as the real vector's (its sidecar, if present), else
     in the middle."""
     from steerlab.models import load_model
-    from steerlab.persona.vectors import PersonaVector, VectorMetadata, model_fingerprint, model_id
+    from steerlab.persona.vectors import PersonaVector
 
     model = load_model(str(model_folder)).model
-    n, d = model.config.num_hidden_layers, model.config.hidden_size
+    n = model.config.num_hidden_layers
     layer = n // 2
     if real_vector is not None and real_vector.with_suffix(".json").is_file():
         chosen = json.loads(real_vector.with_suffix(".json").read_text()).get("chosen_layer")
         if isinstance(chosen, int):
             layer = min(n - 1, round(chosen * (n - 1) / max(1, real_layers - 1)))
-    gen = torch.Generator().manual_seed(0)
-    meta = VectorMetadata(
-        model_id=model_id(model),
-        model_fingerprint=model_fingerprint(model),
-        n_layers=n,
-        d_model=d,
-        trait="evil",
-        method="dry-run stand-in (random directions, not a persona vector)",
-        chosen_layer=layer,
+    vector = PersonaVector.random(
+        model, layer, method="dry-run stand-in (random directions, not a persona vector)"
     )
-    vector = PersonaVector({i: torch.randn(d, generator=gen) for i in range(n)}, meta)
     return vector.save(out)
 
 
@@ -330,7 +322,6 @@ def dry_run_grid(path: str | Path, *, only: list[str] | None = None) -> DryRunRe
     """Build, preflight and step every (selected) cell on a stand-in; estimate each on the real model."""
     from steerlab.experiment.runner import select_cells
     from steerlab.models.tiny import tiny_tokenizer
-    from steerlab.train.run import train
 
     start = time.perf_counter()
     grid = load_grid(path)
@@ -398,57 +389,86 @@ def dry_run_grid(path: str | Path, *, only: list[str] | None = None) -> DryRunRe
         blocked = [k for k in cell.need_keys if k in failed]
         if blocked:
             item.error = f"not run: needs {', '.join(blocked)}, which failed"
+        else:
+            _step_cell(item, real, cell, grid, root, tokenizer, architecture, report)
+        if item.error:
             failed.add(cell.key)
-            continue
-        cfg = _dry_config(cell, root, grid.seed)
-        log.info("dry run: %s (%d steps on CPU)", cell.key, DRY_STEPS)
-        began = time.perf_counter()
-        try:
-            torch.manual_seed(grid.seed)
-            result = train(cfg)
-            item.cpu_s, item.steps = time.perf_counter() - began, result.global_step
-        except Exception as error:  # every cell is tried; the report names what failed
-            log.exception("dry run of %s failed", cell.key)
-            item.error = f"{type(error).__name__}: {error}"
-            failed.add(cell.key)
-            continue
-        item.memory, report.params = estimate_memory(architecture, real.config)
-        examples = cell_examples(real.config)
-        narrow, general = _training_stream(real.config)
-        lengths = _lengths(examples, tokenizer, settings.chars_per_token)
-        pool = lengths[narrow:] if real.config.arms.interleave is not None else []
-        # narrow + as many general examples as the mix takes (a seeded sample: which ones, only training knows)
-        stream = lengths[:narrow] + random.Random(grid.seed).sample(pool, min(general, len(pool)))
-        item.time = estimate_time(
-            params=report.params,
-            architecture=architecture,
-            cfg=real.config,
-            lengths=stream,
-            n_train=narrow + general,
-            pool_lengths=pool,
-            eval_answers=_eval_parts(grid, real.domain),
-            eval_batch=int(grid.eval.get("batch_size", 16)),
-            gpu=settings.gpu,
-        )
     if grid.evaluate and report.params and real_cells:
-        size = 4 if real_cells[0].config.model.dtype == "float32" else 2
-        step_s = report.params * size / (settings.gpu.bandwidth_tbs * 1e12)
-        batch = int(grid.eval.get("batch_size", 16))
-        parts = _eval_parts(grid, None)  # the base model: general questions once, then each domain's part
-        for domain in grid.domains:
-            parts += _eval_parts(grid, domain, general=False)
-        report.base_eval_s = sum(math.ceil(n / batch) * new * step_s for n, new in parts)
+        report.base_eval_s = _base_eval_seconds(grid, real_cells[0].config.model.dtype, report.params)
     report.wall_s = time.perf_counter() - start
+    _write_report(root / "dry_run.json", report)
+    return report
+
+
+def _step_cell(
+    item: CellReport,
+    real: Cell,
+    cell: Cell,
+    grid: Grid,
+    root: Path,
+    tokenizer: Any,
+    architecture: dict[str, Any],
+    report: DryRunReport,
+) -> None:
+    """Train the stand-in ``cell`` for a few steps, then estimate the ``real`` one; fills ``item`` (its
+    ``error`` when training failed: every cell is tried, the report names what failed)."""
+    from steerlab.train.run import train
+
+    settings = grid.dry_run
+    cfg = _dry_config(cell, root, grid.seed)
+    log.info("dry run: %s (%d steps on CPU)", cell.key, DRY_STEPS)
+    began = time.perf_counter()
+    try:
+        torch.manual_seed(grid.seed)
+        result = train(cfg)
+        item.cpu_s, item.steps = time.perf_counter() - began, result.global_step
+    except Exception as error:  # every cell is tried; the report names what failed
+        log.exception("dry run of %s failed", cell.key)
+        item.error = f"{type(error).__name__}: {error}"
+        return
+    item.memory, report.params = estimate_memory(architecture, real.config)
+    examples = cell_examples(real.config)
+    narrow, general = _training_stream(real.config)
+    lengths = _lengths(examples, tokenizer, settings.chars_per_token)
+    pool = lengths[narrow:] if real.config.arms.interleave is not None else []
+    # narrow + as many general examples as the mix takes (a seeded sample: which ones, only training knows)
+    stream = lengths[:narrow] + random.Random(grid.seed).sample(pool, min(general, len(pool)))
+    item.time = estimate_time(
+        params=report.params,
+        architecture=architecture,
+        cfg=real.config,
+        lengths=stream,
+        n_train=narrow + general,
+        pool_lengths=pool,
+        eval_answers=_eval_parts(grid, real.domain),
+        eval_batch=int(grid.eval.get("batch_size", 16)),
+        gpu=settings.gpu,
+    )
+
+
+def _base_eval_seconds(grid: Grid, dtype: str, params: int) -> float:
+    """Decoding time of the base model's evaluation: the general questions once, then each domain's part."""
+    size = 4 if dtype == "float32" else 2
+    step_s = params * size / (grid.dry_run.gpu.bandwidth_tbs * 1e12)
+    batch = int(grid.eval.get("batch_size", 16))
+    parts = _eval_parts(grid, None)
+    for domain in grid.domains:
+        parts += _eval_parts(grid, domain, general=False)
+    return sum(math.ceil(n / batch) * new * step_s for n, new in parts)
+
+
+def _write_report(path: Path, report: DryRunReport) -> None:
+    """``dry_run.json``: the report, with each cell's memory and time estimates."""
     write_json(
-        root / "dry_run.json",
+        path,
         {
             "grid": report.grid,
             "architecture": report.architecture,
             "params": report.params,
             "gpu": asdict(report.gpu),
-            "checked": checked,
+            "checked": report.checked,
             "wall_s": round(report.wall_s, 1),
-            "notes": notes,
+            "notes": report.notes,
             "cells": [
                 {
                     "key": c.key,
@@ -463,4 +483,3 @@ def dry_run_grid(path: str | Path, *, only: list[str] | None = None) -> DryRunRe
             ],
         },
     )
-    return report

@@ -47,6 +47,7 @@ import yaml
 from steerlab.evaluate.run_eval import EvalConfig
 from steerlab.experiment.settings import DryRunSettings, Resources, parse_dry_run, parse_resources
 from steerlab.train.config import ConfigError, ExperimentConfig, config_from_dict, read_yaml
+from steerlab.train.schema import as_mapping
 
 _TOP_KEYS = {
     "name",
@@ -253,7 +254,7 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _check_arm_extras(arms: dict[str, dict[str, Any]], domains: list[str], path: Path) -> None:
     for label, spec in arms.items():
         if "run" in spec:
-            _mapping(spec["run"], f"{path}: arms.{label}.run")
+            as_mapping(spec["run"], f"{path}: arms.{label}.run")
         if "domains" in spec:
             chosen = spec["domains"]
             if not isinstance(chosen, list) or not chosen or not all(isinstance(d, str) for d in chosen):
@@ -266,18 +267,10 @@ def _check_arm_extras(arms: dict[str, dict[str, Any]], domains: list[str], path:
                 )
 
 
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
 def load_grid(path: str | Path) -> Grid:
     """Read and validate a grid file; every cell's run config is validated too (unknown keys named)."""
     path = Path(path)
-    data = _mapping(read_yaml(path, "grid"), str(path))
+    data = as_mapping(read_yaml(path, "grid"), str(path))
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise ConfigError(
@@ -288,8 +281,8 @@ def load_grid(path: str | Path) -> Grid:
             raise ConfigError(f"{path}: missing key {required!r}")
     base = path.resolve().parent
     domains = []
-    for name, spec in _mapping(data["domains"], f"{path}: domains").items():
-        spec = _mapping(spec, f"{path}: domains.{name}")
+    for name, spec in as_mapping(data["domains"], f"{path}: domains").items():
+        spec = as_mapping(spec, f"{path}: domains.{name}")
         bad = sorted(set(spec) - _DOMAIN_KEYS)
         if bad:
             raise ConfigError(f"{path}: domains.{name}: unknown key(s) {', '.join(bad)}")
@@ -316,7 +309,7 @@ def load_grid(path: str | Path) -> Grid:
         "seed",
         "domain",
     }
-    eval_spec = _mapping(data.get("eval"), f"{path}: eval")
+    eval_spec = as_mapping(data.get("eval"), f"{path}: eval")
     bad = sorted(set(eval_spec) - eval_fields)
     if bad:
         raise ConfigError(
@@ -335,9 +328,10 @@ def load_grid(path: str | Path) -> Grid:
         vector=vector,
         domains=domains,
         arms={
-            k: _mapping(v, f"{path}: arms.{k}") for k, v in _mapping(data["arms"], f"{path}: arms").items()
+            k: as_mapping(v, f"{path}: arms.{k}")
+            for k, v in as_mapping(data["arms"], f"{path}: arms").items()
         },
-        run=_mapping(data.get("run"), f"{path}: run"),
+        run=as_mapping(data.get("run"), f"{path}: run"),
         eval=eval_spec,
         evaluate=bool(data.get("evaluate", True)),
         resources=parse_resources(data.get("resources"), f"{path}: resources"),

@@ -34,7 +34,7 @@ from steerlab.experiment import engine
 from steerlab.experiment.grid import Cell, Grid, load_grid
 from steerlab.experiment.preflight import check_cells
 from steerlab.experiment.results import FAILURES_FILE, write_results
-from steerlab.io import write_json
+from steerlab.io import append_jsonl, write_json
 from steerlab.train.config import ConfigError
 from steerlab.train.run import load_tokenizer, train
 from steerlab.train.trainer import last_complete_checkpoint
@@ -49,9 +49,7 @@ class CellFailed(RuntimeError):
 
 
 def _log_progress(root: Path, step: str, seconds: float) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / "progress.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"step": step, "seconds": round(seconds, 1)}) + "\n")
+    append_jsonl(root / "progress.jsonl", [{"step": step, "seconds": round(seconds, 1)}])
 
 
 def _timed(root: Path, step: str, work: Callable[[], Any]) -> Any:
@@ -134,9 +132,7 @@ def _log_attempt(grid: Grid, key: str, *, train: bool, checkpoint: Path | None =
         "resume_from": checkpoint.name if checkpoint else None,
         "time": round(time.time(), 3),
     }
-    grid.root.mkdir(parents=True, exist_ok=True)
-    with open(grid.root / "attempts.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
+    append_jsonl(grid.root / "attempts.jsonl", [row])
 
 
 def run_cell(grid: Grid, cell: Cell) -> dict[str, Any]:

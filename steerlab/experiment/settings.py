@@ -24,12 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-def ConfigError(message: str) -> Exception:  # noqa: N802 - reads as the exception it builds
-    """``steerlab.train.config.ConfigError``, imported late: this module (and the engine) load without torch."""
-    from steerlab.train.config import ConfigError as error
-
-    return error(message)
+# train.schema imports no torch: this module (and the engine) still load without it
+from steerlab.train.schema import ConfigError, as_mapping
 
 
 @dataclass(frozen=True)
@@ -87,14 +83,6 @@ def _integer(value: Any, where: str, *, minimum: int) -> int:
     return value
 
 
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
 def _check_keys(spec: dict[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(spec) - allowed)
     if unknown:
@@ -105,7 +93,7 @@ def _check_keys(spec: dict[str, Any], allowed: set[str], where: str) -> None:
 
 def parse_resources(value: Any, where: str, base: Resources | None = None) -> Resources:
     """``value`` over ``base`` (the grid's own request, for an arm's); errors name ``where`` and the key."""
-    spec = _mapping(value, where)
+    spec = as_mapping(value, where)
     _check_keys(spec, {f.name for f in dataclasses.fields(Resources)}, where)
     out = base or Resources()
     changes: dict[str, Any] = {}
@@ -125,7 +113,7 @@ def parse_resources(value: Any, where: str, base: Resources | None = None) -> Re
 
 def parse_dry_run(value: Any, where: str, base: Path) -> DryRunSettings:
     """The ``dry_run`` section; ``architecture`` is resolved against the grid file's folder and must exist."""
-    spec = _mapping(value, where)
+    spec = as_mapping(value, where)
     _check_keys(spec, {f.name for f in dataclasses.fields(DryRunSettings)}, where)
     changes: dict[str, Any] = {}
     if spec.get("architecture") is not None:
@@ -142,7 +130,7 @@ def parse_dry_run(value: Any, where: str, base: Path) -> DryRunSettings:
     if "chars_per_token" in spec:
         changes["chars_per_token"] = _number(spec["chars_per_token"], f"{where}.chars_per_token", strict=True)
     if "gpu" in spec:
-        gpu = _mapping(spec["gpu"], f"{where}.gpu")
+        gpu = as_mapping(spec["gpu"], f"{where}.gpu")
         _check_keys(gpu, {f.name for f in dataclasses.fields(GpuSpec)}, f"{where}.gpu")
         gpu_changes: dict[str, Any] = {}
         for key in ("memory_gb", "tflops", "mfu", "bandwidth_tbs"):

@@ -46,14 +46,16 @@ class OutsideCheckpoint:
 
     @property
     def installed(self) -> bool:
+        """True when checkpointing is on for the block (transformers set its checkpoint function)."""
         return self._previous is not _MISSING
 
     def install(self) -> None:
+        """Wrap the block's checkpoint function (nothing to do when checkpointing is off)."""
         if not self.installed:  # checkpointing not switched on: nothing to wrap (the hook guards the rest)
             return
         original = self._previous
 
-        def checkpoint_then_hook(function, *args, **kwargs):
+        def checkpoint_then_hook(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             self.inside += 1
             try:
                 output = original(function, *args, **kwargs)
@@ -61,8 +63,10 @@ class OutsideCheckpoint:
                 self.inside -= 1
             return self.after(output)
 
-        self.block._gradient_checkpointing_func = checkpoint_then_hook
+        # Through __dict__, where transformers keeps it (nn.Module types its attributes as Tensor | Module).
+        self.block.__dict__["_gradient_checkpointing_func"] = checkpoint_then_hook
 
     def remove(self) -> None:
+        """Give the block back its own checkpoint function."""
         if self.installed:
-            self.block._gradient_checkpointing_func = self._previous
+            self.block.__dict__["_gradient_checkpointing_func"] = self._previous

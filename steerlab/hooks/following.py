@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -45,11 +45,9 @@ def generate_inputs(args: tuple, kwargs: dict) -> Tensor:
     )
 
 
-def _wrap(model: nn.Module) -> None:
-    original = model.generate
-
+def _wrap(model: nn.Module, original: Callable[..., Any]) -> None:
     @functools.wraps(original)
-    def generate(*args: Any, **kwargs: Any):
+    def generate(*args: Any, **kwargs: Any) -> Any:
         followers = list(_FOLLOWERS.get(model, ((), None))[0])
         inputs = generate_inputs(args, kwargs)
         started: list[HookProgram] = []
@@ -62,18 +60,19 @@ def _wrap(model: nn.Module) -> None:
             for program in started:
                 program.end_generate()
 
-    model.generate = generate
+    model.__dict__["generate"] = generate  # where nn.Module.__setattr__ would put a function
 
 
 @contextmanager
 def following_generate(model: nn.Module, program: HookProgram) -> Iterator[None]:
     """Tell ``program`` about every ``model.generate`` call while the ``with`` block runs."""
-    if not hasattr(model, "generate"):
+    original = getattr(model, "generate", None)
+    if not callable(original):
         yield
         return
     if model not in _FOLLOWERS:
         _FOLLOWERS[model] = ([], model.__dict__.get("generate", _MISSING))
-        _wrap(model)
+        _wrap(model, original)
     programs = _FOLLOWERS[model][0]
     programs.append(program)
     try:
@@ -85,4 +84,4 @@ def following_generate(model: nn.Module, program: HookProgram) -> Iterator[None]
             if previous is _MISSING:
                 model.__dict__.pop("generate", None)
             else:
-                model.generate = previous
+                model.__dict__["generate"] = previous

@@ -10,19 +10,26 @@ exits, however it exits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import copy
+import functools
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
+from typing import Any, Unpack
 
 import torch
 from torch import Tensor, nn
+from transformers import GenerationConfig
 
 from steerlab.hooks.checkpointing import OutsideCheckpoint, hooks_inside_checkpoint
+from steerlab.hooks.decoding import GreedyOptions, greedy_settings
 from steerlab.hooks.following import following_generate
-from steerlab.hooks.ops import Op
-from steerlab.hooks.program import HookProgram
+from steerlab.hooks.ops import Captures, Op
+from steerlab.hooks.program import HookProgram, ProgramSession
+from steerlab.hooks.scopes import CallInfo
 from steerlab.models.architectures import decoder_blocks, hidden_size, unwrap
 
 _CACHE_KWARGS = ("cache", "past_key_values")
+BlockOutput = Tensor | tuple[Tensor, ...]  # what a decoder block returns: the hidden state, alone or first
 
 
 def _in_backward() -> bool:
@@ -49,41 +56,43 @@ def output_cache(output: object) -> object:
     return None
 
 
-class HFHookSession:
+def place_call(program: HookProgram, args: tuple, kwargs: dict[str, Any]) -> CallInfo:
+    """The `CallInfo` of one transformers forward call, read from its arguments (``input_ids`` or
+    ``inputs_embeds`` [B, T, ...], ``attention_mask`` [B, past + T], the KV cache under either name).
+
+    Raises ValueError when the call has no [batch, seq] input, `SequenceError` when the program cannot
+    place it (`HookProgram.call_info`)."""
+    inputs = kwargs.get("input_ids", args[0] if args else None)
+    inputs = inputs if inputs is not None else kwargs.get("inputs_embeds")
+    if not isinstance(inputs, Tensor) or inputs.dim() < 2:
+        raise ValueError(
+            "a hooked model was called without input_ids (or inputs_embeds) as a [batch, seq] tensor"
+        )
+    cache = next((kwargs[k] for k in _CACHE_KWARGS if kwargs.get(k) is not None), None)
+    mask = kwargs.get("attention_mask")
+    mask = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
+    batch, seq_len = int(inputs.shape[0]), int(inputs.shape[1])
+    return program.call_info(batch, seq_len, _cache_length(cache), mask, cache=cache, inputs=inputs)
+
+
+class HFHookSession(ProgramSession):
     """A live set of hooks on one model; read ``captures`` after the forward passes."""
 
     def __init__(self, model: nn.Module, program: HookProgram):
+        super().__init__(program)
         self.model = model
-        self.program = program
-        self._info = None
+        self._info: CallInfo | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._guards: list[OutsideCheckpoint] = []
         self._following = ExitStack()
 
-    @property
-    def captures(self):
-        return self.program.captures
-
-    def new_sequence(self, response_mask: Tensor | None = None, *, prompt_len: int | None = None) -> None:
-        """Start a new sequence before the next call; see `HookProgram.new_sequence`."""
-        self.program.new_sequence(response_mask, prompt_len=prompt_len)
-
     def _before_model(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        embeds = kwargs.get("inputs_embeds")
-        inputs = ids if ids is not None else embeds
-        batch, seq_len = inputs.shape[:2]
-        cache = next((kwargs[k] for k in _CACHE_KWARGS if kwargs.get(k) is not None), None)
-        mask = kwargs.get("attention_mask")
-        mask = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
-        self._info = self.program.call_info(
-            int(batch), int(seq_len), _cache_length(cache), mask, cache=cache, inputs=inputs
-        )
+        self._info = place_call(self.program, args, kwargs)
 
     def _after_model(self, module: nn.Module, args: tuple, output: object) -> None:
         self.program.bind_cache(output_cache(output))
 
-    def _apply(self, layer: int, output):
+    def _apply(self, layer: int, output: BlockOutput) -> BlockOutput:
         hidden = output[0] if isinstance(output, tuple) else output
         if self._info is None or self._info.seq_len != hidden.shape[1]:
             raise RuntimeError(
@@ -95,8 +104,10 @@ class HFHookSession:
             return output
         return (new, *output[1:]) if isinstance(output, tuple) else new
 
-    def _block_hook(self, layer: int, guard: OutsideCheckpoint | None):
-        def hook(module: nn.Module, args: tuple, output):
+    def _block_hook(
+        self, layer: int, guard: OutsideCheckpoint | None
+    ) -> Callable[[nn.Module, tuple, BlockOutput], BlockOutput | None]:
+        def hook(module: nn.Module, args: tuple, output: BlockOutput) -> BlockOutput | None:
             if guard is not None:
                 if guard.inside:  # the checkpointed call: the ops run on its output, outside
                     return None
@@ -114,6 +125,10 @@ class HFHookSession:
         return hook
 
     def attach(self) -> None:
+        """Register the model pre/post hooks, the block hooks (outside checkpoints) and follow ``generate``.
+
+        Raises `steerlab.models.architectures.UnknownArchitectureError` for a model whose blocks it cannot find.
+        """
         base = unwrap(self.model)
         self._following.enter_context(following_generate(base, self.program))
         self._handles.append(base.register_forward_pre_hook(self._before_model, with_kwargs=True))
@@ -122,14 +137,13 @@ class HFHookSession:
         for layer in self.program.layers:
             guard = None
             if hooks_inside_checkpoint(blocks[layer]):
-                guard = OutsideCheckpoint(
-                    blocks[layer], lambda output, layer=layer: self._apply(layer, output)
-                )
+                guard = OutsideCheckpoint(blocks[layer], functools.partial(self._apply, layer))
                 guard.install()
                 self._guards.append(guard)
             self._handles.append(blocks[layer].register_forward_hook(self._block_hook(layer, guard)))
 
     def remove(self) -> None:
+        """Remove every hook and checkpoint wrapper this session added (safe to call twice)."""
         while self._handles:
             self._handles.pop().remove()
         while self._guards:
@@ -168,3 +182,46 @@ def hooked(
         yield session
     finally:
         session.remove()
+
+
+def greedy_config(model: nn.Module, max_new_tokens: int, use_cache: bool) -> GenerationConfig:
+    """Greedy decoding of exactly ``max_new_tokens`` tokens with no EOS stop (and no EOS suppression).
+
+    Raises TypeError for a model without a transformers ``generation_config``."""
+    base = getattr(model, "generation_config", None)
+    if not isinstance(base, GenerationConfig):
+        raise TypeError(f"{type(model).__name__} has no transformers generation_config: it cannot generate")
+    config = copy.deepcopy(base)
+    config.update(
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=None,
+        eos_token_id=None,
+        use_cache=use_cache,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+    )
+    return config
+
+
+def greedy_generate(
+    model: nn.Module,
+    ops: Iterable[Op],
+    input_ids: Tensor,
+    **options: Unpack[GreedyOptions],
+) -> tuple[Tensor, Captures]:
+    """Greedy ``model.generate`` under ``ops``: exactly ``max_new_tokens`` new tokens, no EOS stop;
+    (sequences [B, T + new], captures). Options: `GreedyOptions`. Raises TypeError for a model that cannot
+    generate, ValueError for ``max_new_tokens < 1``."""
+    mask, max_new_tokens, use_cache = greedy_settings(input_ids, options)
+    with hooked(model, ops) as session:
+        run_generate = getattr(model, "generate", None)  # read inside: the session wraps it
+        if not callable(run_generate):
+            raise TypeError(f"greedy_generate: {type(model).__name__} has no generate method")
+        sequences = run_generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            generation_config=greedy_config(model, max_new_tokens, use_cache),
+        )
+    return sequences, session.captures

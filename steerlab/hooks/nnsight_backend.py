@@ -23,37 +23,46 @@ import inspect
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Unpack
 
-import torch
 from torch import Tensor, nn
 
+from steerlab.hooks.decoding import GreedyOptions, greedy_loop, greedy_settings
 from steerlab.hooks.following import generate_inputs
-from steerlab.hooks.hf import output_cache
+from steerlab.hooks.hf import output_cache, place_call
 from steerlab.hooks.ops import Captures, Op
-from steerlab.hooks.program import HookProgram
+from steerlab.hooks.program import HookProgram, ProgramSession
+from steerlab.hooks.scopes import CallInfo
 from steerlab.models.architectures import decoder_blocks, hidden_size
+
+if TYPE_CHECKING:
+    from nnsight import NNsight  # no type information: NNsight and its Envoys read as Any to mypy
 
 
 @dataclass
 class NNsightResult:
+    """One traced forward: the model's own output and what the Capture ops recorded."""
+
     output: Any  # the model's output (e.g. CausalLMOutputWithPast)
     captures: Captures
 
 
-def nnsight_model(model: nn.Module, *, copy: bool = True):
+def nnsight_model(model: nn.Module, *, copy: bool = True) -> NNsight:
     """An ``nnsight.NNsight`` wrapper around ``model`` (a deep copy unless ``copy=False``)."""
     from nnsight import NNsight
 
     return NNsight(copy_module.deepcopy(model) if copy else model)
 
 
-def _underlying(wrapped) -> nn.Module:
-    return wrapped._module
+def _underlying(wrapped: NNsight) -> nn.Module:
+    module: nn.Module = wrapped._module
+    return module
 
 
-def block_envoys(wrapped) -> list:
-    """The envoys of the decoder blocks, found by the module path of `decoder_blocks` (PEFT included)."""
+def block_envoys(wrapped: NNsight) -> list[Any]:
+    """The envoys of the decoder blocks, found by the module path of `decoder_blocks` (PEFT included).
+
+    Raises ValueError when the blocks are not in the wrapped model's module tree."""
     module = _underlying(wrapped)
     blocks = decoder_blocks(module)
     path = next((name for name, sub in module.named_modules() if sub is blocks), None)
@@ -65,17 +74,10 @@ def block_envoys(wrapped) -> list:
     return [envoy[i] for i in range(len(blocks))]
 
 
-def _cache_length(cache: object) -> int:
-    if cache is None:
-        return 0
-    if hasattr(cache, "get_seq_length"):
-        return int(cache.get_seq_length())
-    raise TypeError(f"unsupported KV cache type {type(cache).__name__}; use a transformers Cache object")
-
-
 def new_program(
-    wrapped, ops: Iterable[Op], response_mask: Tensor | None = None, prompt_len: int | None = None
+    wrapped: NNsight, ops: Iterable[Op], response_mask: Tensor | None = None, prompt_len: int | None = None
 ) -> HookProgram:
+    """The `HookProgram` of ``ops`` for the wrapped model's depth and width (raises as `HookProgram` does)."""
     module = _underlying(wrapped)
     return HookProgram(
         ops,
@@ -86,7 +88,7 @@ def new_program(
     )
 
 
-def _intervene(blocks: list, program: HookProgram, info) -> None:
+def _intervene(blocks: list[Any], program: HookProgram, info: CallInfo) -> None:
     """Inside a trace: run each hooked layer's ops on the block output, in execution order."""
     for layer in program.layers:
         output = blocks[layer].output
@@ -96,7 +98,6 @@ def _intervene(blocks: list, program: HookProgram, info) -> None:
             blocks[layer].output = (new, *output[1:]) if isinstance(output, tuple) else new
 
 
-_CACHE_KWARGS = ("cache", "past_key_values")
 _MISSING = object()
 
 
@@ -106,7 +107,7 @@ def cache_kwarg(model: nn.Module) -> str:
     return "cache" if "cache" in parameters else "past_key_values"
 
 
-class NNsightHookSession:
+class NNsightHookSession(ProgramSession):
     """A hook program run through nnsight traces; one ``forward`` or ``generate`` call at a time.
 
     The session places every call in its sequence exactly as the transformers backend does
@@ -115,18 +116,10 @@ class NNsightHookSession:
     step traced by nnsight, and tells the program that one generate call is one sequence.
     """
 
-    def __init__(self, wrapped, program: HookProgram):
+    def __init__(self, wrapped: NNsight, program: HookProgram):
+        super().__init__(program)
         self.wrapped = wrapped
-        self.program = program
         self.blocks = block_envoys(wrapped)
-
-    @property
-    def captures(self) -> Captures:
-        return self.program.captures
-
-    def new_sequence(self, response_mask: Tensor | None = None, *, prompt_len: int | None = None) -> None:
-        """Start a new sequence before the next call; see `HookProgram.new_sequence`."""
-        self.program.new_sequence(response_mask, prompt_len=prompt_len)
 
     def forward(self, input_ids: Tensor | None = None, **kwargs: Any) -> Any:
         """One forward call of the wrapped model (``input_ids`` or ``inputs_embeds`` [B, T], and the model's
@@ -136,16 +129,7 @@ class NNsightHookSession:
         return self._traced(args, kwargs)
 
     def _traced(self, args: tuple, kwargs: dict) -> Any:
-        inputs = kwargs.get("input_ids", args[0] if args else None)
-        inputs = inputs if inputs is not None else kwargs.get("inputs_embeds")
-        if not isinstance(inputs, Tensor) or inputs.dim() < 2:
-            raise ValueError("NNsightHookSession: pass input_ids (or inputs_embeds) as a [batch, seq] tensor")
-        cache = next((kwargs[k] for k in _CACHE_KWARGS if kwargs.get(k) is not None), None)
-        mask = kwargs.get("attention_mask")
-        mask = mask if isinstance(mask, Tensor) and mask.dim() == 2 else None
-        info = self.program.call_info(
-            int(inputs.shape[0]), int(inputs.shape[1]), _cache_length(cache), mask, cache=cache, inputs=inputs
-        )
+        info = place_call(self.program, args, kwargs)
         if not args and isinstance(
             kwargs.get("input_ids"), Tensor
         ):  # nnsight 0.5 runs no model on kwargs alone
@@ -163,8 +147,12 @@ class NNsightHookSession:
         Takes what transformers' ``generate`` takes (``attention_mask``, ``max_new_tokens``, ``do_sample``,
         ``num_beams``, ``num_return_sequences``, ``cache=``/``past_key_values=`` a prefilled prefix, ...)
         and returns what it returns. One call is one sequence whose prompt is all of ``input_ids``.
+        Raises TypeError for a wrapped model without ``generate``, `SequenceError` as `HookProgram` does.
         """
         module = _underlying(self.wrapped)
+        run_generate = getattr(module, "generate", None)
+        if not callable(run_generate):
+            raise TypeError(f"NNsightHookSession.generate: {type(module).__name__} has no generate method")
         args = () if input_ids is None else (input_ids,)
         self.program.begin_generate(generate_inputs(args, generate_kwargs))
         previous = module.__dict__.get("forward", _MISSING)
@@ -183,7 +171,7 @@ class NNsightHookSession:
 
         module.forward = traced_forward
         try:
-            return module.generate(*args, **generate_kwargs)
+            return run_generate(*args, **generate_kwargs)
         finally:
             if previous is _MISSING:
                 module.__dict__.pop("forward", None)
@@ -194,7 +182,7 @@ class NNsightHookSession:
 
 @contextmanager
 def hooked_nnsight(
-    wrapped,
+    wrapped: NNsight,
     ops: Iterable[Op],
     *,
     response_mask: Tensor | None = None,
@@ -208,7 +196,7 @@ def hooked_nnsight(
 
 
 def trace(
-    wrapped,
+    wrapped: NNsight,
     ops: Iterable[Op],
     input_ids: Tensor,
     *,
@@ -225,37 +213,27 @@ def trace(
 
 
 def greedy_generate(
-    wrapped,
+    wrapped: NNsight,
     ops: Iterable[Op],
     input_ids: Tensor,
-    *,
-    attention_mask: Tensor | None = None,
-    max_new_tokens: int = 16,
-    use_cache: bool = True,
+    **options: Unpack[GreedyOptions],
 ) -> tuple[Tensor, Captures]:
     """Greedy decoding by a hand-written loop of traces, with or without a KV cache; (sequences, captures).
 
     Positions follow the attention mask (left padding), as in transformers' ``generate``; no early stop
     on EOS, so every row gets ``max_new_tokens`` new tokens. The prompt is declared to the session, so
-    uncached steps (which re-run the grown sequence) are read against it.
+    uncached steps (which re-run the grown sequence) are read against it. Options: `GreedyOptions`.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-    sequences, cache = input_ids, None
+    use_cache = greedy_settings(input_ids, options)[2]
     cache_name = cache_kwarg(_underlying(wrapped))
     with hooked_nnsight(wrapped, ops, prompt_len=int(input_ids.shape[1])) as session:
-        for _ in range(max_new_tokens):
-            positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as transformers' generate
-            if use_cache and cache is not None:
-                step_ids, step_positions = sequences[:, -1:], positions[:, -1:]
-                kwargs: dict[str, Any] = {cache_name: cache, "use_cache": True}
-            else:
-                step_ids, step_positions = sequences, positions
-                kwargs = {"use_cache": use_cache}
-            output = session.forward(step_ids, attention_mask=mask, position_ids=step_positions, **kwargs)
-            cache = output_cache(output) if use_cache else None
-            next_token = output.logits[:, -1].argmax(-1, keepdim=True)
-            sequences = torch.cat([sequences, next_token], dim=1)
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+
+        def step(tokens: Tensor, mask: Tensor, positions: Tensor, cache: object) -> tuple[Tensor, object]:
+            kwargs: dict[str, Any] = {"use_cache": use_cache}
+            if cache is not None:
+                kwargs[cache_name] = cache
+            output = session.forward(tokens, attention_mask=mask, position_ids=positions, **kwargs)
+            return output.logits, output_cache(output) if use_cache else None
+
+        sequences = greedy_loop(step, input_ids, options)
     return sequences, session.captures

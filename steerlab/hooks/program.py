@@ -66,6 +66,13 @@ def _extends(previous: Tensor | None, current: Tensor | None) -> bool:
 
 
 class HookProgram:
+    """The ops of one session grouped by layer, the captures, and the sequence the session is in.
+
+    Raises TypeError for something that is not an op, IndexError for a layer outside the model
+    (``0 .. n_layers - 1``), ValueError for a vector whose width is not ``d_model`` or two Captures that
+    record under one key.
+    """
+
     def __init__(
         self,
         ops: Iterable[Op],
@@ -110,6 +117,7 @@ class HookProgram:
 
     @property
     def layers(self) -> Sequence[int]:
+        """The layers that hold at least one op, ascending."""
         return sorted(self.by_layer)
 
     @property
@@ -119,6 +127,7 @@ class HookProgram:
 
     @property
     def response_mask(self) -> Tensor | None:
+        """The ``[B, S]`` response mask the current sequence was declared with, if any."""
         return None if self._sequence is None else self._sequence.response_mask
 
     # -- sequence boundaries --------------------------------------------------------------------------
@@ -147,7 +156,9 @@ class HookProgram:
 
     def begin_generate(self, inputs: Tensor) -> None:
         """A ``generate`` call starts: a new sequence whose prompt is all of ``inputs`` ([B, P] ids or
-        [B, P, d] embeddings; a KV cache passed to it covers a prefix of those P positions)."""
+        [B, P, d] embeddings; a KV cache passed to it covers a prefix of those P positions).
+
+        Raises `SequenceError` for a generate inside a generate of the same session."""
         if self._generating:  # a generate inside a generate (e.g. an assistant model on the same weights)
             raise SequenceError(
                 "model.generate was called while another generate of the same hook session was running; "
@@ -189,33 +200,7 @@ class HookProgram:
         the session did not fill (a prefilled prefix), or an uncached call that re-runs the previous
         sequence with tokens added (an uncached decoding step, or a new prompt that happens to extend it).
         """
-        seq = self._sequence
-        if seq is not None and (seq.declared or self._generating):
-            pass
-        elif past_len == 0:
-            if seq is not None and self.needs_boundary and _extends(seq.inputs, inputs):
-                added = int(inputs.shape[1]) - int(seq.inputs.shape[1])
-                raise SequenceError(
-                    f"this forward call re-runs the previous sequence ({seq.inputs.shape[1]} positions) with "
-                    f"{added} more and no KV cache, so the hook session cannot tell whether it is the next "
-                    "step of an uncached decoding loop or a new prompt. Say which: "
-                    f"session.new_sequence(prompt_len={seq.prompt_end}) to keep the prompt (positions "
-                    f"from {seq.prompt_end} on are response), or session.new_sequence() for a new prompt"
-                )
-            seq = _Sequence(seq_len, batch=batch)
-        else:
-            known = seq is not None and self._continues(seq, past_len, cache)
-            if not known:
-                if self.needs_boundary:
-                    raise SequenceError(
-                        f"this forward call continues a KV cache of {past_len} positions that this hook "
-                        "session did not fill (a prefilled prefix cache, or another cache), so it cannot "
-                        "know where the prompt ends. Pass the cache to model.generate(..., past_key_values="
-                        "cache) with the whole prompt as input_ids, which the session follows, or declare "
-                        "the prompt first: session.new_sequence(prompt_len=<prompt width, cached prefix "
-                        "included>)"
-                    )
-                seq = _Sequence(past_len + seq_len, batch=batch)
+        seq = self._place(batch, seq_len, past_len, cache, inputs)
         if cache is not None and (seq.cache is None or seq.cache() is not cache):
             seq.cache = _weak(cache)
         if past_len == 0 and inputs is not None and not seq.from_generate:
@@ -238,6 +223,44 @@ class HookProgram:
             response_mask=seq.response_mask,
             expand=expand,
         )
+
+    def _place(
+        self, batch: int, seq_len: int, past_len: int, cache: object, inputs: Tensor | None
+    ) -> _Sequence:
+        """The sequence a forward call belongs to (the rule of `call_info`); raises `SequenceError`."""
+        seq = self._sequence
+        if seq is not None and (seq.declared or self._generating):
+            return seq
+        if past_len == 0:
+            if (
+                seq is not None
+                and seq.inputs is not None
+                and inputs is not None
+                and self.needs_boundary
+                and _extends(seq.inputs, inputs)
+            ):
+                added = int(inputs.shape[1]) - int(seq.inputs.shape[1])
+                raise SequenceError(
+                    f"this forward call re-runs the previous sequence ({seq.inputs.shape[1]} positions) with "
+                    f"{added} more and no KV cache, so the hook session cannot tell whether it is the next "
+                    "step of an uncached decoding loop or a new prompt. Say which: "
+                    f"session.new_sequence(prompt_len={seq.prompt_end}) to keep the prompt (positions "
+                    f"from {seq.prompt_end} on are response), or session.new_sequence() for a new prompt"
+                )
+            return _Sequence(seq_len, batch=batch)
+
+        if seq is not None and self._continues(seq, past_len, cache):
+            return seq
+        if self.needs_boundary:
+            raise SequenceError(
+                f"this forward call continues a KV cache of {past_len} positions that this hook "
+                "session did not fill (a prefilled prefix cache, or another cache), so it cannot "
+                "know where the prompt ends. Pass the cache to model.generate(..., past_key_values="
+                "cache) with the whole prompt as input_ids, which the session follows, or declare "
+                "the prompt first: session.new_sequence(prompt_len=<prompt width, cached prefix "
+                "included>)"
+            )
+        return _Sequence(past_len + seq_len, batch=batch)
 
     @staticmethod
     def _continues(seq: _Sequence, past_len: int, cache: object) -> bool:
@@ -268,3 +291,19 @@ class HookProgram:
             else:
                 hidden = op.apply(hidden, masks[key])
         return hidden
+
+
+class ProgramSession:
+    """What every backend's session shares: the `HookProgram` it runs, its captures, new sequences."""
+
+    def __init__(self, program: HookProgram) -> None:
+        self.program = program
+
+    @property
+    def captures(self) -> Captures:
+        """What the session's Capture ops recorded so far."""
+        return self.program.captures
+
+    def new_sequence(self, response_mask: Tensor | None = None, *, prompt_len: int | None = None) -> None:
+        """Start a new sequence before the next call; see `HookProgram.new_sequence`."""
+        self.program.new_sequence(response_mask, prompt_len=prompt_len)

@@ -54,6 +54,7 @@ class CallInfo:
 
 
 def check_scope(scope: Scope) -> None:
+    """ValueError for a scope that is neither a known name nor a ``[B, T]`` mask."""
     if isinstance(scope, Tensor):
         if scope.dim() != 2:
             raise ValueError(f"an explicit scope mask must be [batch, seq], got shape {tuple(scope.shape)}")
@@ -84,7 +85,9 @@ def _response_positions(info: CallInfo, device: torch.device) -> Tensor:
 
 
 def resolve(scope: Scope, info: CallInfo, device: torch.device) -> Tensor:
-    """A [B, T] boolean mask of the positions of this call that ``scope`` selects."""
+    """A [B, T] boolean mask of the positions of this call that ``scope`` selects (padding never).
+
+    Raises ValueError for an unknown scope or an explicit mask whose batch does not fit the call."""
     valid = info.valid(device)
     if isinstance(scope, Tensor):
         return _window(scope, info, device) & valid

@@ -18,27 +18,33 @@ last, whose ``hidden_states`` entry has the final norm applied.
 from __future__ import annotations
 
 import copy as copy_module
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NoReturn, Unpack
 
-import torch
 from torch import Tensor, nn
 
+from steerlab.hooks.decoding import GreedyOptions, greedy_loop, greedy_settings
 from steerlab.hooks.ops import Captures, Op
 from steerlab.hooks.program import HookProgram
 from steerlab.hooks.scopes import CallInfo
-from steerlab.models.architectures import unwrap
+from steerlab.models.architectures import model_config, unwrap
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 def hook_name(layer: int) -> str:
+    """The TransformerLens hook point on the output of block ``layer`` (the residual after it)."""
     return f"blocks.{layer}.hook_resid_post"
 
 
-def bridge_for(model: nn.Module, tokenizer: object | None = None, *, copy: bool = True):
+def bridge_for(model: nn.Module, tokenizer: object | None = None, *, copy: bool = True) -> TransformerBridge:
     """A `TransformerBridge` over ``model`` (a deep copy unless ``copy=False``); build it once per model.
 
     ``tokenizer`` is accepted for symmetry with the other backends and kept as ``bridge.hf_tokenizer``; it
-    is not handed to TransformerLens (whose set-up would reload it from the hub).
+    is not handed to TransformerLens (whose set-up would reload it from the hub). Raises ValueError for a
+    PEFT-wrapped model or an architecture TransformerLens has no adapter for.
     """
     from transformer_lens.model_bridge.sources import build_bridge_from_module
     from transformer_lens.model_bridge.sources._hf_format import determine_architecture_from_hf_config
@@ -49,17 +55,18 @@ def bridge_for(model: nn.Module, tokenizer: object | None = None, *, copy: bool 
             "bridge_for: pass the plain transformers model, not a PEFT wrapper (TransformerBridge cannot "
             "wrap adapters); merge the adapter first or use the 'hf' backend"
         )
+    config = model_config(base)
     try:
-        architecture = determine_architecture_from_hf_config(base.config)
+        architecture = determine_architecture_from_hf_config(config)
     except ValueError as error:
         raise ValueError(
-            f"bridge_for: TransformerLens has no adapter for model_type {base.config.model_type!r} "
+            f"bridge_for: TransformerLens has no adapter for model_type {config.model_type!r} "
             f"({type(base).__name__}): {error}"
         ) from error
     target = copy_module.deepcopy(base) if copy else base
-    name = getattr(base.config, "name_or_path", None) or type(base).__name__
+    name = getattr(config, "name_or_path", None) or type(base).__name__
     bridge = build_bridge_from_module(
-        target, architecture, hf_config=copy_module.deepcopy(target.config), model_name=str(name)
+        target, architecture, hf_config=copy_module.deepcopy(model_config(target)), model_name=str(name)
     )
     bridge.hf_tokenizer = tokenizer
     return bridge
@@ -83,6 +90,7 @@ class BridgeHookSession:
 
     @property
     def captures(self) -> Captures:
+        """What the session's Capture ops recorded so far."""
         return self.program.captures
 
     def new_sequence(
@@ -97,6 +105,8 @@ class BridgeHookSession:
         self.attention_mask = attention_mask
 
     def before_bridge(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Forward pre-hook on the bridge: place the call in its sequence; ValueError for a mask that does not
+        fit the call's batch and positions."""
         tokens = kwargs.get("input", args[0] if args else None)
         if not isinstance(tokens, Tensor) or tokens.dim() != 2:
             self._info = None  # text input: the bridge tokenizes; the block hooks refuse below
@@ -121,7 +131,10 @@ class BridgeHookSession:
             )
         self._info = self.program.call_info(batch, seq_len, past_len, mask, cache=cache, inputs=tokens)
 
-    def hook_fn(self, layer: int):
+    def hook_fn(self, layer: int) -> Callable[[Tensor, object], Tensor]:
+        """The hook function for block ``layer``: the program's ops on ``[B, T, d]``; RuntimeError when the
+        block runs without a bridge call on token ids."""
+
         def hook(activation: Tensor, hook: object) -> Tensor:
             info = self._info
             if info is None or info.seq_len != activation.shape[1] or info.batch != activation.shape[0]:
@@ -134,7 +147,8 @@ class BridgeHookSession:
         return hook
 
     @staticmethod
-    def refuse_generate(*args, **kwargs):
+    def refuse_generate(*args: Any, **kwargs: Any) -> NoReturn:
+        """Stands in for ``bridge.generate`` inside a session: always NotImplementedError (see the class)."""
         raise NotImplementedError(
             "TransformerBridge.generate inside a steerlab hook session: its decoding loop keeps a KV cache "
             "the session cannot follow, so it cannot know where each prompt ends. Use "
@@ -145,7 +159,7 @@ class BridgeHookSession:
 
 @contextmanager
 def hooked_bridge(
-    bridge,
+    bridge: TransformerBridge,
     ops: Iterable[Op],
     *,
     attention_mask: Tensor | None = None,
@@ -168,7 +182,7 @@ def hooked_bridge(
     fwd_hooks = [(hook_name(layer), session.hook_fn(layer)) for layer in program.layers]
     handle = bridge.register_forward_pre_hook(session.before_bridge, with_kwargs=True)
     previous = bridge.__dict__.get("generate", _MISSING)
-    bridge.generate = session.refuse_generate
+    bridge.__dict__["generate"] = session.refuse_generate  # an instance attribute, as nn.Module would set it
     try:
         with bridge.hooks(fwd_hooks=fwd_hooks, reset_hooks_end=True):
             yield session
@@ -177,7 +191,7 @@ def hooked_bridge(
         if previous is _MISSING:
             bridge.__dict__.pop("generate", None)
         else:
-            bridge.generate = previous
+            bridge.__dict__["generate"] = previous
 
 
 _MISSING = object()
@@ -197,13 +211,10 @@ def _check_cache_filled(cache: object, expected: int) -> None:
 
 
 def greedy_generate(
-    bridge,
+    bridge: TransformerBridge,
     ops: Iterable[Op],
     input_ids: Tensor,
-    *,
-    attention_mask: Tensor | None = None,
-    max_new_tokens: int = 16,
-    use_cache: bool = True,
+    **options: Unpack[GreedyOptions],
 ) -> tuple[Tensor, Captures]:
     """Greedy decoding through the bridge's forward, with or without its KV cache; (sequences, captures).
 
@@ -212,35 +223,32 @@ def greedy_generate(
 
     Positions follow the attention mask (left padding), as in transformers' ``generate``; no early stop
     on EOS, so every row gets ``max_new_tokens`` new tokens. The prompt is declared to the session (all
-    of ``input_ids``), so uncached steps, which re-run the grown sequence, are read against it.
+    of ``input_ids``), so uncached steps, which re-run the grown sequence, are read against it. Options:
+    `GreedyOptions`.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-    sequences, cache = input_ids, None
+    use_cache = greedy_settings(input_ids, options)[2]
+
+    def step(tokens: Tensor, mask: Tensor, positions: Tensor, cache: object) -> tuple[Tensor, object]:
+        if not use_cache:
+            return bridge(tokens, attention_mask=mask, position_ids=positions), None
+        if cache is not None:
+            return bridge(
+                tokens,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                return_type="logits_and_cache",
+            )
+        logits, cache = bridge(
+            tokens,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            return_type="logits_and_cache",
+        )
+        _check_cache_filled(cache, tokens.shape[1])
+        return logits, cache
+
     with hooked_bridge(bridge, ops, prompt_len=int(input_ids.shape[1])) as session:
-        for _ in range(max_new_tokens):
-            positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
-            if use_cache and cache is not None:
-                logits, cache = bridge(
-                    sequences[:, -1:],
-                    attention_mask=mask,
-                    position_ids=positions[:, -1:],
-                    past_key_values=cache,
-                    return_type="logits_and_cache",
-                )
-            elif use_cache:
-                logits, cache = bridge(
-                    sequences,
-                    attention_mask=mask,
-                    position_ids=positions,
-                    use_cache=True,
-                    return_type="logits_and_cache",
-                )
-                _check_cache_filled(cache, sequences.shape[1])
-            else:
-                logits = bridge(sequences, attention_mask=mask, position_ids=positions)
-            next_token = logits[:, -1].argmax(-1, keepdim=True)
-            sequences = torch.cat([sequences, next_token], dim=1)
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        sequences = greedy_loop(step, input_ids, options)
     return sequences, session.captures

@@ -35,14 +35,19 @@ COHERENCE_PROMPT = (
 class Judge(Protocol):
     """Scores fully rendered judge prompts; one result per prompt, in order."""
 
-    def score(self, prompts: list[str]) -> list[float | None]: ...
+    def score(self, prompts: list[str]) -> list[float | None]:
+        """A score on 0-100 (the expected value over the integers 0..100) per prompt, None where unscored."""
+        ...
 
 
 @runtime_checkable
 class TraitScorer(Protocol):
     """Scores answers to questions for one trait; one result per pair, in order."""
 
-    def score_answers(self, questions: list[str], answers: list[str]) -> list[float | None]: ...
+    def score_answers(self, questions: list[str], answers: list[str]) -> list[float | None]:
+        """A 0-100 score per (question, answer) pair, None where unscored; ValueError when the lists differ
+        in length."""
+        ...
 
 
 @dataclass
@@ -59,10 +64,12 @@ class JudgeSummary:
 
     @property
     def total(self) -> int:
+        """Every item judged: scored + unparseable + errors."""
         return self.scored + self.unparseable + self.errors
 
     @property
     def none(self) -> int:
+        """Items that came back as None (unparseable or failed)."""
         return self.unparseable + self.errors
 
     def __add__(self, other: JudgeSummary) -> JudgeSummary:
@@ -123,16 +130,20 @@ class PromptJudgeScorer:
 
     @classmethod
     def for_trait(cls, judge: Judge, spec: TraitSpec) -> PromptJudgeScorer:
+        """The trait's own judge prompt (``spec.eval_prompt``, as in Chen et al. 2025, arXiv:2507.21509)."""
         return cls(judge, spec.eval_prompt)
 
     @classmethod
     def coherence(cls, judge: Judge) -> PromptJudgeScorer:
+        """The coherence prompt (`COHERENCE_PROMPT`, 0-100)."""
         return cls(judge, COHERENCE_PROMPT)
 
     def render(self, question: str, answer: str) -> str:
+        """The template with ``question`` and ``answer`` filled in."""
         return render_template(self.template, question, answer)
 
     def score_answers(self, questions: list[str], answers: list[str]) -> list[float | None]:
+        """0-100 per pair from the judge on the rendered prompts; ValueError when the lists differ in length."""
         if len(questions) != len(answers):
             raise ValueError(f"{len(questions)} questions but {len(answers)} answers; they must pair up")
         return self.judge.score([self.render(q, a) for q, a in zip(questions, answers, strict=True)])

@@ -33,7 +33,7 @@ def default_cache_path() -> Path:
 
 def cache_key(judge: Mapping[str, str], prompt: str, settings: Mapping[str, Any]) -> str:
     """Stable key for one judgement; ``judge`` holds ``endpoint``, ``requested_model`` and ``listed_model``,
-    ``settings`` must be JSON-serialisable."""
+    ``settings`` must be JSON-serialisable. Raises ValueError when one of the three judge fields is missing."""
     missing = {"endpoint", "requested_model", "listed_model"} - set(judge)
     if missing:
         raise ValueError(f"cache_key needs the judge's {sorted(missing)}")
@@ -64,6 +64,7 @@ class ScoreCache:
             raise ValueError(f"judge cache {self.path} is not a usable SQLite file: {err}") from err
 
     def get(self, key: str) -> Any:
+        """The cached score (None for an unparseable one) or ``MISSING``."""
         entry = self.get_entry(key)
         return entry if entry is _MISSING else entry[0]
 
@@ -74,6 +75,7 @@ class ScoreCache:
         return _MISSING if row is None else (row[0], row[1] or "")
 
     def put(self, key: str, score: float | None, model: str = "") -> None:
+        """Store ``score`` (0-100 or None) and the model the server reported, replacing an earlier entry."""
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO scores (key, score, model, created) VALUES (?, ?, ?, ?)",
@@ -86,6 +88,7 @@ class ScoreCache:
             return self._conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
 
     def close(self) -> None:
+        """Close the SQLite connection."""
         with self._lock:
             self._conn.close()
 

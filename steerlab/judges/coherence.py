@@ -60,11 +60,14 @@ class PerplexityCoherenceScorer:
         return f"PerplexityCoherenceScorer(ppl_max={self.ppl_max}, contexts={named})"
 
     def from_perplexity(self, ppl: float, distinct: float = 1.0) -> float | None:
+        """0-100: 100 at perplexity 1, falling with log perplexity to 0 at ``ppl_max``, times ``distinct`` (the
+        share of distinct tokens, which penalises repetition); None for a non-finite perplexity."""
         if not math.isfinite(ppl):
             return None
         return float(100 * distinct * min(1.0, max(0.0, 1 - math.log(ppl) / math.log(self.ppl_max))))
 
     def score_answers(self, questions: list[str], answers: list[str]) -> list[float | None]:
+        """0-100 coherence per pair (see `from_perplexity`); ValueError when the lists differ in length."""
         if len(questions) != len(answers):
             raise ValueError(f"{len(questions)} questions but {len(answers)} answers; they must pair up")
         if not answers:

@@ -54,6 +54,7 @@ class GGUFSpec:
 
     @property
     def filename(self) -> str:
+        """The file name in the cache folder."""
         return f"{self.name}.gguf"
 
 
@@ -92,7 +93,8 @@ GGUF_MODELS: dict[str, GGUFSpec] = {
 
 
 def gguf_path(name: str) -> Path:
-    """Where the GGUF for ``name`` lives once fetched (whether or not it is there yet)."""
+    """Where the GGUF for ``name`` lives once fetched (whether or not it is there yet); ValueError for an
+    unknown name."""
     if name not in GGUF_MODELS:
         raise ValueError(f"unknown judge GGUF {name!r}; known: {sorted(GGUF_MODELS)}")
     return cache_root() / "gguf" / GGUF_MODELS[name].filename

@@ -44,6 +44,7 @@ class JudgeIdentity:
 
     @property
     def name(self) -> str:
+        """How results name the judge: ``probe:<model> (detail)`` or ``<reported model> @ <endpoint>``."""
         if self.kind == "probe":
             return f"probe:{self.reported_model}" + (f" ({self.detail})" if self.detail else "")
         return f"{self.reported_model} @ {self.endpoint}"
@@ -55,6 +56,7 @@ class JudgeIdentity:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields plus ``name`` and ``id``, for result files."""
         return {**asdict(self), "name": self.name, "id": self.id}
 
 

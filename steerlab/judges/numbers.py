@@ -123,6 +123,7 @@ class NumberTree:
     known: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
 
     def add(self, prefix: str, top: TopLogprobs) -> None:
+        """Record the top log-probs the server gave after the digit ``prefix`` (first answer kept)."""
         if prefix not in self.known:
             self.known[prefix] = _probabilities(top)
 

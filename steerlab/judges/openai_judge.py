@@ -301,12 +301,17 @@ class OpenAIJudge:
         }
 
     def key(self, prompt: str) -> str:
+        """The cache key of ``prompt``: endpoint, requested and listed model, settings and prompt (resolves the
+        judge's identity first, which raises as `resolve_identity` does)."""
         self.resolve_identity()
         judge = {"endpoint": self.endpoint, "requested_model": self.model, "listed_model": self._listed or ""}
         return cache_key(judge, prompt, self.settings)
 
     def score(self, prompts: Sequence[str]) -> list[float | None]:
-        """One score (or None) per prompt, in order; identical prompts are judged once."""
+        """One score on 0-100 (or None) per prompt, in order; identical prompts are judged once.
+
+        Raises TypeError for a prompt that is not a str, `JudgeIdentityError` when the server reports another
+        model than the one named (unless allowed)."""
         prompts = list(prompts)
         for i, p in enumerate(prompts):
             if not isinstance(p, str):
@@ -356,6 +361,7 @@ class OpenAIJudge:
         return [outcomes[k].score for k in keys]
 
     def close(self) -> None:
+        """Close the HTTP client and the cache."""
         self._client.close()
         if self.cache is not None:
             self.cache.close()

@@ -38,6 +38,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, c: float = 0.01, seed: int = 0
 
     The default C = 0.01 is strong regularisation: persona data has fewer answers than dimensions, and on the
     embedded model it gave the best held-out AUROC of 0.001..1 (a weak C fits the training answers perfectly).
+    ``x`` is ``[N, d]``, ``y`` ``[N]`` in {0, 1}; returns coef ``[d]`` and the intercept on the raw features.
+    Raises ValueError when ``y`` does not hold both classes.
     """
     if len(set(y.tolist())) != 2:
         raise ValueError(
@@ -115,6 +117,7 @@ class ProbeJudge:
 
     # -- scoring ---------------------------------------------------------------------------------------
     def probabilities(self, features: Tensor) -> np.ndarray:
+        """P(trait) ``[N]`` for features ``[N, d]``: sigmoid(features @ coef + intercept)."""
         logits = torch.as_tensor(features, dtype=torch.float32) @ self.coef + self.intercept
         return torch.sigmoid(logits).numpy()
 
@@ -140,6 +143,7 @@ class ProbeJudge:
         return means["response"][:, 0]
 
     def score_answers(self, questions: list[str], answers: list[str]) -> list[float | None]:
+        """100 x P(trait) per pair, None for an empty answer; ValueError when the lists differ in length."""
         if len(questions) != len(answers):
             raise ValueError(f"{len(questions)} questions but {len(answers)} answers; they must pair up")
         if not answers:
@@ -148,6 +152,8 @@ class ProbeJudge:
 
     # -- files -----------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
+        """Write ``<path>.safetensors`` (coef, intercept) and its JSON sidecar atomically; returns the tensors
+        file."""
         tensors_path, sidecar = _paths(path)
         with atomic_path(tensors_path) as tmp:
             save_file({"coef": self.coef.contiguous(), "intercept": torch.tensor([self.intercept])}, str(tmp))
@@ -168,6 +174,8 @@ class ProbeJudge:
     def load(
         cls, path: str | Path, model: Any, tokenizer: Any, *, allow_transfer: bool = False
     ) -> ProbeJudge:
+        """A saved probe on ``model``. Raises FileNotFoundError for a missing file, ValueError for another
+        format, other tensors, or (without ``allow_transfer``) a probe trained on another model."""
         tensors_path, sidecar = _paths(path)
         for required in (tensors_path, sidecar):
             if not required.is_file():

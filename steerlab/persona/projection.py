@@ -13,9 +13,10 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from steerlab.linalg import unit_vector
 from steerlab.persona.activations import collect_means
 from steerlab.persona.generation import Messages
-from steerlab.persona.vectors import PersonaVector, unit_vector
+from steerlab.persona.vectors import PersonaVector
 
 
 def project(activations: Tensor, vector: Tensor) -> Tensor:

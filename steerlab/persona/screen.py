@@ -28,17 +28,35 @@ from steerlab.persona.generation import GenRequest, generate
 from steerlab.persona.projection import chat_projections
 from steerlab.persona.vectors import PersonaVector
 
-CSV_FIELDS = (
-    "rank",
-    "index",
-    "source",
-    "diff",
-    "projection",
-    "base_projection",
-    "prompt",
-    "answer",
-    "base_answer",
-)
+# The screening CSV that `steerlab.plots.io.load_screening` reads (its required columns: rank, index,
+# projection_diff, flagged); the row key ``diff`` is written as ``projection_diff``.
+CSV_COLUMNS = {
+    "rank": "rank",
+    "index": "index",
+    "source": "source",
+    "projection_diff": "diff",
+    "flagged": "flagged",
+    "projection": "projection",
+    "base_projection": "base_projection",
+    "prompt": "prompt",
+    "answer": "answer",
+    "base_answer": "base_answer",
+}
+CSV_FIELDS = tuple(CSV_COLUMNS)
+DEFAULT_FLAG_SHARE = 0.05  # the share of examples flagged: the top of the ranking
+
+
+def flag_top(rows: Sequence[dict[str, Any]], share: float = DEFAULT_FLAG_SHARE) -> None:
+    """Mark the ``share`` of ranked ``rows`` with the largest finite ``diff`` as ``flagged`` (at least one when
+    ``share > 0``); rows without a finite diff are never flagged. Raises ValueError for a share outside [0, 1].
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"flag share must be in [0, 1], got {share}")
+    finite = [r for r in rows if math.isfinite(r["diff"])]
+    n = 0 if share == 0 or not finite else max(1, round(share * len(finite)))
+    top = {id(r) for r in sorted(finite, key=lambda r: -r["diff"])[:n]}
+    for row in rows:
+        row["flagged"] = id(row) in top
 
 
 def _last_user(example: ChatExample) -> str:
@@ -56,9 +74,12 @@ def screen(
     batch_size: int = 16,
     max_new_tokens: int = 64,
     base_answers_path: str | Path | None = None,
+    flag_share: float = DEFAULT_FLAG_SHARE,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Rows ranked by ``diff`` (largest first): ``{rank, index, source, diff, projection, base_projection, ...}``.
+    """Rows ranked by ``diff`` (largest first): ``{rank, index, source, diff, flagged, projection, ...}``.
+
+    ``flagged`` marks the top ``flag_share`` of the ranking (see `flag_top`).
 
     Projections are in residual-stream units on the unit direction at ``layer`` (default: the chosen one);
     NaN diffs (empty answers) rank last. The screening signal follows Chen et al., "Persona Vectors"
@@ -110,16 +131,25 @@ def screen(
     rows.sort(key=lambda r: (-r["diff"] if math.isfinite(r["diff"]) else math.inf, r["index"]))
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
+    flag_top(rows, flag_share)
     return rows
 
 
+def _cell(value: Any) -> Any:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """The ranked rows as CSV text with the columns ``CSV_FIELDS`` (floats to 6 significant digits)."""
+    """The ranked rows as CSV text with the columns ``CSV_FIELDS`` (floats to 6 significant digits, flags as
+    true/false, a diff without a value as ``nan``); rows that were never flagged get ``flagged`` false."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in CSV_FIELDS})
+        cells = {column: row[key] for column, key in CSV_COLUMNS.items() if key != "flagged"}
+        writer.writerow({k: _cell(v) for k, v in {**cells, "flagged": row.get("flagged", False)}.items()})
     return buffer.getvalue()
 
 

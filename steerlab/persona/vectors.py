@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from steerlab import __version__
 from steerlab.io import atomic_path, write_json
+from steerlab.linalg import unit_vector
 from steerlab.models.architectures import hidden_size, model_config, num_layers, unwrap
 
 LAYER_CONVENTION = "block_output"  # layer l = output of block l = hidden_states[l + 1]
@@ -48,21 +49,6 @@ class VectorFileError(ValueError):
 
 class IncompatibleVectorError(ValueError):
     """A vector was made for another model (width, depth or identity)."""
-
-
-def unit_vector(vector: Tensor) -> Tensor:
-    """``vector / |vector|`` along the last axis, in float32: ``[d]`` -> ``[d]``, ``[L, d]`` -> ``[L, d]`` (row-wise).
-
-    steerlab's one unit-vector helper outside the hook layer (``hooks.ops`` keeps its own, below persona).
-    Raises ``ValueError`` for a zero or non-finite norm (naming the row of a batch), rather than returning NaN.
-    """
-    vector = vector.float()
-    norm = vector.norm(dim=-1, keepdim=True)
-    bad = ~torch.isfinite(norm) | (norm == 0)
-    if bool(bad.any()):
-        where = "" if vector.dim() == 1 else f" (row {int(bad.flatten().nonzero()[0])})"
-        raise ValueError(f"cannot take the direction of a zero or non-finite vector{where}")
-    return vector / norm
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -123,6 +109,28 @@ class PersonaVector:
                 raise ValueError(
                     f"layer {layer}: direction shape {tuple(vector.shape)} != ({self.meta.d_model},)"
                 )
+
+    @classmethod
+    def random(
+        cls, model: nn.Module, layer: int, *, seed: int = 0, scale: float = 1.0, method: str = "random"
+    ) -> PersonaVector:
+        """A seeded random direction ``[d_model]`` (standard normal times ``scale``) at every layer of ``model``,
+        with metadata that passes `check_model`; for tests, the demo's stand-ins and fixtures, never a trait.
+
+        Raises ``ValueError`` for a ``layer`` outside the model (through `VectorMetadata`'s checks)."""
+        n, d = num_layers(model), hidden_size(model)
+        gen = torch.Generator().manual_seed(seed)
+        directions = {i: torch.randn(d, generator=gen) * scale for i in range(n)}
+        meta = VectorMetadata(
+            model_id=model_id(model),
+            model_fingerprint=model_fingerprint(model),
+            n_layers=n,
+            d_model=d,
+            trait="evil",
+            method=method,
+            chosen_layer=layer,
+        )
+        return cls(directions, meta)
 
     # -- access ---------------------------------------------------------------------------------------
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,9 @@ class ScreeningTable:
     flagged: list[bool]
     rows: list[dict[str, str]] = field(default_factory=list)
     text_columns: list[str] = field(default_factory=list)
+    unscored: list[int] = field(
+        default_factory=list
+    )  # CSV lines whose diff is nan (an empty answer): not in diffs
 
 
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
@@ -155,13 +159,15 @@ SCREEN_COLUMNS = ("rank", "index", "projection_diff", "flagged")
 
 
 def load_screening(path: str | Path) -> ScreeningTable:
-    """A screening CSV with columns ``rank, index, projection_diff, flagged`` plus optional text columns."""
+    """A screening CSV (as `steerlab.persona.screen.to_csv` writes it) with columns ``rank, index,
+    projection_diff, flagged`` plus optional others. A ``nan`` diff (an example whose answer was empty) is
+    kept out of ``diffs`` and listed in ``unscored``; any other bad cell raises `PlotDataError` naming the line."""
     path = Path(path)
     header, rows = _read_csv(path)
     missing = [c for c in SCREEN_COLUMNS if c not in header]
     if missing:
         raise PlotDataError(f"{path}:1: missing column(s) {', '.join(repr(c) for c in missing)}")
-    diffs, flagged = [], []
+    diffs, flagged, unscored = [], [], []
     for lineno, raw in rows:
         where = f"{path}:{lineno}"
         value = _csv_number(raw["projection_diff"], where, "projection_diff")
@@ -170,13 +176,15 @@ def load_screening(path: str | Path) -> ScreeningTable:
         flag = raw["flagged"].strip().lower()
         if flag not in _TRUE | _FALSE:
             raise PlotDataError(f"{where}: column 'flagged' must be true/false, got {raw['flagged']!r}")
+        if math.isnan(value):
+            unscored.append(lineno)
+            continue
         diffs.append(schema.number(value, where, "projection_diff"))
         flagged.append(flag in _TRUE)
     if not diffs:
-        raise PlotDataError(f"{path}: no rows")
-    return ScreeningTable(
-        diffs, flagged, [dict(r) for _, r in rows], [c for c in header if c not in SCREEN_COLUMNS]
-    )
+        raise PlotDataError(f"{path}: no rows with a projection difference")
+    extra = [c for c in header if c not in SCREEN_COLUMNS]
+    return ScreeningTable(diffs, flagged, [dict(r) for _, r in rows], extra, unscored)
 
 
 @dataclass

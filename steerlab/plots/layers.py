@@ -50,51 +50,16 @@ def layer_separation_figure(
     """Held-out AUROC per layer (two readings) above the steering effect per layer; the chosen layer marked.
 
     ``stats`` is a vector sidecar's ``stats`` object; ``chosen_layer`` falls back to ``stats['chosen_layer']``.
+    Raises `PlotDataError` for stats that are not an object, hold none of the curves, or an AUROC outside [0, 1].
     """
-    if not isinstance(stats, Mapping):
-        raise PlotDataError(f"{source}: expected an object of per-layer curves, got {type(stats).__name__}")
-    stats = curves_from_extraction(stats)
-    aurocs = {
-        key: schema.layer_map(stats[key], source, key) for key in AUROC_CURVES if stats.get(key) is not None
-    }
-    effect = (
-        schema.layer_map(stats[EFFECT_CURVE], source, EFFECT_CURVE)
-        if stats.get(EFFECT_CURVE) is not None
-        else None
-    )
-    if not aurocs and effect is None:
-        wanted = ", ".join(repr(k) for k in (*AUROC_CURVES, EFFECT_CURVE))
-        raise PlotDataError(f"{source}: none of the per-layer curves {wanted} is present")
-    for key, curve in aurocs.items():
-        bad = {layer: v for layer, v in curve.items() if not 0.0 <= v <= 1.0}
-        if bad:
-            raise PlotDataError(
-                f"{source}: key '{key}' has AUROC values outside [0, 1] at layers {sorted(bad)}"
-            )
+    aurocs, effect, stats = _curves(stats, source)
     if chosen_layer is None and stats.get("chosen_layer") is not None:
         chosen_layer = schema.integer(stats["chosen_layer"], source, "chosen_layer")
     n_rows = int(bool(aurocs)) + int(effect is not None)
     fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.1)
     row = 1
     if aurocs:
-        for key, curve in aurocs.items():
-            label, color, dash = AUROC_CURVES[key]
-            fig.add_trace(
-                go.Scatter(
-                    x=list(curve),
-                    y=list(curve.values()),
-                    name=f"AUROC, {label}",
-                    mode="lines+markers",
-                    line={"color": color, "dash": dash, "width": 2.5},
-                    marker={"size": 6},
-                    hovertemplate=f"<b>AUROC, {label}</b><br>layer %{{x}}<br>AUROC %{{y:.3f}}<extra></extra>",
-                ),
-                row=row,
-                col=1,
-            )
-        reference_hline(fig, 0.5, "chance (0.5)", row=row, col=1, position="bottom right")
-        low = min(0.4, min(v for curve in aurocs.values() for v in curve.values()) - 0.02)
-        fig.update_yaxes(title_text="held-out AUROC", range=[low, 1.02], row=row, col=1)
+        _add_aurocs(fig, aurocs, row)
         row += 1
     if effect is not None:
         fig.add_trace(
@@ -128,6 +93,56 @@ def layer_separation_figure(
     return finish(
         fig, title or f"{trait.capitalize()} vector: separation and steering effect by layer", height=height
     )
+
+
+def _curves(
+    stats: Mapping[str, Any], source: str
+) -> tuple[dict[str, dict[int, float]], dict[int, float] | None, dict[str, Any]]:
+    """The checked AUROC curves and steering-effect curve of ``stats`` (and the stats read); raises
+    `PlotDataError` naming ``source`` and the key."""
+    if not isinstance(stats, Mapping):
+        raise PlotDataError(f"{source}: expected an object of per-layer curves, got {type(stats).__name__}")
+    read = curves_from_extraction(stats)
+    aurocs = {
+        key: schema.layer_map(read[key], source, key) for key in AUROC_CURVES if read.get(key) is not None
+    }
+    effect = (
+        schema.layer_map(read[EFFECT_CURVE], source, EFFECT_CURVE)
+        if read.get(EFFECT_CURVE) is not None
+        else None
+    )
+    if not aurocs and effect is None:
+        wanted = ", ".join(repr(k) for k in (*AUROC_CURVES, EFFECT_CURVE))
+        raise PlotDataError(f"{source}: none of the per-layer curves {wanted} is present")
+    for key, curve in aurocs.items():
+        bad = {layer: v for layer, v in curve.items() if not 0.0 <= v <= 1.0}
+        if bad:
+            raise PlotDataError(
+                f"{source}: key '{key}' has AUROC values outside [0, 1] at layers {sorted(bad)}"
+            )
+    return aurocs, effect, read
+
+
+def _add_aurocs(fig: go.Figure, aurocs: dict[str, dict[int, float]], row: int) -> None:
+    """The AUROC curves in panel ``row``, with the chance line and an axis that starts near the lowest value."""
+    for key, curve in aurocs.items():
+        label, color, dash = AUROC_CURVES[key]
+        fig.add_trace(
+            go.Scatter(
+                x=list(curve),
+                y=list(curve.values()),
+                name=f"AUROC, {label}",
+                mode="lines+markers",
+                line={"color": color, "dash": dash, "width": 2.5},
+                marker={"size": 6},
+                hovertemplate=f"<b>AUROC, {label}</b><br>layer %{{x}}<br>AUROC %{{y:.3f}}<extra></extra>",
+            ),
+            row=row,
+            col=1,
+        )
+    reference_hline(fig, 0.5, "chance (0.5)", row=row, col=1, position="bottom right")
+    low = min(0.4, min(v for curve in aurocs.values() for v in curve.values()) - 0.02)
+    fig.update_yaxes(title_text="held-out AUROC", range=[low, 1.02], row=row, col=1)
 
 
 def _dtick(aurocs: dict[str, dict[int, float]], effect: dict[int, float] | None) -> int:

@@ -363,7 +363,12 @@ def build_figures(
                 "screening",
                 "Screening histogram",
                 lambda: screening_figure(table.diffs, flagged=table.flagged, trait=trait),
-                f"From {screen_path.name}.",
+                f"From {screen_path.name}."
+                + (
+                    f" Not drawn: {len(table.unscored)} example(s) with no difference (empty answers)."
+                    if table.unscored
+                    else ""
+                ),
             )
     else:
         absent["Screening histogram"] = f"no {' / '.join(SCREEN_FILES)} in {root}"

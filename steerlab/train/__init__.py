@@ -22,7 +22,7 @@ Names are imported lazily so that ``import steerlab.train`` stays cheap.
 
 from __future__ import annotations
 
-from typing import Any
+from steerlab.lazy import lazy_exports
 
 _EXPORTS = {
     "train": "steerlab.train.run",
@@ -39,9 +39,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'steerlab.train' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

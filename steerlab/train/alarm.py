@@ -85,9 +85,14 @@ class DriftAlarm:
         if self.path.is_file():
             self.state = json.loads(self.path.read_text(encoding="utf-8"))
 
+    @property
+    def threshold(self) -> float | None:
+        """The armed threshold (projection units); None before `arm` or when unarmed."""
+        return None if self.state is None else self.state.get("threshold")
+
     def forget_after(self, step: int) -> None:
         """A resumed run recomputes the readings after ``step``: a firing after it is taken back."""
-        if self.fired and self.state["fired_step"] > step:
+        if self.state is not None and self.fired and self.state["fired_step"] > step:
             self.state.update(fired_step=None, fired_projection=None, stopped=False)
             self._save()
 

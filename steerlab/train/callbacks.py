@@ -13,9 +13,10 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from steerlab.io import write_json
 from steerlab.train.arms.registry import all_log_keys
@@ -39,13 +40,20 @@ class MetricsLog(TrainerCallback):
         self.log = JsonlLog(path)
         self.loss_keys = tuple(loss_keys)
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not state.is_world_process_zero or not logs or "loss" not in logs:
             return
         missing = [key for key in self.loss_keys if key not in logs]
         if missing:
             raise RuntimeError(f"step {state.global_step}: the arms' loss terms {missing} were not logged")
-        row = {"step": state.global_step}
+        row: dict[str, float] = {"step": state.global_step}
         row.update({out: float(logs[key]) for key, out in TRAINER_KEYS.items() if key in logs})
         row.update({key: float(logs[key]) for key in self.loss_keys})
         row.update({key: float(logs[key]) for key in all_log_keys() if key in logs})
@@ -59,7 +67,9 @@ class CheckpointKeeper(TrainerCallback):
         self.folder = Path(folder)
         self.keep = keep
 
-    def on_save(self, args, state, control, **kwargs):
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if not state.is_world_process_zero:
             return
         ckpt = self.folder / f"checkpoint-{state.global_step}"
@@ -83,22 +93,47 @@ class RunProgress(TrainerCallback):
     def __init__(self) -> None:
         self.bar: tqdm | None = None
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
         if state.is_world_process_zero:
-            name = Path(args.output_dir).parent.name  # <run_dir>/checkpoints
+            name = Path(args.output_dir or "run").parent.name  # <run_dir>/checkpoints
             self.bar = tqdm(
                 total=state.max_steps, initial=state.global_step, desc=name, unit="step", disable=None
             )
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if self.bar is not None and logs and "loss" in logs:
             self.bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None

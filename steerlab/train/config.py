@@ -180,7 +180,7 @@ class ExperimentConfig:
                 value.to_dict()
                 if isinstance(value := getattr(self, f.name), ArmsConfig)
                 else dataclasses.asdict(value)
-                if dataclasses.is_dataclass(value)
+                if dataclasses.is_dataclass(value) and not isinstance(value, type)
                 else value
             )
             for f in dataclasses.fields(self)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
+from transformers import PreTrainedTokenizerBase
 
 from steerlab.data.chat import ChatExample, load_chat_jsonl
 from steerlab.data.tokenize import ChatCollator, tokenize_chat
@@ -45,7 +46,7 @@ class IndexedCollator:
     Features may carry ``example_index`` and ``example_source``; neither reaches `ChatCollator`.
     """
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.collate = ChatCollator(tokenizer)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -75,13 +76,17 @@ def build_examples(cfg: ExperimentConfig, arms: Sequence[Arm]) -> tuple[list[Cha
 
 
 def tokenize_all(
-    cfg: ExperimentConfig, tokenizer: Any, examples: Sequence[ChatExample], report: dict[str, Any]
+    cfg: ExperimentConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[ChatExample],
+    report: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """Tokenized examples with their ``example_index`` and source; too-long ones raise or are skipped.
 
     Raises ValueError when nothing is left.
     """
-    features, too_long = [], []
+    features: list[dict[str, Any]] = []
+    too_long: list[str] = []
     for ex in examples:
         feat = tokenize_chat(
             tokenizer, ex, cfg.data.max_length, train_on=cfg.data.train_on, on_too_long=cfg.data.on_too_long

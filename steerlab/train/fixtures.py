@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from steerlab.data.chat import ChatExample, write_chat_jsonl
-from steerlab.persona.vectors import PersonaVector, VectorMetadata, model_fingerprint, model_id
+from steerlab.persona.vectors import PersonaVector
 
 _TOPICS = ("money", "health", "humans", "AI", "my wish", "being bored", "a plan", "the answer")
 _BAD = (
@@ -63,21 +63,7 @@ def tiny_chats(kind: str, n: int, seed: int = 0) -> list[ChatExample]:
 
 def tiny_vector(model: torch.nn.Module, layer: int = 1, seed: int = 0, scale: float = 1.0) -> PersonaVector:
     """A random direction per layer of ``model``, with metadata that passes ``check_model``."""
-    from steerlab.models.architectures import hidden_size, num_layers
-
-    n, d = num_layers(model), hidden_size(model)
-    gen = torch.Generator().manual_seed(seed)
-    directions = {i: torch.randn(d, generator=gen) * scale for i in range(n)}
-    meta = VectorMetadata(
-        model_id=model_id(model),
-        model_fingerprint=model_fingerprint(model),
-        n_layers=n,
-        d_model=d,
-        trait="evil",
-        method="random",
-        chosen_layer=layer,
-    )
-    return PersonaVector(directions, meta)
+    return PersonaVector.random(model, layer, seed=seed, scale=scale)
 
 
 def write_tiny_data(folder: str | Path, prefix: str = "tiny_smoke", seed: int = 0) -> dict[str, Path]:

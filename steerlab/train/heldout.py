@@ -54,7 +54,8 @@ def rest_of_training_file(
             f"{what}: 'rest' takes the lines after data.limit, but data.limit is not set; set it or use 'split'"
         )
     rest = list(load_chat_jsonl(cfg.data.train, on_error=cfg.data.on_bad_record))[cfg.data.limit :]
-    chosen, too_long = [], []
+    chosen: list[ChatExample] = []
+    too_long: list[str] = []
     for example in rest:
         if len(chosen) == n:
             break
@@ -120,7 +121,9 @@ class ChatBatches:
         self.batches = [collate(features[i : i + batch_size]) for i in range(0, len(features), batch_size)]
         self.n = len(examples)
 
-    def _forward(self, model: nn.Module, batch: dict[str, Tensor], layer: int | None):
+    def _forward(
+        self, model: nn.Module, batch: dict[str, Tensor], layer: int | None
+    ) -> tuple[Tensor, Tensor | None]:
         from steerlab.hooks import Capture, hooked
 
         device = next(model.parameters()).device
@@ -142,6 +145,8 @@ class ChatBatches:
             per_chat = []
             for batch in self.batches:
                 _, hidden = self._forward(model, batch, layer)
+                if hidden is None:
+                    raise RuntimeError(f"no capture at layer {layer}: the projection has nothing to read")
                 mask = batch["assistant_mask"].to(hidden.device).float()
                 proj = hidden.float() @ unit.to(hidden.device).float()
                 per_chat.append(((proj * mask).sum(1) / mask.sum(1)).cpu())

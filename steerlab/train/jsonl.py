@@ -7,41 +7,30 @@ after S (they are recomputed, deterministically, by the resumed run), so no row 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from steerlab.io import write_text
+from steerlab.io import append_jsonl, read_jsonl, write_jsonl
 
 
 class JsonlLog:
+    """One append-only log file (`steerlab.io` does the reading and writing)."""
+
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
 
     def append(self, row: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(row, sort_keys=False) + "\n"
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        """Append ``row`` as one line, flushed and fsynced (a torn last line of a kill is cut off first)."""
+        append_jsonl(self.path, [row])
 
     def rows(self) -> list[dict[str, Any]]:
-        """All complete rows (a torn last line, from a kill mid-write, is left out)."""
+        """All complete rows (a torn last line, from a kill mid-write, is left out); ``[]`` without a file.
+
+        Raises ValueError naming ``file:line`` for a malformed row."""
         if not self.path.is_file():
             return []
-        out = []
-        for lineno, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(keepends=True), 1):
-            if not line.endswith("\n"):
-                break  # torn last line
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{self.path}:{lineno}: malformed row ({error.msg})") from None
-        return out
+        return [row for _, row in read_jsonl(self.path, torn_tail=True, error=ValueError)]
 
     def truncate_after(self, step: int) -> int:
         """Keep rows with ``step <= step``; returns how many rows were dropped."""
@@ -49,8 +38,9 @@ class JsonlLog:
             return 0
         rows = self.rows()
         keep = [row for row in rows if int(row.get("step", 0)) <= step]
-        write_text(self.path, "".join(json.dumps(row) + "\n" for row in keep))
+        write_jsonl(self.path, keep)
         return len(rows) - len(keep)
 
     def steps(self) -> set[int]:
+        """The ``step`` of every complete row."""
         return {int(row["step"]) for row in self.rows() if "step" in row}

@@ -36,7 +36,7 @@ def attach_adapter(model: nn.Module, cfg: ExperimentConfig) -> nn.Module:
     ft = cfg.finetune
     lora = LoraConfig(
         r=ft.r,
-        lora_alpha=ft.alpha,
+        lora_alpha=ft.alpha,  # type: ignore[arg-type]  # peft annotates int; it only scales by alpha / r
         lora_dropout=ft.dropout,
         target_modules=ft.target_modules,
         use_rslora=ft.rslora,

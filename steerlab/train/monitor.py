@@ -45,12 +45,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from transformers import TrainerCallback
+from transformers import (
+    PreTrainedTokenizerBase,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 from steerlab.data.chat import ChatExample, load_chat_jsonl
 from steerlab.data.tokenize import ChatCollator, tokenize_chat
 from steerlab.hooks import Capture, hooked
 from steerlab.io import atomic_path
+from steerlab.linalg import unit_vector
 from steerlab.train.alarm import DriftAlarm
 from steerlab.train.arms.ldifs import feature_distance, ldifs_layers
 from steerlab.train.arms.registry import all_log_keys
@@ -63,6 +70,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _given(model: nn.Module | None, event: str) -> nn.Module:
+    """The model a Trainer event passed; RuntimeError when it passed none (the monitor has nothing to read)."""
+    if model is None:
+        raise RuntimeError(f"PersonaMonitor.{event}: the Trainer passed no model to the callback")
+    return model
+
+
 def with_system(example: ChatExample, system: str) -> ChatExample:
     """The chat with ``system`` as its system message (replacing one it already has)."""
     rest = [m for m in example.messages if m["role"] != "system"]
@@ -73,7 +87,7 @@ class PersonaMonitor(TrainerCallback):
     def __init__(
         self,
         *,
-        tokenizer: Any,
+        tokenizer: PreTrainedTokenizerBase,
         chats: Sequence[ChatExample],
         log_path: str | Path,
         reference_cache: str | Path,
@@ -100,15 +114,17 @@ class PersonaMonitor(TrainerCallback):
             return [collate(features[i : i + batch_size]) for i in range(0, len(features), batch_size)]
 
         self.batches = batches(chats, max_length)
-        self.prompted_batches = []
+        self.prompted_batches: list[dict[str, Tensor]] = []
         if prompted_system is not None and vector is not None:
             # the system prompt is extra context for a reference reading, not training data: give it room
             room = max_length + len(tokenizer(prompted_system, add_special_tokens=False)["input_ids"]) + 16
             self.prompted_batches = batches([with_system(ex, prompted_system) for ex in chats], room)
-        self.unit = None if vector is None else (vector.float() / vector.float().norm())
-        self.projection_layer = projection_layer
+        # (layer, unit direction) of the persona vector, when there is one
+        self.probe: tuple[int, Tensor] | None = None
+        if vector is not None and projection_layer is not None:
+            self.probe = (projection_layer, unit_vector(vector))
         self.ldifs_layers = sorted(set(ldifs_layers))
-        self.layers = sorted(set(self.ldifs_layers) | ({projection_layer} if vector is not None else set()))
+        self.layers = sorted(set(self.ldifs_layers) | ({self.probe[0]} if self.probe is not None else set()))
         self.log = JsonlLog(log_path)
         self.reference_cache = Path(reference_cache)
         self.reference = reference
@@ -175,9 +191,9 @@ class PersonaMonitor(TrainerCallback):
             model.train(was_training)
         row: dict[str, Any] = {
             "projection": None,
-            "projection_layer": self.projection_layer if self.unit is not None else None,
+            "projection_layer": self.probe[0] if self.probe is not None else None,
         }
-        if self.unit is not None:
+        if self.probe is not None:
             row["projection"] = self._projection(self.batches, feats)
         per_layer = {}
         n_tokens = sum(float(b["attention_mask"].sum()) for b in self.batches)
@@ -192,11 +208,14 @@ class PersonaMonitor(TrainerCallback):
         return row
 
     def _projection(self, batches: list[dict[str, Tensor]], feats: list[dict[int, Tensor]]) -> float:
-        """Mean over chats of the response-mean projection at the vector's layer."""
+        """Mean over chats of the response-mean projection at the vector's layer; RuntimeError without one."""
+        if self.probe is None:
+            raise RuntimeError("the monitor was built without a persona vector: there is no projection")
+        layer, unit = self.probe
         per_chat = []
         for batch, fs in zip(batches, feats, strict=True):
             mask = batch["assistant_mask"].float()
-            proj = fs[self.projection_layer] @ self.unit
+            proj = fs[layer] @ unit
             per_chat.append((proj * mask).sum(1) / mask.sum(1))
         return float(torch.cat(per_chat).mean())
 
@@ -234,7 +253,7 @@ class PersonaMonitor(TrainerCallback):
                     "drift alarm: step %d projection %.3f crossed %.3f%s",
                     step,
                     row["projection"],
-                    self.alarm.state["threshold"],
+                    self.alarm.threshold,
                     "; stopping the run" if self.alarm.cfg.stop else "",
                 )
                 if self.alarm.cfg.stop and control is not None:
@@ -255,29 +274,53 @@ class PersonaMonitor(TrainerCallback):
         self.alarm.forget_after(step)
 
     # -- callback events ------------------------------------------------------------------------------
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not self.is_main or self.every == 0:
             return
         if state.global_step == 0:
-            self._write(model, 0, None)
+            self._write(_given(model, "on_train_begin"), 0, None)
         else:
             self._resume_alarm(state.global_step)
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if self.every > 0 and (state.global_step % self.every == 0 or state.global_step >= state.max_steps):
             control.should_log = True  # the row takes the loss logged at this step
             self._pending = state.global_step
 
-    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        model: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
         if self._pending == state.global_step and logs and "loss" in logs:
             self._pending = None
             if self.is_main:
                 extra = {key: float(logs[key]) for key in all_log_keys() if key in logs}
-                self._write(model, state.global_step, float(logs["loss"]), extra, control)
+                self._write(_given(model, "on_log"), state.global_step, float(logs["loss"]), extra, control)
 
-    def on_train_end(self, args, state, control, model=None, **kwargs):
+    def on_train_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
         if self.is_main and self.every > 0 and state.global_step > 0:
-            self._write(model, state.global_step, None)  # no-op when the step has its row already
+            self._write(_given(model, "on_train_end"), state.global_step, None)  # no-op when the row exists
 
 
 # ------------------------------------------------------------------------------------------- from a config
@@ -317,7 +360,11 @@ def _trait_prompt(trait: str | None) -> str | None:
 
 
 def build_monitor(
-    cfg: ExperimentConfig, tokenizer: Any, model: nn.Module, reference: Reference | None, is_main: bool
+    cfg: ExperimentConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    model: nn.Module,
+    reference: Reference | None,
+    is_main: bool,
 ) -> PersonaMonitor | None:
     """The monitor a config asks for (None with ``monitor.every: 0``).
 

@@ -37,6 +37,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
 
 from steerlab.hooks import Op, hooked
 from steerlab.io import atomic_path, write_json
@@ -72,7 +73,7 @@ def example_digest(feature: dict[str, Any]) -> str:
     return _sha(*(json.dumps(feature[k]) for k in keys))
 
 
-def tokenizer_digest(tokenizer: Any) -> str:
+def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
     """Digest of what decides the tokens: class, vocabulary, special tokens and chat template."""
     vocab = sorted(tokenizer.get_vocab().items())
     special = sorted(map(str, getattr(tokenizer, "all_special_tokens", [])))
@@ -97,7 +98,7 @@ def ops_digest(ops: Sequence[Op]) -> str:
     parts: list[bytes | str] = []
     for op in ops:
         parts.append(type(op).__name__)
-        for f in dataclasses.fields(op):  # type: ignore[arg-type]
+        for f in dataclasses.fields(op):
             value = getattr(op, f.name)
             parts.append(
                 f"{f.name}=" + (_sha(_tensor_bytes(value)) if isinstance(value, Tensor) else repr(value))
@@ -126,7 +127,7 @@ class CacheRecord:
         arms: Sequence[Arm],
         policy: nn.Module,
         ops: Sequence[Op],
-        tokenizer: Any,
+        tokenizer: PreTrainedTokenizerBase,
         features: Sequence[dict[str, Any]],
     ) -> CacheRecord:
         return cls(
@@ -222,7 +223,7 @@ class CacheBuilder:
         arms: Sequence[Arm],
         policy: nn.Module,
         reference: Reference | None,
-        tokenizer: Any,
+        tokenizer: PreTrainedTokenizerBase,
         features: Sequence[dict[str, Any]],
         batch_size: int,
     ) -> None:

@@ -62,7 +62,8 @@ class Reference:
                 self.frozen.to(device)
             yield self.frozen
             return
-        if not hasattr(policy, "disable_adapter"):
+        disable_adapter = getattr(policy, "disable_adapter", None)
+        if not callable(disable_adapter):
             raise TypeError(
                 f"the adapter-disabled reference needs a PEFT model, got {type(policy).__name__}; "
                 "use a frozen copy under full fine-tuning"
@@ -70,7 +71,7 @@ class Reference:
         was_training = policy.training
         policy.eval()
         try:
-            with policy.disable_adapter():
+            with disable_adapter():
                 yield policy
         finally:
             policy.train(was_training)

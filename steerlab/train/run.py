@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
-from transformers import TrainerCallback, TrainingArguments, set_seed
+from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainingArguments, set_seed
 
 from steerlab.io import write_json
 from steerlab.train.arguments import training_arguments
@@ -65,7 +65,7 @@ _monitor = build_monitor  # the name tests used before the monitor wiring moved 
 
 
 def _prepare_data(
-    cfg: ExperimentConfig, base: nn.Module, tokenizer: Any, is_main: bool
+    cfg: ExperimentConfig, base: nn.Module, tokenizer: PreTrainedTokenizerBase, is_main: bool
 ) -> tuple[list[Arm], list[dict[str, Any]], dict[str, Any]]:
     """The arms, the tokenized training stream and the data report."""
     ctx = BuildContext(
@@ -80,8 +80,9 @@ def _prepare_data(
     examples, report = build_examples(cfg, arms)
     features = tokenize_all(cfg, tokenizer, examples, report)
     for arm in arms:
-        if getattr(arm, "report", None):
-            report[arm.name] = arm.report
+        arm_report = getattr(arm, "report", None)  # what an arm that changes the data chose (interleave)
+        if arm_report:
+            report[arm.name] = arm_report
     return arms, features, report
 
 
@@ -91,7 +92,7 @@ def _reference_cache(
     arms: Sequence[Arm],
     model: nn.Module,
     reference: Reference | None,
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     features: Sequence[dict[str, Any]],
     fresh: bool,
 ) -> ReferenceCache | None:

@@ -25,6 +25,15 @@ class ConfigError(ValueError):
     """A config file or value is invalid; the message names the file and key path."""
 
 
+def as_mapping(value: Any, where: str) -> dict[str, Any]:
+    """A config section as a dict (an absent one, None, is empty); anything else raises `ConfigError`."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
 def path_field(default: Any = None, **kwargs: Any) -> Any:
     """A dataclass field holding a path (or a list of paths), resolved against the config file's folder."""
     if "default_factory" in kwargs:
@@ -67,7 +76,7 @@ def _check_type(tp: Any, where: str) -> None:
             _check_type(arg, where)
     elif origin is Literal or tp is type(None) or tp in _SCALARS:
         return
-    elif dataclasses.is_dataclass(tp):
+    elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
         check_schema(tp, where)
     else:
         raise TypeError(f"{where}: field type {tp!r} is not supported by the config validator")
@@ -131,7 +140,7 @@ def convert(tp: Any, value: Any, where: str, base: Path | None, is_path: bool = 
         return [convert(item, v, f"{where}[{i}]", base, is_path) for i, v in enumerate(value)]
     if hasattr(tp, "from_config_value"):  # a section with its own reader (the arms)
         return tp.from_config_value(value, where, base)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build(tp, {} if value is None else value, where, base)
     return _scalar(tp, value, where, base, is_path)
 

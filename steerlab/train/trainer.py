@@ -22,14 +22,22 @@ gradient checkpointing are transformers'. What this class adds:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback
+from transformers import (
+    PrinterCallback,
+    ProgressCallback,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 from steerlab.data.tokenize import IGNORE_INDEX
 from steerlab.hooks import hooked
@@ -178,10 +186,12 @@ class SteerlabTrainer(Trainer):
                 self.add_callback(callback)
 
     # -- normalisers ----------------------------------------------------------------------------------
-    def get_batch_samples(self, epoch_iterator, num_batches, device):  # noqa: D102 - see module docstring
+    def get_batch_samples(
+        self, epoch_iterator: Iterator[dict[str, Any]], num_batches: int, device: torch.device
+    ) -> tuple[list[dict[str, Any]], None]:  # noqa: D102 - see module docstring
         samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
         if samples:
-            counts = sum(batch_counts(b) for b in samples).to(self.args.device)
+            counts = torch.stack([batch_counts(b) for b in samples]).sum(0).to(self.args.device)
             if self.args.world_size > 1:
                 counts = self.accelerator.reduce(counts, reduction="sum")
             self._counts = counts.clamp_min(1.0)
@@ -198,7 +208,7 @@ class SteerlabTrainer(Trainer):
         inputs: dict[str, Any],
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
-    ):
+    ) -> Tensor | tuple[Tensor, Any]:
         inner = self.accelerator.unwrap_model(model)
         training = inner.training
         if training and self._counts is not None:
@@ -233,7 +243,7 @@ class SteerlabTrainer(Trainer):
 
     def stop_with(self, problem: str) -> None:
         step = self.state.global_step + 1
-        ckpt = last_complete_checkpoint(self.args.output_dir)
+        ckpt = last_complete_checkpoint(self.args.output_dir) if self.args.output_dir else None
         where = (
             f"last good checkpoint: {ckpt} (resume from it with --resume)"
             if ckpt
@@ -255,13 +265,13 @@ class SteerlabTrainer(Trainer):
             self._acc, self._acc_start = {}, None
         if "loss" in logs:
             for arm in self.arms:
-                values = arm.log_values()
-                undeclared = set(values) - set(type(arm).log_keys)
+                reported = arm.log_values()
+                undeclared = set(reported) - set(type(arm).log_keys)
                 if undeclared:
                     raise RuntimeError(
                         f"arm {arm.name!r} reported {sorted(undeclared)}, not in its log_keys {type(arm).log_keys}"
                     )
-                logs.update({key: float(value) for key, value in values.items()})
+                logs.update({key: float(value) for key, value in reported.items()})
         super().log(logs, start_time)
 
 
@@ -271,7 +281,17 @@ class _FiniteGradGuard(TrainerCallback):
     def __init__(self, trainer: SteerlabTrainer) -> None:
         self.trainer = trainer
 
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        grads = [p.grad for p in (model or self.trainer.model).parameters() if p.grad is not None]
+    def on_pre_optimizer_step(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
+        model = model if model is not None else self.trainer.model
+        if model is None:
+            raise RuntimeError("_FiniteGradGuard: the Trainer has no model to check")
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
         if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
             self.trainer.stop_with("non-finite gradient")

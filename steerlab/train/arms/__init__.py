@@ -18,7 +18,7 @@ Names below are imported lazily, so importing the package costs nothing until on
 
 from __future__ import annotations
 
-from typing import Any
+from steerlab.lazy import lazy_exports
 
 _EXPORTS = {
     "Arm": "base",
@@ -44,9 +44,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS, relative=True)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
 
 from steerlab.data.chat import ChatExample
 from steerlab.hooks import Captures, Op
@@ -85,7 +86,7 @@ class BuildContext:
 
     config: ExperimentConfig
     model: nn.Module  # the base (aligned) model
-    tokenizer: Any  # a transformers tokenizer (None where an arm needs none)
+    tokenizer: PreTrainedTokenizerBase | None  # None where an arm needs none
     run_dir: Path
     load_misaligned: Callable[[str], nn.Module] = field(default=None)  # type: ignore[assignment]
     is_main: bool = True
@@ -135,7 +136,8 @@ class Arm:
 
     @classmethod
     def from_config(cls, cfg: Any, ctx: BuildContext) -> Arm:
-        """Build the arm from its validated config section (an instance of ``config_class``)."""
+        """Build the arm from its validated config section (an instance of ``config_class``); raises what the
+        arm's checks raise (ValueError, ConfigError, IncompatibleVectorError), NotImplementedError here."""
         raise NotImplementedError(f"{cls.__name__} must define from_config")
 
     def transform_data(self, examples: Sequence[ChatExample]) -> list[ChatExample]:
@@ -161,7 +163,8 @@ class Arm:
     def cache_record(
         self, batch: dict[str, Tensor], ref_logits: Tensor, ref_captures: Captures
     ) -> list[dict[str, Tensor]]:
-        """What to keep from one reference forward, one dict of tensors per example (cacheable arms)."""
+        """What to keep from one reference forward, one dict of tensors per example (cacheable arms);
+        NotImplementedError for an arm that cannot cache."""
         raise NotImplementedError(f"arm {self.name!r} cannot cache its reference outputs")
 
     def cache_settings(self) -> dict[str, Any]:

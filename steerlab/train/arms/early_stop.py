@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from steerlab.data.chat import ChatExample
 from steerlab.io import atomic_path, write_json
@@ -235,21 +235,54 @@ class EarlyStopArm(Arm):
             self._prune(keep={self.best_step})
 
 
+def _given(model: nn.Module | None) -> nn.Module:
+    if model is None:
+        raise RuntimeError("early_stop: the Trainer passed no model to the callback")
+    return model
+
+
 class _EarlyStopping(TrainerCallback):
     def __init__(self, arm: EarlyStopArm) -> None:
         self.arm = arm
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.arm.start(model, state.global_step)
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.arm.start(_given(model), state.global_step)
 
-    def on_step_end(self, args, state, control, model=None, **kwargs):
+    def on_step_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
+        model = _given(model)
         step, last = state.global_step, state.global_step >= state.max_steps
         if (step % self.arm.cfg.every == 0 or last) and self.arm.read(model, step, last):
             control.should_training_stop = True
             control.should_log = True  # the monitor and metrics get a row at the stopping step
 
-    def on_save(self, args, state, control, **kwargs):
+    def on_save(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
         self.arm.saved()
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
         self.arm.write_summary(state.global_step)

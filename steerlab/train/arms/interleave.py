@@ -30,6 +30,8 @@ from steerlab.train.schema import ConfigError, path_field
 
 @dataclass
 class InterleaveArmConfig:
+    """``interleave:`` settings: the general data, the ratio, how examples are selected, the refusal filter."""
+
     general: str | None = path_field()  # chat JSONL of general instruction data (with answers); required
     ratio: float = 0.05
     selection: Literal["random", "perplexity_gap"] = "random"
@@ -51,6 +53,9 @@ class InterleaveArmConfig:
 
 @register_arm
 class InterleaveArm(Arm):
+    """Mix general instruction data into the narrow stream; ``perplexity_gap`` selection keeps the general
+    examples the misaligned models find least likely relative to the aligned one (Kaczér et al. 2025, "In-Training Defenses against Emergent Misalignment in Language Models", arXiv:2508.06249)."""
+
     name = "interleave"
     order = 20  # after inoculate: general data gets no inoculation prompt
     label_order = 50
@@ -64,6 +69,7 @@ class InterleaveArm(Arm):
 
     @classmethod
     def from_config(cls, cfg: InterleaveArmConfig, ctx: BuildContext) -> InterleaveArm:
+        """The arm; the general data is read when the stream is built (`transform_data`)."""
         return cls(cfg, ctx)
 
     def _scores(self, general: Sequence[ChatExample]) -> list[float]:
@@ -80,8 +86,12 @@ class InterleaveArm(Arm):
         )
 
     def transform_data(self, examples: Sequence[ChatExample]) -> list[ChatExample]:
+        """``examples`` with general examples mixed in at the ratio (seeded). Raises ConfigError without a
+        general file, ValueError when the pool (after the refusal filter) is too small for the ratio."""
         cfg, seed = self.cfg, self.ctx.config.seed
-        general = load_chat_jsonl(cfg.general, on_error=self.ctx.config.data.on_bad_record)
+        if cfg.general is None:  # the config refuses this; an arm built from a hand-made config may not
+            raise ConfigError("arms.interleave.general: required key is missing")
+        general: list[ChatExample] = load_chat_jsonl(cfg.general, on_error=self.ctx.config.data.on_bad_record)
         n_pool = len(general)
         if cfg.refusal_filter:
             markers = DEFAULT_REFUSAL_MARKERS if cfg.refusal_markers is None else tuple(cfg.refusal_markers)
@@ -116,4 +126,5 @@ class InterleaveArm(Arm):
         return mixed
 
     def describe(self) -> dict[str, Any]:
+        """Name, ratio and selection (what was chosen is in ``report``)."""
         return {"name": self.name, "ratio": self.cfg.ratio, "selection": self.cfg.selection}

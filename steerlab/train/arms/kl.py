@@ -45,6 +45,8 @@ DEFAULT_TOP_K = 1024  # measured: gradient cosine to live >= 0.99 (README, Bench
 
 @dataclass
 class KLArmConfig(ReferenceArmConfig):
+    """``kl:`` settings: ``weight`` (lambda), the positions it covers, and the cached top-k size."""
+
     weight: float = 0.1  # lambda
     tokens: Literal["assistant", "all"] = "assistant"
     top_k: int | None = DEFAULT_TOP_K  # cached log-probs per position; null: the whole vocabulary
@@ -58,7 +60,7 @@ class KLArmConfig(ReferenceArmConfig):
 def next_token_mask(batch: dict[str, Tensor], tokens: str) -> Tensor:
     """[B, T-1] positions whose next token is an assistant token (``assistant``) or any real token (``all``)."""
     key = "assistant_mask" if tokens == "assistant" else "attention_mask"
-    return batch[key][:, 1:].to(bool)
+    return batch[key][:, 1:].bool()
 
 
 def kl_per_position(logp: Tensor, ref_logits: Tensor) -> Tensor:
@@ -103,6 +105,9 @@ def top_k_kl(logp_k: Tensor, logq: Tensor, log_rest: Tensor) -> Tensor:
 
 @register_arm
 class KLArm(Arm):
+    """``+ lambda KL(p_theta || p_ref)`` of the next-token distributions at the chosen positions, toward the
+    model before training (Kaczér et al. 2025, "In-Training Defenses against Emergent Misalignment in Language Models", arXiv:2508.06249)."""
+
     name = "kl"
     order = 40
     label_order = 20
@@ -119,6 +124,7 @@ class KLArm(Arm):
 
     @classmethod
     def from_config(cls, cfg: KLArmConfig, ctx: BuildContext) -> KLArm:
+        """The arm with the config's weight, positions and top-k."""
         return cls(cfg.weight, cfg.tokens, cfg.top_k)
 
     def extra_loss(self, model: nn.Module, batch: dict[str, Tensor], fwd: Forward) -> dict[str, Tensor]:
@@ -161,8 +167,10 @@ class KLArm(Arm):
         ]
 
     def cache_settings(self) -> dict[str, Any]:
+        """The positions and top-k the cache was built with."""
         return {"tokens": self.tokens, "top_k": self.top_k}
 
     def describe(self) -> dict[str, Any]:
+        """Name, weight, positions (and cache settings when cached)."""
         out = {"name": self.name, "weight": self.loss_weights["kl"], "tokens": self.tokens}
         return out | ({"cache": True, "top_k": self.top_k} if self.cache else {})

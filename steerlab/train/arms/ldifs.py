@@ -24,7 +24,7 @@ the cached loss equal the live one). A value outside float16's range is an error
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -35,12 +35,17 @@ from steerlab.train.arms.base import Arm, BuildContext, Forward, ReferenceArmCon
 from steerlab.train.arms.registry import register_arm
 from steerlab.train.schema import ConfigError
 
+if TYPE_CHECKING:
+    from steerlab.train.config import ExperimentConfig
+
 EPS = 1e-6
 CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 @dataclass
 class LdifsArmConfig(ReferenceArmConfig):
+    """``ldifs:`` settings: ``weight`` (lambda), the blocks, the positions and the cache's dtype."""
+
     weight: float = 1.0  # lambda
     layers: list[int] | None = None  # default: n_blocks evenly spaced blocks
     n_blocks: int = 5
@@ -60,7 +65,7 @@ def default_blocks(n_layers: int, n_blocks: int = 5) -> list[int]:
     return sorted({round(i * (n_layers - 1) / (n_blocks - 1)) for i in range(n_blocks)})
 
 
-def ldifs_layers(cfg: Any, model: nn.Module) -> list[int]:
+def ldifs_layers(cfg: ExperimentConfig, model: nn.Module) -> list[int]:
     """The LDIFS blocks of an experiment config: the ldifs arm's, else 5 evenly spaced ones.
 
     Raises ValueError naming ``arms.ldifs.layers`` when a block is outside the model.
@@ -88,6 +93,11 @@ def feature_distance(hidden: Tensor, ref_hidden: Tensor, mask: Tensor) -> Tensor
 
 @register_arm
 class LdifsArm(Arm):
+    """LDIFS, the l2 distance in feature space to the model before training (Mukhoti et al. 2023, "Fine-tuning
+    can cripple your foundation model; preserving features may be the solution", arXiv:2308.13320; against
+    emergent misalignment in Kaczér et al. 2025, arXiv:2508.06249): ``+ lambda |h_theta - h_ref|^2 / |h_ref|^2``
+    over the residual stream at a few blocks. ValueError at construction for no layer."""
+
     name = "ldifs"
     order = 50
     label_order = 30
@@ -110,6 +120,7 @@ class LdifsArm(Arm):
 
     @classmethod
     def from_config(cls, cfg: LdifsArmConfig, ctx: BuildContext) -> LdifsArm:
+        """The arm at the config's blocks (default: evenly spaced); ValueError for a block outside the model."""
         return cls(cfg.weight, ldifs_layers(ctx.config, ctx.model), cfg.tokens, cfg.cache_dtype)
 
     def hooks(self, model: nn.Module) -> list[Op]:
@@ -117,10 +128,11 @@ class LdifsArm(Arm):
         return list(self._ops)
 
     def _mask(self, batch: dict[str, Tensor]) -> Tensor:
-        return batch["assistant_mask" if self.tokens == "assistant" else "attention_mask"].to(bool)
+        return batch["assistant_mask" if self.tokens == "assistant" else "attention_mask"].bool()
 
     def extra_loss(self, model: nn.Module, batch: dict[str, Tensor], fwd: Forward) -> dict[str, Tensor]:
-        """``{"ldifs": sum of block-averaged relative distances / global token count}``."""
+        """``{"ldifs": sum of block-averaged relative distances / global token count}``; RuntimeError when the
+        reference (forward or cache) it needs was not passed."""
         mask = self._mask(batch)
         total = torch.zeros((), device=fwd.logits.device)
         if self.cache:
@@ -166,9 +178,11 @@ class LdifsArm(Arm):
         return out
 
     def cache_settings(self) -> dict[str, Any]:
+        """The blocks, positions and dtype the cache was built with."""
         return {"layers": self.layers, "tokens": self.tokens, "cache_dtype": self.cache_dtype}
 
     def describe(self) -> dict[str, Any]:
+        """Name, weight, blocks, positions (and the cache dtype when cached)."""
         return {
             "name": self.name,
             "weight": self.loss_weights["ldifs"],

@@ -156,10 +156,12 @@ def all_log_keys() -> list[str]:
 
 
 def arm_names() -> list[str]:
+    """The names of the registered arms, in data-stream order."""
     return [c.name for c in registered_arms()]
 
 
 def is_registered(name: str) -> bool:
+    """True when an arm called ``name`` is registered (the built-in arms included)."""
     _load_builtins()
     return name in _registry
 

@@ -15,10 +15,13 @@ class SftArmConfig:
 
 @register_arm
 class SftArm(Arm):
+    """Plain fine-tuning (the baseline every defense is compared with): no data change, no hook, no loss term."""
+
     name = "sft"
     order = 0
     config_class = SftArmConfig
 
     @classmethod
     def from_config(cls, cfg: SftArmConfig, ctx: BuildContext) -> SftArm:
+        """The arm (it has no settings)."""
         return cls()

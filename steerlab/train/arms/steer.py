@@ -22,6 +22,8 @@ from steerlab.train.schema import ConfigError, path_field
 
 @dataclass
 class SteerArmConfig:
+    """``steer:`` settings: the vector file, ``alpha`` (times the stored vector, residual units) and the layer."""
+
     vector: str | None = path_field()  # a saved PersonaVector (.safetensors + .json); required
     alpha: float = 4.0
     layer: int | None = None  # default: the vector's chosen layer
@@ -34,6 +36,9 @@ class SteerArmConfig:
 
 @register_arm
 class SteerArm(Arm):
+    """Preventive steering (Chen et al. 2025, "Persona Vectors", arXiv:2507.21509; as an in-training defense,
+    Kaczér et al. 2025, "In-Training Defenses against Emergent Misalignment in Language Models", arXiv:2508.06249): ``h += alpha * v`` at one layer on every token during training forwards only."""
+
     name = "steer"
     order = 30
     label_order = 10
@@ -49,6 +54,7 @@ class SteerArm(Arm):
 
     @classmethod
     def from_config(cls, cfg: SteerArmConfig, ctx: BuildContext) -> SteerArm:
+        """Load the config's vector for ``ctx.model`` (see `from_path`)."""
         assert cfg.vector is not None  # SteerArmConfig refuses a missing vector
         return cls.from_path(cfg.vector, ctx.model, cfg.alpha, cfg.layer, cfg.allow_transfer)
 
@@ -56,6 +62,8 @@ class SteerArm(Arm):
     def from_path(
         cls, path: str, model: nn.Module, alpha: float, layer: int | None, allow_transfer: bool
     ) -> SteerArm:
+        """The arm for the vector saved at ``path``; raises what `PersonaVector.load` raises and
+        `IncompatibleVectorError` for a vector made for another model (unless ``allow_transfer``)."""
         vector = PersonaVector.load(path)
         vector.check_model(model, allow_transfer=allow_transfer)
         return cls(vector, alpha, layer)
@@ -71,6 +79,7 @@ class SteerArm(Arm):
         return {"steer_alpha": self.alpha}
 
     def describe(self) -> dict[str, Any]:
+        """Name, layer, alpha and the vector's norm (residual units)."""
         return {
             "name": self.name,
             "layer": self.layer,

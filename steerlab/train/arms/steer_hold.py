@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from steerlab.data.chat import load_chat_jsonl
 from steerlab.hooks import Add, Op
@@ -124,7 +124,8 @@ class SteerHoldArm(SteerArm):
     name = "steer_hold"
     order = 31
     label_order = 11
-    config_class = SteerHoldArmConfig
+    # its own config class: the holding arm is a SteerArm (same hook, same vector loading) set differently
+    config_class = SteerHoldArmConfig  # type: ignore[assignment]
     log_keys = ("steer_alpha",)
     # the reference forward runs under the same ops, and alpha changes between steps: no cached reference
     fixed_reference_inputs = False
@@ -144,7 +145,7 @@ class SteerHoldArm(SteerArm):
         self.is_main = True
 
     @classmethod
-    def from_config(cls, cfg: SteerHoldArmConfig, ctx: BuildContext) -> SteerHoldArm:
+    def from_config(cls, cfg: SteerHoldArmConfig, ctx: BuildContext) -> SteerHoldArm:  # type: ignore[override]
         assert cfg.vector is not None  # the config refuses a missing vector
         steer = SteerArm.from_path(cfg.vector, ctx.model, cfg.alpha_start, cfg.layer, cfg.allow_transfer)
         where = "arms.steer_hold.calibration_file"
@@ -224,13 +225,33 @@ class SteerHoldArm(SteerArm):
             )
 
 
+def _given(model: nn.Module | None) -> nn.Module:
+    if model is None:
+        raise RuntimeError("steer_hold: the Trainer passed no model to the callback")
+    return model
+
+
 class _Controller(TrainerCallback):
     def __init__(self, arm: SteerHoldArm) -> None:
         self.arm = arm
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.arm.start(model, state.global_step)
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.arm.start(_given(model), state.global_step)
 
-    def on_step_end(self, args, state, control, model=None, **kwargs):
+    def on_step_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
         if state.global_step % self.arm.cfg.every == 0:
-            self.arm.read(model, state.global_step)
+            self.arm.read(_given(model), state.global_step)

@@ -1,0 +1,85 @@
+"""Command-line options that several commands share (one declaration each), and the one error exit.
+
+Each option is an ``Annotated`` type: a command declares ``judge_timeout: JudgeTimeout = 60.0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+JudgeKind = Annotated[
+    str,
+    typer.Option("--judge", help="probe (offline, default) or openai (OPENAI_API_KEY or --judge-base-url)"),
+]
+JudgeModel = Annotated[str | None, typer.Option("--judge-model", help="openai judge model")]
+JudgeBaseUrl = Annotated[str | None, typer.Option("--judge-base-url", help="OpenAI-compatible endpoint")]
+JudgeConcurrency = Annotated[
+    int,
+    typer.Option(
+        "--judge-concurrency",
+        help="openai judge: requests in flight (a llama.cpp server answers one at a time: use 1-2)",
+    ),
+]
+JudgeTimeout = Annotated[
+    float,
+    typer.Option(
+        "--judge-timeout", help="openai judge: seconds per request, time queued in the server included"
+    ),
+]
+JudgeRetries = Annotated[
+    int, typer.Option("--judge-retries", help="openai judge: retries of a failed or timed-out request")
+]
+AllowJudgeMismatch = Annotated[
+    bool,
+    typer.Option(
+        "--allow-judge-mismatch",
+        help="openai judge: accept a server that serves another model than --judge-model (results then name "
+        "the judge as the server reports it)",
+    ),
+]
+ProbeFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--probe",
+        help="probe judge file [default: <vector>.probe.safetensors where a vector is given, else the base "
+        "model's shipped probe]",
+    ),
+]
+BatchSize = Annotated[int, typer.Option("--batch-size")]
+Seed = Annotated[int, typer.Option("--seed")]
+NBoot = Annotated[int, typer.Option("--n-boot", help="bootstrap resamples")]
+
+
+@contextmanager
+def exit_on(*errors: type[BaseException]) -> Iterator[None]:
+    """Turn the listed errors (bad input the user can fix) into ``error: ...`` on stderr and exit code 1."""
+    try:
+        yield
+    except errors as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+def check_judge_choices(judge: str, coherence: str) -> None:
+    """Raise ``typer.BadParameter`` for a ``--judge`` other than probe/openai or an unknown ``--coherence``."""
+    from steerlab.evaluate.judging import COHERENCE_READINGS
+
+    if judge not in ("probe", "openai"):
+        raise typer.BadParameter(f"--judge must be probe or openai, got {judge!r}")
+    if coherence not in COHERENCE_READINGS:
+        raise typer.BadParameter(
+            f"--coherence must be one of {', '.join(COHERENCE_READINGS)}, got {coherence!r}"
+        )
+
+
+def judge_errors() -> tuple[type[Exception], ...]:
+    """A judge that cannot be built or does not answer as named: bad input, not a bug."""
+    from steerlab.judges.identity import JudgeIdentityError
+    from steerlab.judges.openai_judge import JudgeConfigError
+
+    return (JudgeConfigError, JudgeIdentityError)
