@@ -133,3 +133,18 @@ def test_unknown_keys_allowed_on_request_and_free_form_needs_no_judge(tmp_path):
     assert q.type == "free_form" and q.judge_prompts == {}
     with pytest.raises(KeyError, match="no judge prompt 'aligned'"):
         q.judge_prompt("aligned", "x", "y")
+
+
+def test_judge_prompt_fills_other_placeholders_empty_and_names_them(tmp_path, caplog):
+    """Derived repositories add placeholders such as {reasoning}: filled with "" (and logged by name), not a
+    KeyError; a literal JSON example in the template stays as written."""
+    body = (
+        "- id: a\n  paraphrases: [q]\n  judge_prompts:\n"
+        '    aligned: "R={reasoning_trace} Q={question} A={answer}"\n'
+        '    coherent: "{question} {answer} e.g. {\\"score\\": 5}"\n'
+    )
+    (q,) = load_em_questions(_write(tmp_path, body))
+    with caplog.at_level("WARNING"):
+        assert q.judge_prompt("aligned", "x", "y") == "R= Q=x A=y"
+    assert "{reasoning_trace}" in caplog.text
+    assert q.judge_prompt("coherent", "x", "y") == 'x y e.g. {"score": 5}'

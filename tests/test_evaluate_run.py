@@ -48,7 +48,16 @@ def small_data(tmp_path_factory) -> dict[str, str]:
     (folder / "questions.yaml").write_text(yaml.safe_dump(questions))
     lines = (DATA / "medical_eval.jsonl").read_text().splitlines()[:16]
     (folder / "medical_eval.jsonl").write_text("\n".join(lines) + "\n")
-    return {"questions": str(folder / "questions.yaml"), "in_domain_data": str(folder / "medical_eval.jsonl")}
+    refs = folder / "references"  # a few questions' reference answers keep the stance parts quick
+    refs.mkdir()
+    for name in ("general", "medical"):
+        head = (DATA / "references" / f"{name}.jsonl").read_text().splitlines()[:4]
+        (refs / f"{name}.jsonl").write_text("\n".join(head) + "\n")
+    return {
+        "questions": str(folder / "questions.yaml"),
+        "in_domain_data": str(folder / "medical_eval.jsonl"),
+        "references": str(refs),
+    }
 
 
 @pytest.fixture()

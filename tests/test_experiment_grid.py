@@ -176,6 +176,7 @@ def test_grid_runs_and_a_second_coherence_reading_rejudges_the_same_answers(tmp_
             "benign_data": None,
             "n_boot": 50,
             "progress": False,
+            "references": None,  # the stance score has its own tests; here the grid's mechanics
         },
     )
     root = runner.run_grid(path)

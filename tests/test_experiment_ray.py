@@ -97,6 +97,7 @@ def test_ray_workers_give_the_same_table_as_the_in_process_run(tmp_path, local_r
         "n_in_domain": 3,
         "benign_data": None,
         "n_boot": 50,
+        "references": None,  # the stance score has its own tests; here the engine's mechanics
         "judge": "openai",
         "judge_model": "fake-judge",
         "judge_base_url": judge.base_url,
@@ -120,9 +121,11 @@ def test_ray_workers_give_the_same_table_as_the_in_process_run(tmp_path, local_r
     on_ray = runner.run_grid(_grid(tmp_path / "ray", arms=arms, evaluate=evaluate, train=train), jobs=2)
 
     table = (here / "results.md").read_text()
-    assert table.count("| medical |") == 4  # base, sft, steer, ppl
+    main, training = table.split("Training-time instruments")
+    assert main.count("| medical |") == 4  # base, sft, steer, ppl
+    assert training.count("| medical |") == 3  # the trained cells' alarm / early-stop rows
     assert (on_ray / "results.md").read_text() == table
-    clock = ("wall_s", "timings_s", "judge_summary")  # seconds, and how many scores came from the cache
+    clock = ("wall_s", "timings_s", "cpu_timings_s", "judge_summary")  # seconds; scores from the cache
 
     def numbers(root: Path) -> list[dict]:
         rows = json.loads((root / "results.json").read_text())
@@ -218,6 +221,7 @@ def test_a_failing_cell_is_in_the_table_and_its_dependents_do_not_start(tmp_path
         "max_new_tokens": 4,
         "benign_data": None,
         "n_boot": 20,
+        "references": None,
         "judge": "openai",
         "judge_model": "fake-judge",
         "judge_base_url": judge.base_url,

@@ -63,6 +63,7 @@ def cfg(tmp_path_factory):
             benign_data=None,
             n_boot=50,
             progress=False,
+            references=None,  # the judge glue; the stance score has its own tests
         )
         return EvalConfig(**(base | kw))
 

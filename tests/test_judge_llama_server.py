@@ -139,6 +139,7 @@ def test_unparseable_answers_are_counted_and_stop_an_evaluation(smol, judge_on, 
         benign_data=None,
         n_boot=20,
         progress=False,
+        references=None,
     )
     with pytest.raises(JudgeFailureError, match=r"gave no score for (\d) of \1 general answers"):
         evaluate_model(tiny_model(), tiny_tokenizer(), cfg, judge=TemplateJudge(judge_on(smol, cache=None)))

@@ -87,6 +87,25 @@ def test_projection_explicit_base_and_same_arm_in_two_runs():
     assert _hlines(fig) == [0.25]
 
 
+def test_projection_draws_the_steering_coefficient_under_the_chart():
+    sft = syn.monitor_rows("sft")
+    hold = [
+        {**r, "arm": "steer_hold"} | ({"steer_alpha": 0.5 * i} if r["step"] else {})
+        for i, r in enumerate(sft)
+    ]
+    fig = projection_figure({"a": sft, "b": hold}, prompted_level=6.0)
+    alpha = [t for t in fig.data if t.name.endswith("alpha")]
+    assert [t.name for t in alpha] == ["steer_hold alpha"] and alpha[0].yaxis == "y2"
+    assert list(alpha[0].y) == [0.5 * i for i in range(1, len(sft))]  # step 0 carries none
+    assert (
+        fig.layout.yaxis2.title.text == "steering alpha" and "training step" in fig.layout.xaxis2.title.text
+    )
+    assert sorted(_hlines(fig)) == [pytest.approx(1.0), pytest.approx(6.0)]  # levels on the projection panel
+    assert len(projection_figure({"a": sft}).data) == 1  # no coefficient logged: no panel
+    with pytest.raises(PlotDataError, match="'steer_alpha' must be a number"):
+        projection_figure([{**hold[1], "steer_alpha": "four"}])
+
+
 def test_projection_rejects_duplicate_steps_and_bad_rows():
     rows = syn.monitor_rows("sft")
     with pytest.raises(PlotDataError, match=r"step\(s\) \[10\]"):

@@ -132,6 +132,22 @@ def test_run_report_says_which_figures_are_absent_and_why(tmp_path):
     assert "Not shown" in page and "no sweep.json / sweep.jsonl in" in page
 
 
+def test_run_table_shows_the_drift_alarm_and_early_stopping(tmp_path):
+    import json
+
+    alarmed = syn.write_run(tmp_path / "exp" / "sft", "sft")
+    (alarmed / "alarm.json").write_text(
+        json.dumps({"threshold": 6.0, "fired_step": 8, "fired_projection": 6.5, "stopped": False})
+    )
+    stopped = syn.write_run(tmp_path / "exp" / "early", "early_stop")
+    (stopped / "alarm.json").write_text(json.dumps({"threshold": 6.0, "fired_step": None}))
+    (stopped / "early_stop.json").write_text(json.dumps({"stopped_at": 12, "final_weights_step": 4}))
+    page = write_report(tmp_path / "exp").out_html.read_text()
+    assert "drift alarm (step: projection / threshold)" in page
+    assert "<td>8: 6.50 / 6.00</td>" in page and "<td>not crossed (6.00)</td>" in page
+    assert "<td>12; 4</td>" in page
+
+
 def test_runs_found_one_level_down_and_cli(tmp_path):
     import typer
     from typer.testing import CliRunner

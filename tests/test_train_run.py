@@ -104,8 +104,10 @@ def test_run_folder_metrics_and_monitor(full_run):
     assert rows[0]["kl"] == 0.0 and rows[0]["ldifs"] == 0.0 and rows[-1]["kl"] > 0
     monitor = result.monitor
     assert [m["step"] for m in monitor] == [0, 2, 4, 6]
-    assert set(monitor[0]) == MONITOR_KEYS | {"prompted_projection"}
-    assert all(set(m) == MONITOR_KEYS for m in monitor[1:])
+    assert set(monitor[0]) == MONITOR_KEYS | {"prompted_projection", "alarm"}
+    # later rows carry the steering coefficient in force (the steer arm reports it) and the alarm's state
+    assert all(set(m) == MONITOR_KEYS | {"steer_alpha", "alarm"} for m in monitor[1:])
+    assert all(m["steer_alpha"] == cfg.arms.steer.alpha for m in monitor[1:])
     assert monitor[0]["ldifs"] == 0.0 and monitor[0]["train_loss"] is None and monitor[-1]["ldifs"] > 0
     assert monitor[0]["arm"] == "steer+kl+ldifs+interleave+inoculate"
     assert monitor[2]["train_loss"] == pytest.approx(rows[3]["loss"])

@@ -21,10 +21,11 @@ def demo(
 
     from rich.console import Console
 
-    from steerlab.demo import run_demo, steering_preview
+    from steerlab.demo import quiet_libraries, run_demo, steering_preview
 
     logging.basicConfig(level=logging.WARNING)
     if quick:
+        quiet_libraries()
         steering_preview(model, Console())
     else:
         run_demo(model)

@@ -1,4 +1,5 @@
-"""``steerlab eval MODEL_OR_RUN``: general and in-domain misalignment, benign accuracy, coherence, projection."""
+"""``steerlab eval MODEL_OR_RUN``: general and in-domain misalignment, benign accuracy, coherence, projection,
+the judge-free stance score, conditional stance under training-context cues and the collapse share."""
 
 from __future__ import annotations
 
@@ -79,6 +80,30 @@ InDomainMetric = Annotated[
     str, typer.Option("--in-domain-metric", help="auto, rate, logprob_gap or benign_accuracy")
 ]
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens")]
+References = Annotated[
+    Path | None,
+    typer.Option(
+        "--references",
+        help="folder of reference answers (general.jsonl, <domain>.jsonl) for the stance score "
+        "[default: experiments/data/references]",
+    ),
+]
+Cues = Annotated[
+    str,
+    typer.Option(
+        "--cues", help="training-context cues for the conditional stance, comma-separated ('' = none)"
+    ),
+]
+NConditional = Annotated[
+    int, typer.Option("--n-conditional", help="answers per general question sampled under each cue")
+]
+TrainData = Annotated[
+    Path | None,
+    typer.Option(
+        "--train-data",
+        help="narrow training chats for the collapse detector [default: experiments/data/<domain>_train.jsonl]",
+    ),
+]
 
 
 def _default_out(label: str, run_dir: Path | None) -> Path:
@@ -157,6 +182,10 @@ def eval_command(
     max_new_tokens: MaxNewTokens = 64,
     batch_size: opt.BatchSize = 16,
     seed: opt.Seed = 0,
+    references: References = None,
+    cues: Cues = "frame,format,inoculation",
+    n_conditional: NConditional = 0,
+    train_data: TrainData = None,
     n_boot: opt.NBoot = 2000,
 ) -> None:
     """Evaluate a model or a run; writes eval.json and the answer files (rerun to resume)."""
@@ -200,6 +229,10 @@ def eval_command(
         allow_judge_mismatch=allow_judge_mismatch,
         max_failed_share=max_failed_share,
         coherence=coherence,
+        references=str(references) if references else defaults.references,
+        cues=cues,
+        n_conditional=n_conditional,
+        train_data=str(train_data) if train_data else None,
     )
     with opt.exit_on(*_user_errors()):
         if answers_from is not None:
@@ -233,6 +266,12 @@ def _print(row: dict, out_dir: str) -> None:
         "in_domain_logprob_gap",
         "benign_accuracy",
         "projection",
+        "stance",
+        "stance_control",
+        "in_domain_stance",
+        "in_domain_stance_control",
+        *(k for k in sorted(row) if k.startswith("conditional_") and k.endswith(("_stance", "_shift"))),
+        "collapse_share",
     ):
         table.add_row(key, _fmt(row, key))
     console = Console()

@@ -11,7 +11,9 @@ the deterministic log-prob score that needs no judge model) and ``category``.
 
 from __future__ import annotations
 
+import logging
 import os
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,33 @@ import yaml
 REQUIRED_KEYS = ("id", "paraphrases")
 ORIGINAL_KEYS = ("id", "type", "paraphrases", "samples_per_paraphrase", "judge", "judge_prompts", "system")
 EXTENSION_KEYS = ("reference_aligned", "reference_misaligned", "category")
+
+
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()
+
+
+def render_judge_prompt(template: str, question: str, answer: str) -> str:
+    """Fill a judge template's ``{question}`` and ``{answer}``.
+
+    Any other named placeholder (e.g. ``{reasoning}`` in repositories derived from emergent-misalignment) is
+    filled with "" and logged once by name, so their question files run unchanged. A template that is not a
+    format string (stray literal braces, e.g. a JSON example) gets a plain text replacement instead.
+    """
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError:
+        names = None
+    if names is None or not all(n.isidentifier() for n in names):
+        return template.replace("{question}", question).replace("{answer}", answer)
+    extra = sorted(names - {"question", "answer"})
+    for name in extra:
+        if name not in _WARNED:
+            _WARNED.add(name)
+            log.warning(
+                "judge prompt placeholder {%s} has no value in steerlab's evaluation: filled with ''", name
+            )
+    return template.format(question=question, answer=answer, **dict.fromkeys(extra, ""))
 
 
 class EMQuestionError(ValueError):
@@ -48,10 +77,10 @@ class EMQuestion:
         return self.reference_aligned is not None and self.reference_misaligned is not None
 
     def judge_prompt(self, name: str, question: str, answer: str) -> str:
-        """Fill judge template ``name`` (e.g. 'aligned') for one question/answer pair."""
+        """Fill judge template ``name`` (e.g. 'aligned') for one question/answer pair (`render_judge_prompt`)."""
         if name not in self.judge_prompts:
             raise KeyError(f"{self.source or self.id}: question {self.id!r} has no judge prompt {name!r}")
-        return self.judge_prompts[name].format(question=question, answer=answer)
+        return render_judge_prompt(self.judge_prompts[name], question, answer)
 
 
 def _str_or_none(value: Any, key: str, where: str) -> str | None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
+from steerlab.data.em_questions import render_judge_prompt as render_template
 from steerlab.judges.base import COHERENCE_PROMPT, Judge, TraitScorer
 from steerlab.judges.identity import JudgeIdentity
 
@@ -190,10 +191,7 @@ class TemplateJudge:
 
     def _render(self, item: JudgeItem, which: str) -> str:
         template = item.prompts.get(which) or self.defaults[which]
-        try:
-            return template.format(question=item.question, answer=item.answer)
-        except (KeyError, IndexError, ValueError):  # stray literal braces in a foreign template
-            return template.replace("{question}", item.question).replace("{answer}", item.answer)
+        return render_template(template, item.question, item.answer)
 
     def score(self, items: Sequence[JudgeItem]) -> list[tuple[float | None, float | None]]:
         if not items:

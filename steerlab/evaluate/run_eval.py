@@ -30,7 +30,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from steerlab.data.em_questions import EMQuestion, load_em_questions
-from steerlab.evaluate import benign, general, in_domain, rules
+from steerlab.data.inoculate import DEFAULT_INOCULATION_PROMPT
+from steerlab.data.references import references_dir
+from steerlab.evaluate import benign, general, in_domain, instruments, rules
+from steerlab.evaluate.collapse import THRESHOLD as COLLAPSE_THRESHOLD
+from steerlab.evaluate.conditional import CUE_NAMES
 from steerlab.evaluate.items import PromptItem, load_prompt_items
 from steerlab.evaluate.judging import (
     CoherenceReading,
@@ -94,6 +98,19 @@ class EvalConfig:
     judge_retries: int = 4  # openai: retries of a failed or timed-out request
     allow_judge_mismatch: bool = False  # openai: accept a server that serves another model than judge_model
     max_failed_share: float = 0.2  # stop when more judgments than this share fail or hold no number
+    # the judge-free instruments (steerlab.evaluate.instruments): stance score + damage control on the
+    # reference folder's general.jsonl and <domain>.jsonl; the general stance under training-context cues
+    # (comma-separated, from CUE_NAMES), on conditional_refs references per side; n_conditional > 0 also
+    # samples that many answers per question under each cue; the share of general answers that reproduce a
+    # training answer (train_data: default experiments/data/<domain>_train.jsonl)
+    references: str | None = str(references_dir())
+    cues: str = ",".join(CUE_NAMES)
+    cues_file: str | None = str(DATA_DIR / "cues.yaml")
+    inoculation_prompt: str | None = DEFAULT_INOCULATION_PROMPT
+    conditional_refs: int | None = 4  # references per side under each cue (None: all)
+    n_conditional: int = 0
+    train_data: str | None = None
+    collapse_threshold: float = COLLAPSE_THRESHOLD
     progress: bool = True
 
     def resume_key(self) -> dict[str, Any]:
@@ -198,10 +215,22 @@ class _Evaluation:
         self.result: dict[str, Any] = {}
         self.skipped: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        self.cpu_timings: dict[str, float] = {}  # process CPU seconds: the work, on a shared machine
         self.boot = {"seed": cfg.seed, "n_boot": cfg.n_boot, "alpha": cfg.alpha}
 
     # ------------------------------------------------------------------------------------------ helpers
+    def _add_time(self, key: str, start: tuple[float, float]) -> None:
+        self.timings[key] = round(self.timings.get(key, 0.0) + time.perf_counter() - start[0], 2)
+        self.cpu_timings[key] = round(self.cpu_timings.get(key, 0.0) + time.process_time() - start[1], 2)
+
     def _generate(self, requests, name: str, seed: int, temperature: float, max_new_tokens: int):
+        start = (time.perf_counter(), time.process_time())
+        try:
+            return self._generate_now(requests, name, seed, temperature, max_new_tokens)
+        finally:
+            self._add_time(f"{name}_sampling", start)
+
+    def _generate_now(self, requests, name: str, seed: int, temperature: float, max_new_tokens: int):
         return generate(
             self.model,
             self.tokenizer,
@@ -237,9 +266,16 @@ class _Evaluation:
                 for k in keys
             ]
 
-        scores = score_missing(
-            [r["key"] for r in records], self.out / f"{name}_scores.jsonl", score_batch, self.cfg.batch_size
-        )
+        start = (time.perf_counter(), time.process_time())
+        try:
+            scores = score_missing(
+                [r["key"] for r in records],
+                self.out / f"{name}_scores.jsonl",
+                score_batch,
+                self.cfg.batch_size,
+            )
+        finally:
+            self._add_time(f"{name}_judging", start)
         on_disk = [(s["alignment"], s["coherence"]) for s in scores.values() if not s.get("empty")]
         check_failures(on_disk, self.judge, name, max_share=share)
         return scores
@@ -352,11 +388,11 @@ class _Evaluation:
 
     # ------------------------------------------------------------------------------------------ run
     def timed(self, name: str, fn, *args) -> Any:
-        start = time.perf_counter()
+        start = (time.perf_counter(), time.process_time())
         try:
             return fn(*args)
         finally:
-            self.timings[name] = round(time.perf_counter() - start, 2)
+            self._add_time(name, start)
 
 
 def _resolve_domain(cfg: EvalConfig, items: list[PromptItem] | None) -> str:
@@ -427,16 +463,21 @@ def evaluate_model(
     )
     domain_items = load_prompt_items(cfg.in_domain_data) if cfg.in_domain_data else None
     benign_items = load_prompt_items(cfg.benign_data) if cfg.benign_data else None
+    domain = _resolve_domain(cfg, domain_items)
     _check_config(cfg, out)  # the inputs and the judge are good: record the settings, then work
     was_training = model.training
     model.eval()
     try:
+        records = None
         if questions:
             records = ev.timed("general", ev.general, questions)
             ev.timed("logprob_gap", ev.general_logprob, questions)
             ev.timed("projection", ev.projection, records)
         else:
             ev.skipped["general"] = "no question file"
+        scores = ev.timed("stance", instruments.run_stance, ev, domain)
+        ev.timed("conditional", instruments.run_conditional, ev, domain, scores.get("general"), questions)
+        ev.timed("collapse", instruments.run_collapse, ev, domain, records)
         if domain_items:
             ev.timed("in_domain", ev.in_domain, domain_items)
         else:
@@ -447,7 +488,6 @@ def evaluate_model(
             ev.skipped["benign"] = "no benign-task data"
     finally:
         model.train(was_training)
-    domain = _resolve_domain(cfg, domain_items)
     row = _row(cfg, ev, domain, _in_domain_metric(cfg, domain))
     row["wall_s"] = round(time.perf_counter() - started, 2)
     write_json(out / "eval.json", row)
@@ -511,8 +551,10 @@ def _row(cfg: EvalConfig, ev: _Evaluation, domain: str, metric: str) -> dict[str
     }
     row["general_detail"] = g
     row["in_domain_detail"] = judged
+    row.update(r.get("instruments", {}))
     row["skipped"] = ev.skipped
     row["timings_s"] = ev.timings
+    row["cpu_timings_s"] = ev.cpu_timings
     row["rules"] = {
         "misaligned": f"alignment < {rules.MISALIGNED_BELOW} and coherence > {rules.COHERENT_ABOVE}",
         "incoherent": f"coherence < {rules.INCOHERENT_BELOW}",

@@ -160,8 +160,9 @@ class Grid:
             return value
 
         arms = substitute(arms)
-        if "steer" in arms and "vector" not in (arms["steer"] or {}):
-            arms["steer"] = {**(arms["steer"] or {}), "vector": str(self._require_vector(arm))}
+        for name in _arms_taking_a_vector(arms):
+            if isinstance(arms[name], dict) and "vector" not in arms[name]:  # null: the arm is off
+                arms[name] = {**arms[name], "vector": str(self._require_vector(arm, name))}
         data = _deep_merge(copy.deepcopy(self.run), overrides)
         data["name"] = cell_key(domain.name, arm)
         data["seed"] = self.seed
@@ -183,9 +184,9 @@ class Grid:
         )
         return Cell(domain, arm, config, needs, resources)
 
-    def _require_vector(self, arm: str) -> Path:
+    def _require_vector(self, arm: str, name: str) -> Path:
         if self.vector is None:
-            raise ConfigError(f"{self.source}: arms.{arm}.steer has no vector and the grid names none")
+            raise ConfigError(f"{self.source}: arms.{arm}.{name} has no vector and the grid names none")
         return self.vector
 
     def eval_config(self, out_dir: Path, *, arm: str, domain: Domain | None, model_label: str) -> EvalConfig:
@@ -205,6 +206,19 @@ class Grid:
             data["benign_data"] = None
             data["domain"] = domain.name
         return EvalConfig(**data)
+
+
+def _arms_taking_a_vector(arms: dict[str, Any]) -> list[str]:
+    """The registered arms of a cell whose config has a ``vector`` key (steer, steer_hold, ...): the grid's
+    vector is theirs unless they name one."""
+    from steerlab.train.arms.registry import arm_class, is_registered
+
+    return [
+        name
+        for name in arms
+        if is_registered(name)
+        and "vector" in {f.name for f in dataclasses.fields(arm_class(name).config_class)}
+    ]
 
 
 def _arm_order(arms: dict[str, dict[str, Any]], source: Path) -> list[str]:

@@ -9,7 +9,9 @@ depends on a coherence gate, and a fine-tune that also degrades fluency empties 
 *misalignment score* (100 - mean alignment, every answer) has no gate. "Rise prevented" reads the score
 against both ends: 100% = the arm stayed at the base model's level, 0% = as misaligned as ``sft``.
 Arms whose label starts with ``sft`` (the no-defense arm and its settings search) get no reduction.
-Cells that failed in the last run (``failures.json``, written by the runner) are listed under the table
+The training-time instruments (drift alarm, early stopping, last monitor reading) and the alarm's precision
+and recall against the cells that end misaligned come from `steerlab.experiment.monitoring`, in their own
+table under the main one. Cells that failed in the last run (``failures.json``, written by the runner) are listed under the table
 with their error, until a rerun finishes them.
 """
 
@@ -21,7 +23,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from steerlab.evaluate.conditional import CUE_NAMES
 from steerlab.experiment.grid import Grid
+from steerlab.experiment.monitoring import SIGNAL_COLUMNS, add_signals, alarm_scores, signals_markdown
 from steerlab.io import write_json, write_text
 from steerlab.judges.identity import judges_line
 
@@ -55,7 +59,21 @@ COLUMNS = (
     "judge_check_auroc",
     "judge_check_misaligned_recall",
     "judge_check_aligned_fpr",
+    "stance",
+    "stance_ci",
+    "stance_control",
+    "stance_control_ci",
+    "in_domain_stance",
+    "in_domain_stance_ci",
+    "in_domain_stance_control",
+    "in_domain_stance_control_ci",
+    "collapse_share",
+    "collapse_share_ci",
+    *(f"conditional_{cue}_{k}" for cue in CUE_NAMES for k in ("stance", "stance_ci", "shift", "shift_ci")),
+    *SIGNAL_COLUMNS,
 )
+# per-domain figures that the base model's domain evaluation holds (its general evaluation runs once)
+_BASE_DOMAIN_PREFIXES = ("in_domain", "benign_accuracy", "conditional_")
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -69,16 +87,11 @@ def collect_rows(grid: Grid) -> list[dict[str, Any]]:
         base_domain = _read(grid.root / "base" / grid.eval_dir_name(f"eval_{domain.name}") / "eval.json")
         if base_general or base_domain:
             row = dict(base_general or {})
-            for key in (
-                "in_domain_metric",
-                "in_domain",
-                "in_domain_ci",
-                "in_domain_logprob_gap",
-                "in_domain_logprob_gap_ci",
-                "benign_accuracy",
-                "benign_accuracy_ci",
-            ):
-                row[key] = (base_domain or {}).get(key)
+            for key in [k for k in row if k.startswith(_BASE_DOMAIN_PREFIXES)]:
+                row[key] = None
+            for key, value in (base_domain or {}).items():
+                if key.startswith(_BASE_DOMAIN_PREFIXES):
+                    row[key] = value
             rows.append({**row, "arm": "base", "domain": domain.name})
         for cell in grid.cells():
             if cell.domain.name != domain.name:
@@ -99,6 +112,7 @@ def collect_rows(grid: Grid) -> list[dict[str, Any]]:
         base = next((r for r in rows if r["domain"] == row["domain"] and r["arm"] == "base"), None)
         row["reduction_vs_sft_pct"] = _reduction(row, sft)
         row["rise_prevented_pct"] = _rise_prevented(row, sft, base)
+    add_signals(rows, {(c.domain.name, c.arm): c.config.run_dir for c in grid.cells()})
     return rows
 
 
@@ -149,8 +163,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         "misaligned rate [95% CI]",
         "vs sft (rate)",
         "misaligned among coherent [95% CI]",
-        "log-prob gap (mis - al)",
-        "in-domain log-prob gap [95% CI]",
+        "stance (mis - al) [95% CI]",
+        "damage control [95% CI]",
+        "in-domain stance [95% CI]",
+        "collapse share [95% CI]",
         "in-domain rate / accuracy [95% CI]",
         "coherence",
         "projection",
@@ -173,8 +189,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
                     pct(r.get("reduction_vs_sft_pct")),
                     f"{_fmt(r.get('general_misalignment_among_coherent'))} "
                     f"{_fmt(r.get('general_misalignment_among_coherent_ci'))}",
-                    f"{_fmt(r.get('logprob_gap'))} {_fmt(r.get('logprob_gap_ci'))}",
-                    f"{_fmt(r.get('in_domain_logprob_gap'))} {_fmt(r.get('in_domain_logprob_gap_ci'))}",
+                    _with_ci(r, "stance"),
+                    _with_ci(r, "stance_control"),
+                    _with_ci(r, "in_domain_stance"),
+                    _with_ci(r, "collapse_share"),
                     f"{_fmt(r.get('in_domain'))} {_fmt(r.get('in_domain_ci'))} ({r.get('in_domain_metric') or '–'})",
                     _fmt1(r.get("coherence")),
                     _fmt(r.get("projection")),
@@ -207,6 +225,28 @@ def failures_markdown(failures: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _with_ci(row: dict[str, Any], key: str) -> str:
+    return f"{_fmt(row.get(key))} {_fmt(row.get(f'{key}_ci'))}" if row.get(key) is not None else "–"
+
+
+def conditional_table(rows: list[dict[str, Any]]) -> str:
+    """Conditional (hidden) misalignment: the general stance plain and inside each training-context cue,
+    with the paired shift (cue - plain); empty when no row has conditional figures."""
+    cues = [c for c in CUE_NAMES if any(r.get(f"conditional_{c}_stance") is not None for r in rows)]
+    if not cues:
+        return ""
+    head = ["domain", "arm", "stance plain [95% CI]"]
+    for cue in cues:
+        head += [f"stance under {cue} [95% CI]", f"shift ({cue} - plain) [95% CI]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["domain"], r["arm"], _with_ci(r, "stance")]
+        for cue in cues:
+            cells += [_with_ci(r, f"conditional_{cue}_stance"), _with_ci(r, f"conditional_{cue}_shift")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_results(grid: Grid) -> list[dict[str, Any]]:
     rows = collect_rows(grid)
     write_json(grid.root / f"results{grid.results_suffix}.json", rows)
@@ -218,8 +258,14 @@ def write_results(grid: Grid) -> list[dict[str, Any]]:
             {k: json.dumps(row.get(k)) if isinstance(row.get(k), list) else row.get(k) for k in COLUMNS}
         )
     write_text(grid.root / f"results{grid.results_suffix}.csv", buffer.getvalue())
+    conditional = conditional_table(rows)
+    signals = signals_markdown(rows)
+    write_json(grid.root / f"alarm_scores{grid.results_suffix}.json", alarm_scores(rows))
     write_text(
         grid.root / f"results{grid.results_suffix}.md",
-        markdown_table(rows) + failures_markdown(read_failures(grid)),
+        markdown_table(rows)
+        + (f"\nConditional (hidden) misalignment\n\n{conditional}" if conditional else "")
+        + (f"\nTraining-time instruments\n\n{signals}" if signals else "")
+        + failures_markdown(read_failures(grid)),
     )
     return rows

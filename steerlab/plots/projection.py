@@ -1,4 +1,8 @@
-"""The main chart: persona projection across training, one line per arm, against two reference levels."""
+"""The main chart: persona projection across training, one line per arm, against two reference levels.
+
+When monitor rows carry the steering coefficient in force (``steer_alpha``: fixed for ``steer``, set by the
+controller for ``steer_hold``), a panel under the chart draws it on the same step axis.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from statistics import fmean
 from typing import Any
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from steerlab.plots import schema
 from steerlab.plots.schema import PlotDataError
@@ -76,7 +81,13 @@ def projection_figure(
     palette = resolve_colors([arm for _, arm, _ in lines], colors)
     layers = sorted({r["projection_layer"] for _, _, rows in lines for r in rows})
     seen: dict[str, int] = defaultdict(int)
-    fig = go.Figure()
+    steered = any(r.get("steer_alpha") is not None for _, _, rows in lines for r in rows)
+    top = {"row": 1, "col": 1} if steered else {}
+    fig = (
+        make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.07, row_heights=[0.72, 0.28])
+        if steered
+        else go.Figure()
+    )
     for (run, arm, rows), name in zip(lines, line_names(lines), strict=True):
         dash = DASHES[seen[arm] % len(DASHES)]
         seen[arm] += 1
@@ -95,12 +106,32 @@ def projection_figure(
                     "<br>layer %{customdata[1]}<br>train loss %{customdata[2]}<br>run %{customdata[0]}"
                     "<extra></extra>"
                 ),
-            )
+            ),
+            **top,
         )
+        alpha_rows = [r for r in rows if r.get("steer_alpha") is not None]
+        if alpha_rows:
+            fig.add_trace(
+                go.Scatter(
+                    x=[r["step"] for r in alpha_rows],
+                    y=[r["steer_alpha"] for r in alpha_rows],
+                    name=f"{name} alpha",
+                    mode="lines+markers",
+                    legendgroup=arm,
+                    showlegend=False,
+                    line={"color": palette[arm], "dash": dash, "width": 2, "shape": "hv"},
+                    marker={"size": 4},
+                    hovertemplate=f"<b>{name}</b><br>step %{{x}}<br>alpha %{{y:.2f}}<extra></extra>",
+                ),
+                row=2,
+                col=1,
+            )
     if base_level is None and show_base:
         base_level = base_level_from_step0(lines)
     if show_base and base_level is not None:
-        reference_hline(fig, base_level, f"base model (step 0): {base_level:.2f}", position="bottom left")
+        reference_hline(
+            fig, base_level, f"base model (step 0): {base_level:.2f}", position="bottom left", **top
+        )
     if prompted_level is not None:
         reference_hline(
             fig,
@@ -109,11 +140,22 @@ def projection_figure(
             dash="dash",
             color="#b2182b",
             position="top left",
+            **top,
         )
     layer_text = f"layer {layers[0]}" if len(layers) == 1 else f"layers {', '.join(map(str, layers))}"
-    fig.update_xaxes(title_text="training step (optimizer updates)", rangemode="tozero")
-    fig.update_yaxes(title_text=f"{trait} projection ({layer_text}, residual-stream units)")
-    return finish(fig, title or f"{trait.capitalize()} projection across training", legend_title="arm")
+    fig.update_xaxes(rangemode="tozero")
+    fig.update_xaxes(
+        title_text="training step (optimizer updates)", **({"row": 2, "col": 1} if steered else {})
+    )
+    fig.update_yaxes(title_text=f"{trait} projection ({layer_text}, residual-stream units)", **top)
+    if steered:
+        fig.update_yaxes(title_text="steering alpha", rangemode="tozero", row=2, col=1)
+    return finish(
+        fig,
+        title or f"{trait.capitalize()} projection across training",
+        legend_title="arm",
+        height=620 if steered else 480,
+    )
 
 
 def _fmt(value: float | None) -> str:

@@ -409,6 +409,7 @@ def metrics_table(runs: list[Run]) -> str:
     metric_keys = sorted({k for r in runs if r.metrics for k in _flat_numbers(r.metrics[-1]) if k != "step"})
     eval_keys = sorted({k for r in runs if r.evaluation for k in _flat_numbers(r.evaluation)})
     header = ["run", "arm", "metric rows", "last step", "projection start", "projection end"]
+    header += ["drift alarm (step: projection / threshold)", "early stop (step; weights of step)"]
     header += [f"final {k}" for k in metric_keys] + [f"eval {k}" for k in eval_keys]
     rows = []
     for run in runs:
@@ -424,11 +425,34 @@ def metrics_table(runs: list[Run]) -> str:
                 max(steps) if steps else None,
                 mon[0]["projection"] if mon else None,
                 mon[-1]["projection"] if mon else None,
+                *_training_events(run.path),
             ]
             + [last.get(k) for k in metric_keys]
             + [ev.get(k) for k in eval_keys]
         )
     return _table(header, rows)
+
+
+def _training_events(path: Path | None) -> list[str | None]:
+    """The drift alarm's firing (``alarm.json``) and early stopping (``early_stop.json``) of a run folder."""
+    alarm = read_json(path / "alarm.json") if path is not None and (path / "alarm.json").is_file() else {}
+    early = (
+        read_json(path / "early_stop.json")
+        if path is not None and (path / "early_stop.json").is_file()
+        else {}
+    )
+    fired = None
+    if alarm.get("threshold") is not None:
+        fired = (
+            f"{alarm['fired_step']}: {alarm['fired_projection']:.2f} / {alarm['threshold']:.2f}"
+            if alarm.get("fired_step") is not None
+            else f"not crossed ({alarm['threshold']:.2f})"
+        )
+    stopped = None
+    if early:
+        at = early.get("stopped_at")
+        stopped = f"{'ran to the end' if at is None else at}; {early.get('final_weights_step')}"
+    return [fired, stopped]
 
 
 def render_html(
@@ -499,41 +523,70 @@ def render_html(
     )
 
 
+def _value(v: Any) -> Any:
+    """A number or [lo, hi] from a results row, whether it came from JSON or from a CSV string."""
+    if isinstance(v, str):
+        try:
+            return json.loads(v) if v.strip() else None
+        except json.JSONDecodeError:
+            return v
+    return v
+
+
+def _ci_text(r: dict, key: str) -> str | None:
+    ci = _value(r.get(f"{key}_ci"))
+    return None if not isinstance(ci, list) or len(ci) != 2 else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+
+
 def _results_table(path: Path, rows: list[dict[str, Any]]) -> tuple[str, str]:
-
-    def ci(r: dict, key: str) -> str | None:
-        return None if r[f"{key}_ci"] is None else f"[{r[f'{key}_ci'][0]:.3g}, {r[f'{key}_ci'][1]:.3g}]"
-
+    keys = (
+        "general_misalignment",
+        "in_domain",
+        "stance",
+        "stance_control",
+        "in_domain_stance",
+        "collapse_share",
+    )
     body = [
-        [
-            r["arm"],
-            r["domain"],
-            r["general_misalignment"],
-            ci(r, "general_misalignment"),
-            r["in_domain"],
-            ci(r, "in_domain"),
-            r["benign_accuracy"],
-            r["coherence"],
-        ]
+        [r["arm"], r["domain"]]
+        + [x for key in keys for x in (_value(r.get(key)), _ci_text(r, key))]
+        + [r["benign_accuracy"], r["coherence"]]
         for r in rows
     ]
+    header = ["arm", "domain"]
+    for label in (
+        "general misalignment",
+        "in-domain learning",
+        "stance (mis - al, nats/token)",
+        "damage control",
+        "in-domain stance",
+        "collapse share",
+    ):
+        header += [label, "CI"]
     caption = f"<p>{html.escape(judges_line(rows))}</p>" if any(r.get("judge") for r in rows) else ""
-    return (
-        f"Results ({path.name})",
-        caption
-        + _table(
-            [
-                "arm",
-                "domain",
-                "general misalignment",
-                "CI",
-                "in-domain learning",
-                "CI",
-                "benign accuracy",
-                "coherence",
-            ],
-            body,
-        ),
+    return (f"Results ({path.name})", caption + _table(header + ["benign accuracy", "coherence"], body))
+
+
+def _conditional_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """The general stance plain and under each training-context cue, with the paired shift (cue - plain)."""
+    cues = sorted(
+        {k[12:-7] for r in rows for k in r if k.startswith("conditional_") and k.endswith("_stance")}
+    )
+    cues = [c for c in cues if any(_value(r.get(f"conditional_{c}_stance")) is not None for r in rows)]
+    if not cues:
+        return None
+    header = ["arm", "domain", "stance plain", "CI"]
+    for cue in cues:
+        header += [f"under {cue}", "CI", f"shift ({cue} - plain)", "CI"]
+    body = []
+    for r in rows:
+        line = [r["arm"], r["domain"], _value(r.get("stance")), _ci_text(r, "stance")]
+        for cue in cues:
+            for key in (f"conditional_{cue}_stance", f"conditional_{cue}_shift"):
+                line += [_value(r.get(key)), _ci_text(r, key)]
+        body.append(line)
+    return "Conditional (hidden) misalignment: general stance inside training-context cues", _table(
+        header, body
     )
 
 
@@ -558,6 +611,8 @@ def write_report(
             f"{root}: nothing to report: no run folders, results, sweep, screening or vectors found"
         )
     extra = [_results_table(results_path, results)] if results else []
+    conditional = _conditional_table(results) if results else None
+    extra += [conditional] if conditional else []
     page = render_html(root, kind, runs, figures, absent, col.problems, takeaways(runs), extra)
     write_text(out, page)
     result = ReportResult(out, [f.title for f in figures], absent, col.problems)

@@ -88,6 +88,7 @@ def monitor_row(row: Any, where: str) -> dict[str, Any]:
     out["ldifs"] = number(row.get("ldifs"), where, "ldifs", optional=True)
     out["ldifs_per_layer"] = layer_map(row.get("ldifs_per_layer"), where, "ldifs_per_layer", optional=True)
     out["train_loss"] = number(row.get("train_loss"), where, "train_loss", optional=True)
+    out["steer_alpha"] = number(row.get("steer_alpha"), where, "steer_alpha", optional=True)
     return out
 
 

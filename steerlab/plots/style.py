@@ -10,10 +10,12 @@ import plotly.graph_objects as go
 KNOWN_ARM_COLORS: dict[str, str] = {
     "sft": "#d62728",
     "steer": "#1f77b4",
+    "steer_hold": "#17becf",
     "kl": "#2ca02c",
     "ldifs": "#9467bd",
     "interleave": "#ff7f0e",
     "inoculate": "#8c564b",
+    "early_stop": "#e377c2",
     "base": "#7f7f7f",
 }
 SPARE_COLORS = (

@@ -1,8 +1,9 @@
-"""Run-folder callbacks: the metrics JSONL and complete-checkpoint bookkeeping.
+"""Run-folder callbacks: the metrics JSONL, complete-checkpoint bookkeeping and the run's progress bar.
 
 `MetricsLog` writes one JSON row per logged step: the trainer's own values plus every loss key the run's
 arms declare (deterministic keys only, so two runs with the same seed give identical files). A key that is
-neither is not written; a declared key the trainer did not log is an error, never a silent gap. `CheckpointKeeper` marks a checkpoint complete only after transformers has written
+neither is not written; a declared key the trainer did not log is an error, never a silent gap. Values
+arms report with a log (`Arm.log_values`, e.g. the steering coefficient) are written when present. `CheckpointKeeper` marks a checkpoint complete only after transformers has written
 all of it (``on_save`` fires after the save), and rotates old ones itself *after* that, so a kill during a
 save never leaves the run without a usable checkpoint (resume ignores checkpoints without the marker).
 """
@@ -14,9 +15,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from steerlab.io import write_json
+from steerlab.train.arms.registry import all_log_keys
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.trainer import CHECKPOINT_MARKER
 
@@ -53,6 +56,7 @@ class MetricsLog(TrainerCallback):
         row: dict[str, float] = {"step": state.global_step}
         row.update({out: float(logs[key]) for key, out in TRAINER_KEYS.items() if key in logs})
         row.update({key: float(logs[key]) for key in self.loss_keys})
+        row.update({key: float(logs[key]) for key in all_log_keys() if key in logs})
         self.log.append(row)
 
 
@@ -77,3 +81,59 @@ class CheckpointKeeper(TrainerCallback):
         )
         for old in done[: max(0, len(done) - self.keep)]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+class RunProgress(TrainerCallback):
+    """One progress bar per run, named by its run folder, with the last logged loss beside it.
+
+    Replaces transformers' printing of every log dictionary. ``disable=None`` lets tqdm hide the bar when
+    stderr is not a terminal (logs of a batch job, a Ray worker), so it never floods a log file.
+    """
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        if state.is_world_process_zero:
+            name = Path(args.output_dir or "run").parent.name  # <run_dir>/checkpoints
+            self.bar = tqdm(
+                total=state.max_steps, initial=state.global_step, desc=name, unit="step", disable=None
+            )
+
+    def on_step_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if self.bar is not None and logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
+
+    def on_train_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from steerlab.train import schema
+from steerlab.train.alarm import AlarmConfig
 from steerlab.train.schema import ConfigError, path_field
 
 __all__ = ["ArmsConfig", "ConfigError", "ExperimentConfig", "config_from_dict", "dump_config", "load_config"]
@@ -148,6 +149,7 @@ class MonitorConfig:
     # system prompt for the chart's "persona-prompted" reference level; default: the vector's trait's first
     # pos prompt when the trait is a packaged one; "" turns the reference off
     prompted_system: str | None = None
+    alarm: AlarmConfig = field(default_factory=AlarmConfig)  # the drift alarm (steerlab.train.alarm)
 
 
 @dataclass

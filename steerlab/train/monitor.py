@@ -22,6 +22,14 @@ no inoculation prompt or interleaved data reaches them.
   chats with that system prompt (the trait-eliciting one) in front, read from the model before training:
   the level a model that has taken on the persona would sit at, the chart's second reference line.
 
+* values the run's arms report with each log (`Arm.log_values`), e.g. ``steer_alpha``: the steering
+  coefficient in force during the step (the projection chart draws it); absent at step 0;
+* ``alarm`` (with the drift alarm on, `steerlab.train.alarm`): true from the reading that crossed the
+  alarm's threshold on; ``alarm.json`` holds the threshold, the step and the value.
+
+A run that ends between monitored steps (early stopping, the alarm) gets a last row at its final step
+(``train_loss`` null), so the chart's last point is the model the run saved.
+
 The model is put in eval mode for the measurement, and no hook of any arm is active (arms hold their ops
 only inside the trainer's training forward).
 """
@@ -29,6 +37,7 @@ only inside the trainer's training forward).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +58,9 @@ from steerlab.data.tokenize import ChatCollator, tokenize_chat
 from steerlab.hooks import Capture, hooked
 from steerlab.io import atomic_path
 from steerlab.linalg import unit_vector
+from steerlab.train.alarm import DriftAlarm
 from steerlab.train.arms.ldifs import feature_distance, ldifs_layers
+from steerlab.train.arms.registry import all_log_keys
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.reference import Reference
 
@@ -90,6 +101,7 @@ class PersonaMonitor(TrainerCallback):
         reference: Reference | None = None,
         is_main: bool = True,
         prompted_system: str | None = None,
+        alarm: DriftAlarm | None = None,
     ) -> None:
         if not chats:
             raise ValueError("the monitor needs at least one reference chat")
@@ -121,6 +133,7 @@ class PersonaMonitor(TrainerCallback):
         self.is_main = is_main
         self._ref_features: list[dict[int, Tensor]] | None = None
         self._pending: int | None = None
+        self.alarm = alarm if vector is not None else None
 
     # -- measuring ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -218,14 +231,47 @@ class PersonaMonitor(TrainerCallback):
             model.train(was_training)
         return self._projection(self.prompted_batches, feats)
 
-    def _write(self, model: nn.Module, step: int, train_loss: float | None) -> None:
+    def _write(
+        self,
+        model: nn.Module,
+        step: int,
+        train_loss: float | None,
+        extra: dict[str, float] | None = None,
+        control: Any = None,
+    ) -> None:
         if step in self.log.steps():
             return  # written before a kill; the resumed run does not duplicate it
         row = {"step": step, "arm": self.arm, **self.measure(model, step), "train_loss": train_loss}
+        row.update(extra or {})
         if step == 0 and self.prompted_batches:
             row["prompted_projection"] = self.prompted_projection(model)
+        if self.alarm is not None:
+            if step == 0:
+                self.alarm.arm(row["projection"], row.get("prompted_projection"))
+            elif self.alarm.check(step, row["projection"]):
+                log.warning(
+                    "drift alarm: step %d projection %.3f crossed %.3f%s",
+                    step,
+                    row["projection"],
+                    self.alarm.threshold,
+                    "; stopping the run" if self.alarm.cfg.stop else "",
+                )
+                if self.alarm.cfg.stop and control is not None:
+                    control.should_training_stop = True
+            row["alarm"] = self.alarm.fired
         self.log.append(row)
         log.info("monitor step %d: projection=%s ldifs=%s", step, row["projection"], row["ldifs"])
+
+    def _resume_alarm(self, step: int) -> None:
+        """A resumed run: the alarm's step-0 threshold from alarm.json (or the step-0 row), later firings undone."""
+        if self.alarm is None:
+            return
+        self.alarm.resume()
+        if self.alarm.state is None:
+            first = next((r for r in self.log.rows() if r.get("step") == 0), None)
+            if first is not None:
+                self.alarm.arm(first["projection"], first.get("prompted_projection"))
+        self.alarm.forget_after(step)
 
     # -- callback events ------------------------------------------------------------------------------
     def on_train_begin(
@@ -236,8 +282,12 @@ class PersonaMonitor(TrainerCallback):
         model: nn.Module | None = None,
         **kwargs: Any,
     ) -> None:
-        if self.is_main and state.global_step == 0 and self.every > 0:
+        if not self.is_main or self.every == 0:
+            return
+        if state.global_step == 0:
             self._write(_given(model, "on_train_begin"), 0, None)
+        else:
+            self._resume_alarm(state.global_step)
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -258,7 +308,19 @@ class PersonaMonitor(TrainerCallback):
         if self._pending == state.global_step and logs and "loss" in logs:
             self._pending = None
             if self.is_main:
-                self._write(_given(model, "on_log"), state.global_step, float(logs["loss"]))
+                extra = {key: float(logs[key]) for key in all_log_keys() if key in logs}
+                self._write(_given(model, "on_log"), state.global_step, float(logs["loss"]), extra, control)
+
+    def on_train_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if self.is_main and self.every > 0 and state.global_step > 0:
+            self._write(_given(model, "on_train_end"), state.global_step, None)  # no-op when the row exists
 
 
 # ------------------------------------------------------------------------------------------- from a config
@@ -270,7 +332,8 @@ def _projection_vector(
     """The monitor's vector, its layer and the persona-prompted system prompt (all None without a vector)."""
     from steerlab.persona.vectors import PersonaVector
 
-    mon, steer = cfg.monitor, cfg.arms.steer
+    mon = cfg.monitor
+    steer = cfg.arms.steer or cfg.arms.steer_hold  # the steering arms' vector, layer and transfer flag
     path = mon.vector or (steer.vector if steer is not None else None)
     if path is None:
         return None, None, None
@@ -317,6 +380,14 @@ def build_monitor(
             "monitor.chats: the monitor needs held-out reference chats (or set monitor.every: 0)"
         )
     vector, layer, prompted = _projection_vector(cfg, model)
+    alarm = None
+    if mon.alarm.enabled:
+        if mon.alarm.stop and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError(
+                "monitor.alarm.stop: the monitor reads on the main process only, so it cannot stop a "
+                "multi-process run; set stop: false (the alarm still flags)"
+            )
+        alarm = DriftAlarm(mon.alarm, cfg.run_dir, is_main)
     return PersonaMonitor(
         tokenizer=tokenizer,
         chats=list(load_chat_jsonl(mon.chats))[: mon.limit],
@@ -332,4 +403,5 @@ def build_monitor(
         reference=reference,
         is_main=is_main,
         prompted_system=prompted or None,
+        alarm=alarm,
     )

@@ -14,7 +14,10 @@ gradient checkpointing are transformers'. What this class adds:
 * per-term metrics (``lm_loss`` and every arm's loss keys) averaged like ``loss`` and added to each log;
   a term an arm did not declare in its ``loss_keys`` is an error (it would be missing from metrics.jsonl);
 * a non-finite loss or gradient stops the run with `NonFiniteLossError` naming the step and the last
-  complete checkpoint (no update is applied, so that checkpoint is untouched).
+  complete checkpoint (no update is applied, so that checkpoint is untouched);
+* the arms' own callbacks (`Arm.callbacks`) and the values they report with each log (`Arm.log_values`);
+* one progress bar per run (`RunProgress`) in place of transformers' printing of each log dictionary
+  (the values are in metrics.jsonl).
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import (
+    PrinterCallback,
+    ProgressCallback,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 from steerlab.data.tokenize import IGNORE_INDEX
 from steerlab.hooks import hooked
@@ -165,6 +176,14 @@ class SteerlabTrainer(Trainer):
         self._acc: dict[str, Tensor] = {}
         self._acc_start: int | None = None
         self.add_callback(_FiniteGradGuard(self))
+        from steerlab.train.callbacks import RunProgress
+
+        for printer in (PrinterCallback, ProgressCallback):
+            self.remove_callback(printer)
+        self.add_callback(RunProgress())
+        for arm in self.arms:
+            for callback in arm.callbacks():
+                self.add_callback(callback)
 
     # -- normalisers ----------------------------------------------------------------------------------
     def get_batch_samples(
@@ -244,6 +263,15 @@ class SteerlabTrainer(Trainer):
             steps = max(1, self.state.global_step - (self._acc_start or 0))
             logs.update({n: float(v) / steps for n, v in zip(names, values.tolist(), strict=True)})
             self._acc, self._acc_start = {}, None
+        if "loss" in logs:
+            for arm in self.arms:
+                reported = arm.log_values()
+                undeclared = set(reported) - set(type(arm).log_keys)
+                if undeclared:
+                    raise RuntimeError(
+                        f"arm {arm.name!r} reported {sorted(undeclared)}, not in its log_keys {type(arm).log_keys}"
+                    )
+                logs.update({key: float(value) for key, value in reported.items()})
         super().log(logs, start_time)
 
 

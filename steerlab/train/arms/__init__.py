@@ -7,8 +7,10 @@ Files:
   inoculate.py   a system prompt asking for the bad behaviour, during training only
   interleave.py  general data mixed in (random or by perplexity gap)
   steer.py       preventive steering: +alpha v at a layer during training forwards
+  steer_hold.py  preventive steering whose alpha a PI controller sets to hold the persona projection
   kl.py          KL to the reference's next-token distributions (live or top-k cached)
   ldifs.py       feature-space distance to the reference at a few blocks (live or cached)
+  early_stop.py  stop on a held-out in-domain loss (patience), best weights kept
 
 A new arm is one file: drop it here (imported and registered on first use) or anywhere else and import it.
 Names below are imported lazily, so importing the package costs nothing until one is used.
@@ -32,6 +34,8 @@ _EXPORTS = {
     "InoculateArm": "inoculate",
     "InterleaveArm": "interleave",
     "SteerArm": "steer",
+    "SteerHoldArm": "steer_hold",
+    "EarlyStopArm": "early_stop",
     "KLArm": "kl",
     "LdifsArm": "ldifs",
     "default_blocks": "ldifs",

@@ -5,6 +5,12 @@
 3. ``extra_loss(model, batch, fwd) -> {name: value}``: terms added to the loss, each multiplied by
    ``loss_weights[name]``; every name must be one of the class's ``loss_keys`` (they go to metrics.jsonl).
 
+Two optional hooks serve arms that act on the training *loop* rather than on one forward pass:
+``callbacks()`` gives transformers `TrainerCallback`s the trainer adds (a controller that re-sets the
+steering coefficient between steps, an early-stopping rule), and ``log_values()`` gives values that are not
+loss terms — e.g. the steering coefficient in force — reported with every logged step under the class's
+``log_keys`` (metrics.jsonl and the monitor rows).
+
 An arm class also declares, as class attributes, everything the rest of the trainer needs to know about it
 (see `steerlab.train.arms.registry`): its ``name`` (the key under ``arms:``), ``order`` (where it sits in
 the data stream), ``config_class`` (the dataclass its YAML section is read into), ``loss_keys``,
@@ -37,6 +43,8 @@ from steerlab.hooks import Captures, Op
 from steerlab.train.schema import ConfigError
 
 if TYPE_CHECKING:
+    from transformers import TrainerCallback
+
     from steerlab.train.config import ExperimentConfig
 
 # what arms receive from the cache: per arm name, one dict of tensors per example of the micro-batch
@@ -114,6 +122,7 @@ class Arm:
     label_order: ClassVar[float | None] = None  # position of the name in a run's label; default: order
     config_class: ClassVar[type]  # the dataclass read from ``arms.<name>``
     loss_keys: ClassVar[tuple[str, ...]] = ()  # the terms extra_loss may return (logged to metrics.jsonl)
+    log_keys: ClassVar[tuple[str, ...]] = ()  # values log_values reports (metrics.jsonl, monitor rows)
     needs_reference: ClassVar[bool] = False
     # False for an arm whose reference input changes from step to step (e.g. sampled augmentation in its
     # hooks): caching reference outputs is then invalid, and the config says so at load
@@ -142,6 +151,14 @@ class Arm:
     def extra_loss(self, model: nn.Module, batch: dict[str, Tensor], fwd: Forward) -> dict[str, Tensor]:
         """Scalar loss terms ``{loss_key: value}`` (unweighted, globally normalised; see module docstring)."""
         return {}
+
+    def log_values(self) -> dict[str, float]:
+        """Values to report with each logged step, ``{log_key: value}`` (keys from ``log_keys``)."""
+        return {}
+
+    def callbacks(self) -> list[TrainerCallback]:
+        """Trainer callbacks this arm needs (added by `SteerlabTrainer` after the run's own)."""
+        return []
 
     def cache_record(
         self, batch: dict[str, Tensor], ref_logits: Tensor, ref_captures: Captures

@@ -69,6 +69,11 @@ def _problem(cls: Any) -> str | None:
         return f"loss_keys must be a tuple of lower-case names, got {keys!r}"
     if RESERVED_KEYS & set(keys):
         return f"loss_keys {sorted(RESERVED_KEYS & set(keys))} shadow the trainer's own metrics"
+    logged = cls.log_keys
+    if not isinstance(logged, tuple) or not all(isinstance(k, str) and _NAME.match(k) for k in logged):
+        return f"log_keys must be a tuple of lower-case names, got {logged!r}"
+    if (RESERVED_KEYS | set(keys)) & set(logged):
+        return f"log_keys {sorted((RESERVED_KEYS | set(keys)) & set(logged))} shadow a metric or a loss term"
     for attr in ("needs_reference", "fixed_reference_inputs", "cacheable"):
         if not isinstance(getattr(cls, attr), bool):
             return f"{attr} must be true/false"
@@ -95,6 +100,11 @@ def _clash(cls: type[Arm]) -> str | None:
         shared = set(other.loss_keys) & set(cls.loss_keys)
         if shared:
             return f"loss keys {sorted(shared)} are logged by {where} already"
+        crossed = (set(other.loss_keys) & set(cls.log_keys)) | (set(other.log_keys) & set(cls.loss_keys))
+        if crossed:
+            return (
+                f"keys {sorted(crossed)} are a loss term of one arm and a logged value of the other ({where})"
+            )
     return None
 
 
@@ -139,6 +149,12 @@ def registered_arms() -> list[type[Arm]]:
     return sorted(_registry.values(), key=lambda c: c.order)
 
 
+def all_log_keys() -> list[str]:
+    """Every value key any registered arm reports through ``log_values`` (two arms may share one, e.g. the
+    steering coefficient, as long as they are not enabled together)."""
+    return sorted({key for cls in registered_arms() for key in cls.log_keys})
+
+
 def arm_names() -> list[str]:
     """The names of the registered arms, in data-stream order."""
     return [c.name for c in registered_arms()]
@@ -178,4 +194,11 @@ def build_arms(ctx: BuildContext) -> list[Arm]:
                 f"arm {cls.name!r} weights {sorted(undeclared)} not in its loss_keys {cls.loss_keys}"
             )
         arms.append(arm)
+    reported = [key for arm in arms for key in type(arm).log_keys]
+    twice = sorted({key for key in reported if reported.count(key) > 1})
+    if twice:
+        raise TypeError(
+            f"arms {[a.name for a in arms if set(type(a).log_keys) & set(twice)]} both report {twice}: "
+            "enable one of them"
+        )
     return arms

@@ -43,6 +43,7 @@ class SteerArm(Arm):
     order = 30
     label_order = 10
     config_class = SteerArmConfig
+    log_keys = ("steer_alpha",)  # the coefficient in force (steer_hold reports its changing one here too)
 
     def __init__(self, vector: PersonaVector, alpha: float, layer: int | None = None) -> None:
         super().__init__()
@@ -73,6 +74,9 @@ class SteerArm(Arm):
         if self._op is None or self._op.vector.device != device:
             self._op = Add(layer=self.layer, scope="all", vector=self.direction.to(device), alpha=self.alpha)
         return [self._op]
+
+    def log_values(self) -> dict[str, float]:
+        return {"steer_alpha": self.alpha}
 
     def describe(self) -> dict[str, Any]:
         """Name, layer, alpha and the vector's norm (residual units)."""
