@@ -52,6 +52,7 @@ from steerlab.hooks import Add, Op
 from steerlab.train.arms.base import Arm, BuildContext
 from steerlab.train.arms.registry import register_arm
 from steerlab.train.arms.steer import SteerArm
+from steerlab.train.events import TrainingEvents
 from steerlab.train.heldout import ChatBatches, check_disjoint, rest_of_training_file
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.schema import ConfigError, path_field
@@ -225,33 +226,13 @@ class SteerHoldArm(SteerArm):
             )
 
 
-def _given(model: nn.Module | None) -> nn.Module:
-    if model is None:
-        raise RuntimeError("steer_hold: the Trainer passed no model to the callback")
-    return model
-
-
-class _Controller(TrainerCallback):
+class _Controller(TrainingEvents):
     def __init__(self, arm: SteerHoldArm) -> None:
         self.arm = arm
 
-    def on_train_begin(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        model: nn.Module | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.arm.start(_given(model), state.global_step)
+    def begin(self, args: TrainingArguments, state: TrainerState, model: nn.Module) -> None:
+        self.arm.start(model, state.global_step)
 
-    def on_step_end(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        model: nn.Module | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def step_end(self, state: TrainerState, control: TrainerControl, model: nn.Module) -> None:
         if state.global_step % self.arm.cfg.every == 0:
-            self.arm.read(_given(model), state.global_step)
+            self.arm.read(model, state.global_step)
