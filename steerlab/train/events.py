@@ -5,11 +5,12 @@ and the logs among the keyword arguments. The monitor, the metrics log, the prog
 guard and the arms' controllers each need two or three of those events and the model; `TrainingEvents`
 writes the signatures and the model check once, and a subclass overrides the short hooks it uses. It
 imports nothing of steerlab, so every layer of `train/` (arms included) can build on it without a cycle.
+`ArmController` is the callback of an arm that reads the model during training (early_stop, steer_hold).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -80,3 +81,21 @@ class TrainingEvents(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self.end(state, self.given(kwargs.get("model"), "on_train_end"))
+
+
+class _Startable(Protocol):
+    def start(self, model: nn.Module, step: int) -> None: ...
+
+
+A = TypeVar("A", bound=_Startable)
+
+
+class ArmController(TrainingEvents, Generic[A]):
+    """The callback of an arm with a controller: ``arm.start(model, step)`` when training starts (step 0)
+    or resumes (the step it resumes from); a subclass adds the readings (`step_end`, ...)."""
+
+    def __init__(self, arm: A) -> None:
+        self.arm = arm
+
+    def begin(self, args: TrainingArguments, state: TrainerState, model: nn.Module) -> None:
+        self.arm.start(model, state.global_step)

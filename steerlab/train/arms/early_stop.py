@@ -30,13 +30,13 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from steerlab.data.chat import ChatExample
 from steerlab.io import atomic_path, write_json
 from steerlab.train.arms.base import Arm, BuildContext
 from steerlab.train.arms.registry import register_arm
-from steerlab.train.events import TrainingEvents
+from steerlab.train.events import ArmController
 from steerlab.train.heldout import ChatBatches, check_disjoint, rest_of_training_file, split_stream
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.schema import ConfigError
@@ -236,13 +236,7 @@ class EarlyStopArm(Arm):
             self._prune(keep={self.best_step})
 
 
-class _EarlyStopping(TrainingEvents):
-    def __init__(self, arm: EarlyStopArm) -> None:
-        self.arm = arm
-
-    def begin(self, args: TrainingArguments, state: TrainerState, model: nn.Module) -> None:
-        self.arm.start(model, state.global_step)
-
+class _EarlyStopping(ArmController[EarlyStopArm]):
     def step_end(self, state: TrainerState, control: TrainerControl, model: nn.Module) -> None:
         step, last = state.global_step, state.global_step >= state.max_steps
         if (step % self.arm.cfg.every == 0 or last) and self.arm.read(model, step, last):

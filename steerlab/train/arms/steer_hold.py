@@ -45,14 +45,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from steerlab.data.chat import load_chat_jsonl
 from steerlab.hooks import Add, Op
 from steerlab.train.arms.base import Arm, BuildContext
 from steerlab.train.arms.registry import register_arm
 from steerlab.train.arms.steer import SteerArm
-from steerlab.train.events import TrainingEvents
+from steerlab.train.events import ArmController
 from steerlab.train.heldout import ChatBatches, check_disjoint, rest_of_training_file
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.schema import ConfigError, path_field
@@ -226,13 +226,7 @@ class SteerHoldArm(SteerArm):
             )
 
 
-class _Controller(TrainingEvents):
-    def __init__(self, arm: SteerHoldArm) -> None:
-        self.arm = arm
-
-    def begin(self, args: TrainingArguments, state: TrainerState, model: nn.Module) -> None:
-        self.arm.start(model, state.global_step)
-
+class _Controller(ArmController[SteerHoldArm]):
     def step_end(self, state: TrainerState, control: TrainerControl, model: nn.Module) -> None:
         if state.global_step % self.arm.cfg.every == 0:
             self.arm.read(model, state.global_step)
