@@ -79,6 +79,7 @@ def _require(row: Any, where: str, keys: tuple[str, ...]) -> Mapping:
 
 # a key's checker: (value, where, key) -> the normalised value
 Check = Callable[[Any, str, str], Any]
+Checks = dict[str, Check]
 
 
 def _maybe_number(value: Any, where: str, key: str) -> float | None:
@@ -89,7 +90,7 @@ def _maybe_layer_map(value: Any, where: str, key: str) -> dict[int, float] | Non
     return layer_map(value, where, key, optional=True)
 
 
-def _checked(row: Any, where: str, required: dict[str, Check], optional: dict[str, Check]) -> dict[str, Any]:
+def _checked(row: Any, where: str, required: Checks, optional: Checks) -> dict[str, Any]:
     """A copy of ``row`` with every ``required`` key (all missing ones named at once) and every ``optional``
     key (None when absent) checked; extra keys are kept."""
     row = _require(row, where, tuple(required))
@@ -101,19 +102,16 @@ def _checked(row: Any, where: str, required: dict[str, Check], optional: dict[st
 
 def monitor_row(row: Any, where: str) -> dict[str, Any]:
     """One ``monitor.jsonl`` line: the persona projection (and drift) of one arm at one step."""
-    required = {"step": integer, "arm": text, "projection": number, "projection_layer": integer}
-    optional = {
-        "ldifs": _maybe_number,
-        "ldifs_per_layer": _maybe_layer_map,
-        "train_loss": _maybe_number,
-        "steer_alpha": _maybe_number,
-    }
-    return _checked(row, where, required, optional)
+    required: Checks = {"step": integer, "arm": text, "projection": number, "projection_layer": integer}
+    optional: Checks = {"ldifs": _maybe_number, "ldifs_per_layer": _maybe_layer_map}
+    return _checked(
+        row, where, required, optional | dict.fromkeys(("train_loss", "steer_alpha"), _maybe_number)
+    )
 
 
 def sweep_row(row: Any, where: str) -> dict[str, Any]:
     """One steering-sweep point: trait score and coherence at one steering coefficient alpha."""
-    optional = {"trait_score_ci": interval, "coherence": _maybe_number, "perplexity": _maybe_number}
+    optional: Checks = {"trait_score_ci": interval, "coherence": _maybe_number, "perplexity": _maybe_number}
     out = _checked(row, where, {"alpha": number, "trait_score": number}, optional)
     if out.get("layer") is not None:
         out["layer"] = integer(out["layer"], where, "layer")
@@ -122,11 +120,9 @@ def sweep_row(row: Any, where: str) -> dict[str, Any]:
 
 def arm_result_row(row: Any, where: str) -> dict[str, Any]:
     """One evaluated arm: general misalignment vs in-domain learning, each with a CI."""
-    required = {"arm": text, "domain": text, "general_misalignment": number, "in_domain": number}
-    optional = {
-        "general_misalignment_ci": interval,
-        "in_domain_ci": interval,
-        "benign_accuracy": _maybe_number,
-        "coherence": _maybe_number,
-    }
-    return _checked(row, where, required, optional)
+    scores = ("general_misalignment", "in_domain")
+    required: Checks = {**dict.fromkeys(("arm", "domain"), text), **dict.fromkeys(scores, number)}
+    optional: Checks = dict.fromkeys((f"{key}_ci" for key in scores), interval)
+    return _checked(
+        row, where, required, optional | dict.fromkeys(("benign_accuracy", "coherence"), _maybe_number)
+    )
