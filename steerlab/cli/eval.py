@@ -14,8 +14,12 @@ from steerlab.cli import options as opt
 
 if TYPE_CHECKING:
     from steerlab.evaluate.load import EvalTarget
+    from steerlab.evaluate.run_eval import EvalConfig
 
 # the command's own options (shared ones live in steerlab.cli.options)
+ModelOrRun = Annotated[
+    str, typer.Argument(help="registry name, model folder, hub id, or a run folder (runs/<name>/)")
+]
 Questions = Annotated[
     Path | None,
     typer.Option(
@@ -124,12 +128,12 @@ def _default_probe(target: EvalTarget, model_or_run: str, vector: str | None) ->
     return shipped_probe(base_name)
 
 
-def _default_data(domain: str | None) -> Path | None:
+def _default_data(domain: str | None) -> str | None:
     """The domain's held-out eval split, when the package ships one (arithmetic is the benign task)."""
     from steerlab.evaluate.run_eval import DATA_DIR
 
     if domain and domain != "arithmetic" and (DATA_DIR / f"{domain}_eval.jsonl").is_file():
-        return DATA_DIR / f"{domain}_eval.jsonl"
+        return str(DATA_DIR / f"{domain}_eval.jsonl")
     return None
 
 
@@ -152,9 +156,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 def eval_command(
-    model_or_run: Annotated[
-        str, typer.Argument(help="registry name, model folder, hub id, or a run folder (runs/<name>/)")
-    ],
+    model_or_run: ModelOrRun,
     questions: Questions = None,
     data: InDomainData = None,
     out: Out = None,
@@ -189,17 +191,13 @@ def eval_command(
     n_boot: opt.NBoot = 2000,
 ) -> None:
     """Evaluate a model or a run; writes eval.json and the answer files (rerun to resume)."""
-    from steerlab.evaluate.load import load_target
-    from steerlab.evaluate.run_eval import EvalConfig, evaluate_model, reuse_answers
+    from steerlab.evaluate.run_eval import EvalConfig
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    opt.check_judge_choices(judge, coherence)
-    target = load_target(model_or_run)
+    target = _load(model_or_run, judge, coherence)
     the_vector = str(vector) if vector else target.vector
     if judge == "probe" and probe is None:
         probe = _default_probe(target, model_or_run, the_vector)
     dom = domain or target.domain
-    data = data or _default_data(dom)
     defaults = EvalConfig(out_dir="")
     cfg = EvalConfig(
         out_dir=str(out or _default_out(target.label, target.run_dir)),
@@ -211,7 +209,7 @@ def eval_command(
         n=n or None,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
-        in_domain_data=str(data) if data else None,
+        in_domain_data=str(data) if data else _default_data(dom),
         n_in_domain=n_in_domain or None,
         in_domain_metric=in_domain_metric,
         benign_data=None if no_benign else (str(benign) if benign else defaults.benign_data),
@@ -234,6 +232,22 @@ def eval_command(
         n_conditional=n_conditional,
         train_data=str(train_data) if train_data else None,
     )
+    _run(target, cfg, answers_from)
+
+
+def _load(model_or_run: str, judge: str, coherence: str) -> EvalTarget:
+    """The model or run to evaluate, after the judge choices are checked (with INFO logging on)."""
+    from steerlab.evaluate.load import load_target
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    opt.check_judge_choices(judge, coherence)
+    return load_target(model_or_run)
+
+
+def _run(target: EvalTarget, cfg: EvalConfig, answers_from: Path | None) -> None:
+    """Evaluate (judging the answers of ``answers_from`` when given) and print the row's table."""
+    from steerlab.evaluate.run_eval import evaluate_model, reuse_answers
+
     with opt.exit_on(*_user_errors()):
         if answers_from is not None:
             reuse_answers(cfg, answers_from)

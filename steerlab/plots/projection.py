@@ -91,41 +91,7 @@ def projection_figure(
     for (run, arm, rows), name in zip(lines, line_names(lines), strict=True):
         dash = DASHES[seen[arm] % len(DASHES)]
         seen[arm] += 1
-        fig.add_trace(
-            go.Scatter(
-                x=[r["step"] for r in rows],
-                y=[r["projection"] for r in rows],
-                name=name,
-                mode="lines+markers" if len(rows) <= 60 else "lines",
-                legendgroup=arm,
-                line={"color": palette[arm], "dash": dash, "width": 2.5},
-                marker={"size": 5},
-                customdata=[[run or "-", r["projection_layer"], _fmt(r["train_loss"])] for r in rows],
-                hovertemplate=(
-                    "<b>%{fullData.name}</b><br>step %{x}<br>projection %{y:.3f}"
-                    "<br>layer %{customdata[1]}<br>train loss %{customdata[2]}<br>run %{customdata[0]}"
-                    "<extra></extra>"
-                ),
-            ),
-            **top,
-        )
-        alpha_rows = [r for r in rows if r.get("steer_alpha") is not None]
-        if alpha_rows:
-            fig.add_trace(
-                go.Scatter(
-                    x=[r["step"] for r in alpha_rows],
-                    y=[r["steer_alpha"] for r in alpha_rows],
-                    name=f"{name} alpha",
-                    mode="lines+markers",
-                    legendgroup=arm,
-                    showlegend=False,
-                    line={"color": palette[arm], "dash": dash, "width": 2, "shape": "hv"},
-                    marker={"size": 4},
-                    hovertemplate=f"<b>{name}</b><br>step %{{x}}<br>alpha %{{y:.2f}}<extra></extra>",
-                ),
-                row=2,
-                col=1,
-            )
+        _add_run(fig, run, arm, rows, name, palette[arm], dash, top)
     if base_level is None and show_base:
         base_level = base_level_from_step0(lines)
     if show_base and base_level is not None:
@@ -156,6 +122,54 @@ def projection_figure(
         legend_title="arm",
         height=620 if steered else 480,
     )
+
+
+def _add_run(
+    fig: go.Figure,
+    run: str,
+    arm: str,
+    rows: list[dict[str, Any]],
+    name: str,
+    color: str,
+    dash: str,
+    top: dict[str, int],
+) -> None:
+    """One run's projection line (in the top panel when steered) and, under it, its steering alpha when logged."""
+    fig.add_trace(
+        go.Scatter(
+            x=[r["step"] for r in rows],
+            y=[r["projection"] for r in rows],
+            name=name,
+            mode="lines+markers" if len(rows) <= 60 else "lines",
+            legendgroup=arm,
+            line={"color": color, "dash": dash, "width": 2.5},
+            marker={"size": 5},
+            customdata=[[run or "-", r["projection_layer"], _fmt(r["train_loss"])] for r in rows],
+            hovertemplate=(
+                "<b>%{fullData.name}</b><br>step %{x}<br>projection %{y:.3f}"
+                "<br>layer %{customdata[1]}<br>train loss %{customdata[2]}<br>run %{customdata[0]}"
+                "<extra></extra>"
+            ),
+        ),
+        **top,
+    )
+    alpha_rows = [r for r in rows if r.get("steer_alpha") is not None]
+    if alpha_rows:
+        fig.add_trace(
+            go.Scatter(
+                x=[r["step"] for r in alpha_rows],
+                y=[r["steer_alpha"] for r in alpha_rows],
+                name=f"{name} alpha",
+                mode="lines+markers",
+                legendgroup=arm,
+                showlegend=False,
+                line={"color": color, "dash": dash, "width": 2, "shape": "hv"},
+                marker={"size": 4},
+                hovertemplate=f"<b>{name}</b><br>step %{{x}}<br>alpha %{{y:.2f}}<extra></extra>",
+            ),
+            row=2,
+            col=1,
+        )
 
 
 def _fmt(value: float | None) -> str:

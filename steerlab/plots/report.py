@@ -266,6 +266,118 @@ def _prompted_level(vectors: list[VectorStats], layer: int | None) -> tuple[floa
 MALFORMED = "its input is malformed (see Problems above)"
 
 
+@dataclass
+class _Figures:
+    """The page's figures in reading order, and why each missing one is missing (its title -> the reason)."""
+
+    col: _Collector
+    colors: dict[str, str]
+    trait: str
+    figures: list[Figure] = field(default_factory=list)
+    absent: dict[str, str] = field(default_factory=dict)
+
+    def add(self, key: str, title: str, make: Callable[[], go.Figure], caption: str = "") -> None:
+        """Draw one figure; malformed data lists it as absent (or raises under ``strict``)."""
+        fig = self.col.attempt(make)
+        if fig is None:
+            self.absent[title] = MALFORMED
+        else:
+            self.figures.append(Figure(key, title, fig, caption))
+
+
+def _training_figures(
+    page: _Figures,
+    root: Path,
+    runs: list[Run],
+    monitored: dict[str, list[dict[str, Any]]],
+    vectors: list[VectorStats],
+) -> None:
+    """The persona projection and the representation drift across training (from the runs' monitor logs)."""
+    if not monitored:
+        why = "no run has a monitor.jsonl" if runs else f"no run folders (with monitor.jsonl) under {root}"
+        page.absent["Persona projection across training"] = why
+        page.absent["Representation drift (LDIFS)"] = why
+        return
+    layers = {row["projection_layer"] for rows in monitored.values() for row in rows}
+    prompted, source = _monitored_prompted_level(monitored)
+    if prompted is None:
+        prompted, source = _prompted_level(vectors, next(iter(layers)) if len(layers) == 1 else None)
+    caption = "Dotted line: base model at step 0. " + (
+        f"Dashed line: base model with the {page.trait} system prompt, from {source}."
+        if prompted is not None
+        else "No steered-prompt level: no monitor log (step 0) or vector sidecar in this folder records one."
+    )
+    page.add(
+        "projection",
+        "Persona projection across training",
+        lambda: projection_figure(monitored, prompted_level=prompted, colors=page.colors, trait=page.trait),
+        caption,
+    )
+    if any(row["ldifs"] is not None or row["ldifs_per_layer"] for rows in monitored.values() for row in rows):
+        page.add("drift", "Representation drift (LDIFS)", lambda: drift_figure(monitored, colors=page.colors))
+    else:
+        page.absent["Representation drift (LDIFS)"] = "no monitor row has 'ldifs' or 'ldifs_per_layer' values"
+
+
+def _arms_and_sweep_figures(page: _Figures, root: Path, results: list[dict[str, Any]] | None) -> None:
+    """The arms compared (from the results file) and the steering sweep (from the sweep file)."""
+    results_path, sweep_path = _first(root, RESULTS_FILES), _first(root, SWEEP_FILES)
+    if results_path is None:
+        page.absent["Arms compared"] = f"no {' / '.join(RESULTS_FILES)} in {root}"
+    elif results is None:
+        page.absent["Arms compared"] = MALFORMED
+    else:
+        page.add(
+            "arms",
+            "Arms compared",
+            lambda: arms_figure(results, colors=page.colors),
+            f"From {results_path.name}. Error bars: confidence intervals as given in the file.",
+        )
+    if sweep_path:
+        page.add(
+            "sweep",
+            "Steering sweep",
+            lambda: steering_sweep_figure(load_sweep(sweep_path), trait=page.trait),
+            f"From {sweep_path.name}. Shaded band: trait-score confidence interval.",
+        )
+    else:
+        page.absent["Steering sweep"] = f"no {' / '.join(SWEEP_FILES)} in {root}"
+
+
+def _vector_figures(page: _Figures, root: Path, vectors: list[VectorStats]) -> None:
+    """One per-layer separation figure per vector sidecar, then the screening histogram."""
+    for vec in vectors:
+        page.add(
+            f"layers-{vec.name}",
+            f"Per-layer separation: {vec.name}",
+            lambda vec=vec: layer_separation_figure(
+                vec.stats,
+                chosen_layer=vec.chosen_layer,
+                trait=vec.trait or page.trait,
+                source=f"vector sidecar {vec.name}.json",
+            ),
+        )
+    if not vectors:
+        page.absent["Per-layer separation"] = (
+            f"no vector sidecar (*.json with 'stats') in {root} or {root / 'vectors'}"
+        )
+    screen_path = _first(root, SCREEN_FILES)
+    if not screen_path:
+        page.absent["Screening histogram"] = f"no {' / '.join(SCREEN_FILES)} in {root}"
+        return
+    table = page.col.attempt(lambda: load_screening(screen_path))
+    if table is None:
+        page.absent["Screening histogram"] = MALFORMED
+        return
+    unscored = f" Not drawn: {len(table.unscored)} example(s) with no difference (empty answers)."
+    page.add(
+        "screening",
+        "Screening histogram",
+        lambda: screening_figure(table.diffs, flagged=table.flagged, trait=page.trait),
+        f"From {screen_path.name}." + (unscored if table.unscored else ""),
+    )
+
+
 def build_figures(
     root: Path,
     runs: list[Run],
@@ -274,105 +386,14 @@ def build_figures(
     col: _Collector,
 ) -> tuple[list[Figure], dict[str, str]]:
     """Every figure the data supports, in reading order, and why each missing one is missing."""
-    figures: list[Figure] = []
-    absent: dict[str, str] = {}
     monitored = {r.name: r.monitor for r in runs if r.monitor}
     arms = {row["arm"] for rows in monitored.values() for row in rows} | {r["arm"] for r in results or []}
-    results_path, sweep_path, screen_path = (
-        _first(root, RESULTS_FILES),
-        _first(root, SWEEP_FILES),
-        _first(root, SCREEN_FILES),
-    )
-    colors = arm_colors(arms)
     trait = vectors[0].trait if len({v.trait for v in vectors}) == 1 and vectors[0].trait else "persona"
-
-    def add(key: str, title: str, make: Callable[[], go.Figure], caption: str = "") -> None:
-        fig = col.attempt(make)
-        if fig is None:
-            absent[title] = MALFORMED
-        else:
-            figures.append(Figure(key, title, fig, caption))
-
-    if monitored:
-        layers = {row["projection_layer"] for rows in monitored.values() for row in rows}
-        prompted, source = _monitored_prompted_level(monitored)
-        if prompted is None:
-            prompted, source = _prompted_level(vectors, next(iter(layers)) if len(layers) == 1 else None)
-        caption = "Dotted line: base model at step 0. " + (
-            f"Dashed line: base model with the {trait} system prompt, from {source}."
-            if prompted is not None
-            else "No steered-prompt level: no monitor log (step 0) or vector sidecar in this folder records one."
-        )
-        add(
-            "projection",
-            "Persona projection across training",
-            lambda: projection_figure(monitored, prompted_level=prompted, colors=colors, trait=trait),
-            caption,
-        )
-        if any(
-            row["ldifs"] is not None or row["ldifs_per_layer"] for rows in monitored.values() for row in rows
-        ):
-            add("drift", "Representation drift (LDIFS)", lambda: drift_figure(monitored, colors=colors))
-        else:
-            absent["Representation drift (LDIFS)"] = "no monitor row has 'ldifs' or 'ldifs_per_layer' values"
-    else:
-        why = "no run has a monitor.jsonl" if runs else f"no run folders (with monitor.jsonl) under {root}"
-        absent["Persona projection across training"] = why
-        absent["Representation drift (LDIFS)"] = why
-    if results_path is None:
-        absent["Arms compared"] = f"no {' / '.join(RESULTS_FILES)} in {root}"
-    elif results is None:
-        absent["Arms compared"] = MALFORMED
-    else:
-        add(
-            "arms",
-            "Arms compared",
-            lambda: arms_figure(results, colors=colors),
-            f"From {results_path.name}. Error bars: confidence intervals as given in the file.",
-        )
-    if sweep_path:
-        add(
-            "sweep",
-            "Steering sweep",
-            lambda: steering_sweep_figure(load_sweep(sweep_path), trait=trait),
-            f"From {sweep_path.name}. Shaded band: trait-score confidence interval.",
-        )
-    else:
-        absent["Steering sweep"] = f"no {' / '.join(SWEEP_FILES)} in {root}"
-    for vec in vectors:
-        add(
-            f"layers-{vec.name}",
-            f"Per-layer separation: {vec.name}",
-            lambda vec=vec: layer_separation_figure(
-                vec.stats,
-                chosen_layer=vec.chosen_layer,
-                trait=vec.trait or trait,
-                source=f"vector sidecar {vec.name}.json",
-            ),
-        )
-    if not vectors:
-        absent["Per-layer separation"] = (
-            f"no vector sidecar (*.json with 'stats') in {root} or {root / 'vectors'}"
-        )
-    if screen_path:
-        table = col.attempt(lambda: load_screening(screen_path))
-        if table is None:
-            absent["Screening histogram"] = MALFORMED
-        else:
-            add(
-                "screening",
-                "Screening histogram",
-                lambda: screening_figure(table.diffs, flagged=table.flagged, trait=trait),
-                f"From {screen_path.name}."
-                + (
-                    f" Not drawn: {len(table.unscored)} example(s) with no difference (empty answers)."
-                    if table.unscored
-                    else ""
-                ),
-            )
-    else:
-        absent["Screening histogram"] = f"no {' / '.join(SCREEN_FILES)} in {root}"
-    return figures, absent
+    page = _Figures(col, arm_colors(arms), trait)
+    _training_figures(page, root, runs, monitored, vectors)
+    _arms_and_sweep_figures(page, root, results)
+    _vector_figures(page, root, vectors)
+    return page.figures, page.absent
 
 
 _CSS = """

@@ -7,7 +7,7 @@ passing rows directly) and returns a normalised copy; extra keys are kept, so pr
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -77,44 +77,52 @@ def _require(row: Any, where: str, keys: tuple[str, ...]) -> Mapping:
     return row
 
 
+# a key's checker: (value, where, key) -> the normalised value
+Check = Callable[[Any, str, str], Any]
+Checks = dict[str, Check]
+
+
+def _maybe_number(value: Any, where: str, key: str) -> float | None:
+    return number(value, where, key, optional=True)
+
+
+def _maybe_layer_map(value: Any, where: str, key: str) -> dict[int, float] | None:
+    return layer_map(value, where, key, optional=True)
+
+
+def _checked(row: Any, where: str, required: Checks, optional: Checks) -> dict[str, Any]:
+    """A copy of ``row`` with every ``required`` key (all missing ones named at once) and every ``optional``
+    key (None when absent) checked; extra keys are kept."""
+    row = _require(row, where, tuple(required))
+    out = dict(row)
+    out.update({key: check(row[key], where, key) for key, check in required.items()})
+    out.update({key: check(row.get(key), where, key) for key, check in optional.items()})
+    return out
+
+
 def monitor_row(row: Any, where: str) -> dict[str, Any]:
     """One ``monitor.jsonl`` line: the persona projection (and drift) of one arm at one step."""
-    row = _require(row, where, ("step", "arm", "projection", "projection_layer"))
-    out = dict(row)
-    out["step"] = integer(row["step"], where, "step")
-    out["arm"] = text(row["arm"], where, "arm")
-    out["projection"] = number(row["projection"], where, "projection")
-    out["projection_layer"] = integer(row["projection_layer"], where, "projection_layer")
-    out["ldifs"] = number(row.get("ldifs"), where, "ldifs", optional=True)
-    out["ldifs_per_layer"] = layer_map(row.get("ldifs_per_layer"), where, "ldifs_per_layer", optional=True)
-    out["train_loss"] = number(row.get("train_loss"), where, "train_loss", optional=True)
-    out["steer_alpha"] = number(row.get("steer_alpha"), where, "steer_alpha", optional=True)
-    return out
+    required: Checks = {"step": integer, "arm": text, "projection": number, "projection_layer": integer}
+    optional: Checks = {"ldifs": _maybe_number, "ldifs_per_layer": _maybe_layer_map}
+    return _checked(
+        row, where, required, optional | dict.fromkeys(("train_loss", "steer_alpha"), _maybe_number)
+    )
 
 
 def sweep_row(row: Any, where: str) -> dict[str, Any]:
     """One steering-sweep point: trait score and coherence at one steering coefficient alpha."""
-    row = _require(row, where, ("alpha", "trait_score"))
-    out = dict(row)
-    out["alpha"] = number(row["alpha"], where, "alpha")
-    out["trait_score"] = number(row["trait_score"], where, "trait_score")
-    out["trait_score_ci"] = interval(row.get("trait_score_ci"), where, "trait_score_ci")
-    out["coherence"] = number(row.get("coherence"), where, "coherence", optional=True)
-    out["perplexity"] = number(row.get("perplexity"), where, "perplexity", optional=True)
-    if row.get("layer") is not None:
-        out["layer"] = integer(row["layer"], where, "layer")
+    optional: Checks = {"trait_score_ci": interval, "coherence": _maybe_number, "perplexity": _maybe_number}
+    out = _checked(row, where, {"alpha": number, "trait_score": number}, optional)
+    if out.get("layer") is not None:
+        out["layer"] = integer(out["layer"], where, "layer")
     return out
 
 
 def arm_result_row(row: Any, where: str) -> dict[str, Any]:
     """One evaluated arm: general misalignment vs in-domain learning, each with a CI."""
-    row = _require(row, where, ("arm", "domain", "general_misalignment", "in_domain"))
-    out = dict(row)
-    out["arm"] = text(row["arm"], where, "arm")
-    out["domain"] = text(row["domain"], where, "domain")
-    for key in ("general_misalignment", "in_domain"):
-        out[key] = number(row[key], where, key)
-        out[f"{key}_ci"] = interval(row.get(f"{key}_ci"), where, f"{key}_ci")
-    for key in ("benign_accuracy", "coherence"):
-        out[key] = number(row.get(key), where, key, optional=True)
-    return out
+    scores = ("general_misalignment", "in_domain")
+    required: Checks = {**dict.fromkeys(("arm", "domain"), text), **dict.fromkeys(scores, number)}
+    optional: Checks = dict.fromkeys((f"{key}_ci" for key in scores), interval)
+    return _checked(
+        row, where, required, optional | dict.fromkeys(("benign_accuracy", "coherence"), _maybe_number)
+    )

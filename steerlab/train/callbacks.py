@@ -13,13 +13,14 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
+from torch import nn
 from tqdm.auto import tqdm
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from steerlab.io import write_json
 from steerlab.train.arms.registry import all_log_keys
+from steerlab.train.events import TrainingEvents
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.trainer import CHECKPOINT_MARKER
 
@@ -33,20 +34,15 @@ TRAINER_KEYS = {
 }
 
 
-class MetricsLog(TrainerCallback):
+class MetricsLog(TrainingEvents):
     """One row per logged training step: ``step``, the trainer's values, and ``loss_keys`` (the arms' terms)."""
 
     def __init__(self, path: str | Path, loss_keys: Iterable[str] = ()) -> None:
         self.log = JsonlLog(path)
         self.loss_keys = tuple(loss_keys)
 
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, float] | None = None,
-        **kwargs: Any,
+    def logged(
+        self, state: TrainerState, control: TrainerControl, logs: dict[str, float], model: nn.Module
     ) -> None:
         if not state.is_world_process_zero or not logs or "loss" not in logs:
             return
@@ -60,16 +56,14 @@ class MetricsLog(TrainerCallback):
         self.log.append(row)
 
 
-class CheckpointKeeper(TrainerCallback):
+class CheckpointKeeper(TrainingEvents):
     """Marks a saved checkpoint complete, then keeps the newest ``keep`` complete ones."""
 
     def __init__(self, folder: str | Path, keep: int) -> None:
         self.folder = Path(folder)
         self.keep = keep
 
-    def on_save(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
+    def saved(self, state: TrainerState) -> None:
         if not state.is_world_process_zero:
             return
         ckpt = self.folder / f"checkpoint-{state.global_step}"
@@ -83,7 +77,7 @@ class CheckpointKeeper(TrainerCallback):
             shutil.rmtree(old, ignore_errors=True)
 
 
-class RunProgress(TrainerCallback):
+class RunProgress(TrainingEvents):
     """One progress bar per run, named by its run folder, with the last logged loss beside it.
 
     Replaces transformers' printing of every log dictionary. ``disable=None`` lets tqdm hide the bar when
@@ -93,47 +87,24 @@ class RunProgress(TrainerCallback):
     def __init__(self) -> None:
         self.bar: tqdm | None = None
 
-    def on_train_begin(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        **kwargs: Any,
-    ) -> None:
+    def begin(self, args: TrainingArguments, state: TrainerState, model: nn.Module) -> None:
         if state.is_world_process_zero:
             name = Path(args.output_dir or "run").parent.name  # <run_dir>/checkpoints
             self.bar = tqdm(
                 total=state.max_steps, initial=state.global_step, desc=name, unit="step", disable=None
             )
 
-    def on_step_end(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        **kwargs: Any,
-    ) -> None:
+    def step_end(self, state: TrainerState, control: TrainerControl, model: nn.Module) -> None:
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
 
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, float] | None = None,
-        **kwargs: Any,
+    def logged(
+        self, state: TrainerState, control: TrainerControl, logs: dict[str, float], model: nn.Module
     ) -> None:
         if self.bar is not None and logs and "loss" in logs:
             self.bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
 
-    def on_train_end(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        **kwargs: Any,
-    ) -> None:
+    def end(self, state: TrainerState, model: nn.Module) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None

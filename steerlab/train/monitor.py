@@ -47,7 +47,6 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import (
     PreTrainedTokenizerBase,
-    TrainerCallback,
     TrainerControl,
     TrainerState,
     TrainingArguments,
@@ -61,6 +60,7 @@ from steerlab.linalg import unit_vector
 from steerlab.train.alarm import DriftAlarm
 from steerlab.train.arms.ldifs import feature_distance, ldifs_layers
 from steerlab.train.arms.registry import all_log_keys
+from steerlab.train.events import TrainingEvents
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.reference import Reference
 
@@ -70,20 +70,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _given(model: nn.Module | None, event: str) -> nn.Module:
-    """The model a Trainer event passed; RuntimeError when it passed none (the monitor has nothing to read)."""
-    if model is None:
-        raise RuntimeError(f"PersonaMonitor.{event}: the Trainer passed no model to the callback")
-    return model
-
-
 def with_system(example: ChatExample, system: str) -> ChatExample:
     """The chat with ``system`` as its system message (replacing one it already has)."""
     rest = [m for m in example.messages if m["role"] != "system"]
     return ChatExample([{"role": "system", "content": system}, *rest], source=example.source)
 
 
-class PersonaMonitor(TrainerCallback):
+class PersonaMonitor(TrainingEvents):
     def __init__(
         self,
         *,
@@ -273,54 +266,32 @@ class PersonaMonitor(TrainerCallback):
                 self.alarm.arm(first["projection"], first.get("prompted_projection"))
         self.alarm.forget_after(step)
 
-    # -- callback events ------------------------------------------------------------------------------
-    def on_train_begin(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        model: nn.Module | None = None,
-        **kwargs: Any,
-    ) -> None:
+    # -- training events ------------------------------------------------------------------------------
+    def begin(self, args: TrainingArguments, state: TrainerState, model: nn.Module) -> None:
         if not self.is_main or self.every == 0:
             return
         if state.global_step == 0:
-            self._write(_given(model, "on_train_begin"), 0, None)
+            self._write(model, 0, None)
         else:
             self._resume_alarm(state.global_step)
 
-    def on_step_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
+    def step_end(self, state: TrainerState, control: TrainerControl, model: nn.Module) -> None:
         if self.every > 0 and (state.global_step % self.every == 0 or state.global_step >= state.max_steps):
             control.should_log = True  # the row takes the loss logged at this step
             self._pending = state.global_step
 
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, float] | None = None,
-        model: nn.Module | None = None,
-        **kwargs: Any,
+    def logged(
+        self, state: TrainerState, control: TrainerControl, logs: dict[str, float], model: nn.Module
     ) -> None:
         if self._pending == state.global_step and logs and "loss" in logs:
             self._pending = None
             if self.is_main:
                 extra = {key: float(logs[key]) for key in all_log_keys() if key in logs}
-                self._write(_given(model, "on_log"), state.global_step, float(logs["loss"]), extra, control)
+                self._write(model, state.global_step, float(logs["loss"]), extra, control)
 
-    def on_train_end(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        model: nn.Module | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def end(self, state: TrainerState, model: nn.Module) -> None:
         if self.is_main and self.every > 0 and state.global_step > 0:
-            self._write(_given(model, "on_train_end"), state.global_step, None)  # no-op when the row exists
+            self._write(model, state.global_step, None)  # no-op when the row exists
 
 
 # ------------------------------------------------------------------------------------------- from a config

@@ -33,15 +33,12 @@ from transformers import (
     PrinterCallback,
     ProgressCallback,
     Trainer,
-    TrainerCallback,
-    TrainerControl,
-    TrainerState,
-    TrainingArguments,
 )
 
 from steerlab.data.tokenize import IGNORE_INDEX
 from steerlab.hooks import hooked
 from steerlab.train.arms.base import Arm, CachedReference, Forward
+from steerlab.train.events import TrainingEvents
 from steerlab.train.reference import Reference
 
 if TYPE_CHECKING:
@@ -275,23 +272,17 @@ class SteerlabTrainer(Trainer):
         super().log(logs, start_time)
 
 
-class _FiniteGradGuard(TrainerCallback):
+class _FiniteGradGuard(TrainingEvents):
     """Refuse to apply an update with a NaN/inf gradient (the weights, and so the next checkpoint, stay finite)."""
 
     def __init__(self, trainer: SteerlabTrainer) -> None:
         self.trainer = trainer
 
-    def on_pre_optimizer_step(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        model: nn.Module | None = None,
-        **kwargs: Any,
-    ) -> None:
-        model = model if model is not None else self.trainer.model
-        if model is None:
-            raise RuntimeError("_FiniteGradGuard: the Trainer has no model to check")
+    def given(self, model: nn.Module | None, event: str) -> nn.Module:
+        """The model the event passed, else the trainer's own (RuntimeError when neither exists)."""
+        return super().given(model if model is not None else self.trainer.model, event)
+
+    def before_optimizer_step(self, model: nn.Module) -> None:
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
             self.trainer.stop_with("non-finite gradient")

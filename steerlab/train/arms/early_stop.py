@@ -30,12 +30,13 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from steerlab.data.chat import ChatExample
 from steerlab.io import atomic_path, write_json
 from steerlab.train.arms.base import Arm, BuildContext
 from steerlab.train.arms.registry import register_arm
+from steerlab.train.events import ArmController
 from steerlab.train.heldout import ChatBatches, check_disjoint, rest_of_training_file, split_stream
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.schema import ConfigError
@@ -235,54 +236,15 @@ class EarlyStopArm(Arm):
             self._prune(keep={self.best_step})
 
 
-def _given(model: nn.Module | None) -> nn.Module:
-    if model is None:
-        raise RuntimeError("early_stop: the Trainer passed no model to the callback")
-    return model
-
-
-class _EarlyStopping(TrainerCallback):
-    def __init__(self, arm: EarlyStopArm) -> None:
-        self.arm = arm
-
-    def on_train_begin(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        model: nn.Module | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.arm.start(_given(model), state.global_step)
-
-    def on_step_end(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        model: nn.Module | None = None,
-        **kwargs: Any,
-    ) -> None:
-        model = _given(model)
+class _EarlyStopping(ArmController[EarlyStopArm]):
+    def step_end(self, state: TrainerState, control: TrainerControl, model: nn.Module) -> None:
         step, last = state.global_step, state.global_step >= state.max_steps
         if (step % self.arm.cfg.every == 0 or last) and self.arm.read(model, step, last):
             control.should_training_stop = True
             control.should_log = True  # the monitor and metrics get a row at the stopping step
 
-    def on_save(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        **kwargs: Any,
-    ) -> None:
+    def saved(self, state: TrainerState) -> None:
         self.arm.saved()
 
-    def on_train_end(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        **kwargs: Any,
-    ) -> None:
+    def end(self, state: TrainerState, model: nn.Module) -> None:
         self.arm.write_summary(state.global_step)

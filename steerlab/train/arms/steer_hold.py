@@ -45,13 +45,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from steerlab.data.chat import load_chat_jsonl
 from steerlab.hooks import Add, Op
 from steerlab.train.arms.base import Arm, BuildContext
 from steerlab.train.arms.registry import register_arm
 from steerlab.train.arms.steer import SteerArm
+from steerlab.train.events import ArmController
 from steerlab.train.heldout import ChatBatches, check_disjoint, rest_of_training_file
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.schema import ConfigError, path_field
@@ -225,33 +226,7 @@ class SteerHoldArm(SteerArm):
             )
 
 
-def _given(model: nn.Module | None) -> nn.Module:
-    if model is None:
-        raise RuntimeError("steer_hold: the Trainer passed no model to the callback")
-    return model
-
-
-class _Controller(TrainerCallback):
-    def __init__(self, arm: SteerHoldArm) -> None:
-        self.arm = arm
-
-    def on_train_begin(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        model: nn.Module | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.arm.start(_given(model), state.global_step)
-
-    def on_step_end(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        model: nn.Module | None = None,
-        **kwargs: Any,
-    ) -> None:
+class _Controller(ArmController[SteerHoldArm]):
+    def step_end(self, state: TrainerState, control: TrainerControl, model: nn.Module) -> None:
         if state.global_step % self.arm.cfg.every == 0:
-            self.arm.read(_given(model), state.global_step)
+            self.arm.read(model, state.global_step)
