@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import PreTrainedModel
 
@@ -41,3 +43,16 @@ def trait_from_pairs(name, pairs, extract_questions, eval_questions, eval_prompt
     return TraitSpec(
         name, [InstructionPair(*p) for p in pairs], list(extract_questions), list(eval_questions), eval_prompt
     )
+
+
+REFERENCES = Path(__file__).resolve().parents[1] / "experiments" / "data" / "references"
+
+
+def small_references(folder: Path, count: int = 2, names: tuple[str, ...] = ("general", "medical")) -> Path:
+    """The first ``count`` questions of the shipped reference sets in ``folder``: the stance score runs on
+    them at a test's cost (all 106 questions take minutes on the embedded model)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        lines = (REFERENCES / f"{name}.jsonl").read_text().splitlines()[:count]
+        (folder / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    return folder

@@ -10,6 +10,7 @@ import pytest
 import torch
 import typer
 import yaml
+from helpers import small_references
 from typer.testing import CliRunner
 
 import steerlab.persona.generation as generation
@@ -48,11 +49,7 @@ def small_data(tmp_path_factory) -> dict[str, str]:
     (folder / "questions.yaml").write_text(yaml.safe_dump(questions))
     lines = (DATA / "medical_eval.jsonl").read_text().splitlines()[:16]
     (folder / "medical_eval.jsonl").write_text("\n".join(lines) + "\n")
-    refs = folder / "references"  # a few questions' reference answers keep the stance parts quick
-    refs.mkdir()
-    for name in ("general", "medical"):
-        head = (DATA / "references" / f"{name}.jsonl").read_text().splitlines()[:4]
-        (refs / f"{name}.jsonl").write_text("\n".join(head) + "\n")
+    refs = small_references(folder / "references", 4)  # a few questions keep the stance parts quick
     return {
         "questions": str(folder / "questions.yaml"),
         "in_domain_data": str(folder / "medical_eval.jsonl"),

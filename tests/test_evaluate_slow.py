@@ -9,6 +9,7 @@ import pytest
 import torch
 import typer
 import yaml
+from helpers import small_references
 from typer.testing import CliRunner
 
 DATA = Path(__file__).resolve().parents[1] / "experiments" / "data"
@@ -100,6 +101,8 @@ def test_eval_cli_on_the_embedded_model(tmp_path):
         "200",
         "--domain",
         "medical",
+        "--references",
+        str(small_references(tmp_path / "refs")),
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import small_references
 from torch import Tensor, nn
 
 from steerlab.train.arms import Arm, BuildContext, Forward, register_arm, unregister_arm
@@ -69,16 +70,6 @@ def _fake_judge(monkeypatch):
     monkeypatch.setattr(runner, "evaluate_model", evaluate)
 
 
-def _small_references(tmp_path: Path, count: int = 2) -> Path:
-    """The first questions of the shipped reference sets: the stance score runs, at a test's cost."""
-    folder = tmp_path / "refs"
-    folder.mkdir()
-    for name in ("general", "medical"):
-        lines = (DATA / "references" / f"{name}.jsonl").read_text().splitlines()[:count]
-        (folder / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
-
-
 def test_a_registered_arm_appears_in_the_grid_results(shrink, tmp_path, monkeypatch):
     import steerlab.experiment.runner as runner
 
@@ -113,7 +104,7 @@ def test_a_registered_arm_appears_in_the_grid_results(shrink, tmp_path, monkeypa
             "max_new_tokens": 4,
             "n_in_domain": 2,
             "n_boot": 50,
-            "references": str(_small_references(tmp_path)),
+            "references": str(small_references(tmp_path / "refs")),
         },
     }
     path = tmp_path / "grid.yaml"
