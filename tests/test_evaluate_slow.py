@@ -101,8 +101,10 @@ def test_eval_cli_on_the_embedded_model(tmp_path):
         "200",
         "--domain",
         "medical",
-        "--references",
-        str(small_references(tmp_path / "refs")),
+        "--references",  # the stance score has its own tests: one question per set, no cues, here
+        str(small_references(tmp_path / "refs", 1)),
+        "--cues",
+        "",
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
