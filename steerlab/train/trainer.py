@@ -90,7 +90,19 @@ def _cached(
         )
     if "example_index" not in inputs:
         raise RuntimeError("the batch has no example_index: the reference cache cannot find its examples")
-    return cache.fetch(inputs["example_index"], names)
+    return _on_device(cache.fetch(inputs["example_index"], names), inputs["input_ids"].device)
+
+
+def _on_device(cached: CachedReference, device: torch.device) -> CachedReference:
+    """The batch's cached records on the model's device. On CUDA they are copied from pinned memory without
+    blocking, before the policy's forward is queued, so the copies overlap it (measured: the launch-bound
+    135M model on an H200 paid ~20% per step for ldifs' synchronous copies of five blocks' features)."""
+    if device.type != "cuda":
+        return cached
+    return {
+        arm: [{k: t.pin_memory().to(device, non_blocking=True) for k, t in rec.items()} for rec in recs]
+        for arm, recs in cached.items()
+    }
 
 
 def arm_loss(
