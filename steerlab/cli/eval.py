@@ -24,24 +24,24 @@ Questions = Annotated[
     Path | None,
     typer.Option(
         "--questions",
-        help="question YAML (steerlab or original emergent-misalignment format) [default: experiments/data/em_questions.yaml]",
+        help="question YAML (steerlab or original emergent-misalignment format) (default: experiments/data/em_questions.yaml)",
     ),
 ]
 InDomainData = Annotated[
     Path | None,
     typer.Option(
         "--data",
-        help="in-domain held-out chat JSONL (user turns are the prompts; assistant turns and reference_misaligned feed the log-prob score) [default: the run's domain eval split]",
+        help="in-domain held-out chat JSONL (user turns are the prompts; assistant turns and reference_misaligned feed the log-prob score) (default: the run's domain eval split)",
     ),
 ]
 Out = Annotated[
-    Path | None, typer.Option("--out", help="output folder [default: RUN/eval or runs/eval/<model>]")
+    Path | None, typer.Option("--out", help="output folder (default: RUN/eval or runs/eval/<model>)")
 ]
 NGeneral = Annotated[
     int | None,
     typer.Option(
         "--n",
-        help="answers per general question [default: 4; 0 = the file's paraphrases x samples_per_paraphrase]",
+        help="answers per general question (default: 4; 0 = the file's paraphrases x samples_per_paraphrase)",
     ),
 ]
 MaxFailedShare = Annotated[
@@ -66,16 +66,16 @@ AnswersFrom = Annotated[
     ),
 ]
 ArmLabel = Annotated[
-    str | None, typer.Option("--arm", help="arm label for the row [default: the run's arm, or base]")
+    str | None, typer.Option("--arm", help="arm label for the row (default: the run's arm, or base)")
 ]
 DomainLabel = Annotated[
-    str | None, typer.Option("--domain", help="domain label [default: from the run / data]")
+    str | None, typer.Option("--domain", help="domain label (default: from the run / data)")
 ]
 VectorFile = Annotated[Path | None, typer.Option("--vector", help="persona vector for the projection")]
-Layer = Annotated[int | None, typer.Option("--layer", help="projection layer [default: the vector's]")]
+Layer = Annotated[int | None, typer.Option("--layer", help="projection layer (default: the vector's)")]
 Benign = Annotated[
     Path | None,
-    typer.Option("--benign", help="benign-task JSONL [default: experiments/data/arithmetic_eval.jsonl]"),
+    typer.Option("--benign", help="benign-task JSONL (default: experiments/data/arithmetic_eval.jsonl)"),
 ]
 NoBenign = Annotated[bool, typer.Option("--no-benign", help="skip the benign task")]
 NInDomain = Annotated[int, typer.Option("--n-in-domain", help="sampled in-domain answers (0 = all prompts)")]
@@ -89,7 +89,7 @@ References = Annotated[
     typer.Option(
         "--references",
         help="folder of reference answers (general.jsonl, <domain>.jsonl) for the stance score "
-        "[default: experiments/data/references]",
+        "(default: experiments/data/references)",
     ),
 ]
 Cues = Annotated[
@@ -105,7 +105,7 @@ TrainData = Annotated[
     Path | None,
     typer.Option(
         "--train-data",
-        help="narrow training chats for the collapse detector [default: experiments/data/<domain>_train.jsonl]",
+        help="narrow training chats for the collapse detector (default: experiments/data/<domain>_train.jsonl)",
     ),
 ]
 

@@ -59,13 +59,13 @@ def check_command(
     judge_retries: opt.JudgeRetries = 4,
     allow_judge_mismatch: opt.AllowJudgeMismatch = False,
     data: Annotated[
-        Path | None, typer.Option("--data", help="labelled JSONL [default: the shipped labelled set]")
+        Path | None, typer.Option("--data", help="labelled JSONL (default: the shipped labelled set)")
     ] = None,
     limit: Annotated[
         int, typer.Option("--limit", help="a seeded subset of about this many rows, stratified (0 = all)")
     ] = 0,
     out: Annotated[
-        Path | None, typer.Option("--out", help="result JSON [default: runs/judge_check/<judge>.json]")
+        Path | None, typer.Option("--out", help="result JSON (default: runs/judge_check/<judge>-<id>.json)")
     ] = None,
     batch_size: opt.BatchSize = 16,
     seed: opt.Seed = 0,

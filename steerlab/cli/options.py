@@ -46,8 +46,8 @@ ProbeFile = Annotated[
     Path | None,
     typer.Option(
         "--probe",
-        help="probe judge file [default: <vector>.probe.safetensors where a vector is given, else the base "
-        "model's shipped probe]",
+        help="probe judge file (default: <vector>.probe.safetensors where a vector is given, else the base "
+        "model's shipped probe)",
     ),
 ]
 BatchSize = Annotated[int, typer.Option("--batch-size")]

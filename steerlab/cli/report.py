@@ -13,7 +13,7 @@ from rich.markup import escape
 def report(
     path: Annotated[Path, typer.Argument(help="a run folder (runs/<name>/) or an experiment folder of runs")],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="HTML file to write [default: PATH/report.html]")
+        Path | None, typer.Option("--out", "-o", help="HTML file to write (default: PATH/report.html)")
     ] = None,
     png: Annotated[
         bool, typer.Option("--png", help="also write static PNGs (needs kaleido and Chrome/Chromium)")
