@@ -218,8 +218,13 @@ def _send(h: BaseHTTPRequestHandler, code: int, payload: bytes, ctype: str) -> N
 
 def completion(request: dict, top: list[tuple[str, float]]) -> dict:
     """A chat.completion object whose single token carries ``top`` as its top_logprobs."""
-    entries = [{"token": t, "logprob": math.log(p), "bytes": list(t.encode())} for t, p in top]
+    entries = _entries(top)
     first = max(entries, key=lambda e: e["logprob"])
+    return _chat_completion(request, [dict(first, top_logprobs=entries)])
+
+
+def _chat_completion(request: dict, content: list[dict[str, Any]]) -> dict:
+    """The chat.completion envelope around generated tokens ``content`` (each with its top_logprobs)."""
     return {
         "id": "chatcmpl-test",
         "object": "chat.completion",
@@ -228,12 +233,12 @@ def completion(request: dict, top: list[tuple[str, float]]) -> dict:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": first["token"]},
-                "logprobs": {"content": [dict(first, top_logprobs=entries)], "refusal": None},
+                "message": {"role": "assistant", "content": "".join(c["token"] for c in content)},
+                "logprobs": {"content": content, "refusal": None},
                 "finish_reason": "length",
             }
         ],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
+        "usage": {"prompt_tokens": 10, "completion_tokens": len(content), "total_tokens": 10 + len(content)},
     }
 
 
@@ -265,18 +270,4 @@ def digits_completion(request: dict, model: Digits) -> dict:
         if token == "<|end|>":
             break
         prefix += token
-    return {
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "created": 0,
-        "model": request.get("model", "fake"),
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "".join(c["token"] for c in content)},
-                "logprobs": {"content": content, "refusal": None},
-                "finish_reason": "length",
-            }
-        ],
-        "usage": {"prompt_tokens": 10, "completion_tokens": len(content), "total_tokens": 10 + len(content)},
-    }
+    return _chat_completion(request, content)
