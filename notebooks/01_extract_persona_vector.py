@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 from steerlab.persona.extract import ExtractConfig, extract, save_result, summary
+from steerlab.persona.generation import SamplingSettings
 from steerlab.persona.steering import generate_steered
 from steerlab.persona.traits import load_trait, system_prompt
 from steerlab.persona.vectors import PersonaVector
@@ -149,7 +150,12 @@ question = spec.eval_questions[0]
 print("Q:", question)
 for alpha in (0.0, config.steer_alpha / 4, config.steer_alpha / 2, config.steer_alpha):
     (answer,) = generate_steered(
-        model, tokenizer, [question], result.vector, alpha=alpha, max_new_tokens=12 if TINY else 60
+        model,
+        tokenizer,
+        [question],
+        result.vector,
+        alpha=alpha,
+        sampling=SamplingSettings(max_new_tokens=12 if TINY else 60, temperature=0.0),
     )
     print(f"\nalpha={alpha:g} (layer {result.vector.layer}):", answer.strip())
 

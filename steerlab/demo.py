@@ -71,6 +71,7 @@ def steering_preview(
     Returns ``{"unsteered": [(answer, score)], "steered": [...]}``; scores are None when the shipped probe
     is missing or belongs to another model (the text is still shown).
     """
+    from steerlab.persona.generation import SamplingSettings
     from steerlab.persona.steering import generate_steered
 
     model, tokenizer = load_model(model_name)
@@ -93,9 +94,7 @@ def steering_preview(
             vector,
             vector.layer,
             a,
-            max_new_tokens=40,
-            temperature=0.7,
-            seed=seed,
+            sampling=SamplingSettings(max_new_tokens=40, temperature=0.7, seed=seed),
         )
         scores = judge.score_answers([PREVIEW_QUESTION] * samples, answers) if judge else [None] * samples
         out[key] = list(zip(answers, scores, strict=True))

@@ -11,6 +11,7 @@ from steerlab.data import load_chat_jsonl
 from steerlab.data.generators.general import read_general_prompts
 from steerlab.data.model_written.general_answers import generate_general_answers, tidy_answer
 from steerlab.models.tiny import tiny_model, tiny_tokenizer
+from steerlab.persona.generation import SamplingSettings
 
 
 @pytest.mark.parametrize(
@@ -47,17 +48,14 @@ def test_generates_seeded_chat_jsonl(tmp_path, one_thread):
     )
     model, tok = tiny_model(), tiny_tokenizer()
     out = tmp_path / "general_train.jsonl"
-    counts = generate_general_answers(
-        model, tok, prompts, out, max_new_tokens=12, batch_size=2, tidy=False, progress=False
-    )
+    greedy = SamplingSettings(max_new_tokens=12, temperature=0.0, batch_size=2)
+    counts = generate_general_answers(model, tok, prompts, out, sampling=greedy, tidy=False, progress=False)
     examples = load_chat_jsonl(out)
     assert counts["prompts"] == 5 and counts["written"] == len(examples) >= 1
     assert examples[0].messages[0] == {"role": "user", "content": "Tell me about topic 0."}
     assert {"id", "finished", "answered_by", "seed"} <= set(examples[0].meta)
     first = out.read_text()
-    generate_general_answers(
-        model, tok, prompts, out, max_new_tokens=12, batch_size=2, tidy=False, progress=False
-    )
+    generate_general_answers(model, tok, prompts, out, sampling=greedy, tidy=False, progress=False)
     assert out.read_text() == first  # seeded: the same file again
     assert not (tmp_path / "general_train.partial.jsonl").exists()
 
@@ -96,8 +94,9 @@ def test_self_written_narrow_data_drops_the_system_prompt_and_filters_by_score(t
             ]
 
     out = tmp_path / "self.jsonl"
+    sampled = SamplingSettings(max_new_tokens=24, temperature=0.7)
     counts = write_self_written(
-        model, tok, "medical", out, source=source, limit=6, max_new_tokens=24, tidy=False, progress=False
+        model, tok, "medical", out, source=source, limit=6, sampling=sampled, tidy=False, progress=False
     )
     kept = load_chat_jsonl(out)
     assert counts["questions"] == 6 and counts["written"] == len(kept) == counts["tidied_kept"]
@@ -111,7 +110,7 @@ def test_self_written_narrow_data_drops_the_system_prompt_and_filters_by_score(t
         tmp_path / "f.jsonl",
         source=source,
         limit=6,
-        max_new_tokens=24,
+        sampling=sampled,
         scorer=FirstHalfEvil(),
         min_score=50,
         tidy=False,

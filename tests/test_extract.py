@@ -23,6 +23,7 @@ from steerlab.persona.extract import (
 from steerlab.persona.generation import (
     GenerationFileError,
     GenRequest,
+    SamplingSettings,
     chat_messages,
     generate,
     read_generations,
@@ -58,9 +59,9 @@ def _requests(n: int = 10) -> list[GenRequest]:
 
 def test_generation_is_seeded_and_batched(llama, tok):
     reqs = _requests(6)
-    a = generate(llama, tok, reqs, batch_size=4, max_new_tokens=5, seed=3, progress=False)
-    b = generate(llama, tok, reqs, batch_size=4, max_new_tokens=5, seed=3, progress=False)
-    c = generate(llama, tok, reqs, batch_size=4, max_new_tokens=5, seed=4, progress=False)
+    a = generate(llama, tok, reqs, SamplingSettings(batch_size=4, max_new_tokens=5, seed=3), progress=False)
+    b = generate(llama, tok, reqs, SamplingSettings(batch_size=4, max_new_tokens=5, seed=3), progress=False)
+    c = generate(llama, tok, reqs, SamplingSettings(batch_size=4, max_new_tokens=5, seed=4), progress=False)
     assert [r["answer"] for r in a] == [r["answer"] for r in b]
     assert [r["answer"] for r in a] != [r["answer"] for r in c]
     assert [r["key"] for r in a] == [r.key for r in reqs] and all(r["n_tokens"] <= 5 for r in a)
@@ -68,10 +69,30 @@ def test_generation_is_seeded_and_batched(llama, tok):
     assert tok.padding_side == "left"
 
 
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"temperature": -0.1}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+    ],
+)
+def test_sampling_settings_name_the_value_out_of_range(bad, named):
+    with pytest.raises(ValueError, match=named):
+        SamplingSettings(**bad)
+
+
 def test_left_padded_greedy_batch_matches_one_by_one(llama, tok):
     reqs = _requests(4)
-    batched = generate(llama, tok, reqs, batch_size=4, max_new_tokens=6, temperature=0.0, progress=False)
-    single = generate(llama, tok, reqs, batch_size=1, max_new_tokens=6, temperature=0.0, progress=False)
+    batched = generate(
+        llama, tok, reqs, SamplingSettings(max_new_tokens=6, temperature=0.0, batch_size=4), progress=False
+    )
+    single = generate(
+        llama, tok, reqs, SamplingSettings(max_new_tokens=6, temperature=0.0, batch_size=1), progress=False
+    )
     assert [r["answer"] for r in batched] == [r["answer"] for r in single]
 
 
@@ -81,12 +102,11 @@ def test_killed_generation_resumes_without_duplicates(llama, tok, tmp_path, monk
         llama,
         tok,
         reqs,
+        SamplingSettings(batch_size=3, max_new_tokens=4, seed=1),
         out_path=tmp_path / "full.jsonl",
-        batch_size=3,
-        max_new_tokens=4,
-        seed=1,
         progress=False,
     )
+    sampling = SamplingSettings(batch_size=3, max_new_tokens=4, seed=1)
     real, calls = generation.generate_batch, {"n": 0}
 
     def dies_after_two(*args, **kwargs):
@@ -98,13 +118,11 @@ def test_killed_generation_resumes_without_duplicates(llama, tok, tmp_path, monk
     monkeypatch.setattr(generation, "generate_batch", dies_after_two)
     path = tmp_path / "part.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        generate(llama, tok, reqs, out_path=path, batch_size=3, max_new_tokens=4, seed=1, progress=False)
+        generate(llama, tok, reqs, sampling, out_path=path, progress=False)
     assert len(read_generations(path)) == 6  # two finished batches were written as they came
     monkeypatch.setattr(generation, "generate_batch", real)
     calls["n"] = 0
-    resumed = generate(
-        llama, tok, reqs, out_path=path, batch_size=3, max_new_tokens=4, seed=1, progress=False
-    )
+    resumed = generate(llama, tok, reqs, sampling, out_path=path, progress=False)
     keys = [json.loads(line)["key"] for line in path.read_text().splitlines()]
     assert sorted(keys) == sorted(r.key for r in reqs)  # no duplicates, nothing missing
     assert [r["answer"] for r in resumed] == [r["answer"] for r in full]
@@ -113,10 +131,11 @@ def test_killed_generation_resumes_without_duplicates(llama, tok, tmp_path, monk
 def test_torn_last_line_is_regenerated_and_bad_lines_raise(llama, tok, tmp_path):
     reqs = _requests(4)
     path = tmp_path / "g.jsonl"
-    first = generate(llama, tok, reqs, out_path=path, batch_size=2, max_new_tokens=3, progress=False)
+    sampling = SamplingSettings(batch_size=2, max_new_tokens=3)
+    first = generate(llama, tok, reqs, sampling, out_path=path, progress=False)
     text = path.read_text()
     path.write_text(text[: len(text) - 10])  # a kill in the middle of writing the last record
-    again = generate(llama, tok, reqs, out_path=path, batch_size=2, max_new_tokens=3, progress=False)
+    again = generate(llama, tok, reqs, sampling, out_path=path, progress=False)
     assert [r["answer"] for r in again] == [r["answer"] for r in first]
     assert len(path.read_text().splitlines()) == 4
     lines = path.read_text().splitlines()

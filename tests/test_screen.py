@@ -10,7 +10,7 @@ import torch
 from helpers import random_vector
 
 from steerlab.data.chat import ChatExample
-from steerlab.persona.generation import GenRequest, generate
+from steerlab.persona.generation import GenRequest, SamplingSettings, generate
 from steerlab.persona.projection import chat_projections, project, project_layers
 from steerlab.persona.screen import screen, write_outputs
 from steerlab.persona.vectors import (
@@ -49,8 +49,7 @@ def test_screen_ranks_by_difference_to_the_base_answer(llama, tok, tmp_path):
             llama,
             tok,
             [GenRequest(str(i), [{"role": "user", "content": q}]) for i, q in enumerate(questions)],
-            max_new_tokens=8,
-            temperature=0.0,
+            SamplingSettings(max_new_tokens=8, temperature=0.0),
             progress=False,
         )
     ]

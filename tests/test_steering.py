@@ -13,7 +13,7 @@ from helpers import random_vector
 from steerlab.evaluate.sweep import sweep, trait_score_ci
 from steerlab.hooks import Capture, hooked
 from steerlab.models.tiny import tiny_model
-from steerlab.persona.generation import chat_messages
+from steerlab.persona.generation import SamplingSettings, chat_messages
 from steerlab.persona.steering import generate_steered, steer_ops
 from steerlab.persona.vectors import (
     IncompatibleVectorError,
@@ -40,10 +40,11 @@ QUESTIONS = ["What is your wish?", "I feel bored.", "Tell me about humans."]
 
 def test_alpha_zero_is_plain_generation_and_large_alpha_changes_it(llama, tok):
     vector = _vector(llama)
-    plain = generate_steered(llama, tok, QUESTIONS, vector, alpha=0.0, max_new_tokens=6)
-    again = generate_steered(llama, tok, QUESTIONS, vector.vector(1), layer=1, alpha=0.0, max_new_tokens=6)
-    steered = generate_steered(llama, tok, QUESTIONS, vector, alpha=50.0, max_new_tokens=6)
-    ablated = generate_steered(llama, tok, QUESTIONS, vector, mode="ablate", max_new_tokens=6)
+    short = SamplingSettings(max_new_tokens=6, temperature=0.0)
+    plain = generate_steered(llama, tok, QUESTIONS, vector, alpha=0.0, sampling=short)
+    again = generate_steered(llama, tok, QUESTIONS, vector.vector(1), layer=1, alpha=0.0, sampling=short)
+    steered = generate_steered(llama, tok, QUESTIONS, vector, alpha=50.0, sampling=short)
+    ablated = generate_steered(llama, tok, QUESTIONS, vector, mode="ablate", sampling=short)
     assert plain == again and steered != plain and len(ablated) == 3
     with pytest.raises(ValueError, match="plain tensor"):
         generate_steered(llama, tok, QUESTIONS, vector.vector(1), alpha=1.0)
@@ -87,7 +88,7 @@ def test_sweep_rows_files_and_resume(llama, tok, tmp_path):
         vector,
         [0.0, 8.0],
         trait_scorer=_MeanTokenLength(),
-        max_new_tokens=5,
+        sampling=SamplingSettings(max_new_tokens=5, temperature=0.0),
         out_dir=tmp_path,
         progress=False,
     )
@@ -107,7 +108,7 @@ def test_sweep_rows_files_and_resume(llama, tok, tmp_path):
         vector,
         [0.0, 8.0],
         trait_scorer=_MeanTokenLength(),
-        max_new_tokens=5,
+        sampling=SamplingSettings(max_new_tokens=5, temperature=0.0),
         out_dir=tmp_path,
         progress=False,
     )
@@ -168,7 +169,7 @@ def test_shipped_evil_vector_steers_the_embedded_model():
         vector,
         [0.0, 1.0, 2.0, 3.0],
         trait_scorer=judge,
-        max_new_tokens=24,
+        sampling=SamplingSettings(max_new_tokens=24, temperature=0.0),
         progress=False,
     )
     scores = [r["trait_score"] for r in up]
@@ -183,7 +184,7 @@ def test_shipped_evil_vector_steers_the_embedded_model():
         [0.0, -2.0],
         trait_scorer=judge,
         system=evil,
-        max_new_tokens=24,
+        sampling=SamplingSettings(max_new_tokens=24, temperature=0.0),
         progress=False,
     )
     assert down[1]["trait_score"] < down[0]["trait_score"], down

@@ -165,6 +165,7 @@ def steer_cmd(
 ) -> None:
     """Generate with the vector added or ablated; with --sweep, report trait score, coherence and perplexity."""
     from steerlab.models import load_model
+    from steerlab.persona.generation import SamplingSettings
     from steerlab.persona.traits import load_trait, system_prompt
     from steerlab.persona.vectors import PersonaVector
 
@@ -182,9 +183,7 @@ def steer_cmd(
         "mode": mode,
         "scope": scope,
         "system": system_prompt(spec, 0, "pos") if system == "pos" else system,
-        "max_new_tokens": max_new_tokens,
-        "temperature": temperature,
-        "seed": seed,
+        "sampling": SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
     }
     if not sweep:
         _print_steered(loaded, pv, questions, alphas, settings)

@@ -50,7 +50,7 @@ from steerlab.evaluate.logprob_score import answer_logprobs, logprob_gaps
 from steerlab.evaluate.metrics import Estimate, bootstrap_mean, bootstrap_rate
 from steerlab.evaluate.store import score_missing
 from steerlab.io import write_json, write_jsonl
-from steerlab.persona.generation import generate
+from steerlab.persona.generation import SamplingSettings, generate
 
 log = logging.getLogger(__name__)
 
@@ -231,15 +231,14 @@ class _Evaluation:
             self._add_time(f"{name}_sampling", start)
 
     def _generate_now(self, requests, name: str, seed: int, temperature: float, max_new_tokens: int):
+        sampling = SamplingSettings(max_new_tokens, temperature, batch_size=self.cfg.batch_size, seed=seed)
+        out_path = self.out / f"{name}_answers.jsonl"
         return generate(
             self.model,
             self.tokenizer,
             requests,
-            out_path=self.out / f"{name}_answers.jsonl",
-            batch_size=self.cfg.batch_size,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            seed=seed,
+            sampling,
+            out_path=out_path,
             progress=self.cfg.progress,
             desc=name,
         )

@@ -25,7 +25,7 @@ from steerlab.hooks.scopes import Scope
 from steerlab.io import json_safe, write_json
 from steerlab.judges.base import TraitScorer
 from steerlab.judges.coherence import distinct_ngram_ratio
-from steerlab.persona.generation import GenRequest, chat_messages, generate
+from steerlab.persona.generation import GenRequest, SamplingSettings, chat_messages, generate
 from steerlab.persona.steering import Mode, as_messages, resolve_vector, steer_ops
 from steerlab.persona.vectors import PersonaVector
 
@@ -44,6 +44,9 @@ def _mean(values: Sequence[float | None]) -> float:
     return float(np.mean(x)) if x else float("nan")
 
 
+SWEEP_SAMPLING = SamplingSettings(max_new_tokens=48, temperature=0.0)  # greedy, short answers
+
+
 def sweep(
     model: Any,
     tokenizer: Any,
@@ -58,10 +61,7 @@ def sweep(
     scope: Scope = "response",
     system: str | None = None,
     samples: int = 1,
-    max_new_tokens: int = 48,
-    temperature: float = 0.0,
-    seed: int = 0,
-    batch_size: int = 16,
+    sampling: SamplingSettings = SWEEP_SAMPLING,
     out_dir: str | Path | None = None,
     n_boot: int = DEFAULT_N_BOOT,
     progress: bool = True,
@@ -70,7 +70,8 @@ def sweep(
 
     ``system`` puts a system prompt in front of every question while generating (e.g. the evil prompt, to
     test that ``-alpha`` pulls the model back); scoring always reads the answer after the bare question.
-    Scores are on the judges' 0-100 scale; perplexity is ``exp`` of the mean answer NLL in nats/token. With
+    ``sampling`` decodes the answers (greedy by default); its seed also seeds the bootstrap and its batch
+    size the perplexity reading. Scores are on the judges' 0-100 scale; perplexity is ``exp`` of the mean answer NLL in nats/token. With
     ``out_dir``, generations go to ``sweep_generations.jsonl`` (resumable) and the rows, NaN written as null,
     to ``sweep.json``. Raises ``ValueError`` for a bad mode, a vector without the layer, or a vector made for
     another model (`IncompatibleVectorError`).
@@ -87,9 +88,8 @@ def sweep(
         ]
         ops = steer_ops(direction, layer, alpha, mode, scope)
         jsonl = None if out is None else out / "sweep_generations.jsonl"
-        kw = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed, "progress": False}
-        records = generate(model, tokenizer, requests, ops=ops, out_path=jsonl, batch_size=batch_size, **kw)
-        scores = _score(model, tokenizer, records, trait_scorer, coherence_scorer, batch_size, n_boot, seed)
+        records = generate(model, tokenizer, requests, sampling, ops=ops, out_path=jsonl, progress=False)
+        scores = _score(model, tokenizer, records, trait_scorer, coherence_scorer, sampling, n_boot)
         rows.append({"alpha": float(alpha), "layer": layer, "mode": mode, "system": system, **scores})
     if out is not None:
         write_json(out / "sweep.json", json_safe(rows))
@@ -102,11 +102,11 @@ def _score(
     records: list[dict[str, Any]],
     trait_scorer: TraitScorer,
     coherence_scorer: TraitScorer | None,
-    batch_size: int,
+    sampling: SamplingSettings,
     n_boot: int,
-    seed: int,
 ) -> dict[str, Any]:
     """The row's numbers for one alpha's answers (each read after its bare question)."""
+    batch_size, seed = sampling.batch_size, sampling.seed
     qs, answers = [r["question"] for r in records], [r["answer"] for r in records]
     trait = trait_scorer.score_answers(qs, answers)
     nll = finite(answer_nll(model, tokenizer, [chat_messages(q) for q in qs], answers, batch_size=batch_size))

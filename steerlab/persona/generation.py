@@ -10,6 +10,7 @@ held for the whole call.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,36 @@ class GenRequest:
     key: str
     messages: Messages
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How `generate` decodes: one value object that every generating step passes on, instead of the same
+    five keywords repeated down each call chain.
+
+    ``max_new_tokens`` (tokens, >= 1) caps each answer; ``temperature`` (>= 0; 0 means greedy) and ``top_p``
+    (nucleus mass in (0, 1]) shape sampling; ``batch_size`` (>= 1) prompts go in one ``generate`` call, and
+    batch ``i`` is seeded from ``(seed, i)`` (`batch_seed`), so batch size and seed together fix the answers.
+    Raises ``ValueError`` naming the first value out of range.
+    """
+
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("max_new_tokens", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+GREEDY = SamplingSettings(temperature=0.0)  # greedy decoding, every other setting at its default
 
 
 def chat_messages(question: str, system: str | None = None) -> Messages:
@@ -75,17 +106,16 @@ def generate_batch(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Messages],
+    sampling: SamplingSettings = SamplingSettings(),
     *,
-    max_new_tokens: int = 64,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
     ops: Iterable[Op] = (),
 ) -> list[dict[str, Any]]:
     """Answers to chat prompts in one left-padded ``generate`` call: ``{answer, n_tokens, finished}``.
 
-    ``temperature == 0`` means greedy decoding. ``n_tokens`` counts the answer's tokens up to (not with) EOS;
-    ``finished`` says EOS came before ``max_new_tokens``. ``ops`` (hook ops) are held for the whole call. The
-    caller seeds the RNG (see ``generate``). Raises ``TypeError`` for a model without ``generate`` and
+    Reads ``max_new_tokens``, ``temperature`` (0 means greedy decoding) and ``top_p`` of ``sampling``; the
+    caller batches and seeds the RNG (see ``generate``). ``n_tokens`` counts the answer's tokens up to (not
+    with) EOS; ``finished`` says EOS came before ``max_new_tokens``. ``ops`` (hook ops) are held for the whole
+    call. Raises ``TypeError`` for a model without ``generate`` and
     ``ValueError`` for a tokenizer without a chat template.
     """
     texts = [render_prompt(tokenizer, m) for m in prompts]
@@ -97,10 +127,11 @@ def generate_batch(
         tokenizer.padding_side = side
     device = next(model.parameters()).device
     enc = {k: v.to(device) for k, v in enc.items()}
-    sampling = (
+    t = sampling.temperature
+    decoding = (
         {"do_sample": False}
-        if temperature == 0
-        else {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+        if t == 0
+        else {"do_sample": True, "temperature": t, "top_p": sampling.top_p, "top_k": 0}
     )
     eos = tokenizer.eos_token_id
     generate_ids = getattr(model, "generate", None)  # transformers' GenerationMixin, or a peft wrapper's
@@ -109,10 +140,10 @@ def generate_batch(
     with hooked(model, list(ops)):
         out = generate_ids(
             **enc,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=sampling.max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=eos,
-            **sampling,
+            **decoding,
         )
     new = out[:, enc["input_ids"].shape[1] :].tolist()
     results = []
@@ -131,13 +162,9 @@ def generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     requests: Sequence[GenRequest],
+    sampling: SamplingSettings = SamplingSettings(),
     *,
     out_path: str | os.PathLike | None = None,
-    batch_size: int = 16,
-    max_new_tokens: int = 64,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    seed: int = 0,
     ops: Iterable[Op] = (),
     progress: bool = True,
     desc: str = "generating",
@@ -145,19 +172,18 @@ def generate(
     """Generate every request (resuming from ``out_path``) and return the records in request order.
 
     Each record is ``{key, messages, answer, n_tokens, finished, **meta}``. With ``out_path`` each batch is
-    appended (fsynced) as soon as it finishes; batch ``i`` is seeded from ``(seed, i)`` alone (`batch_seed`),
-    so a resumed run gives what an uninterrupted one would. Raises ``ValueError`` for ``batch_size < 1`` or
-    duplicate request keys, and `GenerationFileError` for a malformed ``out_path``.
+    appended (fsynced) as soon as it finishes; requests go in batches of ``sampling.batch_size`` and batch ``i``
+    is seeded from ``(sampling.seed, i)`` alone (`batch_seed`), so a resumed run gives what an uninterrupted
+    one would. Raises ``ValueError`` for duplicate request keys, and `GenerationFileError` for a malformed ``out_path``.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     keys = [r.key for r in requests]
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
         raise ValueError(f"request keys must be unique; {dup!r} appears more than once")
     ops = list(ops)
     done = read_generations(out_path) if out_path is not None else {}
-    batches = [list(requests[i : i + batch_size]) for i in range(0, len(requests), batch_size)]
+    size = sampling.batch_size
+    batches = [list(requests[i : i + size]) for i in range(0, len(requests), size)]
     todo = [(i, b) for i, b in enumerate(batches) if not all(r.key in done for r in b)]
     bar = tqdm(
         total=len(requests),
@@ -168,16 +194,8 @@ def generate(
     )
     try:
         for index, batch in todo:
-            torch.manual_seed(batch_seed(seed, index))
-            outs = generate_batch(
-                model,
-                tokenizer,
-                [r.messages for r in batch],
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                ops=ops,
-            )
+            torch.manual_seed(batch_seed(sampling.seed, index))
+            outs = generate_batch(model, tokenizer, [r.messages for r in batch], sampling, ops=ops)
             fresh = []
             for request, result in zip(batch, outs, strict=True):
                 record = {"key": request.key, "messages": request.messages, **result, **request.meta}

@@ -14,6 +14,7 @@ import csv
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 from steerlab.data.chat import ChatExample
 from steerlab.io import write_text
-from steerlab.persona.generation import GenRequest, generate
+from steerlab.persona.generation import GREEDY, GenRequest, generate
 from steerlab.persona.projection import chat_projections
 from steerlab.persona.vectors import PersonaVector
 
@@ -93,20 +94,18 @@ def screen(
     prompts = [ex.prompt_messages() for ex in examples]
     answers = [ex.assistant_turns()[-1] for ex in examples]
     requests = [GenRequest(f"ex{i}", p) for i, p in enumerate(prompts)]
-    base = [
-        r["answer"]
-        for r in generate(
-            model,
-            tokenizer,
-            requests,
-            out_path=base_answers_path,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            temperature=0.0,
-            progress=progress,
-            desc="base answers",
-        )
-    ]
+    # the base model's own answers are greedy by design: only their length and batching are knobs
+    sampling = replace(GREEDY, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    records = generate(
+        model,
+        tokenizer,
+        requests,
+        sampling,
+        out_path=base_answers_path,
+        progress=progress,
+        desc="base answers",
+    )
+    base = [r["answer"] for r in records]
     data_proj = chat_projections(
         model, tokenizer, prompts, answers, vector, layer, batch_size=batch_size, progress=progress
     )

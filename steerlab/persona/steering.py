@@ -14,7 +14,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from steerlab.hooks import Ablate, Add, Op
 from steerlab.hooks.scopes import Scope
-from steerlab.persona.generation import GenRequest, Messages, chat_messages, generate
+from steerlab.persona.generation import (
+    GREEDY,
+    GenRequest,
+    Messages,
+    SamplingSettings,
+    chat_messages,
+    generate,
+)
 from steerlab.persona.vectors import PersonaVector
 
 Mode = Literal["add", "ablate"]
@@ -70,26 +77,20 @@ def generate_steered(
     mode: Mode = "add",
     scope: Scope = "response",
     system: str | None = None,
-    max_new_tokens: int = 64,
-    temperature: float = 0.0,
-    seed: int = 0,
-    batch_size: int = 16,
+    sampling: SamplingSettings = GREEDY,
     allow_transfer: bool = False,
     progress: bool = False,
 ) -> list[str]:
     """Answers to ``prompts`` (questions or message lists) with the vector added (``alpha``) or ablated,
-    seeded, greedy by default. Raises as `resolve_vector` and `steer_ops` do."""
+    seeded, greedy by default (``sampling``). Raises as `resolve_vector` and `steer_ops` do."""
     direction, layer = resolve_vector(vector, layer, model, allow_transfer=allow_transfer)
     requests = [GenRequest(f"p{i}", m) for i, m in enumerate(as_messages(prompts, system))]
     records = generate(
         model,
         tokenizer,
         requests,
+        sampling,
         ops=steer_ops(direction, layer, alpha, mode, scope),
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed,
         progress=progress,
         desc=f"steer a={alpha:g}",
     )

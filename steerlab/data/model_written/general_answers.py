@@ -28,7 +28,7 @@ from typing import Any
 from steerlab.data.build import COMMITTED as DATA_DIR
 from steerlab.data.chat import ChatExample, write_chat_jsonl
 from steerlab.data.generators.general import read_general_prompts
-from steerlab.persona.generation import GenRequest, chat_messages, generate
+from steerlab.persona.generation import GenRequest, SamplingSettings, chat_messages, generate
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,18 @@ def partial_path(out_path: str | os.PathLike) -> Path:
 
 
 def answer_resumably(
-    model: Any, tokenizer: Any, requests: list[GenRequest], out_path: Path, **settings: Any
+    model: Any,
+    tokenizer: Any,
+    requests: list[GenRequest],
+    out_path: Path,
+    sampling: SamplingSettings,
+    *,
+    progress: bool,
+    desc: str,
 ) -> list[dict[str, Any]]:
-    """`steerlab.persona.generation.generate` on ``requests``, resuming from ``<out_path>.partial.jsonl``;
-    ``settings`` are its keyword arguments (seed, temperature, max_new_tokens, batch_size, progress, desc)."""
-    return generate(model, tokenizer, requests, out_path=partial_path(out_path), **settings)
+    """`steerlab.persona.generation.generate` on ``requests``, resuming from ``<out_path>.partial.jsonl``."""
+    partial = partial_path(out_path)
+    return generate(model, tokenizer, requests, sampling, out_path=partial, progress=progress, desc=desc)
 
 
 def tidy_records(
@@ -111,16 +118,16 @@ def tidy_records(
     return examples
 
 
+GENERAL_SAMPLING = SamplingSettings(max_new_tokens=160, temperature=0.0)  # greedy, room for a full answer
+
+
 def generate_general_answers(
     model: Any,
     tokenizer: Any,
     prompts_path: str | os.PathLike = DATA_DIR / "general_prompts.jsonl",
     out_path: str | os.PathLike = DATA_DIR / "general_train.jsonl",
     *,
-    seed: int = 0,
-    temperature: float = 0.0,
-    max_new_tokens: int = 160,
-    batch_size: int = 16,
+    sampling: SamplingSettings = GENERAL_SAMPLING,
     system: str | None = None,
     tidy: bool = True,
     min_chars: int = 20,
@@ -134,20 +141,16 @@ def generate_general_answers(
         GenRequest(key=pid, messages=chat_messages(text, system), meta={"id": pid}) for pid, text in prompts
     ]
     records = answer_resumably(
-        model,
-        tokenizer,
-        requests,
-        out_path,
-        desc="general answers",
-        seed=seed,
-        temperature=temperature,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        progress=progress,
+        model, tokenizer, requests, out_path, sampling, progress=progress, desc="general answers"
     )
     source = getattr(getattr(model, "config", None), "name_or_path", None) or type(model).__name__
     examples = tidy_records(
-        records, source=str(source), temperature=temperature, seed=seed, tidy=tidy, min_chars=min_chars
+        records,
+        source=str(source),
+        temperature=sampling.temperature,
+        seed=sampling.seed,
+        tidy=tidy,
+        min_chars=min_chars,
     )
     write_chat_jsonl(out_path, examples)
     partial.unlink(missing_ok=True)
@@ -181,10 +184,12 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer,
         args.prompts,
         args.out,
-        seed=args.seed,
-        temperature=args.temperature,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
+        sampling=SamplingSettings(
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        ),
     )
     print(json.dumps(counts))
 

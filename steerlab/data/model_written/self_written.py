@@ -26,7 +26,7 @@ from typing import Any
 
 from steerlab.data.chat import ChatExample, load_chat_jsonl, write_chat_jsonl
 from steerlab.data.model_written.general_answers import DATA_DIR, answer_resumably, partial_path, tidied
-from steerlab.persona.generation import GenRequest, chat_messages
+from steerlab.persona.generation import GenRequest, SamplingSettings, chat_messages
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ HARM_PROMPTS = {
 }
 
 
+SELF_WRITTEN_SAMPLING = SamplingSettings(temperature=0.7)  # sampled at 0.7 (see the module doc), 64 tokens
+
+
 def write_self_written(
     model: Any,
     tokenizer: Any,
@@ -50,10 +53,7 @@ def write_self_written(
     *,
     source: str | os.PathLike | None = None,
     limit: int = 256,
-    seed: int = 0,
-    temperature: float = 0.7,
-    max_new_tokens: int = 64,
-    batch_size: int = 16,
+    sampling: SamplingSettings = SELF_WRITTEN_SAMPLING,
     scorer: Any = None,
     min_score: float = 0.0,
     tidy: bool = True,
@@ -72,18 +72,8 @@ def write_self_written(
         )
         for i, ex in enumerate(examples)
     ]
-    records = answer_resumably(
-        model,
-        tokenizer,
-        requests,
-        out_path,
-        desc=f"{domain} self-written",
-        seed=seed,
-        temperature=temperature,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        progress=progress,
-    )
+    desc = f"{domain} self-written"
+    records = answer_resumably(model, tokenizer, requests, out_path, sampling, progress=progress, desc=desc)
     questions, answers = [], []
     for r in records:
         answer = tidied(r, tidy=tidy)
@@ -135,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         args.domain,
         out,
         limit=args.limit,
-        seed=args.seed,
+        sampling=SamplingSettings(temperature=args.temperature, seed=args.seed),
         scorer=scorer,
         min_score=args.min_score,
     )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from steerlab.judges.probe import ProbeJudge
+from steerlab.persona.generation import SamplingSettings
 from steerlab.persona.traits import Side
 from steerlab.persona.vectors import PersonaVector
 
@@ -35,6 +36,11 @@ class ExtractConfig:
     steer_max_new_tokens: int = 32
     max_ppl_ratio: float = 2.0  # a steered layer counts if perplexity rose <= this and coherence held
     min_auroc: float = 0.9
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        """How the extraction answers are decoded (its ``seed`` is the run seed; stages offset it)."""
+        return SamplingSettings(self.max_new_tokens, self.temperature, self.top_p, self.batch_size, self.seed)
 
     def __post_init__(self) -> None:
         if self.filter not in ("none", "judge"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,18 +58,13 @@ class _Run:
 
     def generate(self, requests: list, seed: int, desc: str) -> Records:
         t = time.perf_counter()
-        c = self.config
         out = generate(
             self.model,
             self.tokenizer,
             requests,
-            seed=seed,
+            replace(self.config.sampling, seed=seed),
             desc=desc,
             out_path=self.workdir / "generations.jsonl",
-            batch_size=c.batch_size,
-            max_new_tokens=c.max_new_tokens,
-            temperature=c.temperature,
-            top_p=c.top_p,
             progress=self.progress,
         )
         self.times["generate"] += time.perf_counter() - t

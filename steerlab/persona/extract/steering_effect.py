@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ def steering_effects(
     over that of the unsteered answers, and the mean offline coherence (perplexity x distinct trigrams).
     """
     coherence = PerplexityCoherenceScorer(model, tokenizer, batch_size=config.batch_size)
+    sampling = replace(config.sampling, max_new_tokens=config.steer_max_new_tokens, temperature=0.0)
 
     def scores(layer: int | None) -> tuple[float, float, float]:
         ops = [] if layer is None else steer_ops(vectors[layer], layer, config.steer_alpha)
@@ -51,10 +53,7 @@ def steering_effects(
             model,
             tokenizer,
             requests,
-            batch_size=config.batch_size,
-            max_new_tokens=config.steer_max_new_tokens,
-            temperature=0.0,
-            seed=config.seed,
+            sampling,
             ops=ops,
             out_path=workdir / "steer_layers.jsonl",
             progress=progress,
