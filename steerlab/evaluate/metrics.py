@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import numpy as np
 from scipy import stats
@@ -98,18 +99,19 @@ def bootstrap_mean(
     return Estimate(point, (float(min(lo, point)), float(max(hi, point))), int(x.size))
 
 
-def bootstrap_rate(
-    flags: Sequence[bool],
-    *,
-    groups: Sequence[Hashable] | None = None,
-    n_boot: int = DEFAULT_N_BOOT,
-    alpha: float = DEFAULT_ALPHA,
-    seed: int = 0,
-) -> Estimate:
-    """Fraction of true ``flags`` with a bootstrap interval (see ``bootstrap_mean``)."""
-    return bootstrap_mean(
-        [1.0 if f else 0.0 for f in flags], groups=groups, n_boot=n_boot, alpha=alpha, seed=seed
-    )
+class BootstrapOptions(TypedDict, total=False):
+    """The keyword options of `bootstrap_mean` (defaults there), typed once for its wrappers and callers."""
+
+    groups: Sequence[Hashable] | None
+    n_boot: int
+    alpha: float
+    seed: int
+
+
+def bootstrap_rate(flags: Sequence[bool], **options: Unpack[BootstrapOptions]) -> Estimate:
+    """Fraction of true ``flags`` with a bootstrap interval: `bootstrap_mean` of the 0/1 flags (same options,
+    same errors)."""
+    return bootstrap_mean([1.0 if f else 0.0 for f in flags], **options)
 
 
 def finite(values: Sequence[float | None]) -> list[float]:
