@@ -50,6 +50,18 @@ def write_json(target: str | os.PathLike, data: Any) -> None:
     write_text(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def read_json(path: str | os.PathLike, *, error: type[ValueError] = ValueError) -> Any:
+    """The parsed JSON of a whole file (a config, a sidecar, a result). Raises ``error`` naming the file for a
+    missing file, and the line and column for invalid JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+
+
 def json_safe(obj: Any) -> Any:
     """``obj`` with NaN/inf floats as None, numpy scalars as Python numbers and dict keys as strings, so the
     JSON written from it is standard (``json.dumps`` would write ``NaN``, which strict readers reject)."""

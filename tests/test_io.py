@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from steerlab.io import JsonlError, append_jsonl, read_jsonl, read_keyed
+from steerlab.io import JsonlError, append_jsonl, read_json, read_jsonl, read_keyed
 
 
 def test_append_after_a_torn_tail_starts_on_a_fresh_line(tmp_path):
@@ -42,3 +42,17 @@ def test_read_keyed_names_the_line_of_a_bad_record(tmp_path):
     path.write_text('{"key": "a"}\n{"key": "a"}\n')
     with pytest.raises(JsonlError, match=r"k.jsonl:2: duplicate key 'a'"):
         read_keyed(path)
+
+
+def test_read_json_names_the_missing_file_and_the_bad_line(tmp_path):
+    class SidecarError(ValueError):
+        pass
+
+    path = tmp_path / "meta.json"
+    with pytest.raises(SidecarError, match=r"meta\.json: file not found"):
+        read_json(path, error=SidecarError)
+    path.write_text('{\n  "a": 1,\n  "b": \n}\n')
+    with pytest.raises(SidecarError, match=r"meta\.json: invalid JSON at line 4, column 1"):
+        read_json(path, error=SidecarError)
+    path.write_text('{"a": [1, 2]}')
+    assert read_json(path) == {"a": [1, 2]}

@@ -9,7 +9,6 @@ or a full fine-tuned model (``config.json``), and ``steerlab.json`` naming the b
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import yaml
 from torch import nn
 from transformers import PreTrainedModel
 
+from steerlab.io import read_json
 from steerlab.models.load import LoadedModel, load_model
 
 
@@ -47,10 +47,7 @@ class RunFiles:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: invalid JSON at line {error.lineno}: {error.msg}") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data

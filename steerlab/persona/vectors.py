@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from steerlab import __version__
-from steerlab.io import atomic_path, write_json
+from steerlab.io import atomic_path, read_json, write_json
 from steerlab.linalg import unit_vector
 from steerlab.models.architectures import hidden_size, model_config, num_layers, unwrap
 
@@ -253,13 +253,9 @@ class PersonaVector:
             raise VectorFileError(
                 f"{tensors_path} is not a readable safetensors file (truncated?): {error}"
             ) from error
+        meta_dict = read_json(sidecar_path, error=VectorFileError)
         try:
-            meta_dict = json.loads(sidecar_path.read_text(encoding="utf-8"))
             meta = VectorMetadata(**meta_dict)
-        except json.JSONDecodeError as error:
-            raise VectorFileError(
-                f"{sidecar_path}: invalid JSON at line {error.lineno}: {error.msg}"
-            ) from error
         except TypeError as error:
             raise VectorFileError(
                 f"{sidecar_path}: metadata does not match VectorMetadata: {error}"

@@ -27,13 +27,8 @@ def read_jsonl(path: str | Path) -> list[tuple[int, Any]]:
 
 
 def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise PlotDataError(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise PlotDataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    """The parsed JSON of ``path``; a missing file or invalid JSON raises `PlotDataError` naming file and line."""
+    return io.read_json(path, error=PlotDataError)
 
 
 def _rows_from_json(path: Path, checker: Checker) -> list[dict[str, Any]]:
