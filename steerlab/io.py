@@ -50,14 +50,20 @@ def write_json(target: str | os.PathLike, data: Any) -> None:
     write_text(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: str | os.PathLike, *, error: type[ValueError] = ValueError) -> Any:
-    """The parsed JSON of a whole file (a config, a sidecar, a result). Raises ``error`` naming the file for a
-    missing file, and the line and column for invalid JSON."""
+def read_text(path: str | os.PathLike, *, error: type[ValueError] = ValueError, what: str = "file") -> str:
+    """The UTF-8 text of a whole file; a missing one raises ``error`` saying ``<path>: <what> does not exist``."""
     path = Path(path)
     if not path.is_file():
-        raise error(f"{path}: file not found")
+        raise error(f"{path}: {what} does not exist")
+    return path.read_text(encoding="utf-8")
+
+
+def read_json(path: str | os.PathLike, *, error: type[ValueError] = ValueError) -> Any:
+    """The parsed JSON of a whole file (a config, a sidecar, a result). Raises ``error`` naming the file for a
+    missing file (`read_text`), and the line and column for invalid JSON."""
+    text = read_text(path, error=error)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise error(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
 

@@ -49,7 +49,7 @@ def test_read_json_names_the_missing_file_and_the_bad_line(tmp_path):
         pass
 
     path = tmp_path / "meta.json"
-    with pytest.raises(SidecarError, match=r"meta\.json: file not found"):
+    with pytest.raises(SidecarError, match=r"meta\.json: file does not exist"):
         read_json(path, error=SidecarError)
     path.write_text('{\n  "a": 1,\n  "b": \n}\n')
     with pytest.raises(SidecarError, match=r"meta\.json: invalid JSON at line 4, column 1"):
