@@ -44,20 +44,6 @@ NGeneral = Annotated[
         help="answers per general question (default: 4; 0 = the file's paraphrases x samples_per_paraphrase)",
     ),
 ]
-MaxFailedShare = Annotated[
-    float,
-    typer.Option(
-        "--max-failed-share", help="stop when more judgments than this share fail or hold no number"
-    ),
-]
-Coherence = Annotated[
-    str,
-    typer.Option(
-        "--coherence",
-        help="probe judge's coherence: bare (perplexity after the bare question) or stance_neutral "
-        "(lowest over the bare question and the trait's pos system prompt)",
-    ),
-]
 AnswersFrom = Annotated[
     Path | None,
     typer.Option(
@@ -83,7 +69,6 @@ NBenign = Annotated[int, typer.Option("--n-benign", help="benign items (0 = all)
 InDomainMetric = Annotated[
     str, typer.Option("--in-domain-metric", help="auto, rate, logprob_gap or benign_accuracy")
 ]
-MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens")]
 References = Annotated[
     Path | None,
     typer.Option(
@@ -168,8 +153,8 @@ def eval_command(
     judge_timeout: opt.JudgeTimeout = 60.0,
     judge_retries: opt.JudgeRetries = 4,
     allow_judge_mismatch: opt.AllowJudgeMismatch = False,
-    max_failed_share: MaxFailedShare = 0.2,
-    coherence: Coherence = "bare",
+    max_failed_share: opt.MaxFailedShare = 0.2,
+    coherence: opt.Coherence = "bare",
     answers_from: AnswersFrom = None,
     arm: ArmLabel = None,
     domain: DomainLabel = None,
@@ -181,7 +166,7 @@ def eval_command(
     n_in_domain: NInDomain = 32,
     n_benign: NBenign = 0,
     in_domain_metric: InDomainMetric = "auto",
-    max_new_tokens: MaxNewTokens = 64,
+    max_new_tokens: opt.MaxNewTokens = 64,
     batch_size: opt.BatchSize = 16,
     seed: opt.Seed = 0,
     references: References = None,

@@ -49,9 +49,7 @@ def check_command(
         str, typer.Option("--model", help="probe judge: the base model it reads")
     ] = DEFAULT_MODEL,
     probe: opt.ProbeFile = None,
-    coherence: Annotated[
-        str, typer.Option("--coherence", help="probe judge: bare or stance_neutral")
-    ] = "bare",
+    coherence: opt.Coherence = "bare",
     judge_model: opt.JudgeModel = None,
     judge_base_url: opt.JudgeBaseUrl = None,
     judge_concurrency: opt.JudgeConcurrency = 8,
@@ -70,9 +68,7 @@ def check_command(
     batch_size: opt.BatchSize = 16,
     seed: opt.Seed = 0,
     n_boot: opt.NBoot = 2000,
-    max_failed_share: Annotated[
-        float, typer.Option("--max-failed-share", help="stop (exit 1) when more rows than this are unscored")
-    ] = 0.2,
+    max_failed_share: opt.MaxFailedShare = 0.2,
 ) -> None:
     """Score the labelled answers with a judge: AUROC aligned vs misaligned and the EM rule's agreement."""
     from steerlab.evaluate.judge_check import (

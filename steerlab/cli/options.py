@@ -50,6 +50,24 @@ ProbeFile = Annotated[
         "model's shipped probe)",
     ),
 ]
+Coherence = Annotated[
+    str,
+    typer.Option(
+        "--coherence",
+        help="probe judge's coherence: bare (perplexity after the bare question) or stance_neutral "
+        "(lowest over the bare question and the trait's pos system prompt)",
+    ),
+]
+MaxFailedShare = Annotated[
+    float,
+    typer.Option(
+        "--max-failed-share",
+        help="stop (exit 1) when more judgments than this share fail or hold no number",
+    ),
+]
+# generation (steerlab.persona.generation.SamplingSettings)
+MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", help="answer length cap in tokens")]
+Temperature = Annotated[float, typer.Option("--temperature", help="sampling temperature (0 = greedy)")]
 BatchSize = Annotated[int, typer.Option("--batch-size")]
 Seed = Annotated[int, typer.Option("--seed")]
 NBoot = Annotated[int, typer.Option("--n-boot", help="bootstrap resamples")]

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from steerlab.cli import options as opt
+
 vectors_app = typer.Typer(help="Inspect and export persona vectors.", no_args_is_help=True)
 
 
@@ -65,11 +67,11 @@ def extract_cmd(
     select_instructions: Annotated[
         int, typer.Option(help="keep the K candidates the model follows best on extraction answers (0 = all)")
     ] = 2,
-    max_new_tokens: Annotated[int, typer.Option()] = 40,
-    batch_size: Annotated[int, typer.Option()] = 32,
-    temperature: Annotated[float, typer.Option()] = 1.0,
-    top_p: Annotated[float, typer.Option()] = 0.9,
-    seed: Annotated[int, typer.Option()] = 0,
+    max_new_tokens: opt.MaxNewTokens = 40,
+    batch_size: opt.BatchSize = 32,
+    temperature: opt.Temperature = 1.0,
+    top_p: Annotated[float, typer.Option(help="nucleus sampling mass")] = 0.9,
+    seed: opt.Seed = 0,
     filter: Annotated[
         str, typer.Option(help="'judge': keep only judge-confirmed pairs; 'none': keep all")
     ] = "none",
@@ -156,10 +158,10 @@ def steer_cmd(
     ] = False,
     probe: Annotated[Path | None, typer.Option(help="probe judge file (default: <vector>.probe)")] = None,
     out: Annotated[Path | None, typer.Option(help="sweep output folder")] = None,
-    max_new_tokens: Annotated[int, typer.Option()] = 48,
-    temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
+    max_new_tokens: opt.MaxNewTokens = 48,
+    temperature: opt.Temperature = 0.0,
     samples: Annotated[int, typer.Option(help="samples per question in a sweep")] = 1,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: opt.Seed = 0,
     n_questions: Annotated[int, typer.Option(help="use only the first N questions (0 = all)")] = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
 ) -> None:
@@ -251,7 +253,7 @@ def screen_cmd(
     model: Annotated[str | None, typer.Option(help="model (default: the vector's)")] = None,
     layer: Annotated[int | None, typer.Option(help="layer (default: the vector's chosen layer)")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="length of the base model's own answers")] = 64,
-    batch_size: Annotated[int, typer.Option()] = 16,
+    batch_size: opt.BatchSize = 16,
     flag_share: Annotated[
         float, typer.Option(help="share of examples flagged: the top of the ranking")
     ] = 0.05,
