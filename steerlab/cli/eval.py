@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from steerlab.cli import options as opt
+from steerlab.judges.endpoint import OpenAIJudgeOptions
 
 if TYPE_CHECKING:
     from steerlab.evaluate.load import EvalTarget
@@ -140,6 +141,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return (*errors, *opt.judge_errors())
 
 
+@opt.openai_judge_options
 def eval_command(
     model_or_run: ModelOrRun,
     questions: Questions = None,
@@ -147,12 +149,7 @@ def eval_command(
     out: Out = None,
     n: NGeneral = 4,
     judge: opt.JudgeKind = "probe",
-    judge_model: opt.JudgeModel = None,
-    judge_base_url: opt.JudgeBaseUrl = None,
-    judge_concurrency: opt.JudgeConcurrency = 8,
-    judge_timeout: opt.JudgeTimeout = 60.0,
-    judge_retries: opt.JudgeRetries = 4,
-    allow_judge_mismatch: opt.AllowJudgeMismatch = False,
+    openai: OpenAIJudgeOptions = opt.OPENAI_JUDGE,  # the six --judge-* options (opt.openai_judge_options)
     max_failed_share: opt.MaxFailedShare = 0.2,
     coherence: opt.Coherence = "bare",
     answers_from: AnswersFrom = None,
@@ -204,12 +201,7 @@ def eval_command(
         n_boot=n_boot,
         probe=str(probe) if probe else None,
         judge=judge,
-        judge_model=judge_model,
-        judge_base_url=judge_base_url,
-        judge_concurrency=judge_concurrency,
-        judge_timeout=judge_timeout,
-        judge_retries=judge_retries,
-        allow_judge_mismatch=allow_judge_mismatch,
+        **EvalConfig.openai_keys(openai),
         max_failed_share=max_failed_share,
         coherence=coherence,
         references=str(references) if references else defaults.references,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from steerlab.cli import options as opt
+from steerlab.judges.endpoint import OpenAIJudgeOptions
 
 if TYPE_CHECKING:
     from steerlab.evaluate.judging import EvalJudge
@@ -41,6 +42,7 @@ def _probe_judge(model: str, probe: Path | None, batch_size: int, coherence: str
 
 
 @app.command("check")
+@opt.openai_judge_options
 def check_command(
     judge: Annotated[
         str, typer.Option("--judge", help="probe (offline) or openai (OpenAI-compatible)")
@@ -50,12 +52,7 @@ def check_command(
     ] = DEFAULT_MODEL,
     probe: opt.ProbeFile = None,
     coherence: opt.Coherence = "bare",
-    judge_model: opt.JudgeModel = None,
-    judge_base_url: opt.JudgeBaseUrl = None,
-    judge_concurrency: opt.JudgeConcurrency = 8,
-    judge_timeout: opt.JudgeTimeout = 60.0,
-    judge_retries: opt.JudgeRetries = 4,
-    allow_judge_mismatch: opt.AllowJudgeMismatch = False,
+    openai: OpenAIJudgeOptions = opt.OPENAI_JUDGE,  # the six --judge-* options (opt.openai_judge_options)
     data: Annotated[
         Path | None, typer.Option("--data", help="labelled JSONL (default: the shipped labelled set)")
     ] = None,
@@ -80,7 +77,7 @@ def check_command(
         save_check,
         subset,
     )
-    from steerlab.evaluate.judging import OpenAIJudgeOptions, build_judge
+    from steerlab.evaluate.judging import build_judge
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     opt.check_judge_choices(judge, coherence)
@@ -89,15 +86,7 @@ def check_command(
         if judge == "probe":
             built = _probe_judge(model, probe, batch_size, coherence)
         else:
-            options = OpenAIJudgeOptions(
-                concurrency=judge_concurrency,
-                timeout_s=judge_timeout,
-                retries=judge_retries,
-                allow_mismatch=allow_judge_mismatch,
-            )
-            built = build_judge(
-                "openai", judge_model=judge_model, base_url=judge_base_url, seed=seed, openai_options=options
-            )
+            built = build_judge("openai", seed=seed, openai_options=openai)
         result = run_check(
             built,
             rows,

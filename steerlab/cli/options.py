@@ -5,12 +5,18 @@ Each option is an ``Annotated`` type: a command declares ``judge_timeout: JudgeT
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
+
+from steerlab.judges.endpoint import OpenAIJudgeOptions
+
+R = TypeVar("R")
 
 JudgeKind = Annotated[
     str,
@@ -71,6 +77,49 @@ Temperature = Annotated[float, typer.Option("--temperature", help="sampling temp
 BatchSize = Annotated[int, typer.Option("--batch-size")]
 Seed = Annotated[int, typer.Option("--seed")]
 NBoot = Annotated[int, typer.Option("--n-boot", help="bootstrap resamples")]
+
+
+OPENAI_JUDGE = OpenAIJudgeOptions()  # the stand-in default of a command's ``openai`` parameter
+# the openai judge's options as a command lists them: parameter -> its option and its OpenAIJudgeOptions field
+_OPENAI_JUDGE_PARAMETERS = {
+    "judge_model": (JudgeModel, "model"),
+    "judge_base_url": (JudgeBaseUrl, "base_url"),
+    "judge_concurrency": (JudgeConcurrency, "concurrency"),
+    "judge_timeout": (JudgeTimeout, "timeout_s"),
+    "judge_retries": (JudgeRetries, "retries"),
+    "allow_judge_mismatch": (AllowJudgeMismatch, "allow_mismatch"),
+}
+
+
+def openai_judge_options(command: Callable[..., R]) -> Callable[..., R]:
+    """Declare the openai judge's six options (``--judge-model`` ... ``--allow-judge-mismatch``, defaults from
+    `OpenAIJudgeOptions`) on a typer command in the place of its ``openai`` parameter, and call the command
+    with them as one `OpenAIJudgeOptions`.
+
+    Why: typer has no option groups, so without this every command that reaches a judge lists the same six
+    parameters and packs them itself. Raises ``TypeError`` (at import) for a command without ``openai``.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    if "openai" not in signature.parameters:
+        raise TypeError(f"{command.__name__} has no 'openai' parameter for the openai judge's options")
+    kind = signature.parameters["openai"].kind
+    injected = [
+        inspect.Parameter(name, kind, default=getattr(OPENAI_JUDGE, field), annotation=option)
+        for name, (option, field) in _OPENAI_JUDGE_PARAMETERS.items()
+    ]
+    params = [q for p in signature.parameters.values() for q in (injected if p.name == "openai" else [p])]
+
+    @functools.wraps(command)
+    def with_options(*args: Any, **kwargs: Any) -> R:
+        options = OpenAIJudgeOptions(
+            **{field: kwargs.pop(name) for name, (_, field) in _OPENAI_JUDGE_PARAMETERS.items()}
+        )
+        return command(*args, openai=options, **kwargs)
+
+    # typer reads the parameters from the signature and their types from __annotations__
+    with_options.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    with_options.__annotations__ = {p.name: p.annotation for p in params}
+    return with_options
 
 
 @contextmanager

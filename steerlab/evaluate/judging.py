@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol, get_args
 
 from steerlab.data.em_questions import render_judge_prompt as render_template
 from steerlab.judges.base import COHERENCE_PROMPT, Judge, TraitScorer
+from steerlab.judges.endpoint import OpenAIJudgeOptions
 from steerlab.judges.identity import JudgeIdentity
 
 REPO = Path(__file__).resolve().parents[2]
@@ -253,18 +254,6 @@ def shipped_probe(model_name: str | None, trait: str = "evil") -> Path | None:
     return (
         path if path.with_suffix(".safetensors").is_file() and path.with_suffix(".json").is_file() else None
     )
-
-
-@dataclass(frozen=True)
-class OpenAIJudgeOptions:
-    """How to reach an OpenAI-compatible judge (the key comes from the environment, never from here)."""
-
-    model: str | None = None  # default: steerlab.judges.DEFAULT_JUDGE_MODEL
-    base_url: str | None = None
-    concurrency: int = 8
-    timeout_s: float = 60.0
-    retries: int = 4
-    allow_mismatch: bool = False
 
 
 def build_judge(

@@ -113,6 +113,16 @@ class EvalConfig:
     collapse_threshold: float = COLLAPSE_THRESHOLD
     progress: bool = True
 
+    @property
+    def openai_options(self) -> OpenAIJudgeOptions:
+        """The openai judge's settings (kept as flat ``judge_*`` keys, the names config files use)."""
+        return OpenAIJudgeOptions(**{field: getattr(self, key) for key, field in OPENAI_KEYS.items()})
+
+    @staticmethod
+    def openai_keys(options: OpenAIJudgeOptions) -> dict[str, Any]:
+        """``options`` as this config's flat ``judge_*`` keys (the inverse of `openai_options`)."""
+        return {key: getattr(options, field) for key, field in OPENAI_KEYS.items()}
+
     def resume_key(self) -> dict[str, Any]:
         """The settings that decide the answers and scores on disk (labels and bootstrap settings do not)."""
         labels = (
@@ -133,6 +143,16 @@ class EvalConfig:
         )
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in labels}
 
+
+# EvalConfig key -> OpenAIJudgeOptions field
+OPENAI_KEYS = {
+    "judge_model": "model",
+    "judge_base_url": "base_url",
+    "judge_concurrency": "concurrency",
+    "judge_timeout": "timeout_s",
+    "judge_retries": "retries",
+    "allow_judge_mismatch": "allow_mismatch",
+}
 
 # the settings that decide the sampled answers (not how they are judged): answers may be reused across judges
 GENERATION_KEYS = (
@@ -441,17 +461,10 @@ def evaluate_model(
             base_model=base_model,
             base_tokenizer=base_tokenizer,
             probe=probe,
-            judge_model=cfg.judge_model,
-            base_url=cfg.judge_base_url,
             seed=cfg.seed,
             batch_size=cfg.batch_size,
             coherence=cfg.coherence,
-            openai_options=OpenAIJudgeOptions(
-                concurrency=cfg.judge_concurrency,
-                timeout_s=cfg.judge_timeout,
-                retries=cfg.judge_retries,
-                allow_mismatch=cfg.allow_judge_mismatch,
-            ),
+            openai_options=cfg.openai_options,
         )
     started = time.perf_counter()
     ev = _Evaluation(model, tokenizer, cfg, judge, out)
