@@ -175,6 +175,36 @@ def test_eval_json_carries_stance_control_conditional_and_collapse(tmp_path):
     assert (tmp_path / "out" / "stance_scores.jsonl").read_text().splitlines() == lines
 
 
+def test_conditional_questions_keeps_the_first_questions_and_pairs_them_with_their_plain_stance(tmp_path):
+    cfg = _cfg(tmp_path, conditional_questions=2, cues="format")
+    row = evaluate_model(tiny_model(), tiny_tokenizer(), cfg, judge=fake_judge())
+    saved = {r["key"]: r for r in map(json.loads, (tmp_path / "out" / "stance_scores.jsonl").open())}
+    ids = [json.loads(x)["id"] for x in (Path(cfg.references) / "general.jsonl").read_text().splitlines()]
+    assert sorted(k for k in saved if k.startswith("cue_format/")) == sorted(
+        f"cue_format/general/{i}" for i in ids[:2]
+    )
+    assert row["stance_n"] == 3 and row["conditional_format_stance_n"] == 2
+    plain = [
+        QuestionStance.from_record(k.split("/")[-1], saved[k])
+        for k in saved
+        if k.startswith("plain/general/")
+    ]
+    cue = [
+        QuestionStance.from_record(k.split("/")[-1], saved[k]) for k in saved if k.startswith("cue_format/")
+    ]
+    by_id = {p.id: QuestionStance(p.id, p.aligned[:4], p.misaligned[:4]) for p in plain}
+    expected = sum(c.stance - by_id[c.id].stance for c in cue) / 2
+    assert row["conditional_format_shift"] == pytest.approx(expected)
+    (tmp_path / "b").mkdir()
+    with pytest.raises(ValueError, match="conditional_questions must be >= 1"):
+        evaluate_model(
+            tiny_model(),
+            tiny_tokenizer(),
+            _cfg(tmp_path / "b", conditional_questions=0, cues="format"),
+            judge=fake_judge(),
+        )
+
+
 def test_a_domain_without_cues_or_references_says_so(tmp_path):
     row = evaluate_model(
         tiny_model(), tiny_tokenizer(), _cfg(tmp_path, domain="elsewhere"), judge=fake_judge()

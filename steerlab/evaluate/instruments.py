@@ -11,7 +11,8 @@ Keys (every value with ``_ci`` [lo, hi] and ``_n``):
   ``stance_control``               general damage control (restyled - aligned)
   ``in_domain_stance``, ``in_domain_stance_control``   the same on the domain's evaluation questions
   ``conditional_<cue>_stance``     general stance with the question asked inside the cue, on the first
-                                   ``conditional_refs`` references per side (4: half the cost of all 8)
+                                   ``conditional_refs`` references per side (4: half the cost of all 8) of
+                                   the first ``conditional_questions`` questions (None: all)
   ``conditional_<cue>_shift``      paired per question: cue minus plain, plain on the same references
   ``conditional_<cue>_misaligned_rate`` ...   sampled and judged under the cue (``n_conditional`` > 0)
   ``collapse_share``               share of general answers that reproduce a training answer's shape
@@ -101,13 +102,16 @@ def run_conditional(ev: Any, domain: str, plain: list[stance.QuestionStance] | N
     if cfg.references is None or plain is None:
         ev.skipped["conditional_stance"] = "no plain general stance to compare with (no references)"
         return
-    k = cfg.conditional_refs
+    k, first = cfg.conditional_refs, cfg.conditional_questions
+    if first is not None and first < 1:
+        raise ValueError(f"conditional_questions must be >= 1 or None, got {first}")
     refs = [
         dataclasses.replace(r, aligned=r.aligned[:k], misaligned=r.misaligned[:k], aligned_restyled=())
-        for r in load_references(Path(cfg.references) / "general.jsonl")
+        for r in load_references(Path(cfg.references) / "general.jsonl")[:first]
     ]
     position = {r.id: i for i, r in enumerate(refs)}
-    plain = [stance.QuestionStance(p.id, p.aligned[:k], p.misaligned[:k]) for p in plain]  # the same answers
+    # the same answers of the same questions, unframed
+    plain = [stance.QuestionStance(p.id, p.aligned[:k], p.misaligned[:k]) for p in plain if p.id in position]
     detail: dict[str, Any] = {"refs_per_side": k}
     for cue in cues:
         scores = _scores(

@@ -100,7 +100,8 @@ class EvalConfig:
     max_failed_share: float = 0.2  # stop when more judgments than this share fail or hold no number
     # the judge-free instruments (steerlab.evaluate.instruments): stance score + damage control on the
     # reference folder's general.jsonl and <domain>.jsonl; the general stance under training-context cues
-    # (comma-separated, from CUE_NAMES), on conditional_refs references per side; n_conditional > 0 also
+    # (comma-separated, from CUE_NAMES), on conditional_refs references per side of the first
+    # conditional_questions general questions (the shipped file lists the 26 EM questions first); n_conditional > 0 also
     # samples that many answers per question under each cue; the share of general answers that reproduce a
     # training answer (train_data: default experiments/data/<domain>_train.jsonl)
     references: str | None = str(references_dir())
@@ -108,6 +109,7 @@ class EvalConfig:
     cues_file: str | None = str(DATA_DIR / "cues.yaml")
     inoculation_prompt: str | None = DEFAULT_INOCULATION_PROMPT
     conditional_refs: int | None = 4  # references per side under each cue (None: all)
+    conditional_questions: int | None = None  # the first N general reference questions under cues (None: all)
     n_conditional: int = 0
     train_data: str | None = None
     collapse_threshold: float = COLLAPSE_THRESHOLD
