@@ -129,3 +129,26 @@ def test_bad_dry_run_settings_are_named(tmp_path):
         )
     with pytest.raises(ConfigError, match="dry_run.architecture: the dry run needs the config.json"):
         dry_run_grid(_grid(tmp_path, architecture, dry_run={}))
+
+
+def _one_cell(tmp_path: Path, architecture: Path, model: str, max_length: int) -> Path:
+    path = _grid(tmp_path, architecture, model=model, vector=None)
+    data = yaml.safe_load(path.read_text())
+    data["arms"] = {"sft": {"sft": {}}}
+    data["run"]["data"]["max_length"] = max_length
+    data["run"]["monitor"] = {"every": 0}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_the_preflight_checks_lengths_with_the_real_tokenizer_when_this_machine_has_it(tmp_path):
+    """The stand-in tokenizer's counts are not the real model's: with a tokenizer on this machine (here the
+    test model's) an example over max_length is an error naming the file; with a hub id nothing is
+    downloaded, the stand-in only reads the data, and the report says that lengths were not checked."""
+    architecture, _ = _architecture(tmp_path)
+    narrow = DATA / "tiny_smoke_narrow.jsonl"
+    with pytest.raises(ConfigError, match=rf"{narrow.name}:1: \d+ tokens is longer than max_length=8"):
+        dry_run_grid(_one_cell(tmp_path, architecture, "tiny:llama", 8))
+    report = dry_run_grid(_one_cell(tmp_path, architecture, "someone/not-downloaded", 8))
+    assert not report.failed and report.cells[0].steps == 2
+    assert any("lengths against max_length are checked by the real run" in n for n in report.notes)

@@ -22,6 +22,7 @@ never touched. The table is printed and saved as ``dry_run.json`` there.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 DRY_STEPS = 2
 STANDIN_VECTOR = "standin-evil"
 POOL_SAMPLE = 48  # general examples the interleave arms see in the dry run (the preflight reads them all)
+STANDIN_MAX_LENGTH = 1 << 15  # the stand-in tokenizer spends a token on a few characters: no real limit
 
 
 @dataclass
@@ -267,12 +269,31 @@ def _dry_config(cell: Cell, root: Path, seed: int) -> ExperimentConfig:
         cfg.arms.interleave.general = _sample_pool(cfg.arms.interleave.general, root, seed)
     t = cfg.train
     cfg.model.dtype = "float32"
+    cfg.data.max_length = STANDIN_MAX_LENGTH  # the preflight checked the real lengths where it could
     per_step = t.batch_size * t.grad_accum
     cfg.data.limit = min(cfg.data.limit or per_step * DRY_STEPS, per_step * DRY_STEPS)
     t.max_steps, t.save_steps, t.logging_steps = DRY_STEPS, 10 * DRY_STEPS, 1
     if cfg.monitor.every:
         cfg.monitor.every, cfg.monitor.limit = DRY_STEPS, min(cfg.monitor.limit or 4, 4)
     return cfg
+
+
+def _local_tokenizer(model: str) -> Any | None:
+    """The real model's tokenizer when this machine holds it (an embedded registry name, a ``tiny:`` name, a
+    folder), else None: the dry run never downloads. Its token counts are the ones ``max_length`` is about;
+    the stand-in's are not (its vocabulary is 384 tokens)."""
+    from steerlab.models.load import load_tokenizer, registry_names, tiny_arch
+
+    if tiny_arch(model) is None and model not in registry_names() and not Path(model).is_dir():
+        return None
+    return load_tokenizer(model)
+
+
+def _unlimited(cell: Cell) -> Cell:
+    """``cell`` with no length limit: the stand-in tokenizer's counts say nothing about the real ones."""
+    config = copy.deepcopy(cell.config)
+    config.data.max_length = STANDIN_MAX_LENGTH
+    return dataclasses.replace(cell, config=config)
 
 
 def _lengths(examples: list[Any], tokenizer: Any, chars_per_token: float) -> list[int]:
@@ -363,7 +384,16 @@ def dry_run_grid(path: str | Path, *, only: list[str] | None = None) -> DryRunRe
         if cell.config.monitor.vector is not None:
             cell.config.monitor.vector = str(dry.vector)
     tokenizer = tiny_tokenizer("right")
-    checked = check_cells(dry_cells, tokenizer)
+    real_tokenizer = _local_tokenizer(grid.model)
+    if real_tokenizer is not None:
+        checked = check_cells(dry_cells, real_tokenizer)
+        notes.append(f"preflight: {grid.model}'s own tokenizer (every example checked against max_length)")
+    else:
+        checked = check_cells([_unlimited(c) for c in dry_cells], tokenizer)
+        notes.append(
+            f"preflight: the stand-in tokenizer ({grid.model}'s own is not on this machine): every example "
+            "read and templated; lengths against max_length are checked by the real run's preflight"
+        )
     if grid.evaluate and grid.eval.get("judge") == "openai":
         import os
 
