@@ -184,6 +184,13 @@ def hooked(
         session.remove()
 
 
+# cleared from the model's own generation_config: no EOS stop and no minimum (exactly max_new_tokens are
+# decoded), and no sampling knobs (Qwen's configs set temperature/top_p/top_k, which greedy decoding warns on)
+_FIXED_LENGTH_GREEDY: dict[str, None] = dict.fromkeys(
+    ("min_new_tokens", "eos_token_id", "temperature", "top_p", "top_k")
+)
+
+
 def greedy_config(model: nn.Module, max_new_tokens: int, use_cache: bool) -> GenerationConfig:
     """Greedy decoding of exactly ``max_new_tokens`` tokens with no EOS stop (and no EOS suppression).
 
@@ -192,16 +199,7 @@ def greedy_config(model: nn.Module, max_new_tokens: int, use_cache: bool) -> Gen
     if not isinstance(base, GenerationConfig):
         raise TypeError(f"{type(model).__name__} has no transformers generation_config: it cannot generate")
     config = copy.deepcopy(base)
-    config.update(
-        do_sample=False,
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=None,
-        eos_token_id=None,
-        use_cache=use_cache,
-        temperature=None,
-        top_p=None,
-        top_k=None,
-    )
+    config.update(do_sample=False, max_new_tokens=max_new_tokens, use_cache=use_cache, **_FIXED_LENGTH_GREEDY)
     return config
 
 
