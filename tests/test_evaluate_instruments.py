@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -456,3 +457,27 @@ def test_report_tables_read_stance_and_conditional_figures_from_a_results_csv(tm
     title, html_table = _conditional_table(rows)
     assert "Conditional" in title and "shift (frame - plain)" in html_table and "[0.2, 0.4]" in html_table
     assert _conditional_table([{**rows[0], "conditional_frame_stance": ""}]) is None
+
+
+def test_the_base_models_general_stance_is_scored_once_and_reused_per_domain(tmp_path, monkeypatch):
+    from steerlab.evaluate import stance
+    from steerlab.evaluate.instruments import reuse_plain_general
+
+    general = _cfg(tmp_path, domain="base", cues="")
+    first = evaluate_model(tiny_model(), tiny_tokenizer(), general, judge=fake_judge())
+    medical = dataclasses.replace(
+        general, out_dir=str(tmp_path / "medical"), domain="medical", questions=None
+    )
+    assert reuse_plain_general("elsewhere", medical.out_dir, general.out_dir) == 0  # other references
+    assert reuse_plain_general(medical.references, medical.out_dir, general.out_dir) == 3
+    assert reuse_plain_general(medical.references, medical.out_dir, general.out_dir) == 0  # kept, not doubled
+    scored = []
+    real = stance.score_question
+    monkeypatch.setattr(stance, "score_question", lambda *a, **k: scored.append(a[2].source) or real(*a, **k))
+    row = evaluate_model(tiny_model(), tiny_tokenizer(), medical, judge=fake_judge())
+    assert row["stance"] == first["stance"] and row["in_domain_stance_n"] == 3
+    assert len(scored) == 3 and all("medical.jsonl" in s for s in scored)  # no general reference rescored
+    keys = [
+        json.loads(x)["key"] for x in (tmp_path / "medical" / "stance_scores.jsonl").read_text().splitlines()
+    ]
+    assert len(keys) == len(set(keys)) == 3 + 3  # the general ones copied, the medical ones scored here

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from steerlab.evaluate.instruments import reuse_plain_general
 from steerlab.evaluate.judging import COHERENCE_READINGS
 from steerlab.evaluate.load import load_target
 from steerlab.evaluate.run_eval import EvalConfig, evaluate_model, reuse_answers
@@ -85,6 +86,11 @@ def _evaluate(
     cfg = grid.eval_config(out_dir, arm=arm, domain=domain, model_label=label)
     if not general:
         cfg.questions = None  # general misalignment of the base model is measured once
+        # ... and so is its general stance: the per-domain evaluation reads it from the general one
+        general_dir = folder / grid.eval_dir_name("eval")
+        copied = reuse_plain_general(cfg.references, out_dir, general_dir)
+        if copied:
+            log.info("%s: %d general stance scores reused from %s", out_dir, copied, general_dir)
     _reuse_bare_answers(cfg, folder / name)
     target = load_target(target_name)
     row = evaluate_model(target.model, target.tokenizer, cfg, base=target.base)
