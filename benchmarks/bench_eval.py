@@ -14,6 +14,7 @@ to what the part takes alone on one core.
 Writes ``benchmarks/results/eval.json``.
 
     python benchmarks/bench_eval.py [--threads 2] [--n 2] [--n-in-domain 8] [--n-conditional 0]
+        [--conditional-questions N]
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2, help="answers per general question")
     parser.add_argument("--n-in-domain", type=int, default=8)
     parser.add_argument("--n-conditional", type=int, default=0)
+    parser.add_argument(
+        "--conditional-questions", type=int, default=None, help="general questions under cues [default: all]"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "eval.json")
     args = parser.parse_args()
 
@@ -94,6 +98,7 @@ def main() -> None:
             benign_data=None,
             vector=str(VECTOR),
             n_conditional=args.n_conditional,
+            conditional_questions=args.conditional_questions,
             progress=False,
         )
         start = time.perf_counter()
@@ -115,6 +120,7 @@ def main() -> None:
             "n": args.n,
             "n_in_domain": args.n_in_domain,
             "n_conditional": args.n_conditional,
+            "conditional_questions": args.conditional_questions,
             "threads": torch.get_num_threads(),
         },
         "load_average_start": load_start,
