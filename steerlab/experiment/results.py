@@ -112,7 +112,8 @@ def collect_rows(grid: Grid) -> list[dict[str, Any]]:
         base = next((r for r in rows if r["domain"] == row["domain"] and r["arm"] == "base"), None)
         row["reduction_vs_sft_pct"] = _reduction(row, sft)
         row["rise_prevented_pct"] = _rise_prevented(row, sft, base)
-    add_signals(rows, {(c.domain.name, c.arm): c.config.run_dir for c in grid.cells()})
+    benign = frozenset(d.name for d in grid.domains if d.kind == "benign")
+    add_signals(rows, {(c.domain.name, c.arm): c.config.run_dir for c in grid.cells()}, benign)
     return rows
 
 
