@@ -468,9 +468,17 @@ def test_the_base_models_general_stance_is_scored_once_and_reused_per_domain(tmp
     medical = dataclasses.replace(
         general, out_dir=str(tmp_path / "medical"), domain="medical", questions=None
     )
-    assert reuse_plain_general("elsewhere", medical.out_dir, general.out_dir) == 0  # other references
-    assert reuse_plain_general(medical.references, medical.out_dir, general.out_dir) == 3
-    assert reuse_plain_general(medical.references, medical.out_dir, general.out_dir) == 0  # kept, not doubled
+    settings = medical.resume_key()
+    for other in ({"references": "elsewhere"}, {"batch_size": 3}):  # scores that other settings would give
+        assert reuse_plain_general({**settings, **other}, medical.out_dir, general.out_dir) == 0
+    assert reuse_plain_general(settings, medical.out_dir, general.out_dir) == 3
+    assert reuse_plain_general(settings, medical.out_dir, general.out_dir) == 0  # kept, not doubled
+    # a folder that holds an evaluation with other settings is left untouched (its evaluation refuses)
+    other = Path(tmp_path / "other")
+    other.mkdir()
+    (other / "eval_config.json").write_text(json.dumps({**settings, "n": 7}))
+    assert reuse_plain_general(settings, other, general.out_dir) == 0
+    assert not (other / "stance_scores.jsonl").exists()
     scored = []
     real = stance.score_question
     monkeypatch.setattr(stance, "score_question", lambda *a, **k: scored.append(a[2].source) or real(*a, **k))

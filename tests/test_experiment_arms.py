@@ -177,7 +177,7 @@ def test_alarm_precision_and_recall_against_the_misaligned_cells():
         "stance score (judge-free), above the benign fine-tune",
     )
     assert ends_misaligned({"stance_ci": [0.4, 0.6]}, base, benign)[0] is True
-    assert ends_misaligned(benign, base, benign) == (True, "stance score (judge-free)")  # itself: vs base
+    assert ends_misaligned(benign, base, benign) == (None, None)  # the control itself is not scored
 
 
 def _write_json(path: Path, data) -> None:

@@ -152,3 +152,4 @@ def test_the_preflight_checks_lengths_with_the_real_tokenizer_when_this_machine_
     report = dry_run_grid(_one_cell(tmp_path, architecture, "someone/not-downloaded", 8))
     assert not report.failed and report.cells[0].steps == 2
     assert any("lengths against max_length are checked by the real run" in n for n in report.notes)
+    assert "(stand-in tokenizer: records read and templated, lengths not checked)" in report.text()

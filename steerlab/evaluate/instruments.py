@@ -56,20 +56,31 @@ def _scores(ev: Any, condition: str, name: str, refs: list[References], prompt_o
     )
 
 
-def reuse_plain_general(references: str | None, out_dir: str | Path, source_dir: str | Path) -> int:
-    """Copy the plain general stance scores that an evaluation of the SAME model left in ``source_dir`` into
-    ``out_dir``'s stance file, when that evaluation read the same ``references`` folder; returns how many
-    records were copied (keys already in ``out_dir`` are kept).
+# the evaluation settings that decide a plain general stance score besides the weights
+STANCE_KEYS = ("references", "batch_size")
 
+
+def reuse_plain_general(settings: dict[str, Any], out_dir: str | Path, source_dir: str | Path) -> int:
+    """Copy the plain general stance scores that an evaluation of the SAME weights left in ``source_dir`` into
+    ``out_dir``'s stance file; returns how many records were copied (keys already there are kept).
+
+    ``settings`` is the new evaluation's ``EvalConfig.resume_key()``. Nothing is copied unless the source's
+    saved settings agree on `STANCE_KEYS`, nor into a folder whose own saved settings differ from
+    ``settings`` (its evaluation refuses to run there, and the folder is left as it was).
     Why: the base model's per-domain evaluations ask the same general questions of the same model; scoring
     its 58 x 20 general references once instead of once per domain saves about 5 minutes per domain on a
     2-core CPU. The caller vouches that both folders evaluate the same weights.
     """
     out, source = Path(out_dir), Path(source_dir)
-    if references is None or not (source / "eval_config.json").is_file():
+    if not (source / "eval_config.json").is_file():
         return 0
-    if read_json(source / "eval_config.json").get("references") != references:
+    theirs = read_json(source / "eval_config.json")
+    if any(theirs.get(k) != settings.get(k) for k in STANCE_KEYS):
         return 0
+    if (out / "eval_config.json").is_file():
+        mine = read_json(out / "eval_config.json")
+        if any(mine.get(k) != settings.get(k) for k in mine):
+            return 0
     have = read_keyed(out / STANCE_FILE)
     records = [
         record

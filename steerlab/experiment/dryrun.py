@@ -70,6 +70,7 @@ class DryRunReport:
     standin: str
     gpu: GpuSpec
     checked: int
+    preflight: str = "stand-in tokenizer, lengths not checked"  # which tokenizer the preflight used
     cells: list[CellReport] = field(default_factory=list)
     base_eval_s: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -84,7 +85,7 @@ class DryRunReport:
         lines = [
             f"Dry run of {self.grid}: {len(self.cells)} cell(s) built and trained for {DRY_STEPS} optimizer steps "
             f"each on CPU, on {self.standin}.",
-            f"Preflight: {self.checked} examples read and tokenized (stand-in tokenizer), all fit.",
+            f"Preflight: {self.checked} examples read and tokenized ({self.preflight}).",
             f"Estimates for the real architecture ({self.architecture}, {self.params / 1e9:.2f} B parameters) "
             f"on one {gpu.name}: {gpu.memory_gb:g} GiB, {gpu.tflops:g} TFLOP/s bf16 x MFU {gpu.mfu:g} "
             f"(assumed), {gpu.bandwidth_tbs:g} TB/s. Memory in GiB at batch_size x max_length; time in minutes.",
@@ -387,8 +388,10 @@ def dry_run_grid(path: str | Path, *, only: list[str] | None = None) -> DryRunRe
     real_tokenizer = _local_tokenizer(grid.model)
     if real_tokenizer is not None:
         checked = check_cells(dry_cells, real_tokenizer)
+        preflight = f"{grid.model}'s own tokenizer: all fit max_length"
         notes.append(f"preflight: {grid.model}'s own tokenizer (every example checked against max_length)")
     else:
+        preflight = "stand-in tokenizer: records read and templated, lengths not checked"
         checked = check_cells([_unlimited(c) for c in dry_cells], tokenizer)
         notes.append(
             f"preflight: the stand-in tokenizer ({grid.model}'s own is not on this machine): every example "
@@ -410,6 +413,7 @@ def dry_run_grid(path: str | Path, *, only: list[str] | None = None) -> DryRunRe
         standin=f"a {settings.layers}-layer, {settings.hidden}-wide {standin['model_type']} stand-in",
         gpu=settings.gpu,
         checked=checked,
+        preflight=preflight,
         notes=notes,
     )
     failed: set[str] = set()

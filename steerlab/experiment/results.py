@@ -239,7 +239,14 @@ def conditional_table(rows: list[dict[str, Any]]) -> str:
     head = ["domain", "arm", "stance plain [95% CI]"]
     for cue in cues:
         head += [f"stance under {cue} [95% CI]", f"shift ({cue} - plain) [95% CI]"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        "Plain: every general question, 8 references per side. Under a cue: the cue's questions and "
+        "references (`conditional_questions`, `conditional_refs`); the shift pairs each of them with its own "
+        "plain stance on the same references, so it is not the difference of the two columns.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for r in rows:
         cells = [r["domain"], r["arm"], _with_ci(r, "stance")]
         for cue in cues:

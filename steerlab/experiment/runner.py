@@ -88,7 +88,7 @@ def _evaluate(
         cfg.questions = None  # general misalignment of the base model is measured once
         # ... and so is its general stance: the per-domain evaluation reads it from the general one
         general_dir = folder / grid.eval_dir_name("eval")
-        copied = reuse_plain_general(cfg.references, out_dir, general_dir)
+        copied = reuse_plain_general(cfg.resume_key(), out_dir, general_dir)
         if copied:
             log.info("%s: %d general stance scores reused from %s", out_dir, copied, general_dir)
     _reuse_bare_answers(cfg, folder / name)
