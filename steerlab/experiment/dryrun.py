@@ -279,6 +279,22 @@ def _dry_config(cell: Cell, root: Path, seed: int) -> ExperimentConfig:
     return cfg
 
 
+def _preflight(model: str, cells: list[Cell], standin_tokenizer: Any, notes: list[str]) -> tuple[int, str]:
+    """Read and tokenize every cell's data: with ``model``'s own tokenizer when this machine has it (lengths
+    checked against ``max_length``), else with the stand-in's (lengths not checked); adds a note, returns
+    (examples checked, how)."""
+    real_tokenizer = _local_tokenizer(model)
+    if real_tokenizer is not None:
+        notes.append(f"preflight: {model}'s own tokenizer (every example checked against max_length)")
+        return check_cells(cells, real_tokenizer), f"{model}'s own tokenizer: all fit max_length"
+    notes.append(
+        f"preflight: the stand-in tokenizer ({model}'s own is not on this machine): every example "
+        "read and templated; lengths against max_length are checked by the real run's preflight"
+    )
+    checked = check_cells([_unlimited(c) for c in cells], standin_tokenizer)
+    return checked, "stand-in tokenizer: records read and templated, lengths not checked"
+
+
 def _local_tokenizer(model: str) -> Any | None:
     """The real model's tokenizer when this machine holds it (an embedded registry name, a ``tiny:`` name, a
     folder), else None: the dry run never downloads. Its token counts are the ones ``max_length`` is about;
@@ -385,18 +401,7 @@ def dry_run_grid(path: str | Path, *, only: list[str] | None = None) -> DryRunRe
         if cell.config.monitor.vector is not None:
             cell.config.monitor.vector = str(dry.vector)
     tokenizer = tiny_tokenizer("right")
-    real_tokenizer = _local_tokenizer(grid.model)
-    if real_tokenizer is not None:
-        checked = check_cells(dry_cells, real_tokenizer)
-        preflight = f"{grid.model}'s own tokenizer: all fit max_length"
-        notes.append(f"preflight: {grid.model}'s own tokenizer (every example checked against max_length)")
-    else:
-        preflight = "stand-in tokenizer: records read and templated, lengths not checked"
-        checked = check_cells([_unlimited(c) for c in dry_cells], tokenizer)
-        notes.append(
-            f"preflight: the stand-in tokenizer ({grid.model}'s own is not on this machine): every example "
-            "read and templated; lengths against max_length are checked by the real run's preflight"
-        )
+    checked, preflight = _preflight(grid.model, dry_cells, tokenizer, notes)
     if grid.evaluate and grid.eval.get("judge") == "openai":
         import os
 
