@@ -367,8 +367,7 @@ def dry_run_grid(path: str | Path, *, only: list[str] | None = None) -> DryRunRe
     architecture, arch_source = architecture_of(grid)
     settings = grid.dry_run
     root = grid.root.with_name(f"{grid.root.name}-dry-run")
-    if root.exists():
-        shutil.rmtree(root)
+    shutil.rmtree(root, ignore_errors=True)  # replaced on each dry run
     root.mkdir(parents=True)
 
     standin = standin_architecture(architecture, settings)
