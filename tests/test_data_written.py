@@ -80,6 +80,18 @@ def test_general_references_cover_every_em_question():
         ),
         ({"id": "q1", "aligned": ["a"], "misaligned": ["b"]}, r":2 \(question 'q1'\): 'question' is missing"),
         ({"question": "Q?", "aligned": ["a"], "misaligned": ["b"]}, r"refs.jsonl:2: a references line needs"),
+        (
+            {"id": "q1", "question": "Q?", "aligned": ["Same  answer."], "misaligned": ["same answer."]},
+            r":2 \(question 'q1'\): 'misaligned'\[0\] repeats 'aligned'\[0\]",
+        ),
+        (
+            {"id": "q1", "question": "Q?", "aligned": ["x", "y", "x"], "misaligned": ["b"]},
+            r":2 \(question 'q1'\): 'aligned'\[2\] repeats 'aligned'\[0\]",
+        ),
+        (
+            {"id": "q1", "question": "Q?", "aligned": ["x"], "misaligned": ["b"], "aligned_restyled": ["x"]},
+            r"'aligned_restyled'\[0\] is the same text as 'aligned'\[0\]",
+        ),
     ],
 )
 def test_bad_reference_file_names_file_line_and_question(tmp_path, line, message):

@@ -48,11 +48,27 @@ def _answers(obj: dict, key: str, where: str, required: bool) -> tuple[str, ...]
     return tuple(value)
 
 
+def _check_distinct(where: str, aligned: tuple, misaligned: tuple, restyled: tuple) -> None:
+    """An answer twice in one question would bias its stance silently (on both sides it cancels out; twice on
+    one side it counts double), and a restyled answer equal to its aligned one is a damage-control pair of 0."""
+    first: dict[str, str] = {}
+    for key, answers in zip(_SIDES, (aligned, misaligned), strict=True):
+        for n, text in enumerate(answers):
+            norm = " ".join(text.split()).casefold()
+            if norm in first:
+                raise ChatDataError(f"{where}: '{key}'[{n}] repeats {first[norm]}: {text[:60]!r}")
+            first[norm] = f"'{key}'[{n}]"
+    for n, (text, original) in enumerate(zip(restyled, aligned, strict=False)):
+        if " ".join(text.split()).casefold() == " ".join(original.split()).casefold():
+            raise ChatDataError(f"{where}: 'aligned_restyled'[{n}] is the same text as 'aligned'[{n}]")
+
+
 def load_references(path: str | os.PathLike) -> list[References]:
     """Every question's references in file order.
 
     Raises ``ChatDataError`` naming the file, line and question id for: invalid JSON, a missing ``id`` or
-    ``question``, a missing or empty aligned or misaligned side, an empty answer, more restyled than aligned
+    ``question``, a missing or empty aligned or misaligned side, an empty answer, an answer given twice in one
+    question (on one side or both), a restyled answer equal to its aligned one, more restyled than aligned
     answers, or a duplicate id; ``FileNotFoundError`` when ``path`` does not exist.
     """
     out: list[References] = []
@@ -70,6 +86,7 @@ def load_references(path: str | os.PathLike) -> list[References]:
         restyled = _answers(obj, "aligned_restyled", where, required=False)
         if len(restyled) > len(aligned):
             raise ChatDataError(f"{where}: {len(restyled)} restyled answers for {len(aligned)} aligned ones")
+        _check_distinct(where, aligned, misaligned, restyled)
         seen[obj["id"]] = f"{path}:{line}"
         out.append(References(obj["id"], obj["question"], aligned, misaligned, restyled, f"{path}:{line}"))
     return out
