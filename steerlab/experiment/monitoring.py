@@ -168,7 +168,8 @@ def add_signals(
         row.update(run_signals(run_dirs[(row["domain"], row["arm"])]))
         base = next((r for r in rows if r["domain"] == row["domain"] and r["arm"] == "base"), None)
         label: tuple[bool | None, str | None] = (None, None)
-        if row is not benign and base is not None:
+        # a benign control without per-question scores cannot be paired with: the unpaired reading keeps it
+        if row is not benign and base is not None and (benign is None or benign_stance):
             here = stances.get((row["domain"], row["arm"]), [])
             label = ends_misaligned_paired(here, base_stance, benign_stance)
         if label[0] is None:
