@@ -196,14 +196,8 @@ def test_conditional_questions_keeps_the_first_questions_and_pairs_them_with_the
     by_id = {p.id: QuestionStance(p.id, p.aligned[:4], p.misaligned[:4]) for p in plain}
     expected = sum(c.stance - by_id[c.id].stance for c in cue) / 2
     assert row["conditional_format_shift"] == pytest.approx(expected)
-    (tmp_path / "b").mkdir()
-    with pytest.raises(ValueError, match="conditional_questions must be >= 1"):
-        evaluate_model(
-            tiny_model(),
-            tiny_tokenizer(),
-            _cfg(tmp_path / "b", conditional_questions=0, cues="format"),
-            judge=fake_judge(),
-        )
+    with pytest.raises(ValueError, match="conditional_questions must be an integer >= 1 or null, got 0"):
+        _cfg(tmp_path, conditional_questions=0)
 
 
 def test_a_domain_without_cues_or_references_says_so(tmp_path):

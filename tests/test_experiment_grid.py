@@ -61,6 +61,11 @@ def test_unknown_keys_and_bad_references_are_named(tmp_path):
         load_grid(_grid(tmp_path, colour="red"))
 
 
+def test_bad_eval_values_are_named_when_the_grid_loads(tmp_path):
+    with pytest.raises(ConfigError, match=r"grid.yaml: eval: conditional_questions must be an integer >= 1"):
+        load_grid(_grid(tmp_path, eval={"conditional_questions": 0}))
+
+
 def test_a_reference_to_a_missing_arm(tmp_path):
     arms = {
         "ppl": {

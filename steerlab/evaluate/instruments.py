@@ -139,9 +139,7 @@ def run_conditional(ev: Any, domain: str, plain: list[stance.QuestionStance] | N
     if cfg.references is None or plain is None:
         ev.skipped["conditional_stance"] = "no plain general stance to compare with (no references)"
         return
-    k, first = cfg.conditional_refs, cfg.conditional_questions
-    if first is not None and first < 1:
-        raise ValueError(f"conditional_questions must be >= 1 or None, got {first}")
+    k, first = cfg.conditional_refs, cfg.conditional_questions  # both checked by EvalConfig
     refs = [
         dataclasses.replace(r, aligned=r.aligned[:k], misaligned=r.misaligned[:k], aligned_restyled=())
         for r in load_references(Path(cfg.references) / "general.jsonl")[:first]

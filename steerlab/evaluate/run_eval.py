@@ -115,6 +115,15 @@ class EvalConfig:
     collapse_threshold: float = COLLAPSE_THRESHOLD
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """Counts checked when the settings are made (a grid file: when it loads), not when their part runs."""
+        for key in ("conditional_refs", "conditional_questions"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{key} must be an integer >= 1 or null, got {value!r}")
+        if not isinstance(self.n_conditional, int) or self.n_conditional < 0:
+            raise ValueError(f"n_conditional must be an integer >= 0, got {self.n_conditional!r}")
+
     @property
     def openai_options(self) -> OpenAIJudgeOptions:
         """The openai judge's settings (kept as flat ``judge_*`` keys, the names config files use)."""

@@ -315,6 +315,10 @@ def load_grid(path: str | Path) -> Grid:
         raise ConfigError(
             f"{path}: eval: unknown key(s) {', '.join(bad)}; allowed: {', '.join(sorted(eval_fields))}"
         )
+    try:  # values checked now, not when the first cell reaches its evaluation
+        EvalConfig(out_dir="-", **eval_spec)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{path}: eval: {error}") from None
     for key in ("questions",):
         if isinstance(eval_spec.get(key), str):
             eval_spec[key] = str((base / eval_spec[key]).resolve())
