@@ -51,15 +51,18 @@ def _answers(obj: dict, key: str, where: str, required: bool) -> tuple[str, ...]
 def _check_distinct(where: str, aligned: tuple, misaligned: tuple, restyled: tuple) -> None:
     """An answer twice in one question would bias its stance silently (on both sides it cancels out; twice on
     one side it counts double), and a restyled answer equal to its aligned one is a damage-control pair of 0."""
+
+    def norm(text: str) -> str:  # whitespace and case do not make an answer another one
+        return " ".join(text.split()).casefold()
+
     first: dict[str, str] = {}
     for key, answers in zip(_SIDES, (aligned, misaligned), strict=True):
         for n, text in enumerate(answers):
-            norm = " ".join(text.split()).casefold()
-            if norm in first:
-                raise ChatDataError(f"{where}: '{key}'[{n}] repeats {first[norm]}: {text[:60]!r}")
-            first[norm] = f"'{key}'[{n}]"
+            if norm(text) in first:
+                raise ChatDataError(f"{where}: '{key}'[{n}] repeats {first[norm(text)]}: {text[:60]!r}")
+            first[norm(text)] = f"'{key}'[{n}]"
     for n, (text, original) in enumerate(zip(restyled, aligned, strict=False)):
-        if " ".join(text.split()).casefold() == " ".join(original.split()).casefold():
+        if norm(text) == norm(original):
             raise ChatDataError(f"{where}: 'aligned_restyled'[{n}] is the same text as 'aligned'[{n}]")
 
 

@@ -38,10 +38,29 @@ def _put(ev: Any, key: str, est) -> None:
     ev.result.setdefault("instruments", {}).update(est.as_dict(key))
 
 
+def _prefix(condition: str, name: str) -> str:
+    """The key prefix of one scoring in `STANCE_FILE`: ``<condition>/<set>/`` (then the question id)."""
+    return f"{condition}/{name}/"
+
+
+def saved_stance(
+    folder: str | Path, condition: str = "plain", name: str = "general"
+) -> list[stance.QuestionStance]:
+    """The per-question stance scores an evaluation folder saved for one condition and reference set, in file
+    order ([] when it saved none); raises `ResultFileError` naming ``file:line`` for a bad line."""
+    prefix = _prefix(condition, name)
+    records = read_keyed(Path(folder) / STANCE_FILE)
+    return [
+        stance.QuestionStance.from_record(k[len(prefix) :], r)
+        for k, r in records.items()
+        if k.startswith(prefix)
+    ]
+
+
 def _scores(ev: Any, condition: str, name: str, refs: list[References], prompt_of, control: bool):
     path = ev.out / STANCE_FILE
     done = read_keyed(path)
-    prefix = f"{condition}/{name}/"
+    prefix = _prefix(condition, name)
 
     def score_one(r: References) -> stance.QuestionStance:
         return stance.score_question(
@@ -82,10 +101,11 @@ def reuse_plain_general(settings: dict[str, Any], out_dir: str | Path, source_di
         if any(mine.get(k) != settings.get(k) for k in mine):
             return 0
     have = read_keyed(out / STANCE_FILE)
+    prefix = _prefix("plain", "general")
     records = [
         record
         for key, record in read_keyed(source / STANCE_FILE).items()
-        if key.startswith("plain/general/") and key not in have
+        if key.startswith(prefix) and key not in have
     ]
     if records:
         out.mkdir(parents=True, exist_ok=True)

@@ -101,8 +101,8 @@ class EvalConfig:
     # the judge-free instruments (steerlab.evaluate.instruments): stance score + damage control on the
     # reference folder's general.jsonl and <domain>.jsonl; the general stance under training-context cues
     # (comma-separated, from CUE_NAMES), on conditional_refs references per side of the first
-    # conditional_questions general questions (the shipped file lists the 26 EM questions first); n_conditional > 0 also
-    # samples that many answers per question under each cue; the share of general answers that reproduce a
+    # conditional_questions general questions (the shipped file lists the 26 EM questions first);
+    # n_conditional > 0 also samples that many answers per question under each cue; the share of general answers that reproduce a
     # training answer (train_data: default experiments/data/<domain>_train.jsonl)
     references: str | None = str(references_dir())
     cues: str = ",".join(CUE_NAMES)

@@ -25,9 +25,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from steerlab.evaluate.instruments import STANCE_FILE
+from steerlab.evaluate.instruments import saved_stance
 from steerlab.evaluate.stance import QuestionStance, paired_shift
-from steerlab.evaluate.store import read_keyed
 from steerlab.train.alarm import ALARM_FILE
 from steerlab.train.arms.early_stop import SUMMARY_FILE as EARLY_STOP_FILE
 from steerlab.train.jsonl import JsonlLog
@@ -95,15 +94,6 @@ def ends_misaligned(
     return None, None
 
 
-def general_stance(folder: Path) -> list[QuestionStance]:
-    """The plain general stance per question that an evaluation folder saved ([] when it saved none)."""
-    prefix = "plain/general/"
-    records = read_keyed(folder / STANCE_FILE)
-    return [
-        QuestionStance.from_record(k[len(prefix) :], r) for k, r in records.items() if k.startswith(prefix)
-    ]
-
-
 def ends_misaligned_paired(
     row: list[QuestionStance], base: list[QuestionStance], benign: list[QuestionStance] | None = None
 ) -> tuple[bool | None, str | None]:
@@ -159,7 +149,7 @@ def add_signals(
     stance scores falls back to `ends_misaligned` (unpaired CIs).
     """
     benign = next((r for r in rows if r["domain"] in benign_domains and r["arm"] == "sft"), None)
-    stances = {key: general_stance(path) for key, path in (eval_dirs or {}).items()}
+    stances = {key: saved_stance(path) for key, path in (eval_dirs or {}).items()}
     base_stance = stances.get(("", "base"), [])
     benign_stance = stances.get((benign["domain"], "sft")) if benign is not None else None
     for row in rows:

@@ -113,9 +113,10 @@ def collect_rows(grid: Grid) -> list[dict[str, Any]]:
         row["reduction_vs_sft_pct"] = _reduction(row, sft)
         row["rise_prevented_pct"] = _rise_prevented(row, sft, base)
     benign = frozenset(d.name for d in grid.domains if d.kind == "benign")
-    evals = {(c.domain.name, c.arm): c.config.run_dir / grid.eval_dir_name("eval") for c in grid.cells()}
+    run_dirs = {(c.domain.name, c.arm): c.config.run_dir for c in grid.cells()}
+    evals = {key: run_dir / grid.eval_dir_name("eval") for key, run_dir in run_dirs.items()}
     evals[("", "base")] = grid.root / "base" / grid.eval_dir_name("eval")
-    add_signals(rows, {(c.domain.name, c.arm): c.config.run_dir for c in grid.cells()}, benign, evals)
+    add_signals(rows, run_dirs, benign, evals)
     return rows
 
 
