@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -83,3 +84,11 @@ def test_eval_config_keeps_the_options_under_its_flat_judge_keys():
     }
     assert EvalConfig(out_dir="x", **keys).openai_options == options
     assert EvalConfig(out_dir="x").openai_options == OpenAIJudgeOptions()
+
+
+def test_every_openai_judge_setting_has_exactly_one_option():
+    from steerlab.cli import options
+    from steerlab.judges.endpoint import FLAT_KEYS
+
+    assert set(options._OPENAI_JUDGE_OPTIONS) == set(FLAT_KEYS)
+    assert set(FLAT_KEYS.values()) == {f.name for f in dataclasses.fields(options.OpenAIJudgeOptions)}

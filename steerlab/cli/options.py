@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from steerlab.judges.endpoint import OpenAIJudgeOptions
+from steerlab.judges.endpoint import FLAT_KEYS, OpenAIJudgeOptions
 
 R = TypeVar("R")
 
@@ -80,14 +80,14 @@ NBoot = Annotated[int, typer.Option("--n-boot", help="bootstrap resamples")]
 
 
 OPENAI_JUDGE = OpenAIJudgeOptions()  # the stand-in default of a command's ``openai`` parameter
-# the openai judge's options as a command lists them: parameter -> its option and its OpenAIJudgeOptions field
-_OPENAI_JUDGE_PARAMETERS = {
-    "judge_model": (JudgeModel, "model"),
-    "judge_base_url": (JudgeBaseUrl, "base_url"),
-    "judge_concurrency": (JudgeConcurrency, "concurrency"),
-    "judge_timeout": (JudgeTimeout, "timeout_s"),
-    "judge_retries": (JudgeRetries, "retries"),
-    "allow_judge_mismatch": (AllowJudgeMismatch, "allow_mismatch"),
+# the openai judge's options as a command lists them: parameter (the flat key) -> its option
+_OPENAI_JUDGE_OPTIONS = {
+    "judge_model": JudgeModel,
+    "judge_base_url": JudgeBaseUrl,
+    "judge_concurrency": JudgeConcurrency,
+    "judge_timeout": JudgeTimeout,
+    "judge_retries": JudgeRetries,
+    "allow_judge_mismatch": AllowJudgeMismatch,
 }
 
 
@@ -104,16 +104,16 @@ def openai_judge_options(command: Callable[..., R]) -> Callable[..., R]:
         raise TypeError(f"{command.__name__} has no 'openai' parameter for the openai judge's options")
     kind = signature.parameters["openai"].kind
     injected = [
-        inspect.Parameter(name, kind, default=getattr(OPENAI_JUDGE, field), annotation=option)
-        for name, (option, field) in _OPENAI_JUDGE_PARAMETERS.items()
+        inspect.Parameter(
+            name, kind, default=getattr(OPENAI_JUDGE, field), annotation=_OPENAI_JUDGE_OPTIONS[name]
+        )
+        for name, field in FLAT_KEYS.items()
     ]
     params = [q for p in signature.parameters.values() for q in (injected if p.name == "openai" else [p])]
 
     @functools.wraps(command)
     def with_options(*args: Any, **kwargs: Any) -> R:
-        options = OpenAIJudgeOptions(
-            **{field: kwargs.pop(name) for name, (_, field) in _OPENAI_JUDGE_PARAMETERS.items()}
-        )
+        options = OpenAIJudgeOptions(**{field: kwargs.pop(name) for name, field in FLAT_KEYS.items()})
         return command(*args, openai=options, **kwargs)
 
     # typer reads the parameters from the signature and their types from __annotations__

@@ -40,7 +40,6 @@ from steerlab.evaluate.judging import (
     CoherenceReading,
     EvalJudge,
     JudgeItem,
-    OpenAIJudgeOptions,
     build_judge,
     check_failures,
     judge_identity,
@@ -50,6 +49,7 @@ from steerlab.evaluate.logprob_score import answer_logprobs, logprob_gaps
 from steerlab.evaluate.metrics import Estimate, bootstrap_mean, bootstrap_rate
 from steerlab.evaluate.store import score_missing
 from steerlab.io import write_json, write_jsonl
+from steerlab.judges.endpoint import FLAT_KEYS, OpenAIJudgeOptions
 from steerlab.persona.generation import SamplingSettings, generate
 
 log = logging.getLogger(__name__)
@@ -127,12 +127,12 @@ class EvalConfig:
     @property
     def openai_options(self) -> OpenAIJudgeOptions:
         """The openai judge's settings (kept as flat ``judge_*`` keys, the names config files use)."""
-        return OpenAIJudgeOptions(**{field: getattr(self, key) for key, field in OPENAI_KEYS.items()})
+        return OpenAIJudgeOptions(**{field: getattr(self, key) for key, field in FLAT_KEYS.items()})
 
     @staticmethod
     def openai_keys(options: OpenAIJudgeOptions) -> dict[str, Any]:
         """``options`` as this config's flat ``judge_*`` keys (the inverse of `openai_options`)."""
-        return {key: getattr(options, field) for key, field in OPENAI_KEYS.items()}
+        return {key: getattr(options, field) for key, field in FLAT_KEYS.items()}
 
     def resume_key(self) -> dict[str, Any]:
         """The settings that decide the answers and scores on disk (labels and bootstrap settings do not)."""
@@ -154,16 +154,6 @@ class EvalConfig:
         )
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in labels}
 
-
-# EvalConfig key -> OpenAIJudgeOptions field
-OPENAI_KEYS = {
-    "judge_model": "model",
-    "judge_base_url": "base_url",
-    "judge_concurrency": "concurrency",
-    "judge_timeout": "timeout_s",
-    "judge_retries": "retries",
-    "allow_judge_mismatch": "allow_mismatch",
-}
 
 # the settings that decide the sampled answers (not how they are judged): answers may be reused across judges
 GENERATION_KEYS = (

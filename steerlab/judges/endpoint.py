@@ -24,3 +24,14 @@ class OpenAIJudgeOptions:
     timeout_s: float = 60.0
     retries: int = 4
     allow_mismatch: bool = False
+
+
+# the flat names config files and command lines give these settings -> the `OpenAIJudgeOptions` field
+FLAT_KEYS = {
+    "judge_model": "model",
+    "judge_base_url": "base_url",
+    "judge_concurrency": "concurrency",
+    "judge_timeout": "timeout_s",
+    "judge_retries": "retries",
+    "allow_judge_mismatch": "allow_mismatch",
+}
