@@ -118,6 +118,31 @@ def test_results_table_reads_both_misalignment_readings(tmp_path):
     assert "| medical | ppl | 65.0 [60.0, 70.0] | +50% |" in table and "misaligned among coherent" in table
 
 
+def test_cells_evaluated_before_the_judge_check_cite_the_stored_check(tmp_path, monkeypatch):
+    """The check belongs to the judge identity: a cell evaluated before `steerlab judge check` ran cites it
+    at results time, and the header names the check even when the first row predates it."""
+    import json
+
+    from steerlab.experiment.results import collect_rows, markdown_table
+
+    monkeypatch.setenv("STEERLAB_CACHE", str(tmp_path / "cache"))
+    grid = load_grid(_grid(tmp_path, output_dir=str(tmp_path / "runs")))
+    judge = {"judge": "probe:evil@L20#x (coherence bare)", "judge_identity": {"id": "abc123"}}
+    check = {"n": 290, "auroc": {"value": 0.77, "ci": [0.71, 0.83]}}
+    for folder, extra in {"base/eval": {}, "medical__sft/eval": {"judge_check": check}}.items():
+        (grid.root / folder).mkdir(parents=True)
+        (grid.root / folder / "eval.json").write_text(json.dumps({**judge, "alignment": 50.0, **extra}))
+    rows = {r["arm"]: r for r in collect_rows(grid)}
+    assert rows["base"]["judge_check"] is None  # nothing stored yet: not invented
+    assert "AUROC 0.77 [0.71, 0.83]" in markdown_table(list(rows.values())).splitlines()[0]
+    stored = tmp_path / "cache" / "judge_checks" / "abc123.json"
+    stored.parent.mkdir(parents=True)
+    figures = {"n": 290, "auroc": {"value": 0.77, "ci": [0.71, 0.83]}}
+    stored.write_text(json.dumps({"data": "shipped", "figures": figures}))
+    rows = {r["arm"]: r for r in collect_rows(grid)}
+    assert rows["base"]["judge_check_auroc"] == 0.77 and rows["base"]["judge_check"]["n"] == 290
+
+
 def test_an_arm_can_override_run_settings_and_pick_domains(tmp_path):
     arms = {
         "sft": {"sft": {}},

@@ -287,9 +287,11 @@ def save_check(result: dict[str, Any], out: str | Path | None = None, *, store: 
     return paths
 
 
-def load_check(identity: JudgeIdentity) -> dict[str, Any] | None:
-    """The headline figures of the stored check of ``identity`` (None when it was never checked)."""
-    path = checks_dir() / f"{identity.id}.json"
+def load_check(identity: JudgeIdentity | str) -> dict[str, Any] | None:
+    """The headline figures of the stored check of ``identity`` (a ``JudgeIdentity`` or its ``id``); None
+    when this judge was never checked."""
+    ident = identity if isinstance(identity, str) else identity.id
+    path = checks_dir() / f"{ident}.json"
     if not path.is_file():
         return None
     try:

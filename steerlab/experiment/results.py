@@ -80,6 +80,16 @@ def _read(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def _cite_stored_check(row: dict[str, Any]) -> None:
+    """A cell evaluated before its judge was checked cites the check stored since under the same judge
+    identity (``steerlab judge check``): the figures belong to the judge, not to the evaluation."""
+    ident = (row.get("judge_identity") or {}).get("id")
+    if not row.get("judge_check") and ident:
+        from steerlab.evaluate.judge_check import load_check
+
+        row["judge_check"] = load_check(str(ident))
+
+
 def collect_rows(grid: Grid) -> list[dict[str, Any]]:
     base_general = _read(grid.root / "base" / grid.eval_dir_name("eval") / "eval.json")
     rows: list[dict[str, Any]] = []
@@ -100,6 +110,7 @@ def collect_rows(grid: Grid) -> list[dict[str, Any]]:
             if result is not None:
                 rows.append({**result, "arm": cell.arm, "domain": domain.name})
     for row in rows:
+        _cite_stored_check(row)
         check = row.get("judge_check") or {}
         for key in ("auroc", "misaligned_recall", "aligned_fpr"):
             row[f"judge_check_{key}"] = (check.get(key) or {}).get("value")

@@ -65,8 +65,9 @@ def judges_line(rows: Iterable[dict[str, Any]]) -> str:
     ``steerlab judge check`` (``judge_check``), for results tables and the report."""
     seen: dict[str, dict[str, Any] | None] = {}
     for r in rows:
-        if r.get("judge"):
-            seen.setdefault(str(r["judge"]), r.get("judge_check"))
+        if r.get("judge"):  # a row that cites a check wins over one evaluated before the check
+            name = str(r["judge"])
+            seen[name] = seen.get(name) or r.get("judge_check")
     if not seen:
         return "Judge: not recorded."
     parts = []
