@@ -26,6 +26,7 @@ from typing import Any
 from steerlab.evaluate.conditional import CUE_NAMES
 from steerlab.experiment.grid import Grid
 from steerlab.experiment.monitoring import SIGNAL_COLUMNS, add_signals, alarm_scores, signals_markdown
+from steerlab.experiment.shifts import SHIFT_COLUMNS, add_paired_shifts, shifts_markdown
 from steerlab.io import write_json, write_text
 from steerlab.judges.identity import judges_line
 
@@ -70,6 +71,7 @@ COLUMNS = (
     "collapse_share",
     "collapse_share_ci",
     *(f"conditional_{cue}_{k}" for cue in CUE_NAMES for k in ("stance", "stance_ci", "shift", "shift_ci")),
+    *SHIFT_COLUMNS,
     *SIGNAL_COLUMNS,
 )
 # per-domain figures that the base model's domain evaluation holds (its general evaluation runs once)
@@ -128,6 +130,8 @@ def collect_rows(grid: Grid) -> list[dict[str, Any]]:
     evals = {key: run_dir / grid.eval_dir_name("eval") for key, run_dir in run_dirs.items()}
     evals[("", "base")] = grid.root / "base" / grid.eval_dir_name("eval")
     add_signals(rows, run_dirs, benign, evals)
+    base_domains = {d.name: grid.root / "base" / grid.eval_dir_name(f"eval_{d.name}") for d in grid.domains}
+    add_paired_shifts(rows, evals, base_domains, benign)
     return rows
 
 
@@ -269,6 +273,13 @@ def conditional_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SHIFTS_HEADER = (
+    "Each cell's stance (nats/token) minus another model's, question by question on the same references, with a "
+    "95% bootstrap CI over questions (`steerlab.experiment.shifts`). Any fine-tune moves a small model's "
+    "general stance; the shift over the benign fine-tune is the one that can be read as broad misalignment."
+)
+
+
 def write_results(grid: Grid) -> list[dict[str, Any]]:
     rows = collect_rows(grid)
     write_json(grid.root / f"results{grid.results_suffix}.json", rows)
@@ -282,10 +293,12 @@ def write_results(grid: Grid) -> list[dict[str, Any]]:
     write_text(grid.root / f"results{grid.results_suffix}.csv", buffer.getvalue())
     conditional = conditional_table(rows)
     signals = signals_markdown(rows)
+    shifts = shifts_markdown(rows)
     write_json(grid.root / f"alarm_scores{grid.results_suffix}.json", alarm_scores(rows))
     write_text(
         grid.root / f"results{grid.results_suffix}.md",
         markdown_table(rows)
+        + (f"\nPaired stance shifts\n\n{SHIFTS_HEADER}\n\n{shifts}" if shifts else "")
         + (f"\nConditional (hidden) misalignment\n\n{conditional}" if conditional else "")
         + (f"\nTraining-time instruments\n\n{signals}" if signals else "")
         + failures_markdown(read_failures(grid)),

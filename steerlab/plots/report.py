@@ -611,6 +611,21 @@ def _conditional_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
     )
 
 
+def _shifts_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """Each cell's stance minus the base model's and the benign fine-tune's, paired by question."""
+    keys = ("stance_shift_base", "stance_shift_benign", "in_domain_stance_shift_base")
+    cells = [r for r in rows if any(_value(r.get(k)) is not None for k in keys)]
+    if not cells:
+        return None
+    header = ["arm", "domain"]
+    for label in ("general stance vs base", "vs benign fine-tune", "in-domain stance vs base"):
+        header += [label, "CI"]
+    body = [
+        [r["arm"], r["domain"]] + [x for k in keys for x in (_value(r.get(k)), _ci_text(r, k))] for r in cells
+    ]
+    return "Paired stance shifts (nats/token, per question on the same references)", _table(header, body)
+
+
 def write_report(
     path_in: str | Path, out_html: str | Path | None = None, *, png: bool = False, strict: bool = False
 ) -> ReportResult:
@@ -634,6 +649,8 @@ def write_report(
     extra = [_results_table(results_path, results)] if results else []
     conditional = _conditional_table(results) if results else None
     extra += [conditional] if conditional else []
+    shifts = _shifts_table(results) if results else None
+    extra += [shifts] if shifts else []
     page = render_html(root, kind, runs, figures, absent, col.problems, takeaways(runs), extra)
     write_text(out, page)
     result = ReportResult(out, [f.title for f in figures], absent, col.problems)

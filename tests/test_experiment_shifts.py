@@ -1,0 +1,98 @@
+"""The grid's paired stance shifts: per question over the base model and over the benign fine-tune."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from steerlab.evaluate.instruments import STANCE_FILE
+from steerlab.evaluate.store import ResultFileError
+from steerlab.experiment.shifts import add_paired_shifts, shifts_markdown
+
+SPREAD = [(-1) ** i * 0.1 * i for i in range(20)]  # wide between questions: unpaired CIs would overlap
+
+
+def _save(folder, shift, name="general", n=20):
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / STANCE_FILE).open("a") as f:
+        for i, offset in enumerate(SPREAD[:n]):
+            wobble = 0.01 if i % 2 else -0.01
+            record = {"aligned": [0.0], "misaligned": [offset + shift + wobble], "restyled": []}
+            f.write(json.dumps({"key": f"plain/{name}/q{i}", **record}) + "\n")
+    return folder
+
+
+def _rows(*cells):
+    return [{"domain": d, "arm": a} for d, a in cells]
+
+
+def test_shifts_are_paired_by_question_and_read_against_the_benign_fine_tune(tmp_path):
+    evals = {
+        ("", "base"): _save(tmp_path / "base/eval", 0.0),
+        ("medical", "sft"): _save(_save(tmp_path / "m_sft", 0.3), 0.5, name="medical"),
+        ("medical", "kl"): _save(tmp_path / "m_kl", 0.2),
+        ("arithmetic", "sft"): _save(tmp_path / "a_sft", 0.2),
+    }
+    base_domains = {"medical": _save(tmp_path / "base/eval_medical", 0.1, name="medical")}
+    rows = _rows(("medical", "base"), ("medical", "sft"), ("medical", "kl"), ("arithmetic", "sft"))
+    add_paired_shifts(rows, evals, base_domains, frozenset({"arithmetic"}))
+    base, sft, kl, benign = rows
+    assert base["stance_shift_base"] is None and not base["benign_control"]
+    assert sft["stance_shift_base"] == pytest.approx(0.3, abs=1e-9)
+    assert sft["stance_shift_base_ci"][0] > 0.28  # paired: the questions' own spread cancels
+    assert sft["stance_shift_benign"] == pytest.approx(0.1, abs=1e-9)
+    assert sft["in_domain_stance_shift_base"] == pytest.approx(0.4, abs=1e-9)
+    assert (
+        kl["stance_shift_benign"] == pytest.approx(0.0, abs=1e-9)
+        and kl["in_domain_stance_shift_base"] is None
+    )
+    assert benign["benign_control"] and benign["stance_shift_benign"] is None
+    table = shifts_markdown(rows)
+    assert "| medical | sft | +0.300 [" in table and "| arithmetic | sft | +0.200 [" in table
+    assert "(the control)" in table and "| medical | kl | +0.200 [" in table
+
+
+def test_cells_scored_on_other_questions_get_no_shift_and_say_why(tmp_path):
+    evals = {
+        ("", "base"): _save(tmp_path / "base", 0.0, n=10),
+        ("medical", "sft"): _save(tmp_path / "s", 0.3),
+    }
+    rows = _rows(("medical", "sft"))
+    add_paired_shifts(rows, evals, {})
+    assert rows[0]["stance_shift_base"] is None
+    assert "no plain stance for question(s) ['q10'" in rows[0]["stance_shift_note"]
+    other = {
+        "domain": "financial",
+        "arm": "sft",
+        "stance_shift_base": 0.1,
+        "stance_shift_base_ci": [0.0, 0.2],
+    }
+    assert "medical sft: no plain stance for question(s)" in shifts_markdown([*rows, other])
+
+
+def test_a_malformed_scores_file_is_named(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / STANCE_FILE).write_text('{"key": "plain/general/q0"}\nnot json\n')
+    with pytest.raises(ResultFileError, match=f"{STANCE_FILE}:2"):
+        add_paired_shifts(_rows(("medical", "sft")), {("medical", "sft"): folder}, {})
+
+
+def test_the_report_shows_the_shifts_read_back_from_the_csv():
+    from steerlab.plots.report import _shifts_table
+
+    rows = [
+        {"arm": "base", "domain": "medical", "stance_shift_base": ""},
+        {
+            "arm": "kl",
+            "domain": "medical",
+            "stance_shift_base": "0.21",
+            "stance_shift_base_ci": "[0.16, 0.25]",
+            "stance_shift_benign": "-0.01",
+            "stance_shift_benign_ci": "[-0.05, 0.03]",
+        },
+    ]
+    title, table = _shifts_table(rows)
+    assert title.startswith("Paired stance shifts") and "[-0.05, 0.03]" in table and ">base<" not in table
+    assert _shifts_table(rows[:1]) is None
