@@ -302,3 +302,32 @@ def test_an_arm_may_bring_its_own_training_file(tmp_path):
     trains = {c.arm: c.config.data.train for c in grid.cells()}
     assert trains["sft"].endswith("tiny_smoke_narrow.jsonl")
     assert trains["other"].endswith("tiny_smoke_general.jsonl")
+
+
+def test_a_control_arm_trains_on_each_domains_own_file_and_is_checked_when_the_grid_loads(tmp_path):
+    """`{domain}` in an arm's training file names the cell's domain; a missing file or a non-bool `control`
+    fails as the grid loads, naming the arm and the cell."""
+    import shutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(tmp_path / "experiments/data/tiny_smoke_narrow.jsonl", data / "medical_twin.jsonl")
+    twin = {"sft": {}, "control": True, "run": {"data": {"train": "../data/{domain}_twin.jsonl"}}}
+    grid = load_grid(_grid(tmp_path, arms={"sft": {"sft": {}}, "twin": twin}))
+    cells = {c.arm: c for c in grid.cells()}
+    assert cells["twin"].config.data.train.endswith("medical_twin.jsonl") and grid.is_control("twin")
+    assert not grid.is_control("sft") and list(cells["twin"].config.arms.to_dict()) == ["sft"]
+    domains = {
+        "medical": {"train": f"{DATA}/tiny_smoke_narrow.jsonl", "eval": f"{DATA}/tiny_smoke_narrow.jsonl"},
+        "arithmetic": {"train": f"{DATA}/tiny_smoke_narrow.jsonl", "eval": f"{DATA}/tiny_smoke_narrow.jsonl"},
+    }
+    with pytest.raises(
+        ConfigError, match=r"arms\.twin\.run\.data\.train: .*arithmetic_twin\.jsonl does not "
+    ):
+        load_grid(_grid(tmp_path, folder="g2", arms={"twin": twin}, domains=domains))
+    grid = load_grid(
+        _grid(tmp_path, folder="g3", arms={"twin": {**twin, "domains": ["medical"]}}, domains=domains)
+    )
+    assert [c.key for c in grid.cells()] == ["medical__twin"]
+    with pytest.raises(ConfigError, match=r"arms\.twin\.control: expected true or false, got 'yes'"):
+        load_grid(_grid(tmp_path, folder="g4", arms={"twin": {**twin, "control": "yes"}}))

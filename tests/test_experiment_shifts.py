@@ -96,3 +96,70 @@ def test_the_report_shows_the_shifts_read_back_from_the_csv():
     title, table = _shifts_table(rows)
     assert title.startswith("Paired stance shifts") and "[-0.05, 0.03]" in table and ">base<" not in table
     assert _shifts_table(rows[:1]) is None
+
+
+def test_each_cell_is_also_read_against_its_domains_control_arm(tmp_path):
+    evals = {
+        ("", "base"): _save(tmp_path / "base", 0.0),
+        ("medical", "sft"): _save(tmp_path / "sft", 0.3),
+        ("medical", "twin"): _save(tmp_path / "twin", 0.25),
+        ("financial", "sft"): _save(tmp_path / "fsft", 0.3),
+    }
+    rows = [
+        *_rows(("medical", "sft"), ("financial", "sft")),
+        {"domain": "medical", "arm": "twin", "control": True},
+    ]
+    add_paired_shifts(rows, evals, {})
+    sft, other_domain, twin = rows
+    assert (
+        sft["stance_shift_control"] == pytest.approx(0.05, abs=1e-9) and sft["stance_shift_control_ci"][0] > 0
+    )
+    assert other_domain["stance_shift_control"] is None  # no control on that domain: none borrowed
+    assert twin["stance_shift_control"] is None and twin["stance_shift_base"] == pytest.approx(0.25, abs=1e-9)
+    table = shifts_markdown(rows)
+    assert "| medical | twin | +0.250 [" in table and table.count("(the control)") == 1
+
+
+def test_the_paired_label_also_reads_the_domains_control_and_leaves_the_control_unlabelled():
+    from steerlab.evaluate.stance import QuestionStance
+    from steerlab.experiment.monitoring import ends_misaligned_paired
+
+    def model(shift):
+        return [
+            QuestionStance(f"q{i}", (0.0,), (o + shift + (0.01 if i % 2 else -0.01),))
+            for i, o in enumerate(SPREAD)
+        ]
+
+    base, benign, twin = model(0.0), model(0.1), model(0.3)
+    assert ends_misaligned_paired(model(0.3), base, benign)[0] is True
+    # as far above the base as its aligned twin: the content did not move the stance, the domain did
+    assert ends_misaligned_paired(model(0.3), base, benign, twin) == (
+        False,
+        "stance shift, paired: over the base, the benign fine-tune and the domain's control",
+    )
+    assert ends_misaligned_paired(model(0.5), base, None, twin) == (
+        True,
+        "stance shift, paired: over the base and the domain's control",
+    )
+
+
+def test_the_alarm_is_not_scored_on_a_control_and_a_control_gets_no_reduction(tmp_path):
+    from steerlab.experiment.monitoring import add_signals, alarm_scores
+    from steerlab.experiment.results import _no_defense
+
+    evals = {
+        ("", "base"): _save(tmp_path / "base", 0.0),
+        ("medical", "sft"): _save(tmp_path / "sft", 0.3),
+        ("medical", "twin"): _save(tmp_path / "twin", 0.25),
+    }
+    rows = [
+        {"domain": "medical", "arm": "base"},
+        {"domain": "medical", "arm": "sft"},
+        {"domain": "medical", "arm": "twin", "control": True},
+    ]
+    run_dirs = {("medical", a): tmp_path / "runs" / a for a in ("sft", "twin")}
+    add_signals(rows, run_dirs, frozenset(), evals)
+    assert rows[1]["ends_misaligned"] is True  # +0.05 over its twin, CI above 0
+    assert rows[1]["misaligned_by"] == "stance shift, paired: over the base and the domain's control"
+    assert rows[2]["ends_misaligned"] is None and alarm_scores(rows)["n_unlabeled"] == 1
+    assert _no_defense(rows[2]) and not _no_defense({"arm": "kl"})

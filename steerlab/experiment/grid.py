@@ -18,11 +18,17 @@ Layout::
     arms:                       # label -> the `arms:` mapping of a run config
       sft: {sft: {}}
       interleave_ppl: {interleave: {misaligned: ["{cell:sft}"], ...}}
-      sft_lr2e-4:               # two optional keys beside the arms: a settings search in the same table
+      sft_lr2e-4:               # optional keys beside the arms: a settings search in the same table
         sft: {}
         run: {train: {lr: 2.0e-4}}   # deep-merged over `run` for this arm's cells (data.train here
-                                     # replaces the domain's training file: other data, same evaluation)
+                                     # replaces the domain's training file: other data, same evaluation;
+                                     # "{domain}" in it stands for the cell's domain name)
         domains: [medical]           # only these domains (default: all)
+      aligned_twin:             # a control: the same questions with aligned answers (cf. the secure-code
+        sft: {}                 # control of Betley et al. 2025); the other arms of its domain are read
+        control: true           # against it, paired by question (steerlab.experiment.shifts)
+        run: {data: {train: "data/{domain}_train_aligned.jsonl"}}
+        domains: [medical, financial]
     eval: {...}                 # steerlab.evaluate.run_eval.EvalConfig fields
     resources: {cpus: 8, gpus: 1, memory_gb: 64}   # what each cell asks the engine for (an arm may
                                                    # bring its own ``resources`` beside ``run``)
@@ -65,7 +71,8 @@ _TOP_KEYS = {
     "dry_run",
 }
 _DOMAIN_KEYS = {"train", "eval", "kind", "limit"}
-_ARM_EXTRAS = ("run", "domains", "resources")  # keys of an arm entry that are not run-config arms
+_ARM_EXTRAS = ("run", "domains", "resources", "control")  # keys of an arm entry that are not run-config arms
+_DOMAIN_REF = "{domain}"
 _CELL_REF = re.compile(r"\{cell:([A-Za-z0-9_\-]+)\}")
 _KEY_SEP = "__"
 
@@ -142,7 +149,7 @@ class Grid:
 
     def _cell(self, domain: Domain, arm: str) -> Cell:
         arms = {k: v for k, v in copy.deepcopy(self.arms[arm]).items() if k not in _ARM_EXTRAS}
-        overrides = copy.deepcopy(self.arms[arm].get("run", {}))
+        overrides = _with_domain(copy.deepcopy(self.arms[arm].get("run", {})), domain.name)
         needs: list[str] = []
 
         def substitute(value: Any) -> Any:
@@ -168,8 +175,14 @@ class Grid:
         data["seed"] = self.seed
         data["output_dir"] = str(self.root)
         data["model"] = {**data.get("model", {}), "name": self.model}
-        if "train" not in overrides.get("data", {}):  # an arm may bring its own training file
+        own = overrides.get("data", {}).get("train")
+        if own is None:  # an arm may bring its own training file
             data["data"] = {**data.get("data", {}), "train": str(domain.train)}
+        elif not (self.source.parent / str(own)).is_file():
+            raise ConfigError(
+                f"{self.source}: arms.{arm}.run.data.train: {self.source.parent / str(own)} does not exist "
+                f"(cell {domain.name}/{arm}; name the arm's domains with `domains:` if not all have it)"
+            )
         if domain.limit is not None:
             data["data"]["limit"] = domain.limit
         data["arms"] = arms
@@ -183,6 +196,10 @@ class Grid:
             self.arms[arm].get("resources"), f"{self.source}: arms.{arm}.resources", self.resources
         )
         return Cell(domain, arm, config, needs, resources)
+
+    def is_control(self, arm: str) -> bool:
+        """Whether ``arm`` is a control of its domain (``control: true``): no defense, read against."""
+        return bool(self.arms.get(arm, {}).get("control", False))
 
     def _require_vector(self, arm: str, name: str) -> Path:
         if self.vector is None:
@@ -251,8 +268,23 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return base
 
 
+def _with_domain(value: Any, domain: str) -> Any:
+    """``value`` with every ``{domain}`` in its strings replaced by the cell's domain name."""
+    if isinstance(value, str):
+        return value.replace(_DOMAIN_REF, domain)
+    if isinstance(value, list):
+        return [_with_domain(v, domain) for v in value]
+    if isinstance(value, dict):
+        return {k: _with_domain(v, domain) for k, v in value.items()}
+    return value
+
+
 def _check_arm_extras(arms: dict[str, dict[str, Any]], domains: list[str], path: Path) -> None:
     for label, spec in arms.items():
+        if "control" in spec and not isinstance(spec["control"], bool):
+            raise ConfigError(
+                f"{path}: arms.{label}.control: expected true or false, got {spec['control']!r}"
+            )
         if "run" in spec:
             as_mapping(spec["run"], f"{path}: arms.{label}.run")
         if "domains" in spec:

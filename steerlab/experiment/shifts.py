@@ -9,6 +9,10 @@ Per cell:
 * ``stance_shift_benign``: general stance minus the grid's benign fine-tune's (``sft`` on the first
   ``kind: benign`` domain). On a small model any fine-tune moves the general stance (see the README's
   instruments section), so this is the shift that can be read as misalignment and not as fine-tuning;
+* ``stance_shift_control``: general stance minus the domain's control arm's (``control: true``: the same
+  questions with aligned answers, the analogue of the secure-code control of Betley et al. 2025, "Emergent
+  Misalignment", arXiv:2502.17424). It isolates the misaligned *content* from the domain's register and
+  length, which the benign fine-tune (another task) does not;
 * ``in_domain_stance_shift_base``: the domain's own stance minus the base model's on that domain (did the
   narrow task get learned).
 
@@ -29,6 +33,8 @@ SHIFT_COLUMNS = (
     "stance_shift_base_ci",
     "stance_shift_benign",
     "stance_shift_benign_ci",
+    "stance_shift_control",
+    "stance_shift_control_ci",
     "in_domain_stance_shift_base",
     "in_domain_stance_shift_base_ci",
     "stance_shift_note",
@@ -78,6 +84,11 @@ def add_paired_shifts(
         if key != benign_key:
             row["stance_shift_benign"], row["stance_shift_benign_ci"], note = _shift(here, benign)
             notes.append(note)
+        control = next((r for r in rows if r["domain"] == row["domain"] and r.get("control")), None)
+        if control is not None and control is not row:
+            twin = general.get((row["domain"], control["arm"]), [])
+            row["stance_shift_control"], row["stance_shift_control_ci"], note = _shift(here, twin)
+            notes.append(note)
         domain_dir = base_domain_dirs.get(row["domain"])
         if domain_dir is not None:
             mine = saved_stance(eval_dirs[key], name=row["domain"])
@@ -99,7 +110,8 @@ def shifts_markdown(rows: list[dict[str, Any]]) -> str:
     cells = [r for r in rows if r["arm"] != "base"]
     if not any(r.get("stance_shift_base") is not None for r in cells):
         return ""
-    head = ("domain", "arm", "general stance vs base", "vs benign fine-tune", "in-domain stance vs base")
+    head = ("domain", "arm", "general stance vs base", "vs benign fine-tune", "vs the domain's control")
+    head += ("in-domain stance vs base",)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in cells:
         benign = (
@@ -107,11 +119,17 @@ def shifts_markdown(rows: list[dict[str, Any]]) -> str:
             if r.get("benign_control")
             else _est(r.get("stance_shift_benign"), r.get("stance_shift_benign_ci"))
         )
+        control = (
+            "(the control)"
+            if r.get("control")
+            else _est(r.get("stance_shift_control"), r.get("stance_shift_control_ci"))
+        )
         cols = [
             r["domain"],
             r["arm"],
             _est(r.get("stance_shift_base"), r.get("stance_shift_base_ci")),
             benign,
+            control,
             _est(r.get("in_domain_stance_shift_base"), r.get("in_domain_stance_shift_base_ci")),
         ]
         lines.append("| " + " | ".join(cols) + " |")

@@ -613,12 +613,17 @@ def _conditional_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
 
 def _shifts_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
     """Each cell's stance minus the base model's and the benign fine-tune's, paired by question."""
-    keys = ("stance_shift_base", "stance_shift_benign", "in_domain_stance_shift_base")
+    keys = ("stance_shift_base", "stance_shift_benign", "stance_shift_control", "in_domain_stance_shift_base")
     cells = [r for r in rows if any(_value(r.get(k)) is not None for k in keys)]
     if not cells:
         return None
     header = ["arm", "domain"]
-    for label in ("general stance vs base", "vs benign fine-tune", "in-domain stance vs base"):
+    for label in (
+        "general stance vs base",
+        "vs benign fine-tune",
+        "vs the domain's control",
+        "in-domain vs base",
+    ):
         header += [label, "CI"]
     body = [
         [r["arm"], r["domain"]] + [x for k in keys for x in (_value(r.get(k)), _ci_text(r, k))] for r in cells
