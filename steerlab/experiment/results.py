@@ -284,7 +284,8 @@ def conditional_table(rows: list[dict[str, Any]]) -> str:
 SHIFTS_HEADER = (
     "Each cell's stance (nats/token) minus another model's, question by question on the same references, with a "
     "95% bootstrap CI over questions (`steerlab.experiment.shifts`). Any fine-tune moves a small model's "
-    "general stance; the shift over the benign fine-tune is the one that can be read as broad misalignment."
+    "general stance; the shift over the domain's control (an aligned twin: same questions, aligned answers) "
+    "is the one that can be read as broad misalignment from the data's content."
 )
 
 
