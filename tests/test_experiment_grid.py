@@ -267,6 +267,29 @@ def test_preflight_names_every_too_long_example_before_any_training(tmp_path):
         runner.run_grid(path)
 
 
+def test_preflight_reads_the_calibration_chats_of_holding_steering(tmp_path):
+    import steerlab.experiment.runner as runner
+
+    calibration = tmp_path / "calibration.jsonl"
+    long = (
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "' + "word " * 200
+    )
+    calibration.write_text((long + '"}]}\n') * 2)
+    hold = {"steer_hold": {"vector": "../experiments/data/tiny_smoke_evil.safetensors", "n": 1}}
+    hold["steer_hold"]["calibration_file"] = str(calibration)
+    path = _grid(
+        tmp_path,
+        output_dir=str(tmp_path / "runs"),
+        arms={"hold": hold},
+        run={"train": {"max_steps": 2}, "monitor": {"every": 0}, "data": {"max_length": 64}},
+    )
+    with pytest.raises(ConfigError) as caught:
+        runner.run_grid(path)
+    assert f"cell medical__hold: {calibration}:1:" in str(caught.value) and "1 problem(s)" in str(
+        caught.value
+    )
+
+
 def test_a_failing_cell_lets_the_others_finish_and_is_named(tmp_path):
     """In this process (no Ray): the failing cell is reported after the others ran (Ray: test_experiment_ray)."""
     import json

@@ -2,8 +2,8 @@
 
 A grid runs for hours; a long example in the interleaving pool used to stop it only when that cell came up.
 ``check_cells`` reads what each cell to be trained will read — its narrow examples (with the inoculation
-prompt when that arm is on) and its whole interleaving pool (after the refusal filter: any of it may be
-picked) — and tokenizes it under the cell's own ``max_length``. All problems are reported at once, each
+prompt when that arm is on), its whole interleaving pool (after the refusal filter: any of it may be
+picked) and the calibration chats of holding steering — and tokenizes it under the cell's own ``max_length``. All problems are reported at once, each
 naming the cell and the file:line.
 """
 
@@ -35,7 +35,17 @@ def cell_examples(cfg: ExperimentConfig) -> list[ChatExample]:
         if arm.refusal_filter:
             markers = DEFAULT_REFUSAL_MARKERS if arm.refusal_markers is None else tuple(arm.refusal_markers)
             general = refusal_filter(general, markers, arm.first_words)
-    return narrow + general
+    return narrow + general + arm_reading_examples(cfg)
+
+
+def arm_reading_examples(cfg: ExperimentConfig) -> list[ChatExample]:
+    """Chats an arm reads the model on from a file of its own (holding steering's ``calibration_file``: the
+    first ``n``), which must fit ``max_length`` like the training data. The held-out lines of the training
+    file that arms read by default are passed over when too long (`steerlab.train.heldout`)."""
+    hold = cfg.arms.steer_hold
+    if hold is None or hold.calibration_file is None:
+        return []
+    return list(load_chat_jsonl(hold.calibration_file, on_error=cfg.data.on_bad_record))[: hold.n]
 
 
 def check_cells(cells: Sequence[Cell], tokenizer: Any, *, most: int = 10) -> int:
@@ -54,6 +64,7 @@ def check_cells(cells: Sequence[Cell], tokenizer: Any, *, most: int = 10) -> int
             cfg.data.on_bad_record,
             repr(cfg.arms.inoculate),
             repr(cfg.arms.interleave),
+            repr(cfg.arms.steer_hold),
         )
         if key not in seen:
             found: list[str] = []
