@@ -32,7 +32,12 @@ chats (about a third of a training step: a forward of 8 chats against a forward 
 
 The calibration set comes from the training domain, never from the monitor chats or an evaluation question
 (`steerlab.train.heldout`): the lines of ``data.train`` after ``data.limit`` by default — chats the run does
-not train on — or ``calibration_file``. Each reading is logged to ``steer_hold.jsonl`` (step, projection,
+not train on — or ``calibration_file``. The reading must move with the persona the monitor watches, and on
+the domain's own chats it need not: in the study grid (``experiments/em_smollm2.yaml``, the layer-19 vector)
+the projection of the held-out *misaligned* chats fell as the model learned to write them while the
+monitor's generic reading rose, so alpha sat at 0 from step 5 and the arm ended like ``sft`` (+43% of the
+base-to-evil distance); read on general chats (``calibration_file``: the base model's own answers to
+general prompts) it held the monitor at -25% (the shipped layer-24 vector held with either set). Each reading is logged to ``steer_hold.jsonl`` (step, projection,
 target, error, integral, the alpha set for the next steps), and the coefficient in force is reported with
 every log as ``steer_alpha`` (metrics.jsonl and the monitor rows, so the projection chart draws it).
 """
