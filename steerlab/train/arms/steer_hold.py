@@ -37,7 +37,8 @@ the domain's own chats it need not: in the study grid (``experiments/em_smollm2.
 the projection of the held-out *misaligned* chats fell as the model learned to write them while the
 monitor's generic reading rose, so alpha sat at 0 from step 5 and the arm ended like ``sft`` (+43% of the
 base-to-evil distance); read on general chats (``calibration_file``: the base model's own answers to
-general prompts) it held the monitor at -25% (the shipped layer-24 vector held with either set). Each reading is logged to ``steer_hold.jsonl`` (step, projection,
+general prompts) it held the monitor at -25%. With the shipped layer-24 vector the domain's own chats did
+hold it (+21% in ``make demo``, +24% in the instruments run). Each reading is logged to ``steer_hold.jsonl`` (step, projection,
 target, error, integral, the alpha set for the next steps), and the coefficient in force is reported with
 every log as ``steer_alpha`` (metrics.jsonl and the monitor rows, so the projection chart draws it).
 """
