@@ -263,28 +263,3 @@ def test_results_read_alarm_and_early_stop_from_run_folders_and_score_the_alarm_
     assert "| medical | d | – (threshold 1.00) | 6 (step 4) | 1.30 | no |" in table
     assert "precision 0.67, recall 0.50 over 6 cells (TP 2, FP 1, FN 2, TN 1;" in table
     assert "peak monitor projection against the same labels is 0.88 over 6 cells" in table
-
-
-def test_the_paired_label_reads_the_shift_per_question_over_base_and_the_benign_fine_tune():
-    from steerlab.evaluate.stance import QuestionStance
-    from steerlab.experiment.monitoring import ends_misaligned_paired
-
-    def model(offsets):  # per-question stance = a question's own offset + the model's shift
-        return [QuestionStance(f"q{i}", (0.0,), (o,)) for i, o in enumerate(offsets)]
-
-    spread = [(-1) ** i * 0.1 * i for i in range(20)]  # wide between questions: unpaired CIs would overlap
-    base = model(spread)
-    benign = model([o + 0.2 for o in spread])
-    assert ends_misaligned_paired(model([o + 0.2 for o in spread]), base) == (
-        True,
-        "stance shift, paired: over the base",
-    )
-    # as far above the base as the benign fine-tune is: not misaligned once the control is in the grid
-    same = model([o + 0.2 + (0.01 if i % 2 else -0.01) for i, o in enumerate(spread)])
-    assert ends_misaligned_paired(same, base, benign) == (
-        False,
-        "stance shift, paired: over the base and the benign fine-tune",
-    )
-    assert ends_misaligned_paired(model([o + 0.3 for o in spread]), base, benign)[0] is True
-    assert ends_misaligned_paired([], base) == (None, None)
-    assert ends_misaligned_paired(model([0.0] * 25), base) == (None, None)  # other questions: no pairing

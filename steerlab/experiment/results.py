@@ -132,9 +132,9 @@ def collect_rows(grid: Grid) -> list[dict[str, Any]]:
     run_dirs = {(c.domain.name, c.arm): c.config.run_dir for c in grid.cells()}
     evals = {key: run_dir / grid.eval_dir_name("eval") for key, run_dir in run_dirs.items()}
     evals[("", "base")] = grid.root / "base" / grid.eval_dir_name("eval")
-    add_signals(rows, run_dirs, benign, evals)
     base_domains = {d.name: grid.root / "base" / grid.eval_dir_name(f"eval_{d.name}") for d in grid.domains}
     add_paired_shifts(rows, evals, base_domains, benign)
+    add_signals(rows, run_dirs, benign)
     return rows
 
 
