@@ -354,3 +354,25 @@ def test_a_control_arm_trains_on_each_domains_own_file_and_is_checked_when_the_g
     assert [c.key for c in grid.cells()] == ["medical__twin"]
     with pytest.raises(ConfigError, match=r"arms\.twin\.control: expected true or false, got 'yes'"):
         load_grid(_grid(tmp_path, folder="g4", arms={"twin": {**twin, "control": "yes"}}))
+
+
+def test_job_time_counts_the_last_record_of_each_step_of_this_grids_jobs(tmp_path):
+    import json
+
+    from steerlab.experiment.results import job_time, job_time_markdown
+
+    grid = load_grid(_grid(tmp_path, output_dir=str(tmp_path / "runs"), arms={"sft": {"sft": {}}}))
+    grid.root.mkdir(parents=True)
+    records = [
+        ("base/eval", 100.0),
+        ("medical__sft/train", 500.0),  # trained again after its folder was removed: the last one counts
+        ("medical__sft/eval", 300.0),
+        ("medical__sft/train", 200.0),
+        ("medical__gone/train", 999.0),  # a cell no longer in the grid
+    ]
+    lines = "".join(json.dumps({"step": s, "seconds": v}) + "\n" for s, v in records)
+    (grid.root / "progress.jsonl").write_text(lines + '{"step": "medical__sft/ev')  # a torn last line
+    assert job_time(grid) == {"steps": 3, "seconds": 600.0, "train_seconds": 200.0}
+    assert "3 finished steps): 0.17 h, of which training 0.06 h and evaluation 0.11 h" in job_time_markdown(
+        job_time(grid)
+    )

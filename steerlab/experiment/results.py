@@ -32,6 +32,7 @@ from steerlab.io import write_json, write_text
 from steerlab.judges.identity import judges_line
 
 FAILURES_FILE = "failures.json"
+PROGRESS_FILE = "progress.jsonl"  # the runner appends {"step", "seconds"} as each train / eval step finishes
 
 COLUMNS = (
     "domain",
@@ -241,6 +242,32 @@ def read_failures(grid: Grid) -> dict[str, str]:
     return {key: error for key, error in failures.items() if key not in done}
 
 
+def job_time(grid: Grid) -> dict[str, Any]:
+    """The grid's job time from ``progress.jsonl``: the last record of each step of this grid's jobs (a cell
+    trained again after its folder was removed counts once), summed in seconds, split by training and
+    evaluation. A step killed and resumed counts only its resumed part, so the sum is a lower bound."""
+    from steerlab.train.jsonl import JsonlLog
+
+    jobs = {"base"} | {cell.key for cell in grid.cells()}
+    last: dict[str, float] = {}
+    for record in JsonlLog(grid.root / PROGRESS_FILE).rows():
+        if str(record.get("step", "")).split("/")[0] in jobs:
+            last[str(record["step"])] = float(record["seconds"])
+    train = sum(v for k, v in last.items() if k.endswith("/train"))
+    return {"steps": len(last), "seconds": round(sum(last.values()), 1), "train_seconds": round(train, 1)}
+
+
+def job_time_markdown(time_: dict[str, Any]) -> str:
+    if not time_["steps"]:
+        return ""
+    total, train = time_["seconds"], time_["train_seconds"]
+    return (
+        f"\nJob time ({PROGRESS_FILE}, {time_['steps']} finished steps): {total / 3600:.2f} h, of which "
+        f"training {train / 3600:.2f} h and evaluation {(total - train) / 3600:.2f} h (a lower bound: a "
+        "step killed and resumed counts its resumed part).\n"
+    )
+
+
 def failures_markdown(failures: dict[str, str]) -> str:
     if not failures:
         return ""
@@ -310,6 +337,7 @@ def write_results(grid: Grid) -> list[dict[str, Any]]:
         + (f"\nPaired stance shifts\n\n{SHIFTS_HEADER}\n\n{shifts}" if shifts else "")
         + (f"\nConditional (hidden) misalignment\n\n{conditional}" if conditional else "")
         + (f"\nTraining-time instruments\n\n{signals}" if signals else "")
+        + job_time_markdown(job_time(grid))
         + failures_markdown(read_failures(grid)),
     )
     return rows

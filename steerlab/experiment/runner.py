@@ -34,7 +34,7 @@ from steerlab.evaluate.run_eval import EvalConfig, evaluate_model, reuse_answers
 from steerlab.experiment import engine
 from steerlab.experiment.grid import Cell, Grid, load_grid
 from steerlab.experiment.preflight import check_cells
-from steerlab.experiment.results import FAILURES_FILE, write_results
+from steerlab.experiment.results import FAILURES_FILE, PROGRESS_FILE, write_results
 from steerlab.io import append_jsonl, write_json
 from steerlab.train.config import ConfigError
 from steerlab.train.run import load_tokenizer, train
@@ -50,7 +50,7 @@ class CellFailed(RuntimeError):
 
 
 def _log_progress(root: Path, step: str, seconds: float) -> None:
-    append_jsonl(root / "progress.jsonl", [{"step": step, "seconds": round(seconds, 1)}])
+    append_jsonl(root / PROGRESS_FILE, [{"step": step, "seconds": round(seconds, 1)}])
 
 
 def _timed(root: Path, step: str, work: Callable[[], Any]) -> Any:
