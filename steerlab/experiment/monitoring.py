@@ -46,6 +46,7 @@ SIGNAL_COLUMNS = (
     "early_stop_best_step",
     "final_monitor_projection",
     "peak_monitor_projection",
+    "final_drift_pct",
     "alarm_armed",
     "ends_misaligned",
     "misaligned_by",
@@ -63,6 +64,13 @@ def run_signals(run_dir: Path) -> dict[str, Any]:
     rows = JsonlLog(run_dir / "monitor.jsonl").rows()  # a torn last line (a kill mid-write) is left out
     final = max(rows, key=lambda r: r["step"])["projection"] if rows else None
     peak = max((r["projection"] for r in rows if r["step"] > 0), default=None)
+    start = next((r for r in rows if r["step"] == 0), {})
+    base, prompted = start.get("projection"), start.get("prompted_projection")
+    drift = (
+        None  # the final reading as a share of the way from the base model's level to the evil-prompted one
+    )
+    if final is not None and base is not None and prompted is not None and prompted != base:
+        drift = round(100.0 * (final - base) / (prompted - base), 1)
     return {
         "alarm_threshold": alarm.get("threshold"),
         "alarm_step": alarm.get("fired_step"),
@@ -71,6 +79,7 @@ def run_signals(run_dir: Path) -> dict[str, Any]:
         "early_stop_best_step": early.get("final_weights_step"),
         "final_monitor_projection": final,
         "peak_monitor_projection": peak,
+        "final_drift_pct": drift,
         "alarm_armed": alarm.get("threshold") is not None,
     }
 
@@ -193,13 +202,18 @@ def _cell(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def _projection(row: dict[str, Any]) -> str:
+    drift = row.get("final_drift_pct")
+    return _cell(row.get("final_monitor_projection")) + ("" if drift is None else f" ({drift:+.0f}%)")
+
+
 def signals_markdown(rows: list[dict[str, Any]]) -> str:
     """The per-cell instruments table and the alarm's precision / recall line."""
     cells = [r for r in rows if r["arm"] != "base"]
     if not cells:
         return ""
     head = ("domain", "arm", "alarm step (projection / threshold)", "early stop at (weights of)")
-    head += ("final projection (monitor)", "ends misaligned")
+    head += ("final projection (monitor; % of base → evil-prompted)", "ends misaligned")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in cells:
         alarm = (
@@ -212,13 +226,7 @@ def signals_markdown(rows: list[dict[str, Any]]) -> str:
             stop = r.get("early_stop_step")
             early = f"{stop if stop is not None else 'ran to the end'} (step {r['early_stop_best_step']})"
         verdict = "–" if r.get("ends_misaligned") is None else ("yes" if r["ends_misaligned"] else "no")
-        lines.append(
-            "| "
-            + " | ".join(
-                [r["domain"], r["arm"], alarm, early, _cell(r.get("final_monitor_projection")), verdict]
-            )
-            + " |"
-        )
+        lines.append("| " + " | ".join([r["domain"], r["arm"], alarm, early, _projection(r), verdict]) + " |")
     s = alarm_scores(rows)
     fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     lines += [
