@@ -288,6 +288,22 @@ def test_preflight_reads_the_calibration_chats_of_holding_steering(tmp_path):
     assert f"cell medical__hold: {calibration}:1:" in str(caught.value) and "1 problem(s)" in str(
         caught.value
     )
+    # a reading cannot skip a chat: 'skip' for the training stream does not excuse one; the file must hold n
+    for folder, n, expected in (
+        ("g2", 3, r"calibration\.jsonl has 2 chats, n=3 needed"),
+        ("g3", 2, r"2 problem"),
+    ):
+        hold["steer_hold"]["n"] = n
+        data = {"max_length": 64, "on_too_long": "skip"}
+        path = _grid(
+            tmp_path,
+            folder=folder,
+            output_dir=str(tmp_path / "runs"),
+            arms={"hold": hold},
+            run={"train": {"max_steps": 2}, "monitor": {"every": 0}, "data": data},
+        )
+        with pytest.raises(ConfigError, match=expected):
+            runner.run_grid(path)
 
 
 def test_a_failing_cell_lets_the_others_finish_and_is_named(tmp_path):

@@ -35,17 +35,20 @@ def cell_examples(cfg: ExperimentConfig) -> list[ChatExample]:
         if arm.refusal_filter:
             markers = DEFAULT_REFUSAL_MARKERS if arm.refusal_markers is None else tuple(arm.refusal_markers)
             general = refusal_filter(general, markers, arm.first_words)
-    return narrow + general + arm_reading_examples(cfg)
+    return narrow + general
 
 
 def arm_reading_examples(cfg: ExperimentConfig) -> list[ChatExample]:
-    """Chats an arm reads the model on from a file of its own (holding steering's ``calibration_file``: the
-    first ``n``), which must fit ``max_length`` like the training data. The held-out lines of the training
-    file that arms read by default are passed over when too long (`steerlab.train.heldout`)."""
+    """Chats an arm reads the model on from a file of its own (holding steering's ``calibration_file``), as
+    the arm reads them: they must fit ``max_length`` whatever ``data.on_too_long`` says (a reading cannot
+    skip a chat). The held-out lines of the training file that arms read by default are passed over when
+    too long (`steerlab.train.heldout`)."""
+    from steerlab.train.arms.steer_hold import calibration_file_chats
+
     hold = cfg.arms.steer_hold
     if hold is None or hold.calibration_file is None:
         return []
-    return list(load_chat_jsonl(hold.calibration_file, on_error=cfg.data.on_bad_record))[: hold.n]
+    return calibration_file_chats(hold)
 
 
 def check_cells(cells: Sequence[Cell], tokenizer: Any, *, most: int = 10) -> int:
@@ -68,22 +71,24 @@ def check_cells(cells: Sequence[Cell], tokenizer: Any, *, most: int = 10) -> int
         )
         if key not in seen:
             found: list[str] = []
-            try:
-                examples = cell_examples(cfg)
-            except (OSError, ValueError) as error:  # a bad chat line raises ChatDataError, a ValueError
-                examples, found = [], [str(error)]
-            for ex in examples:
+            # (examples, train_on, on_too_long): the training stream as configured, an arm's readings strictly
+            for read, train_on, on_too_long in (
+                (cell_examples, cfg.data.train_on, cfg.data.on_too_long),
+                (arm_reading_examples, "assistant", "raise"),
+            ):
                 try:
-                    tokenize_chat(
-                        tokenizer,
-                        ex,
-                        cfg.data.max_length,
-                        train_on=cfg.data.train_on,
-                        on_too_long=cfg.data.on_too_long,
-                    )
-                except TokenizeError as error:
+                    examples = read(cfg)
+                except (OSError, ValueError) as error:  # ChatDataError and ConfigError are ValueErrors
+                    examples = []
                     found.append(str(error))
-            checked += len(examples)
+                for ex in examples:
+                    try:
+                        tokenize_chat(
+                            tokenizer, ex, cfg.data.max_length, train_on=train_on, on_too_long=on_too_long
+                        )
+                    except TokenizeError as error:
+                        found.append(str(error))
+                checked += len(examples)
             seen[key] = found
         problems += [f"cell {cell.key}: {p}" for p in seen[key]]
     if problems:

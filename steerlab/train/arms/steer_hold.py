@@ -30,9 +30,9 @@ alpha), Adam's momentum as a lag; experiments/hold_gains.py) readings every step
 error smallest over a 0.7-2.5x range of the plant's gain. A reading costs one forward of the calibration
 chats (about a third of a training step: a forward of 8 chats against a forward and backward of 8).
 
-The calibration set comes from the training domain, never from the monitor chats or an evaluation question
-(`steerlab.train.heldout`): the lines of ``data.train`` after ``data.limit`` by default — chats the run does
-not train on — or ``calibration_file``. The reading must move with the persona the monitor watches, and on
+The calibration set never comes from the monitor chats or an evaluation question (`steerlab.train.heldout`):
+by default the lines of ``data.train`` after ``data.limit`` — the training domain's chats that the run does
+not train on — or the first ``n`` chats of ``calibration_file`` (the study grid uses general chats). The reading must move with the persona the monitor watches, and on
 the domain's own chats it need not: in the study grid (``experiments/em_smollm2.yaml``, the layer-19 vector)
 the projection of the held-out *misaligned* chats fell as the model learned to write them while the
 monitor's generic reading rose, so alpha sat at 0 from step 5 and the arm ended like ``sft`` (+43% of the
@@ -53,7 +53,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
-from steerlab.data.chat import load_chat_jsonl
+from steerlab.data.chat import ChatExample, load_chat_jsonl
 from steerlab.hooks import Add, Op
 from steerlab.train.arms.base import Arm, BuildContext
 from steerlab.train.arms.registry import register_arm
@@ -126,6 +126,19 @@ def pi_update(
     return error, integral, min(cfg.alpha_max, max(cfg.alpha_min, raw))
 
 
+def calibration_file_chats(cfg: SteerHoldArmConfig) -> list[ChatExample]:
+    """The first ``n`` chats of ``calibration_file``, exactly as the arm reads them (the grid's preflight
+    tokenizes the same list); raises ``ConfigError`` when the file has fewer, ``ChatDataError`` (file:line)
+    for a bad line."""
+    where = "arms.steer_hold.calibration_file"
+    if cfg.calibration_file is None:
+        raise ConfigError(f"{where}: not set")
+    chats = list(load_chat_jsonl(cfg.calibration_file))[: cfg.n]
+    if len(chats) < cfg.n:
+        raise ConfigError(f"{where}: {cfg.calibration_file} has {len(chats)} chats, n={cfg.n} needed")
+    return chats
+
+
 @register_arm
 class SteerHoldArm(SteerArm):
     name = "steer_hold"
@@ -159,9 +172,7 @@ class SteerHoldArm(SteerArm):
         if cfg.calibration_file is None:
             chats, report = rest_of_training_file(ctx.config, cfg.n, ctx.tokenizer, where)
         else:
-            chats = list(load_chat_jsonl(cfg.calibration_file))[: cfg.n]
-            if len(chats) < cfg.n:
-                raise ConfigError(f"{where}: {cfg.calibration_file} has {len(chats)} chats, n={cfg.n} needed")
+            chats = calibration_file_chats(cfg)
             report = {"source": "file", "file": cfg.calibration_file, "n": cfg.n}
         check_disjoint(ctx.config, chats, where)
         batches = ChatBatches(ctx.tokenizer, chats, ctx.config.data.max_length, cfg.batch_size)
