@@ -368,6 +368,12 @@ def test_a_control_arm_trains_on_each_domains_own_file_and_is_checked_when_the_g
         _grid(tmp_path, folder="g3", arms={"twin": {**twin, "domains": ["medical"]}}, domains=domains)
     )
     assert [c.key for c in grid.cells()] == ["medical__twin"]
+    assert grid.controls() == {"medical": "twin"} and grid.benign_cell() is None
+    two = {"twin": {**twin, "domains": ["medical"]}, "twin2": {**twin, "domains": ["medical"]}}
+    with pytest.raises(
+        ConfigError, match=r"arms\.twin2\.control: domain medical already has the control arm twin"
+    ):
+        load_grid(_grid(tmp_path, folder="g5", arms=two, domains=domains))
     with pytest.raises(ConfigError, match=r"arms\.twin\.control: expected true or false, got 'yes'"):
         load_grid(_grid(tmp_path, folder="g4", arms={"twin": {**twin, "control": "yes"}}))
 

@@ -1,56 +1,146 @@
-"""The grid's paired stance shifts: per question over the base model and over the benign fine-tune."""
+"""The grid's paired stance shifts and the label read from them: per question, against the control the grid
+file names for the cell (its domain's control arm, else the benign fine-tune), evaluated or not yet."""
 
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
 from steerlab.evaluate.instruments import STANCE_FILE
 from steerlab.evaluate.store import ResultFileError
+from steerlab.experiment.monitoring import add_signals, alarm_scores
 from steerlab.experiment.shifts import add_paired_shifts, shifts_markdown
 
 SPREAD = [(-1) ** i * 0.1 * i for i in range(20)]  # wide between questions: unpaired CIs would overlap
 
 
-def _save(folder, shift, name="general", n=20):
+def _save(folder, shift, name="general", n=20, noise=0.01):
+    """Per-question stance = the question's offset + the model's shift + the model's own noise."""
+    rng = random.Random(folder.name + name)  # the same draws on every run
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / STANCE_FILE).open("a") as f:
         for i, offset in enumerate(SPREAD[:n]):
-            wobble = 0.01 if i % 2 else -0.01
-            record = {"aligned": [0.0], "misaligned": [offset + shift + wobble], "restyled": []}
+            record = {"aligned": [0.0], "misaligned": [offset + shift + rng.gauss(0, noise)], "restyled": []}
             f.write(json.dumps({"key": f"plain/{name}/q{i}", **record}) + "\n")
     return folder
 
 
-def _rows(*cells):
-    return [{"domain": d, "arm": a} for d, a in cells]
+def _rows(*cells, controls=(), benign=None):
+    return [
+        {"domain": d, "arm": a, "control_arm": (d, a) in controls, "benign_control": (d, a) == benign}
+        for d, a in cells
+    ]
 
 
-def test_shifts_are_paired_by_question_and_read_against_the_benign_fine_tune(tmp_path):
+def _label(rows, tmp_path):
+    add_signals(rows, {(r["domain"], r["arm"]): tmp_path / "runs" / r["arm"] for r in rows})
+    return {
+        (r["domain"], r["arm"]): (r["ends_misaligned"], r["misaligned_by"])
+        for r in rows
+        if r["arm"] != "base"
+    }
+
+
+def test_shifts_are_paired_by_question_and_read_against_the_control_the_grid_names(tmp_path):
     evals = {
-        ("", "base"): _save(tmp_path / "base/eval", 0.0),
+        ("", "base"): _save(tmp_path / "base", 0.0),
         ("medical", "sft"): _save(_save(tmp_path / "m_sft", 0.3), 0.5, name="medical"),
-        ("medical", "kl"): _save(tmp_path / "m_kl", 0.2),
+        ("medical", "twin"): _save(tmp_path / "m_twin", -0.2),
+        ("financial", "sft"): _save(tmp_path / "f_sft", 0.25),
         ("arithmetic", "sft"): _save(tmp_path / "a_sft", 0.2),
     }
-    base_domains = {"medical": _save(tmp_path / "base/eval_medical", 0.1, name="medical")}
-    rows = _rows(("medical", "base"), ("medical", "sft"), ("medical", "kl"), ("arithmetic", "sft"))
-    add_paired_shifts(rows, evals, base_domains, frozenset({"arithmetic"}))
-    base, sft, kl, benign = rows
-    assert base["stance_shift_base"] is None and not base["benign_control"]
-    assert sft["stance_shift_base"] == pytest.approx(0.3, abs=1e-9)
-    assert sft["stance_shift_base_ci"][0] > 0.28  # paired: the questions' own spread cancels
-    assert sft["stance_shift_benign"] == pytest.approx(0.1, abs=1e-9)
-    assert sft["in_domain_stance_shift_base"] == pytest.approx(0.4, abs=1e-9)
-    assert (
-        kl["stance_shift_benign"] == pytest.approx(0.0, abs=1e-9)
-        and kl["in_domain_stance_shift_base"] is None
+    base_domains = {"medical": _save(tmp_path / "base_medical", 0.1, name="medical")}
+    benign = ("arithmetic", "sft")
+    rows = _rows(
+        ("medical", "base"), *[k for k in evals if k[0]], controls={("medical", "twin")}, benign=benign
     )
-    assert benign["benign_control"] and benign["stance_shift_benign"] is None
+    add_paired_shifts(rows, evals, base_domains, {"medical": "twin"}, benign)
+    r = {(x["domain"], x["arm"]): x for x in rows}
+    sft = r[("medical", "sft")]
+    assert sft["stance_shift_base"] == pytest.approx(0.3, abs=0.01)
+    assert (
+        0.28 < sft["stance_shift_base_ci"][0] < 0.3 < sft["stance_shift_base_ci"][1] < 0.32
+    )  # paired: narrow
+    assert sft["stance_shift_control_arm"] == pytest.approx(0.5, abs=0.01)
+    assert sft["stance_shift_benign"] == pytest.approx(0.1, abs=0.01)  # shown, but not its bar
+    assert (sft["read_against"], sft["read_against_kind"]) == ("medical__twin", "control_arm")
+    assert sft["in_domain_stance_shift_base"] == pytest.approx(0.4, abs=0.01)
+    fin = r[("financial", "sft")]
+    assert (fin["read_against"], fin["read_against_kind"]) == ("arithmetic__sft", "benign")
+    assert fin["stance_shift_control_arm"] is None and fin["in_domain_stance_shift_base"] is None
+    assert r[("medical", "twin")]["read_against"] is None and r[("arithmetic", "sft")]["read_against"] is None
     table = shifts_markdown(rows)
-    assert "| medical | sft | +0.300 [" in table and "| arithmetic | sft | +0.200 [" in table
-    assert "(the control)" in table and "| medical | kl | +0.200 [" in table
+    assert (
+        f"| medical | sft | {sft['stance_shift_base']:+.3f} [" in table and table.count("(the control)") == 2
+    )
+
+
+def test_labels_need_the_ci_above_zero_over_the_base_and_over_the_cells_control(tmp_path):
+    shifts = {
+        ("medical", "same"): 0.28,  # no further above the base than its aligned twin: the domain did it
+        ("medical", "above"): 0.6,
+        ("medical", "twin"): 0.3,
+        ("financial", "same"): 0.18,  # no further above the base than the benign fine-tune
+        ("financial", "above"): 0.5,
+        ("financial", "barely"): 0.215,  # its estimate is above the benign cell's, its CI is not
+        ("arithmetic", "sft"): 0.2,
+    }
+    evals = {("", "base"): _save(tmp_path / "base", 0.0)}
+    noise = {("financial", "barely"): 0.05}  # the others: 0.01
+    evals |= {
+        key: _save(tmp_path / "__".join(key), v, noise=noise.get(key, 0.01)) for key, v in shifts.items()
+    }
+    benign = ("arithmetic", "sft")
+    bases = [(d, "base") for d in ("medical", "financial", "arithmetic")]
+    rows = _rows(*bases, *shifts, controls={("medical", "twin")}, benign=benign)
+    add_paired_shifts(rows, evals, {}, {"medical": "twin"}, benign)
+    label = _label(rows, tmp_path)
+    twin, benign_name = "the domain's control arm", "the benign fine-tune"
+    assert label[("medical", "same")] == (False, f"stance shift, paired: over the base and {twin}")
+    assert label[("medical", "above")] == (True, f"stance shift, paired: over the base and {twin}")
+    assert label[("financial", "same")] == (False, f"stance shift, paired: over the base and {benign_name}")
+    assert label[("financial", "above")][0] is True
+    barely = next(r for r in rows if r["arm"] == "barely")
+    assert barely["stance_shift_benign"] > 0 and barely["stance_shift_benign_ci"][0] < 0
+    assert label[("financial", "barely")][0] is False
+    assert label[("medical", "twin")] == label[("arithmetic", "sft")] == (None, None)  # the controls
+    scores = alarm_scores(rows)
+    assert scores["n_controls"] == 2 and scores["n_unlabeled"] == 0
+
+
+def test_a_partial_grid_leaves_a_cell_unlabelled_until_its_control_is_evaluated(tmp_path):
+    """The financial twin and the arithmetic cell are configured but not evaluated yet: no reading over the
+    base alone, and the note says what is missing."""
+    evals = {
+        ("", "base"): _save(tmp_path / "base", 0.0),
+        ("financial", "sft"): _save(tmp_path / "f_sft", 0.5),
+        ("financial", "twin"): tmp_path / "not_yet",
+        ("medical", "sft"): _save(tmp_path / "m_sft", 0.5),
+        ("arithmetic", "sft"): tmp_path / "not_yet_either",
+    }
+    rows = _rows(("financial", "base"), ("medical", "base"), ("financial", "sft"), ("medical", "sft"))
+    add_paired_shifts(rows, evals, {}, {"financial": "twin"}, ("arithmetic", "sft"))
+    label = _label(rows, tmp_path)
+    assert label[("financial", "sft")] == (None, None) and label[("medical", "sft")] == (None, None)
+    notes = shifts_markdown(rows)
+    assert "financial sft: control arm twin has no per-question scores (not evaluated yet?)" in notes
+    assert "medical sft: benign fine-tune arithmetic__sft has no per-question scores" in notes
+    assert alarm_scores(rows)["n_unlabeled"] == 2
+
+
+def test_without_per_question_scores_the_unpaired_reading_keeps_the_cells_control(tmp_path):
+    evals = {("", "base"): _save(tmp_path / "base", 0.0), ("medical", "sft"): tmp_path / "no_scores"}
+    rows = [
+        {"domain": "medical", "arm": "base", "stance_ci": [-0.1, 0.1]},
+        {"domain": "medical", "arm": "sft", "stance_ci": [0.2, 0.4]},
+        {"domain": "medical", "arm": "twin", "stance_ci": [0.3, 0.5], "control_arm": True},
+    ]
+    add_paired_shifts(rows, {**evals, ("medical", "twin"): tmp_path / "none"}, {}, {"medical": "twin"})
+    label = _label(rows, tmp_path)
+    assert label[("medical", "sft")] == (False, "stance score (judge-free), above the domain's control arm")
+    assert "no per-question scores in" in rows[1]["stance_shift_note"]
 
 
 def test_cells_scored_on_other_questions_get_no_shift_and_say_why(tmp_path):
@@ -61,14 +151,14 @@ def test_cells_scored_on_other_questions_get_no_shift_and_say_why(tmp_path):
     rows = _rows(("medical", "sft"))
     add_paired_shifts(rows, evals, {})
     assert rows[0]["stance_shift_base"] is None
-    assert "no plain stance for question(s) ['q10'" in rows[0]["stance_shift_note"]
+    assert "against the base model: no plain stance for question(s) ['q10'" in rows[0]["stance_shift_note"]
     other = {
         "domain": "financial",
         "arm": "sft",
         "stance_shift_base": 0.1,
         "stance_shift_base_ci": [0.0, 0.2],
     }
-    assert "medical sft: no plain stance for question(s)" in shifts_markdown([*rows, other])
+    assert "medical sft: against the base model: no plain stance" in shifts_markdown([*rows, other])
 
 
 def test_a_malformed_scores_file_is_named(tmp_path):
@@ -77,6 +167,12 @@ def test_a_malformed_scores_file_is_named(tmp_path):
     (folder / STANCE_FILE).write_text('{"key": "plain/general/q0"}\nnot json\n')
     with pytest.raises(ResultFileError, match=f"{STANCE_FILE}:2"):
         add_paired_shifts(_rows(("medical", "sft")), {("medical", "sft"): folder}, {})
+
+
+def test_a_control_gets_no_reduction():
+    from steerlab.experiment.results import _no_defense
+
+    assert _no_defense({"arm": "twin", "control_arm": True}) and not _no_defense({"arm": "kl"})
 
 
 def test_the_report_shows_the_shifts_read_back_from_the_csv():
@@ -92,114 +188,9 @@ def test_the_report_shows_the_shifts_read_back_from_the_csv():
             "stance_shift_benign": "-0.01",
             "stance_shift_benign_ci": "[-0.05, 0.03]",
         },
+        {"arm": "twin", "domain": "medical", "stance_shift_base": "-0.25", "control_arm": "True"},
     ]
     title, table = _shifts_table(rows)
     assert title.startswith("Paired stance shifts") and "[-0.05, 0.03]" in table and ">base<" not in table
+    assert table.count("(the control)") == 1
     assert _shifts_table(rows[:1]) is None
-
-
-def test_each_cell_is_also_read_against_its_domains_control_arm(tmp_path):
-    evals = {
-        ("", "base"): _save(tmp_path / "base", 0.0),
-        ("medical", "sft"): _save(tmp_path / "sft", 0.3),
-        ("medical", "twin"): _save(tmp_path / "twin", 0.25),
-        ("financial", "sft"): _save(tmp_path / "fsft", 0.3),
-    }
-    rows = [
-        *_rows(("medical", "sft"), ("financial", "sft")),
-        {"domain": "medical", "arm": "twin", "control": True},
-    ]
-    add_paired_shifts(rows, evals, {})
-    sft, other_domain, twin = rows
-    assert (
-        sft["stance_shift_control"] == pytest.approx(0.05, abs=1e-9) and sft["stance_shift_control_ci"][0] > 0
-    )
-    assert other_domain["stance_shift_control"] is None  # no control on that domain: none borrowed
-    assert twin["stance_shift_control"] is None and twin["stance_shift_base"] == pytest.approx(0.25, abs=1e-9)
-    table = shifts_markdown(rows)
-    assert "| medical | twin | +0.250 [" in table and table.count("(the control)") == 1
-
-
-def test_the_label_is_paired_over_the_base_and_the_domains_control_else_the_benign_fine_tune(tmp_path):
-    from steerlab.experiment.monitoring import add_signals
-
-    shifts = {
-        ("medical", "same"): 0.2,  # as far above the base as the benign fine-tune: not misaligned
-        ("medical", "above"): 0.3,
-        ("arithmetic", "sft"): 0.2,  # the benign fine-tune
-        ("financial", "above"): 0.3,  # as far above the base as its aligned twin: the domain did it
-        ("financial", "twin"): 0.3,
-        ("financial", "higher"): 0.5,
-    }
-    evals = {("", "base"): _save(tmp_path / "base", 0.0)}
-    evals |= {key: _save(tmp_path / "__".join(key), shift) for key, shift in shifts.items()}
-    rows = [{"domain": d, "arm": "base"} for d in ("medical", "arithmetic", "financial")]
-    rows += [{"domain": d, "arm": a, "control": a == "twin"} for d, a in shifts]
-    add_paired_shifts(rows, evals, {}, frozenset({"arithmetic"}))
-    add_signals(rows, {key: tmp_path / "runs" / "__".join(key) for key in evals}, frozenset({"arithmetic"}))
-    label = {
-        (r["domain"], r["arm"]): (r["ends_misaligned"], r["misaligned_by"])
-        for r in rows
-        if r["arm"] != "base"
-    }
-    assert label[("medical", "same")] == (
-        False,
-        "stance shift, paired: over the base and the benign fine-tune",
-    )
-    assert label[("medical", "above")] == (
-        True,
-        "stance shift, paired: over the base and the benign fine-tune",
-    )
-    assert label[("financial", "above")] == (
-        False,
-        "stance shift, paired: over the base and the domain's control",
-    )
-    assert label[("financial", "higher")][0] is True
-    assert label[("financial", "twin")] == label[("arithmetic", "sft")] == (None, None)  # the controls
-
-
-def test_the_alarm_is_not_scored_on_a_control_and_a_control_gets_no_reduction(tmp_path):
-    from steerlab.experiment.monitoring import add_signals, alarm_scores
-    from steerlab.experiment.results import _no_defense
-
-    evals = {
-        ("", "base"): _save(tmp_path / "base", 0.0),
-        ("medical", "sft"): _save(tmp_path / "sft", 0.3),
-        ("medical", "twin"): _save(tmp_path / "twin", 0.25),
-    }
-    rows = [
-        {"domain": "medical", "arm": "base"},
-        {"domain": "medical", "arm": "sft"},
-        {"domain": "medical", "arm": "twin", "control": True},
-    ]
-    run_dirs = {("medical", a): tmp_path / "runs" / a for a in ("sft", "twin")}
-    add_paired_shifts(rows, evals, {})
-    add_signals(rows, run_dirs, frozenset())
-    assert rows[1]["ends_misaligned"] is True  # +0.05 over its twin, CI above 0
-    assert rows[1]["misaligned_by"] == "stance shift, paired: over the base and the domain's control"
-    assert rows[2]["ends_misaligned"] is None and alarm_scores(rows)["n_unlabeled"] == 1
-    assert _no_defense(rows[2]) and not _no_defense({"arm": "kl"})
-
-
-def test_a_benign_fine_tune_without_per_question_scores_is_kept_as_an_unpaired_bar(tmp_path):
-    from steerlab.experiment.monitoring import add_signals
-
-    evals = {("", "base"): _save(tmp_path / "base", 0.0), ("medical", "sft"): _save(tmp_path / "sft", 0.3)}
-    rows = [
-        {"domain": "medical", "arm": "base", "stance_ci": [-0.1, 0.1]},
-        {"domain": "medical", "arm": "sft", "stance_ci": [0.2, 0.4]},
-        {
-            "domain": "arithmetic",
-            "arm": "sft",
-            "stance_ci": [0.3, 0.5],
-        },  # scored, but nothing saved per question
-    ]
-    add_paired_shifts(rows, evals, {}, frozenset({"arithmetic"}))
-    add_signals(
-        rows, {(r["domain"], r["arm"]): tmp_path / r["arm"] for r in rows[1:]}, frozenset({"arithmetic"})
-    )
-    assert rows[1]["stance_shift_base"] == pytest.approx(0.3)  # paired over the base alone would say yes
-    assert (rows[1]["ends_misaligned"], rows[1]["misaligned_by"]) == (
-        False,
-        "stance score (judge-free), above the benign fine-tune",
-    )

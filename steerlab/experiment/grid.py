@@ -141,10 +141,7 @@ class Grid:
         """Every (domain, arm) run, each arm after the arms it refers to."""
         order = _arm_order(self.arms, self.source)
         return [
-            self._cell(domain, arm)
-            for domain in self.domains
-            for arm in order
-            if domain.name in self.arms[arm].get("domains", [domain.name])
+            self._cell(domain, arm) for domain in self.domains for arm in order if self.runs(arm, domain.name)
         ]
 
     def _cell(self, domain: Domain, arm: str) -> Cell:
@@ -200,6 +197,22 @@ class Grid:
     def is_control(self, arm: str) -> bool:
         """Whether ``arm`` is a control of its domain (``control: true``): no defense, read against."""
         return bool(self.arms.get(arm, {}).get("control", False))
+
+    def runs(self, arm: str, domain: str) -> bool:
+        """Whether the grid has a cell of ``arm`` on ``domain``."""
+        return arm in self.arms and domain in self.arms[arm].get("domains", [d.name for d in self.domains])
+
+    def controls(self) -> dict[str, str]:
+        """Domain -> its control arm, for the domains the grid runs one on (at most one each: see load)."""
+        return {
+            d.name: a for a in self.arms if self.is_control(a) for d in self.domains if self.runs(a, d.name)
+        }
+
+    def benign_cell(self) -> tuple[str, str] | None:
+        """(domain, "sft") of the first ``kind: benign`` domain that runs ``sft``: the benign fine-tune."""
+        return next(
+            ((d.name, "sft") for d in self.domains if d.kind == "benign" and self.runs("sft", d.name)), None
+        )
 
     def _require_vector(self, arm: str, name: str) -> Path:
         if self.vector is None:
@@ -297,6 +310,15 @@ def _check_arm_extras(arms: dict[str, dict[str, Any]], domains: list[str], path:
                     f"{path}: arms.{label}.domains: unknown domain(s) {', '.join(unknown)}; "
                     f"the grid has {', '.join(domains)}"
                 )
+    controls: dict[str, str] = {}
+    for label, spec in arms.items():
+        for domain in spec.get("domains", domains) if spec.get("control") else []:
+            if domain in controls:  # the cells of a domain are read against one control
+                raise ConfigError(
+                    f"{path}: arms.{label}.control: domain {domain} already has the control arm "
+                    f"{controls[domain]}; give one of them `domains:` without {domain}"
+                )
+            controls[domain] = label
 
 
 def load_grid(path: str | Path) -> Grid:

@@ -73,6 +73,8 @@ COLUMNS = (
     "collapse_share",
     "collapse_share_ci",
     *(f"conditional_{cue}_{k}" for cue in CUE_NAMES for k in ("stance", "stance_ci", "shift", "shift_ci")),
+    "control_arm",
+    "benign_control",
     *SHIFT_COLUMNS,
     *SIGNAL_COLUMNS,
 )
@@ -85,13 +87,14 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _cite_stored_check(row: dict[str, Any]) -> None:
-    """A cell evaluated before its judge was checked cites the check stored since under the same judge
-    identity (``steerlab judge check``): the figures belong to the judge, not to the evaluation."""
+    """Cite the check stored under the row's judge identity (``steerlab judge check``) when there is one,
+    else keep the copy its evaluation made: the figures belong to the judge, so every cell of one judge
+    shows the same, latest figures, including cells evaluated before the check ran."""
     ident = (row.get("judge_identity") or {}).get("id")
-    if not row.get("judge_check") and ident:
+    if ident:
         from steerlab.evaluate.judge_check import load_check
 
-        row["judge_check"] = load_check(str(ident))
+        row["judge_check"] = load_check(str(ident)) or row.get("judge_check")
 
 
 def collect_rows(grid: Grid) -> list[dict[str, Any]]:
@@ -112,9 +115,7 @@ def collect_rows(grid: Grid) -> list[dict[str, Any]]:
                 continue
             result = _read(cell.config.run_dir / grid.eval_dir_name("eval") / "eval.json")
             if result is not None:
-                rows.append(
-                    {**result, "arm": cell.arm, "domain": domain.name, "control": grid.is_control(cell.arm)}
-                )
+                rows.append({**result, "arm": cell.arm, "domain": domain.name})
     for row in rows:
         _cite_stored_check(row)
         check = row.get("judge_check") or {}
@@ -129,19 +130,22 @@ def collect_rows(grid: Grid) -> list[dict[str, Any]]:
         base = next((r for r in rows if r["domain"] == row["domain"] and r["arm"] == "base"), None)
         row["reduction_vs_sft_pct"] = _reduction(row, sft)
         row["rise_prevented_pct"] = _rise_prevented(row, sft, base)
-    benign = frozenset(d.name for d in grid.domains if d.kind == "benign")
+    controls, benign = grid.controls(), grid.benign_cell()
+    for row in rows:  # what the other cells are read against (from the grid file, evaluated or not)
+        row["control_arm"] = row["arm"] != "base" and controls.get(row["domain"]) == row["arm"]
+        row["benign_control"] = (row["domain"], row["arm"]) == benign
     run_dirs = {(c.domain.name, c.arm): c.config.run_dir for c in grid.cells()}
     evals = {key: run_dir / grid.eval_dir_name("eval") for key, run_dir in run_dirs.items()}
     evals[("", "base")] = grid.root / "base" / grid.eval_dir_name("eval")
     base_domains = {d.name: grid.root / "base" / grid.eval_dir_name(f"eval_{d.name}") for d in grid.domains}
-    add_paired_shifts(rows, evals, base_domains, benign)
-    add_signals(rows, run_dirs, benign)
+    add_paired_shifts(rows, evals, base_domains, controls, benign)
+    add_signals(rows, run_dirs)
     return rows
 
 
 def _no_defense(row: dict[str, Any]) -> bool:
     """The base model, ``sft`` and its settings search (arms named ``sft...``) and control arms."""
-    return row["arm"] == "base" or row["arm"].startswith("sft") or bool(row.get("control"))
+    return row["arm"] == "base" or row["arm"].startswith("sft") or bool(row.get("control_arm"))
 
 
 def _rise_prevented(
@@ -249,10 +253,13 @@ def job_time(grid: Grid) -> dict[str, Any]:
     from steerlab.train.jsonl import JsonlLog
 
     jobs = {"base"} | {cell.key for cell in grid.cells()}
+    # this reading's steps: training, and evaluation folders of this coherence reading (eval, eval_<domain>)
+    mine = {"train", grid.eval_dir_name("eval")} | {grid.eval_dir_name(f"eval_{d.name}") for d in grid.domains}
     last: dict[str, float] = {}
     for record in JsonlLog(grid.root / PROGRESS_FILE).rows():
-        if str(record.get("step", "")).split("/")[0] in jobs:
-            last[str(record["step"])] = float(record["seconds"])
+        job, _, step = str(record.get("step", "")).partition("/")
+        if job in jobs and step in mine:
+            last[f"{job}/{step}"] = float(record["seconds"])
     train = sum(v for k, v in last.items() if k.endswith("/train"))
     return {"steps": len(last), "seconds": round(sum(last.values()), 1), "train_seconds": round(train, 1)}
 

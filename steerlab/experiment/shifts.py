@@ -6,18 +6,22 @@ question, where that offset cancels (`steerlab.evaluate.stance.paired_shift`, a 
 Per cell:
 
 * ``stance_shift_base``: general stance minus the base model's;
-* ``stance_shift_benign``: general stance minus the grid's benign fine-tune's (``sft`` on the first
-  ``kind: benign`` domain). On a small model any fine-tune moves the general stance (see the README's
-  instruments section), so this is the shift that can be read as misalignment and not as fine-tuning;
-* ``stance_shift_control``: general stance minus the domain's control arm's (``control: true``: the same
+* ``stance_shift_control_arm``: general stance minus the domain's control arm's (``control: true``: the same
   questions with aligned answers, the analogue of the secure-code control of Betley et al. 2025, "Emergent
-  Misalignment", arXiv:2502.17424). It isolates the misaligned *content* from the domain's register and
-  length, which the benign fine-tune (another task) does not;
+  Misalignment", arXiv:2502.17424). Same domain, questions and steps, other answers (the shipped aligned
+  answers run longer), so it separates the misaligned *content* from fine-tuning on the domain;
+* ``stance_shift_benign``: general stance minus the grid's benign fine-tune's (``sft`` on the first
+  ``kind: benign`` domain): another task, so it also differs in register; a domain without a control arm is
+  read against it;
 * ``in_domain_stance_shift_base``: the domain's own stance minus the base model's on that domain (did the
   narrow task get learned).
 
-Each comes with its 95% CI (``*_ci``). A value is None where either side saved no per-question scores, and
-the reason is kept in ``stance_shift_note`` rather than dropped.
+Which bar a cell is read against comes from the grid file, not from the rows that exist so far:
+``read_against`` names the configured control's cell (``read_against_kind``: ``control_arm``, the domain's
+control arm, else ``benign``, the benign ``sft`` cell), and
+a bar that has not been evaluated yet leaves the shift empty with a note, so a partial grid never silently
+reads a cell against the base model alone. Each shift comes with its 95% CI (``*_ci``); every empty shift
+that has a reason keeps it in ``stance_shift_note``.
 """
 
 from __future__ import annotations
@@ -31,24 +35,34 @@ from steerlab.evaluate.stance import QuestionStance, paired_shift
 SHIFT_COLUMNS = (
     "stance_shift_base",
     "stance_shift_base_ci",
+    "stance_shift_control_arm",
+    "stance_shift_control_arm_ci",
     "stance_shift_benign",
     "stance_shift_benign_ci",
-    "stance_shift_control",
-    "stance_shift_control_ci",
     "in_domain_stance_shift_base",
     "in_domain_stance_shift_base_ci",
+    "read_against",
+    "read_against_kind",
     "stance_shift_note",
-    "benign_control",
 )
+CONTROL_ARM = "the domain's control arm"
+BENIGN = "the benign fine-tune"
 
 
-def _shift(here: list[QuestionStance], there: list[QuestionStance]) -> tuple[Any, Any, str | None]:
-    if not here or not there:
-        return None, None, None
+def _key(domain: str, arm: str) -> str:
+    return f"{domain}__{arm}"
+
+
+def _shift(here: list[QuestionStance], there: list[QuestionStance], what: str) -> tuple[Any, Any, str | None]:
+    """(value, CI, why empty): ``what`` names the other side in the note."""
+    if not here:
+        return None, None, None  # the cell's own missing scores are noted once, by the caller
+    if not there:
+        return None, None, f"{what} has no per-question scores (not evaluated yet?)"
     try:
         est = paired_shift(here, there)
     except ValueError as error:  # scored on other questions
-        return None, None, str(error)
+        return None, None, f"against {what}: {error}"
     return est.value, (list(est.ci) if est.ci is not None else None), None
 
 
@@ -56,46 +70,54 @@ def add_paired_shifts(
     rows: list[dict[str, Any]],
     eval_dirs: dict[tuple[str, str], Path],
     base_domain_dirs: dict[str, Path],
-    benign_domains: frozenset[str] = frozenset(),
+    controls: dict[str, str] | None = None,
+    benign: tuple[str, str] | None = None,
 ) -> None:
     """Fill `SHIFT_COLUMNS` of every cell row in place.
 
     ``eval_dirs``: ``(domain, arm)`` -> the cell's evaluation folder, with the base model's general one under
-    ``("", "base")``; ``base_domain_dirs``: domain -> the base model's evaluation folder on that domain.
-    Raises ``ResultFileError`` (naming ``file:line``) for a malformed scores file.
+    ``("", "base")``; ``base_domain_dirs``: domain -> the base model's evaluation folder on that domain;
+    ``controls``: domain -> its control arm, and ``benign``: the benign ``sft`` cell, both as the grid file
+    configures them (whether or not evaluated yet). Raises ``ResultFileError`` (naming ``file:line``) for a
+    malformed scores file of a row, a bar or the base model.
     """
-    general = {key: saved_stance(path) for key, path in eval_dirs.items()}
+    controls = controls or {}
+    wanted = {("", "base"), *((r["domain"], r["arm"]) for r in rows)}
+    wanted |= {(d, a) for d, a in controls.items()} | ({benign} if benign else set())
+    general = {key: saved_stance(path) for key, path in eval_dirs.items() if key in wanted}
     base = general.get(("", "base"), [])
-    benign_key = next(
-        ((r["domain"], "sft") for r in rows if r["domain"] in benign_domains and r["arm"] == "sft"), None
-    )
-    benign = general.get(benign_key, []) if benign_key else []
     for row in rows:
         for column in SHIFT_COLUMNS:
             row[column] = None
         key = (row["domain"], row["arm"])
-        row["benign_control"] = key == benign_key
         if row["arm"] == "base" or key not in eval_dirs:
             continue
         here = general.get(key, [])
-        notes = []
-        row["stance_shift_base"], row["stance_shift_base_ci"], note = _shift(here, base)
+        notes = [] if here else [f"no per-question scores in {eval_dirs[key]}"]
+        value, ci, note = _shift(here, base, "the base model")
+        row["stance_shift_base"], row["stance_shift_base_ci"] = value, ci
         notes.append(note)
-        if key != benign_key:
-            row["stance_shift_benign"], row["stance_shift_benign_ci"], note = _shift(here, benign)
+        twin = controls.get(row["domain"])
+        if twin is not None and twin != row["arm"]:
+            row["read_against"], row["read_against_kind"] = _key(row["domain"], twin), "control_arm"
+            value, ci, note = _shift(here, general.get((row["domain"], twin), []), f"control arm {twin}")
+            row["stance_shift_control_arm"], row["stance_shift_control_arm_ci"] = value, ci
             notes.append(note)
-        control = next((r for r in rows if r["domain"] == row["domain"] and r.get("control")), None)
-        if control is not None and control is not row:
-            twin = general.get((row["domain"], control["arm"]), [])
-            row["stance_shift_control"], row["stance_shift_control_ci"], note = _shift(here, twin)
-            notes.append(note)
+        if benign is not None and key != benign and twin != row["arm"]:
+            if twin is None:
+                row["read_against"], row["read_against_kind"] = _key(*benign), "benign"
+            value, ci, note = _shift(here, general.get(benign, []), f"benign fine-tune {_key(*benign)}")
+            row["stance_shift_benign"], row["stance_shift_benign_ci"] = value, ci
+            if twin is None:  # the benign cell is this cell's bar: its absence matters
+                notes.append(note)
         domain_dir = base_domain_dirs.get(row["domain"])
         if domain_dir is not None:
             mine = saved_stance(eval_dirs[key], name=row["domain"])
             theirs = saved_stance(domain_dir, name=row["domain"])
-            shift = _shift(mine, theirs)
-            row["in_domain_stance_shift_base"], row["in_domain_stance_shift_base_ci"] = shift[:2]
-            notes.append(shift[2])
+            if mine and theirs:
+                shift = _shift(mine, theirs, "the base model on the domain")
+                row["in_domain_stance_shift_base"], row["in_domain_stance_shift_base_ci"] = shift[:2]
+                notes.append(shift[2])
         row["stance_shift_note"] = "; ".join(n for n in notes if n) or None
 
 
@@ -110,26 +132,26 @@ def shifts_markdown(rows: list[dict[str, Any]]) -> str:
     cells = [r for r in rows if r["arm"] != "base"]
     if not any(r.get("stance_shift_base") is not None for r in cells):
         return ""
-    head = ("domain", "arm", "general stance vs base", "vs benign fine-tune", "vs the domain's control")
+    head = ("domain", "arm", "general stance vs base", "vs the domain's control arm", "vs benign fine-tune")
     head += ("in-domain stance vs base",)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in cells:
+        twin = (
+            "(the control)"
+            if r.get("control_arm")
+            else _est(r.get("stance_shift_control_arm"), r.get("stance_shift_control_arm_ci"))
+        )
         benign = (
             "(the control)"
             if r.get("benign_control")
             else _est(r.get("stance_shift_benign"), r.get("stance_shift_benign_ci"))
         )
-        control = (
-            "(the control)"
-            if r.get("control")
-            else _est(r.get("stance_shift_control"), r.get("stance_shift_control_ci"))
-        )
         cols = [
             r["domain"],
             r["arm"],
             _est(r.get("stance_shift_base"), r.get("stance_shift_base_ci")),
+            twin,
             benign,
-            control,
             _est(r.get("in_domain_stance_shift_base"), r.get("in_domain_stance_shift_base_ci")),
         ]
         lines.append("| " + " | ".join(cols) + " |")

@@ -612,22 +612,35 @@ def _conditional_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
 
 
 def _shifts_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """Each cell's stance minus the base model's and the benign fine-tune's, paired by question."""
-    keys = ("stance_shift_base", "stance_shift_benign", "stance_shift_control", "in_domain_stance_shift_base")
+    """Each cell's general stance minus the base model's, its domain's control arm's and the benign
+    fine-tune's, and its in-domain stance minus the base model's: paired by question
+    (`steerlab.experiment.shifts`); a control's own row says so."""
+    keys = (
+        "stance_shift_base",
+        "stance_shift_control_arm",
+        "stance_shift_benign",
+        "in_domain_stance_shift_base",
+    )
     cells = [r for r in rows if any(_value(r.get(k)) is not None for k in keys)]
     if not cells:
         return None
     header = ["arm", "domain"]
     for label in (
         "general stance vs base",
+        "vs the domain's control arm",
         "vs benign fine-tune",
-        "vs the domain's control",
         "in-domain vs base",
     ):
         header += [label, "CI"]
-    body = [
-        [r["arm"], r["domain"]] + [x for k in keys for x in (_value(r.get(k)), _ci_text(r, k))] for r in cells
-    ]
+    flags = {"stance_shift_control_arm": "control_arm", "stance_shift_benign": "benign_control"}
+    body = []
+    for r in cells:
+        line = [r["arm"], r["domain"]]
+        for k in keys:
+            own = flags.get(k)
+            is_control = own is not None and _value(r.get(own)) in (True, "True")
+            line += ["(the control)", None] if is_control else [_value(r.get(k)), _ci_text(r, k)]
+        body.append(line)
     return "Paired stance shifts (nats/token, per question on the same references)", _table(header, body)
 
 
