@@ -140,7 +140,7 @@ def test_without_per_question_scores_the_unpaired_reading_keeps_the_cells_contro
     add_paired_shifts(rows, {**evals, ("medical", "twin"): tmp_path / "none"}, {}, {"medical": "twin"})
     label = _label(rows, tmp_path)
     assert label[("medical", "sft")] == (False, "stance score (judge-free), above the domain's control arm")
-    assert "no per-question scores in" in rows[1]["stance_shift_note"]
+    assert rows[1]["stance_shift_note"] == f"no per-question scores in {tmp_path.name}/no_scores"
 
 
 def test_cells_scored_on_other_questions_get_no_shift_and_say_why(tmp_path):

@@ -254,7 +254,9 @@ def job_time(grid: Grid) -> dict[str, Any]:
 
     jobs = {"base"} | {cell.key for cell in grid.cells()}
     # this reading's steps: training, and evaluation folders of this coherence reading (eval, eval_<domain>)
-    mine = {"train", grid.eval_dir_name("eval")} | {grid.eval_dir_name(f"eval_{d.name}") for d in grid.domains}
+    mine = {"train", grid.eval_dir_name("eval")} | {
+        grid.eval_dir_name(f"eval_{d.name}") for d in grid.domains
+    }
     last: dict[str, float] = {}
     for record in JsonlLog(grid.root / PROGRESS_FILE).rows():
         job, _, step = str(record.get("step", "")).partition("/")

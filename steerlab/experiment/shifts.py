@@ -93,7 +93,9 @@ def add_paired_shifts(
         if row["arm"] == "base" or key not in eval_dirs:
             continue
         here = general.get(key, [])
-        notes = [] if here else [f"no per-question scores in {eval_dirs[key]}"]
+        folder = eval_dirs[key]
+        # (noted only where the grid scores the stance at all, i.e. the base model has scores)
+        notes = [] if here or not base else [f"no per-question scores in {folder.parent.name}/{folder.name}"]
         value, ci, note = _shift(here, base, "the base model")
         row["stance_shift_base"], row["stance_shift_base_ci"] = value, ci
         notes.append(note)
