@@ -398,3 +398,29 @@ def test_job_time_counts_the_last_record_of_each_step_of_this_grids_jobs(tmp_pat
     assert "3 finished steps): 0.17 h, of which training 0.06 h and evaluation 0.11 h" in job_time_markdown(
         job_time(grid)
     )
+
+
+def test_a_control_arm_gets_no_reduction_in_the_results_table(tmp_path):
+    import json
+    import shutil
+
+    from steerlab.experiment.results import collect_rows
+
+    (tmp_path / "data").mkdir()
+    shutil.copy(tmp_path / "experiments/data/tiny_smoke_narrow.jsonl", tmp_path / "data/medical_twin.jsonl")
+    twin = {"sft": {}, "control": True, "run": {"data": {"train": "../data/{domain}_twin.jsonl"}}}
+    grid = load_grid(
+        _grid(tmp_path, output_dir=str(tmp_path / "runs"), arms={"sft": {"sft": {}}, "twin": twin})
+    )
+    scores = {"base/eval": 50.0, "medical__sft/eval": 20.0, "medical__twin/eval": 60.0}  # alignment
+    for folder, alignment in scores.items():
+        (grid.root / folder).mkdir(parents=True)
+        payload = {
+            "alignment": alignment,
+            "alignment_ci": [alignment - 5, alignment + 5],
+            "general_misalignment": 0.1,
+        }
+        (grid.root / folder / "eval.json").write_text(json.dumps(payload))
+    rows = {r["arm"]: r for r in collect_rows(grid)}
+    assert rows["twin"]["control_arm"] and rows["twin"]["rise_prevented_pct"] is None
+    assert rows["twin"]["reduction_vs_sft_pct"] is None and not rows["sft"]["control_arm"]

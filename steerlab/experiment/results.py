@@ -125,15 +125,15 @@ def collect_rows(grid: Grid) -> list[dict[str, Any]]:
         alignment, ci = row.get("alignment"), row.get("alignment_ci")
         row["misalignment_score"] = None if alignment is None else 100.0 - alignment
         row["misalignment_score_ci"] = None if not ci else [100.0 - ci[1], 100.0 - ci[0]]
+    controls, benign = grid.controls(), grid.benign_cell()
+    for row in rows:  # what the other cells are read against (from the grid file, evaluated or not)
+        row["control_arm"] = row["arm"] != "base" and controls.get(row["domain"]) == row["arm"]
+        row["benign_control"] = (row["domain"], row["arm"]) == benign
     for row in rows:
         sft = next((r for r in rows if r["domain"] == row["domain"] and r["arm"] == "sft"), None)
         base = next((r for r in rows if r["domain"] == row["domain"] and r["arm"] == "base"), None)
         row["reduction_vs_sft_pct"] = _reduction(row, sft)
         row["rise_prevented_pct"] = _rise_prevented(row, sft, base)
-    controls, benign = grid.controls(), grid.benign_cell()
-    for row in rows:  # what the other cells are read against (from the grid file, evaluated or not)
-        row["control_arm"] = row["arm"] != "base" and controls.get(row["domain"]) == row["arm"]
-        row["benign_control"] = (row["domain"], row["arm"]) == benign
     run_dirs = {(c.domain.name, c.arm): c.config.run_dir for c in grid.cells()}
     evals = {key: run_dir / grid.eval_dir_name("eval") for key, run_dir in run_dirs.items()}
     evals[("", "base")] = grid.root / "base" / grid.eval_dir_name("eval")
