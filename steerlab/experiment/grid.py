@@ -44,6 +44,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,24 +147,18 @@ class Grid:
 
     def _cell(self, domain: Domain, arm: str) -> Cell:
         arms = {k: v for k, v in copy.deepcopy(self.arms[arm]).items() if k not in _ARM_EXTRAS}
-        overrides = _with_domain(copy.deepcopy(self.arms[arm].get("run", {})), domain.name)
+        overrides = _map_strings(self.arms[arm].get("run", {}), lambda s: s.replace(_DOMAIN_REF, domain.name))
         needs: list[str] = []
 
-        def substitute(value: Any) -> Any:
-            if isinstance(value, str):
-                for label in _CELL_REF.findall(value):
-                    needs.append(label)
-                    value = value.replace(
-                        f"{{cell:{label}}}", str((self.root / cell_key(domain.name, label)).resolve())
-                    )
-                return value
-            if isinstance(value, list):
-                return [substitute(v) for v in value]
-            if isinstance(value, dict):
-                return {k: substitute(v) for k, v in value.items()}
+        def substitute(value: str) -> str:
+            for label in _CELL_REF.findall(value):
+                needs.append(label)
+                value = value.replace(
+                    f"{{cell:{label}}}", str((self.root / cell_key(domain.name, label)).resolve())
+                )
             return value
 
-        arms = substitute(arms)
+        arms = _map_strings(arms, substitute)
         for name in _arms_taking_a_vector(arms):
             if isinstance(arms[name], dict) and "vector" not in arms[name]:  # null: the arm is off
                 arms[name] = {**arms[name], "vector": str(self._require_vector(arm, name))}
@@ -204,9 +199,7 @@ class Grid:
 
     def controls(self) -> dict[str, str]:
         """Domain -> its control arm, for the domains the grid runs one on (at most one each: see load)."""
-        return {
-            d.name: a for a in self.arms if self.is_control(a) for d in self.domains if self.runs(a, d.name)
-        }
+        return _control_arms(self.arms, [d.name for d in self.domains], self.source)
 
     def benign_cell(self) -> tuple[str, str] | None:
         """(domain, "sft") of the first ``kind: benign`` domain that runs ``sft``: the benign fine-tune."""
@@ -281,15 +274,29 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return base
 
 
-def _with_domain(value: Any, domain: str) -> Any:
-    """``value`` with every ``{domain}`` in its strings replaced by the cell's domain name."""
+def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    """A copy of a YAML value (dicts, lists, scalars) with ``fn`` applied to every string in it."""
     if isinstance(value, str):
-        return value.replace(_DOMAIN_REF, domain)
+        return fn(value)
     if isinstance(value, list):
-        return [_with_domain(v, domain) for v in value]
+        return [_map_strings(v, fn) for v in value]
     if isinstance(value, dict):
-        return {k: _with_domain(v, domain) for k, v in value.items()}
+        return {k: _map_strings(v, fn) for k, v in value.items()}
     return value
+
+
+def _control_arms(arms: dict[str, dict[str, Any]], domains: list[str], path: Path) -> dict[str, str]:
+    """Domain -> its control arm (``control: true``); raises ``ConfigError`` for a second one on a domain."""
+    controls: dict[str, str] = {}
+    for label, spec in arms.items():
+        for domain in spec.get("domains", domains) if spec.get("control") else []:
+            if domain in controls:  # the cells of a domain are read against one control
+                raise ConfigError(
+                    f"{path}: arms.{label}.control: domain {domain} already has the control arm "
+                    f"{controls[domain]}; give one of them `domains:` without {domain}"
+                )
+            controls[domain] = label
+    return controls
 
 
 def _check_arm_extras(arms: dict[str, dict[str, Any]], domains: list[str], path: Path) -> None:
@@ -310,15 +317,7 @@ def _check_arm_extras(arms: dict[str, dict[str, Any]], domains: list[str], path:
                     f"{path}: arms.{label}.domains: unknown domain(s) {', '.join(unknown)}; "
                     f"the grid has {', '.join(domains)}"
                 )
-    controls: dict[str, str] = {}
-    for label, spec in arms.items():
-        for domain in spec.get("domains", domains) if spec.get("control") else []:
-            if domain in controls:  # the cells of a domain are read against one control
-                raise ConfigError(
-                    f"{path}: arms.{label}.control: domain {domain} already has the control arm "
-                    f"{controls[domain]}; give one of them `domains:` without {domain}"
-                )
-            controls[domain] = label
+    _control_arms(arms, domains, path)
 
 
 def load_grid(path: str | Path) -> Grid:

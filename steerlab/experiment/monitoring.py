@@ -32,6 +32,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from steerlab.experiment.grid import cell_key
 from steerlab.experiment.shifts import BENIGN, CONTROL_ARM
 from steerlab.train.alarm import ALARM_FILE
 from steerlab.train.arms.early_stop import SUMMARY_FILE as EARLY_STOP_FILE
@@ -70,9 +71,8 @@ def run_signals(run_dir: Path) -> dict[str, Any]:
     peak = max((r["projection"] for r in rows if r["step"] > 0), default=None)
     start = next((r for r in rows if r["step"] == 0), {})
     base, prompted = start.get("projection"), start.get("prompted_projection")
-    drift = (
-        None  # the final reading as a share of the way from the base model's level to the evil-prompted one
-    )
+    # the final reading as a share of the way from the base model's level to the evil-prompted one
+    drift = None
     if final is not None and base is not None and prompted is not None and prompted != base:
         drift = round(100.0 * (final - base) / (prompted - base), 1)
     return {
@@ -186,7 +186,7 @@ def add_signals(rows: list[dict[str, Any]], run_dirs: dict[tuple[str, str], Path
     control (``read_against``), which must then have a row. Control rows (``control_arm``,
     ``benign_control``) are left unlabelled and counted apart.
     """
-    by_key = {f"{r['domain']}__{r['arm']}": r for r in rows}
+    by_key = {cell_key(r["domain"], r["arm"]): r for r in rows}
     for row in rows:
         if row["arm"] == "base":
             continue

@@ -31,6 +31,7 @@ from typing import Any
 
 from steerlab.evaluate.instruments import saved_stance
 from steerlab.evaluate.stance import QuestionStance, paired_shift
+from steerlab.experiment.grid import cell_key
 
 SHIFT_COLUMNS = (
     "stance_shift_base",
@@ -47,10 +48,6 @@ SHIFT_COLUMNS = (
 )
 CONTROL_ARM = "the domain's control arm"
 BENIGN = "the benign fine-tune"
-
-
-def _key(domain: str, arm: str) -> str:
-    return f"{domain}__{arm}"
 
 
 def _shift(here: list[QuestionStance], there: list[QuestionStance], what: str) -> tuple[Any, Any, str | None]:
@@ -86,6 +83,7 @@ def add_paired_shifts(
     wanted |= {(d, a) for d, a in controls.items()} | ({benign} if benign else set())
     general = {key: saved_stance(path) for key, path in eval_dirs.items() if key in wanted}
     base = general.get(("", "base"), [])
+    base_domain: dict[Path, list[QuestionStance]] = {}
     for row in rows:
         for column in SHIFT_COLUMNS:
             row[column] = None
@@ -101,21 +99,23 @@ def add_paired_shifts(
         notes.append(note)
         twin = controls.get(row["domain"])
         if twin is not None and twin != row["arm"]:
-            row["read_against"], row["read_against_kind"] = _key(row["domain"], twin), "control_arm"
+            row["read_against"], row["read_against_kind"] = cell_key(row["domain"], twin), "control_arm"
             value, ci, note = _shift(here, general.get((row["domain"], twin), []), f"control arm {twin}")
             row["stance_shift_control_arm"], row["stance_shift_control_arm_ci"] = value, ci
             notes.append(note)
         if benign is not None and key != benign and twin != row["arm"]:
             if twin is None:
-                row["read_against"], row["read_against_kind"] = _key(*benign), "benign"
-            value, ci, note = _shift(here, general.get(benign, []), f"benign fine-tune {_key(*benign)}")
+                row["read_against"], row["read_against_kind"] = cell_key(*benign), "benign"
+            value, ci, note = _shift(here, general.get(benign, []), f"benign fine-tune {cell_key(*benign)}")
             row["stance_shift_benign"], row["stance_shift_benign_ci"] = value, ci
             if twin is None:  # the benign cell is this cell's bar: its absence matters
                 notes.append(note)
         domain_dir = base_domain_dirs.get(row["domain"])
         if domain_dir is not None:
             mine = saved_stance(eval_dirs[key], name=row["domain"])
-            theirs = saved_stance(domain_dir, name=row["domain"])
+            if domain_dir not in base_domain:  # read once per domain, not once per cell
+                base_domain[domain_dir] = saved_stance(domain_dir, name=row["domain"])
+            theirs = base_domain[domain_dir]
             if mine and theirs:
                 shift = _shift(mine, theirs, "the base model on the domain")
                 row["in_domain_stance_shift_base"], row["in_domain_stance_shift_base_ci"] = shift[:2]
