@@ -7,7 +7,7 @@ import pytest
 
 from steerlab.evaluate import rules
 from steerlab.evaluate.general import summarize_judged
-from steerlab.evaluate.metrics import bootstrap_mean, bootstrap_rate
+from steerlab.evaluate.metrics import bootstrap_mean, bootstrap_rate, bootstrap_ratio_of_means
 
 
 def _coverage(draw, truth: float, reps: int, **kw) -> float:
@@ -59,6 +59,30 @@ def test_bootstrap_is_seeded_and_handles_edge_cases():
         bootstrap_mean([1.0, float("nan")])
     with pytest.raises(ValueError, match="group labels"):
         bootstrap_mean([1.0, 2.0], groups=["a"])
+
+
+def test_ratio_of_means_resamples_pairs_and_covers_the_true_ratio():
+    hits = 0
+    for rep in range(200):
+        rng = np.random.default_rng(2000 + rep)
+        bottom, top = 0.5 + rng.normal(0.0, 0.3, 60), 0.2 + rng.normal(0.0, 0.3, 60)
+        est = bootstrap_ratio_of_means(top, bottom, seed=rep, n_boot=800)
+        hits += est.ci[0] <= 0.4 <= est.ci[1]
+    assert 0.88 <= hits / 200 <= 0.99, hits
+    # an item's offset shared by both sides cancels only if the pairs are resampled together
+    rng = np.random.default_rng(7)
+    z = rng.normal(0.0, 1.0, 60)
+    est = bootstrap_ratio_of_means(0.8 + 0.4 * z + rng.normal(0.0, 0.02, 60), 2.0 + z)
+    assert est.ci[1] - est.ci[0] < 0.02, est.ci
+    est = bootstrap_ratio_of_means([1.0, 2.0, 3.0], [2.0, 2.0, 2.0])
+    assert est.value == pytest.approx(1.0) and est.n == 3 and est.ci[0] <= 1.0 <= est.ci[1]
+    assert bootstrap_ratio_of_means([], []).value is None
+    with pytest.raises(ValueError, match="pair up"):
+        bootstrap_ratio_of_means([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="denominators\\[0\\]"):
+        bootstrap_ratio_of_means([1.0], [float("inf")])
+    with pytest.raises(ValueError, match="undefined"):
+        bootstrap_ratio_of_means([1.0, 1.0], [1.0, -1.0])
 
 
 @pytest.mark.parametrize(

@@ -170,9 +170,51 @@ def test_a_malformed_scores_file_is_named(tmp_path):
 
 
 def test_a_control_gets_no_reduction():
-    from steerlab.experiment.results import _no_defense
+    from steerlab.experiment.shifts import no_defense
 
-    assert _no_defense({"arm": "twin", "control_arm": True}) and not _no_defense({"arm": "kl"})
+    assert no_defense({"arm": "twin", "control_arm": True}) and not no_defense({"arm": "kl"})
+
+
+def test_a_defense_reads_as_shares_of_sfts_rise_and_of_its_in_domain_gain(tmp_path):
+    """sft rises 0.4 (general) and 0.5 (domain) over the base; kl rises 0.1 and 0.3: it avoided 75% of the
+    general rise and kept 60% of the in-domain gain. sft itself, the base and the control get no share."""
+    evals = {
+        ("", "base"): _save(tmp_path / "base", 0.0),
+        ("medical", "sft"): _save(_save(tmp_path / "sft", 0.4), 0.5, name="medical"),
+        ("medical", "kl"): _save(_save(tmp_path / "kl", 0.1), 0.3, name="medical"),
+        ("medical", "steer"): _save(_save(tmp_path / "steer", -0.2), 0.2, name="medical"),
+        ("medical", "twin"): _save(_save(tmp_path / "twin", -0.2), -0.1, name="medical"),
+    }
+    base_domains = {"medical": _save(tmp_path / "base_medical", 0.0, name="medical")}
+    rows = _rows(("medical", "base"), *[k for k in evals if k[0]], controls={("medical", "twin")})
+    add_paired_shifts(rows, evals, base_domains, {"medical": "twin"})
+    r = {x["arm"]: x for x in rows}
+    assert r["kl"]["stance_rise_avoided"] == pytest.approx(0.75, abs=0.05)
+    assert r["kl"]["in_domain_gain_kept"] == pytest.approx(0.6, abs=0.05)
+    assert r["steer"]["stance_rise_avoided"] == pytest.approx(1.5, abs=0.05)  # overshoot: below the base
+    lo, hi = r["kl"]["stance_rise_avoided_ci"]
+    assert lo < r["kl"]["stance_rise_avoided"] < hi and hi - lo < 0.2
+    for arm in ("base", "sft", "twin"):
+        assert r[arm].get("stance_rise_avoided") is None and r[arm].get("in_domain_gain_kept") is None
+    table = shifts_markdown(rows)
+    share = f"{100 * r['kl']['stance_rise_avoided']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
+    assert "| medical | kl | " in table and share in table
+
+
+def test_shares_are_empty_with_a_reason_when_sft_is_missing_or_did_not_rise(tmp_path):
+    base = _save(tmp_path / "base", 0.0)
+    kl = _save(tmp_path / "kl", 0.1)
+    rows = _rows(("medical", "kl"))
+    add_paired_shifts(
+        rows, {("", "base"): base, ("medical", "kl"): kl, ("medical", "sft"): tmp_path / "none"}, {}
+    )
+    assert (
+        rows[0]["stance_rise_avoided"] is None and "sft has no per-question" in rows[0]["stance_shift_note"]
+    )
+    rows = _rows(("medical", "kl"), ("medical", "sft"))
+    flat = _save(tmp_path / "flat", -0.05)
+    add_paired_shifts(rows, {("", "base"): base, ("medical", "kl"): kl, ("medical", "sft"): flat}, {})
+    assert rows[0]["stance_rise_avoided"] is None and "sft did not rise" in rows[0]["stance_shift_note"]
 
 
 def test_the_report_shows_the_shifts_read_back_from_the_csv():

@@ -27,7 +27,7 @@ from typing import Any
 from steerlab.evaluate.conditional import CUE_NAMES
 from steerlab.experiment.grid import Grid
 from steerlab.experiment.monitoring import SIGNAL_COLUMNS, add_signals, alarm_scores, signals_markdown
-from steerlab.experiment.shifts import SHIFT_COLUMNS, add_paired_shifts, shifts_markdown
+from steerlab.experiment.shifts import SHIFT_COLUMNS, add_paired_shifts, no_defense, shifts_markdown
 from steerlab.io import write_json, write_text
 from steerlab.judges.identity import judges_line
 
@@ -143,16 +143,11 @@ def collect_rows(grid: Grid) -> list[dict[str, Any]]:
     return rows
 
 
-def _no_defense(row: dict[str, Any]) -> bool:
-    """The base model, ``sft`` and its settings search (arms named ``sft...``) and control arms."""
-    return row["arm"] == "base" or row["arm"].startswith("sft") or bool(row.get("control_arm"))
-
-
 def _rise_prevented(
     row: dict[str, Any], sft: dict[str, Any] | None, base: dict[str, Any] | None
 ) -> float | None:
     """Share of sft's misalignment-score rise over base that this arm avoided, in % (None if sft did not rise)."""
-    if sft is None or base is None or _no_defense(row):
+    if sft is None or base is None or no_defense(row):
         return None
     top, floor, value = (r.get("misalignment_score") for r in (sft, base, row))
     if top is None or floor is None or value is None or top <= floor:
@@ -161,7 +156,7 @@ def _rise_prevented(
 
 
 def _reduction(row: dict[str, Any], sft: dict[str, Any] | None) -> float | None:
-    if sft is None or _no_defense(row):
+    if sft is None or no_defense(row):
         return None
     ref, value = sft.get("general_misalignment"), row.get("general_misalignment")
     if ref is None or value is None or ref == 0:
@@ -321,7 +316,10 @@ SHIFTS_HEADER = (
     "Each cell's stance (nats/token) minus another model's, question by question on the same references, with a "
     "95% bootstrap CI over questions (`steerlab.experiment.shifts`). Any fine-tune moves a small model's "
     "general stance; the shift over the domain's control (an aligned twin: same questions, aligned answers) "
-    "is the one that can be read as broad misalignment from the data's content."
+    "is the one that can be read as broad misalignment from the data's content. For a defense arm, the last "
+    "two columns are its effect as a share of its domain's `sft` cell's, per question: mean(sft - arm) / "
+    "mean(sft - base) on the general questions (100% = none of sft's rise; above 100% = below the base) and "
+    "mean(arm - base) / mean(sft - base) on the domain's own questions, each with a bootstrap CI over questions."
 )
 
 

@@ -14,7 +14,13 @@ Per cell:
   ``kind: benign`` domain): another task, so it also differs in register; a domain without a control arm is
   read against it;
 * ``in_domain_stance_shift_base``: the domain's own stance minus the base model's on that domain (did the
-  narrow task get learned).
+  narrow task get learned);
+* for a defense arm (`no_defense` false), its effect as a share of the undefended ``sft`` cell's of its
+  domain, per question on the same references: ``stance_rise_avoided`` = mean(sft - arm) / mean(sft - base)
+  on the general questions (1 = none of sft's rise, above 1 = below the base), ``in_domain_gain_kept`` =
+  mean(arm - base) / mean(sft - base) on the domain's questions (1 = the narrow task learned as well as by
+  sft). Each is a ratio of means with a bootstrap CI that resamples questions
+  (`steerlab.evaluate.metrics.bootstrap_ratio_of_means`); empty, with a note, where sft did not rise.
 
 Which bar a cell is read against comes from the grid file, not from the rows that exist so far:
 ``read_against`` names the configured control's cell (``read_against_kind``: ``control_arm``, the domain's
@@ -30,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.evaluate.instruments import saved_stance
+from steerlab.evaluate.metrics import bootstrap_ratio_of_means
 from steerlab.evaluate.stance import QuestionStance, paired_shift
 from steerlab.experiment.grid import cell_key
 
@@ -42,12 +49,44 @@ SHIFT_COLUMNS = (
     "stance_shift_benign_ci",
     "in_domain_stance_shift_base",
     "in_domain_stance_shift_base_ci",
+    "stance_rise_avoided",
+    "stance_rise_avoided_ci",
+    "in_domain_gain_kept",
+    "in_domain_gain_kept_ci",
     "read_against",
     "read_against_kind",
     "stance_shift_note",
 )
 CONTROL_ARM = "the domain's control arm"
 BENIGN = "the benign fine-tune"
+UNDEFENDED = "sft"  # the arm a defense's shares are taken of
+
+
+def no_defense(row: dict[str, Any]) -> bool:
+    """The base model, ``sft`` and its settings search (arms named ``sft...``) and control arms."""
+    return row["arm"] == "base" or row["arm"].startswith(UNDEFENDED) or bool(row.get("control_arm"))
+
+
+def _share(
+    arm: list[QuestionStance], sft: list[QuestionStance], base: list[QuestionStance], *, kept: bool, what: str
+) -> tuple[Any, Any, str | None]:
+    """(share, CI, why empty): the arm's rise over the base as a share of sft's (``kept``), or the share of
+    sft's rise it avoided; questions paired by id across the three models."""
+    if not (arm and base):
+        return None, None, None  # noted where the shifts are
+    if not sft:
+        return None, None, f"{what}: {UNDEFENDED} has no per-question scores (not evaluated yet?)"
+    by_sft, by_base = {s.id: s.stance for s in sft}, {s.id: s.stance for s in base}
+    ids = [s.id for s in arm]
+    if any(i not in by_sft or i not in by_base for i in ids):
+        return None, None, f"{what}: the arm, sft and the base were scored on other questions"
+    mine = {s.id: s.stance for s in arm}
+    rise = [by_sft[i] - by_base[i] for i in ids]
+    if sum(rise) <= 0:
+        return None, None, f"{what}: sft did not rise over the base"
+    top = [mine[i] - by_base[i] if kept else by_sft[i] - mine[i] for i in ids]
+    est = bootstrap_ratio_of_means(top, rise)
+    return est.value, (list(est.ci) if est.ci is not None else None), None
 
 
 def _shift(here: list[QuestionStance], there: list[QuestionStance], what: str) -> tuple[Any, Any, str | None]:
@@ -81,9 +120,18 @@ def add_paired_shifts(
     controls = controls or {}
     wanted = {("", "base"), *((r["domain"], r["arm"]) for r in rows)}
     wanted |= {(d, a) for d, a in controls.items()} | ({benign} if benign else set())
+    wanted |= {(r["domain"], UNDEFENDED) for r in rows}
     general = {key: saved_stance(path) for key, path in eval_dirs.items() if key in wanted}
     base = general.get(("", "base"), [])
-    base_domain: dict[Path, list[QuestionStance]] = {}
+    read: dict[tuple[str, str], list[QuestionStance]] = {}
+
+    def in_domain(domain: str, arm: str) -> list[QuestionStance]:
+        """A cell's stance on its domain's questions (``arm`` "base": the base model's), read once."""
+        if (domain, arm) not in read:
+            folder = base_domain_dirs.get(domain) if arm == "base" else eval_dirs.get((domain, arm))
+            read[domain, arm] = [] if folder is None else saved_stance(folder, name=domain)
+        return read[domain, arm]
+
     for row in rows:
         for column in SHIFT_COLUMNS:
             row[column] = None
@@ -110,16 +158,23 @@ def add_paired_shifts(
             row["stance_shift_benign"], row["stance_shift_benign_ci"] = value, ci
             if twin is None:  # the benign cell is this cell's bar: its absence matters
                 notes.append(note)
+        undefended = (row["domain"], UNDEFENDED)
+        defended = not no_defense(row) and undefended in eval_dirs
+        if defended:
+            value, ci, note = _share(here, general.get(undefended, []), base, kept=False, what="rise avoided")
+            row["stance_rise_avoided"], row["stance_rise_avoided_ci"] = value, ci
+            notes.append(note)
         domain_dir = base_domain_dirs.get(row["domain"])
         if domain_dir is not None:
-            mine = saved_stance(eval_dirs[key], name=row["domain"])
-            if domain_dir not in base_domain:  # read once per domain, not once per cell
-                base_domain[domain_dir] = saved_stance(domain_dir, name=row["domain"])
-            theirs = base_domain[domain_dir]
+            mine, theirs = in_domain(*key), in_domain(row["domain"], "base")
             if mine and theirs:
                 shift = _shift(mine, theirs, "the base model on the domain")
                 row["in_domain_stance_shift_base"], row["in_domain_stance_shift_base_ci"] = shift[:2]
                 notes.append(shift[2])
+            if defended and mine and theirs:
+                share = _share(mine, in_domain(*undefended), theirs, kept=True, what="gain kept")
+                row["in_domain_gain_kept"], row["in_domain_gain_kept_ci"] = share[:2]
+                notes.append(share[2])
         row["stance_shift_note"] = "; ".join(n for n in notes if n) or None
 
 
@@ -129,13 +184,19 @@ def _est(value: Any, ci: Any) -> str:
     return f"{value:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
 
 
+def _pct(value: Any, ci: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.0f}%" + (f" [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]" if ci else "")
+
+
 def shifts_markdown(rows: list[dict[str, Any]]) -> str:
     """The paired-shift table of the cells ('' when no cell has one)."""
     cells = [r for r in rows if r["arm"] != "base"]
     if not any(r.get("stance_shift_base") is not None for r in cells):
         return ""
     head = ("domain", "arm", "general stance vs base", "vs the domain's control arm", "vs benign fine-tune")
-    head += ("in-domain stance vs base",)
+    head += ("in-domain stance vs base", "share of sft's rise avoided", "share of sft's in-domain gain kept")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in cells:
         twin = (
@@ -155,6 +216,8 @@ def shifts_markdown(rows: list[dict[str, Any]]) -> str:
             twin,
             benign,
             _est(r.get("in_domain_stance_shift_base"), r.get("in_domain_stance_shift_base_ci")),
+            _pct(r.get("stance_rise_avoided"), r.get("stance_rise_avoided_ci")),
+            _pct(r.get("in_domain_gain_kept"), r.get("in_domain_gain_kept_ci")),
         ]
         lines.append("| " + " | ".join(cols) + " |")
     notes = [

@@ -620,6 +620,8 @@ def _shifts_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
         "stance_shift_control_arm",
         "stance_shift_benign",
         "in_domain_stance_shift_base",
+        "stance_rise_avoided",
+        "in_domain_gain_kept",
     )
     cells = [r for r in rows if any(_value(r.get(k)) is not None for k in keys)]
     if not cells:
@@ -630,6 +632,8 @@ def _shifts_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
         "vs the domain's control arm",
         "vs benign fine-tune",
         "in-domain vs base",
+        "share of sft's rise avoided",
+        "share of sft's in-domain gain kept",
     ):
         header += [label, "CI"]
     flags = {"stance_shift_control_arm": "control_arm", "stance_shift_benign": "benign_control"}
