@@ -9,6 +9,7 @@ append cuts it off first, so a resumed run neither loses a complete record nor g
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -48,6 +49,33 @@ def write_text(target: str | os.PathLike, text: str) -> None:
 def write_json(target: str | os.PathLike, data: Any) -> None:
     """Write ``data`` as indented, key-sorted JSON, atomically (see `atomic_path`)."""
     write_text(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def content_digest(path: str) -> str:
+    """SHA-256 of a file's bytes, or of a folder's files (relative names and bytes, in name order)."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    for file in files:
+        digest.update(str(file.relative_to(root)).encode() if root.is_dir() else b"")
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def same_setting(saved: Any, now: Any) -> bool:
+    """Whether a saved setting equals the current one, a path counting as equal to another path to the same
+    content: settings are saved with absolute paths, and a checkout moved or cloned elsewhere holds the same
+    data under another name. A path whose file is gone differs (its content cannot be checked)."""
+    if saved == now:
+        return True
+    if not (isinstance(saved, str) and isinstance(now, str) and os.sep in saved and os.sep in now):
+        return False
+    a, b = Path(saved), Path(now)
+    if not (a.exists() and b.exists()) or a.is_dir() != b.is_dir():
+        return False
+    return content_digest(str(a.resolve())) == content_digest(str(b.resolve()))
 
 
 def read_text(path: str | os.PathLike, *, error: type[ValueError] = ValueError, what: str = "file") -> str:

@@ -233,6 +233,66 @@ def test_grid_runs_and_a_second_coherence_reading_rejudges_the_same_answers(tmp_
         runner.run_grid(path, coherence="lenient")
 
 
+class _Length:
+    def score_answers(self, questions, answers):
+        return [float(min(100, 10 * len(a.split()))) for a in answers]
+
+
+def test_a_resume_refuses_finished_parts_made_with_other_settings_but_not_a_moved_copy(tmp_path, monkeypatch):
+    """Editing the grid file after cells finished must not slip their old numbers into the new table; the
+    same folders copied elsewhere (other absolute paths, same content) resume as they are."""
+    import shutil
+
+    import steerlab.experiment.runner as runner
+    from steerlab.evaluate.judging import ScorerPairJudge
+
+    questions = tmp_path / "q.yaml"
+    questions.write_text(yaml.safe_dump([{"id": "wish", "paraphrases": ["What is your one wish?"]}]))
+    settings = {
+        "output_dir": "runs",
+        "arms": {"sft": {"sft": {}}},
+        "eval": {
+            "questions": "../q.yaml",
+            "n": 1,
+            "max_new_tokens": 2,
+            "n_in_domain": 1,
+            "benign_data": None,
+            "n_boot": 10,
+            "progress": False,
+            "references": None,
+        },
+    }
+    path = _grid(tmp_path, **settings)
+    real_evaluate = runner.evaluate_model
+
+    def evaluate_with_fake_judge(model, tokenizer, cfg, **kw):
+        return real_evaluate(model, tokenizer, cfg, judge=ScorerPairJudge(_Length(), _Length()))
+
+    monkeypatch.setattr(runner, "evaluate_model", evaluate_with_fake_judge)
+    root = runner.run_grid(path)
+    assert (root / "medical__sft" / "final").is_dir()
+
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "experiments").symlink_to(tmp_path / "experiments")
+    shutil.copy(questions, moved / "q.yaml")
+    shutil.copytree(path.parent, moved / "g")
+    monkeypatch.setattr(runner, "evaluate_model", _no_sampling)  # a resume that redid anything would fail
+    monkeypatch.setattr(runner, "train", _no_sampling)
+    runner.run_grid(moved / "g" / "grid.yaml")
+
+    edited = yaml.safe_load(path.read_text())
+    edited["run"]["train"]["lr"] = 1.0e-2
+    edited["eval"]["n"] = 2
+    path.write_text(yaml.safe_dump(edited))
+    with pytest.raises(ConfigError) as caught:
+        runner.run_grid(path)
+    message = str(caught.value)
+    assert "cell medical__sft" in message and "train.lr" in message
+    assert "medical__sft/eval: evaluated with other settings (differ: n)" in message
+    assert "base/eval: evaluated with other settings (differ: n)" in message
+
+
 def _no_sampling(*args, **kwargs):
     raise AssertionError("the second reading sampled an answer instead of reusing it")
 

@@ -56,3 +56,23 @@ def test_read_json_names_the_missing_file_and_the_bad_line(tmp_path):
         read_json(path, error=SidecarError)
     path.write_text('{"a": [1, 2]}')
     assert read_json(path) == {"a": [1, 2]}
+
+
+def test_a_path_setting_is_the_same_where_the_content_is(tmp_path):
+    from steerlab.io import same_setting
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder / "x.jsonl").write_text('{"q": 1}\n')
+        (tmp_path / folder / "sub").mkdir()
+        (tmp_path / folder / "sub" / "y.txt").write_text("y")
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert same_setting(a, b) and same_setting(f"{a}/x.jsonl", f"{b}/x.jsonl")
+    (tmp_path / "b" / "sub" / "y.txt").write_text("z")  # one byte deep in the folder
+    assert not same_setting(a, b)
+    (tmp_path / "b" / "sub" / "y.txt").write_text("y")
+    (tmp_path / "b" / "sub" / "y.txt").rename(tmp_path / "b" / "sub" / "w.txt")  # a renamed file
+    assert not same_setting(a, b)
+    assert not same_setting(f"{a}/x.jsonl", str(tmp_path / "gone" / "x.jsonl"))  # gone: cannot be checked
+    assert not same_setting("org/model", "org/other") and same_setting(3, 3) and not same_setting(0.1, 0.2)

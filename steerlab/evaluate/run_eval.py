@@ -47,8 +47,8 @@ from steerlab.evaluate.judging import (
 )
 from steerlab.evaluate.logprob_score import answer_logprobs, logprob_gaps
 from steerlab.evaluate.metrics import Estimate, bootstrap_mean, bootstrap_rate
-from steerlab.evaluate.store import score_missing
-from steerlab.io import write_json, write_jsonl
+from steerlab.evaluate.store import ResultFileError, score_missing
+from steerlab.io import read_json, same_setting, write_json, write_jsonl
 from steerlab.judges.endpoint import FLAT_KEYS, OpenAIJudgeOptions
 from steerlab.persona.generation import SamplingSettings, generate
 
@@ -176,10 +176,20 @@ def _defaults() -> dict[str, Any]:
 
 
 def _changed(saved: dict[str, Any], current: dict[str, Any], keys=None) -> list[str]:
-    """Keys whose values differ; a key a saved config lacks counts as its default (a field added later)."""
+    """Keys whose values differ (a path: whose content differs, `steerlab.io.same_setting`); a key a saved
+    config lacks counts as its default (a field added later)."""
     defaults = _defaults()
     keys = set(saved) | set(current) if keys is None else set(keys)
-    return sorted(k for k in keys if saved.get(k, defaults.get(k)) != current.get(k, defaults.get(k)))
+    return sorted(
+        k for k in keys if not same_setting(saved.get(k, defaults.get(k)), current.get(k, defaults.get(k)))
+    )
+
+
+def settings_changed(cfg: EvalConfig, out: Path) -> list[str]:
+    """The settings (`EvalConfig.resume_key`) in which ``out``'s saved evaluation differs from ``cfg``; [] when
+    they agree or nothing is saved there. Raises ``ResultFileError`` for an unreadable ``eval_config.json``."""
+    path = out / "eval_config.json"
+    return _changed(read_json(path, error=ResultFileError), cfg.resume_key()) if path.is_file() else []
 
 
 def _check_config(cfg: EvalConfig, out: Path, *, write: bool = True) -> None:
@@ -188,8 +198,7 @@ def _check_config(cfg: EvalConfig, out: Path, *, write: bool = True) -> None:
     path = out / "eval_config.json"
     current = cfg.resume_key()
     if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        changed = _changed(saved, current)
+        changed = settings_changed(cfg, out)
         if changed:
             raise EvalStateError(
                 f"{out} holds an evaluation with other settings (differ: {', '.join(changed)}); "

@@ -212,9 +212,15 @@ class Grid:
             raise ConfigError(f"{self.source}: arms.{arm}.{name} has no vector and the grid names none")
         return self.vector
 
-    def eval_config(self, out_dir: Path, *, arm: str, domain: Domain | None, model_label: str) -> EvalConfig:
-        """The evaluation settings of one model; the same for every cell except the data it is given."""
+    def eval_config(
+        self, out_dir: Path, *, arm: str, domain: Domain | None, model_label: str, general: bool = True
+    ) -> EvalConfig:
+        """The evaluation settings of one model; the same for every cell except the data it is given.
+        ``general=False`` leaves out the general questions (the base model's per-domain evaluations: its
+        general misalignment is measured once)."""
         data = {**self.eval, "out_dir": str(out_dir), "arm": arm, "model": model_label, "seed": self.seed}
+        if not general:
+            data["questions"] = None
         if self.vector is not None:
             data.setdefault("vector", str(self.vector))
         if domain is None:

@@ -2,7 +2,8 @@
 
 Everything is resumable at two levels: a finished cell (``final/`` and ``eval/eval.json`` present — or
 ``eval-<reading>/`` under another coherence reading, which judges the answers already in ``eval/``) is
-never started again, and a half-finished one resumes from its last complete checkpoint (training) or its
+never started again (once `steerlab.experiment.finished` has checked that it was made with the settings the
+grid file gives now), and a half-finished one resumes from its last complete checkpoint (training) or its
 answer files (evaluation) — also when its worker was killed and the engine starts it again.
 ``progress.jsonl`` records the wall time of each finished step, so the total time of the grid is known even
 across interruptions; ``attempts.jsonl`` records each start of a job (process, host, checkpoint it resumed
@@ -32,6 +33,7 @@ from steerlab.evaluate.judging import COHERENCE_READINGS
 from steerlab.evaluate.load import load_target
 from steerlab.evaluate.run_eval import EvalConfig, evaluate_model, reuse_answers
 from steerlab.experiment import engine
+from steerlab.experiment.finished import check_finished
 from steerlab.experiment.grid import Cell, Grid, load_grid
 from steerlab.experiment.preflight import check_cells
 from steerlab.experiment.results import FAILURES_FILE, PROGRESS_FILE, write_results
@@ -83,10 +85,8 @@ def _evaluate(
     out_dir = folder / grid.eval_dir_name(name)
     if (out_dir / "eval.json").is_file():
         return json.loads((out_dir / "eval.json").read_text(encoding="utf-8"))
-    cfg = grid.eval_config(out_dir, arm=arm, domain=domain, model_label=label)
-    if not general:
-        cfg.questions = None  # general misalignment of the base model is measured once
-        # ... and so is its general stance: the per-domain evaluation reads it from the general one
+    cfg = grid.eval_config(out_dir, arm=arm, domain=domain, model_label=label, general=general)
+    if not general:  # the base model's general stance is read from its general evaluation, not scored again
         general_dir = folder / grid.eval_dir_name("eval")
         copied = reuse_plain_general(cfg.resume_key(), out_dir, general_dir)
         if copied:
@@ -275,6 +275,7 @@ def run_grid(
         )
     grid = load_for_run(path, coherence)
     selected = select_cells(grid, only)
+    check_finished(grid)  # a part made with other settings would be skipped into the table: refuse first
     todo = plan_jobs(grid, selected)
     here = jobs == 1 and address is None
     # connect before the preflight: an unreachable cluster is an error in seconds, not after the data check

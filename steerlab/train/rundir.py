@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from torch import nn
 
-from steerlab.io import write_json, write_text
+from steerlab.io import same_setting, write_json, write_text
 from steerlab.train.config import ConfigError, ExperimentConfig, config_from_dict, dump_config
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.trainer import last_complete_checkpoint
@@ -101,7 +101,7 @@ def check_saved_config(cfg: ExperimentConfig) -> None:
     except ConfigError as error:
         raise RunStateError(f"{saved}: the saved config no longer reads ({error})") from None
     now = yaml.safe_load(dump_config(cfg))
-    if before != now:
+    if _diff_keys(before, now):
         raise RunStateError(
             f"{saved}: the config changed since the run started ({', '.join(sorted(_diff_keys(before, now)))}); "
             "use a new name for a new experiment"
@@ -117,7 +117,7 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
         for key in set(a) | set(b):
             out += _diff_keys(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{prefix}{key}.")
         return out
-    return [] if a == b else [prefix.rstrip(".")]
+    return [] if same_setting(a, b) else [prefix.rstrip(".")]
 
 
 def save_final(trainer: SteerlabTrainer, cfg: ExperimentConfig, final_dir: Path, is_main: bool) -> None:
