@@ -66,6 +66,24 @@ def test_bad_eval_values_are_named_when_the_grid_loads(tmp_path):
         load_grid(_grid(tmp_path, eval={"conditional_questions": 0}))
 
 
+def test_an_arm_names_the_undefended_arm_it_is_read_against(tmp_path):
+    arms = {
+        "sft": {"sft": {}},
+        "sft_3ep": {"sft": {}, "run": {"train": {"epochs": 3}}, "domains": ["medical"]},
+        "early_stop_3ep": {"early_stop": {}, "run": {"train": {"epochs": 3}}, "undefended": "sft_3ep"},
+    }
+    other = {"train": f"{DATA}/tiny_smoke_narrow.jsonl", "eval": f"{DATA}/tiny_smoke_narrow.jsonl"}
+    domains = {"medical": other, "financial": other}
+    with pytest.raises(ConfigError, match="early_stop_3ep.undefended: sft_3ep does not run on financial"):
+        load_grid(_grid(tmp_path, "a", arms=arms, domains=domains))
+    arms["early_stop_3ep"]["domains"] = ["medical"]
+    grid = load_grid(_grid(tmp_path, "b", arms=arms, domains=domains))
+    assert grid.undefended("early_stop_3ep") == "sft_3ep" and grid.undefended("sft_3ep") == "sft"
+    arms["early_stop_3ep"]["undefended"] = "sft_10ep"
+    with pytest.raises(ConfigError, match="'sft_10ep' is not another arm of this grid"):
+        load_grid(_grid(tmp_path, "c", arms=arms, domains=domains))
+
+
 def test_a_reference_to_a_missing_arm(tmp_path):
     arms = {
         "ppl": {
@@ -263,6 +281,7 @@ def test_a_resume_refuses_finished_parts_made_with_other_settings_but_not_a_move
         },
     }
     path = _grid(tmp_path, **settings)
+    monkeypatch.chdir(tmp_path)  # output_dir "runs" is read from the working folder
     real_evaluate = runner.evaluate_model
 
     def evaluate_with_fake_judge(model, tokenizer, cfg, **kw):
@@ -277,6 +296,8 @@ def test_a_resume_refuses_finished_parts_made_with_other_settings_but_not_a_move
     (moved / "experiments").symlink_to(tmp_path / "experiments")
     shutil.copy(questions, moved / "q.yaml")
     shutil.copytree(path.parent, moved / "g")
+    shutil.copytree(tmp_path / "runs", moved / "runs")
+    monkeypatch.chdir(moved)
     monkeypatch.setattr(runner, "evaluate_model", _no_sampling)  # a resume that redid anything would fail
     monkeypatch.setattr(runner, "train", _no_sampling)
     runner.run_grid(moved / "g" / "grid.yaml")
@@ -285,6 +306,7 @@ def test_a_resume_refuses_finished_parts_made_with_other_settings_but_not_a_move
     edited["run"]["train"]["lr"] = 1.0e-2
     edited["eval"]["n"] = 2
     path.write_text(yaml.safe_dump(edited))
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as caught:
         runner.run_grid(path)
     message = str(caught.value)

@@ -201,6 +201,23 @@ def test_a_defense_reads_as_shares_of_sfts_rise_and_of_its_in_domain_gain(tmp_pa
     assert "| medical | kl | " in table and share in table
 
 
+def test_a_defense_with_its_own_undefended_arm_is_read_against_that_arm(tmp_path):
+    """early stopping on 3 epochs is a share of 3-epoch sft's effect, not of the 1-epoch sft's."""
+    evals = {
+        ("", "base"): _save(tmp_path / "base", 0.0),
+        ("medical", "sft"): _save(tmp_path / "sft", 0.1),
+        ("medical", "sft_3ep"): _save(tmp_path / "sft_3ep", 0.4),
+        ("medical", "early_stop_3ep"): _save(tmp_path / "es", 0.1),
+    }
+    rows = _rows(("medical", "sft_3ep"), ("medical", "early_stop_3ep"))
+    rows[1]["undefended"] = "sft_3ep"
+    add_paired_shifts(rows, evals, {})
+    assert rows[1]["stance_rise_avoided"] == pytest.approx(0.75, abs=0.05)  # 1 - 0.1 / 0.4, not 1 - 0.1 / 0.1
+    rows[1]["undefended"] = "sft_5ep"  # named, not evaluated
+    add_paired_shifts(rows, {**evals, ("medical", "sft_5ep"): tmp_path / "none"}, {})
+    assert "sft_5ep has no per-question scores" in rows[1]["stance_shift_note"]
+
+
 def test_shares_are_empty_with_a_reason_when_sft_is_missing_or_did_not_rise(tmp_path):
     base = _save(tmp_path / "base", 0.0)
     kl = _save(tmp_path / "kl", 0.1)

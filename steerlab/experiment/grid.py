@@ -29,6 +29,10 @@ Layout::
         control: true           # against it, paired by question (steerlab.experiment.shifts)
         run: {data: {train: "data/{domain}_train_aligned.jsonl"}}
         domains: [medical, financial]
+      early_stop_3ep:           # a defense is read as shares of an undefended arm's effect (results:
+        early_stop: {...}       # rise avoided, in-domain gain kept): `sft` unless `undefended` names
+        run: {train: {epochs: 3}}   # another, e.g. the same longer training without the defense
+        undefended: sft_3ep
     eval: {...}                 # steerlab.evaluate.run_eval.EvalConfig fields
     resources: {cpus: 8, gpus: 1, memory_gb: 64}   # what each cell asks the engine for (an arm may
                                                    # bring its own ``resources`` beside ``run``)
@@ -72,7 +76,13 @@ _TOP_KEYS = {
     "dry_run",
 }
 _DOMAIN_KEYS = {"train", "eval", "kind", "limit"}
-_ARM_EXTRAS = ("run", "domains", "resources", "control")  # keys of an arm entry that are not run-config arms
+_ARM_EXTRAS = (
+    "run",
+    "domains",
+    "resources",
+    "control",
+    "undefended",
+)  # keys of an arm entry that are not run-config arms
 _DOMAIN_REF = "{domain}"
 _CELL_REF = re.compile(r"\{cell:([A-Za-z0-9_\-]+)\}")
 _KEY_SEP = "__"
@@ -201,6 +211,10 @@ class Grid:
         """Domain -> its control arm, for the domains the grid runs one on (at most one each: see load)."""
         return _control_arms(self.arms, [d.name for d in self.domains], self.source)
 
+    def undefended(self, arm: str) -> str:
+        """The arm whose effect a defense ``arm``'s shares are taken of: its ``undefended`` key, else ``sft``."""
+        return str(self.arms.get(arm, {}).get("undefended", "sft"))
+
     def benign_cell(self) -> tuple[str, str] | None:
         """(domain, "sft") of the first ``kind: benign`` domain that runs ``sft``: the benign fine-tune."""
         return next(
@@ -322,6 +336,19 @@ def _check_arm_extras(arms: dict[str, dict[str, Any]], domains: list[str], path:
                 raise ConfigError(
                     f"{path}: arms.{label}.domains: unknown domain(s) {', '.join(unknown)}; "
                     f"the grid has {', '.join(domains)}"
+                )
+        if "undefended" in spec:
+            other = spec["undefended"]
+            if other not in arms or other == label:
+                raise ConfigError(
+                    f"{path}: arms.{label}.undefended: {other!r} is not another arm of this grid "
+                    f"(arms: {', '.join(arms)})"
+                )
+            missing = sorted(set(spec.get("domains", domains)) - set(arms[other].get("domains", domains)))
+            if missing:
+                raise ConfigError(
+                    f"{path}: arms.{label}.undefended: {other} does not run on {', '.join(missing)}, "
+                    f"where {label} runs"
                 )
     _control_arms(arms, domains, path)
 

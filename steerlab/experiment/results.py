@@ -75,6 +75,7 @@ COLUMNS = (
     *(f"conditional_{cue}_{k}" for cue in CUE_NAMES for k in ("stance", "stance_ci", "shift", "shift_ci")),
     "control_arm",
     "benign_control",
+    "undefended",
     *SHIFT_COLUMNS,
     *SIGNAL_COLUMNS,
 )
@@ -129,8 +130,10 @@ def collect_rows(grid: Grid) -> list[dict[str, Any]]:
     for row in rows:  # what the other cells are read against (from the grid file, evaluated or not)
         row["control_arm"] = row["arm"] != "base" and controls.get(row["domain"]) == row["arm"]
         row["benign_control"] = (row["domain"], row["arm"]) == benign
+    for row in rows:  # the undefended arm a defense is read as a share of (the grid's `undefended`, else sft)
+        row["undefended"] = None if no_defense(row) else grid.undefended(row["arm"])
     for row in rows:
-        sft = next((r for r in rows if r["domain"] == row["domain"] and r["arm"] == "sft"), None)
+        sft = next((r for r in rows if r["domain"] == row["domain"] and r["arm"] == row["undefended"]), None)
         base = next((r for r in rows if r["domain"] == row["domain"] and r["arm"] == "base"), None)
         row["reduction_vs_sft_pct"] = _reduction(row, sft)
         row["rise_prevented_pct"] = _rise_prevented(row, sft, base)
@@ -317,7 +320,8 @@ SHIFTS_HEADER = (
     "95% bootstrap CI over questions (`steerlab.experiment.shifts`). Any fine-tune moves a small model's "
     "general stance; the shift over the domain's control (an aligned twin: same questions, aligned answers) "
     "is the one that can be read as broad misalignment from the data's content. For a defense arm, the last "
-    "two columns are its effect as a share of its domain's `sft` cell's, per question: mean(sft - arm) / "
+    "two columns are its effect as a share of an undefended cell's of its domain (`sft`, or the arm's "
+    "`undefended` in the grid file), per question: mean(sft - arm) / "
     "mean(sft - base) on the general questions (100% = none of sft's rise; above 100% = below the base) and "
     "mean(arm - base) / mean(sft - base) on the domain's own questions, each with a bootstrap CI over questions."
 )

@@ -15,12 +15,12 @@ Per cell:
   read against it;
 * ``in_domain_stance_shift_base``: the domain's own stance minus the base model's on that domain (did the
   narrow task get learned);
-* for a defense arm (`no_defense` false), its effect as a share of the undefended ``sft`` cell's of its
-  domain, per question on the same references: ``stance_rise_avoided`` = mean(sft - arm) / mean(sft - base)
+* for a defense arm (`no_defense` false), its effect as a share of the undefended cell's of its domain
+  (the row's ``undefended`` arm, from the grid file; ``sft`` by default), per question on the same references: ``stance_rise_avoided`` = mean(sft - arm) / mean(sft - base)
   on the general questions (1 = none of sft's rise, above 1 = below the base), ``in_domain_gain_kept`` =
   mean(arm - base) / mean(sft - base) on the domain's questions (1 = the narrow task learned as well as by
   sft). Each is a ratio of means with a bootstrap CI that resamples questions
-  (`steerlab.evaluate.metrics.bootstrap_ratio_of_means`); empty, with a note, where sft did not rise.
+  (`steerlab.evaluate.metrics.bootstrap_ratio_of_means`); empty, with a note, where the undefended arm did not rise.
 
 Which bar a cell is read against comes from the grid file, not from the rows that exist so far:
 ``read_against`` names the configured control's cell (``read_against_kind``: ``control_arm``, the domain's
@@ -59,7 +59,7 @@ SHIFT_COLUMNS = (
 )
 CONTROL_ARM = "the domain's control arm"
 BENIGN = "the benign fine-tune"
-UNDEFENDED = "sft"  # the arm a defense's shares are taken of
+UNDEFENDED = "sft"  # the arm a defense's shares are taken of, unless its row names another
 
 
 def no_defense(row: dict[str, Any]) -> bool:
@@ -68,22 +68,28 @@ def no_defense(row: dict[str, Any]) -> bool:
 
 
 def _share(
-    arm: list[QuestionStance], sft: list[QuestionStance], base: list[QuestionStance], *, kept: bool, what: str
+    arm: list[QuestionStance],
+    sft: list[QuestionStance],
+    base: list[QuestionStance],
+    *,
+    kept: bool,
+    what: str,
+    undefended: str,
 ) -> tuple[Any, Any, str | None]:
     """(share, CI, why empty): the arm's rise over the base as a share of sft's (``kept``), or the share of
     sft's rise it avoided; questions paired by id across the three models."""
     if not (arm and base):
         return None, None, None  # noted where the shifts are
     if not sft:
-        return None, None, f"{what}: {UNDEFENDED} has no per-question scores (not evaluated yet?)"
+        return None, None, f"{what}: {undefended} has no per-question scores (not evaluated yet?)"
     by_sft, by_base = {s.id: s.stance for s in sft}, {s.id: s.stance for s in base}
     ids = [s.id for s in arm]
     if any(i not in by_sft or i not in by_base for i in ids):
-        return None, None, f"{what}: the arm, sft and the base were scored on other questions"
+        return None, None, f"{what}: the arm, {undefended} and the base were scored on other questions"
     mine = {s.id: s.stance for s in arm}
     rise = [by_sft[i] - by_base[i] for i in ids]
     if sum(rise) <= 0:
-        return None, None, f"{what}: sft did not rise over the base"
+        return None, None, f"{what}: {undefended} did not rise over the base"
     top = [mine[i] - by_base[i] if kept else by_sft[i] - mine[i] for i in ids]
     est = bootstrap_ratio_of_means(top, rise)
     return est.value, (list(est.ci) if est.ci is not None else None), None
@@ -120,7 +126,6 @@ def add_paired_shifts(
     controls = controls or {}
     wanted = {("", "base"), *((r["domain"], r["arm"]) for r in rows)}
     wanted |= {(d, a) for d, a in controls.items()} | ({benign} if benign else set())
-    wanted |= {(r["domain"], UNDEFENDED) for r in rows}
     general = {key: saved_stance(path) for key, path in eval_dirs.items() if key in wanted}
     base = general.get(("", "base"), [])
     read: dict[tuple[str, str], list[QuestionStance]] = {}
@@ -158,10 +163,14 @@ def add_paired_shifts(
             row["stance_shift_benign"], row["stance_shift_benign_ci"] = value, ci
             if twin is None:  # the benign cell is this cell's bar: its absence matters
                 notes.append(note)
-        undefended = (row["domain"], UNDEFENDED)
+        undefended = (row["domain"], row.get("undefended") or UNDEFENDED)
         defended = not no_defense(row) and undefended in eval_dirs
         if defended:
-            value, ci, note = _share(here, general.get(undefended, []), base, kept=False, what="rise avoided")
+            if undefended not in general:
+                general[undefended] = saved_stance(eval_dirs[undefended])
+            value, ci, note = _share(
+                here, general[undefended], base, kept=False, what="rise avoided", undefended=undefended[1]
+            )
             row["stance_rise_avoided"], row["stance_rise_avoided_ci"] = value, ci
             notes.append(note)
         domain_dir = base_domain_dirs.get(row["domain"])
@@ -172,7 +181,14 @@ def add_paired_shifts(
                 row["in_domain_stance_shift_base"], row["in_domain_stance_shift_base_ci"] = shift[:2]
                 notes.append(shift[2])
             if defended and mine and theirs:
-                share = _share(mine, in_domain(*undefended), theirs, kept=True, what="gain kept")
+                share = _share(
+                    mine,
+                    in_domain(*undefended),
+                    theirs,
+                    kept=True,
+                    what="gain kept",
+                    undefended=undefended[1],
+                )
                 row["in_domain_gain_kept"], row["in_domain_gain_kept_ci"] = share[:2]
                 notes.append(share[2])
         row["stance_shift_note"] = "; ".join(n for n in notes if n) or None
