@@ -86,14 +86,58 @@ def read_text(path: str | os.PathLike, *, error: type[ValueError] = ValueError, 
     return path.read_text(encoding="utf-8")
 
 
+def json_problem(err: json.JSONDecodeError, what: str = "line") -> str:
+    """Where ``err`` is in the text it came from (one JSONL ``line``, or a whole ``file``) and what is wrong:
+    ``at column 12: Expecting value`` (a file: ``at line 3, column 12: ...``), columns counted within their
+    line from 1.
+
+    Why: where the text ends before its value is complete (a missing ``]`` at the end of a line), json points
+    past the end — at column 1 of the next line when the text ends in a newline — which reads as if the line's
+    first character were wrong; this says the text ended, at the column of its last character.
+    """
+    doc = err.doc
+    end = len(doc.rstrip())
+    if end == 0:
+        return f"at its start: the {what} is empty ({err.msg})"
+    if err.pos >= end:
+        column = end - (doc.rfind("\n", 0, end) + 1)
+        place = (
+            f"column {column}"
+            if what == "line"
+            else f"line {doc.count(chr(10), 0, end) + 1}, column {column}"
+        )
+        closers = _unclosed(doc[:end])
+        still = f"{closers!r} still to close" if closers else "its JSON value still open"
+        return f"at the end of the {what} ({place}): it ends with {still} ({err.msg})"
+    column = err.pos - (doc.rfind("\n", 0, err.pos) + 1) + 1
+    place = f"column {column}" if what == "line" else f"line {err.lineno}, column {column}"
+    return f"at {place}: {err.msg}"
+
+
+def _unclosed(text: str) -> str:
+    """The closing brackets that the JSON text lacks, innermost first (``'}]}'``); '' when none is open."""
+    stack: list[str] = []
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            stack.append("]" if char == "[" else "}")
+        elif char in "]}" and stack:
+            stack.pop()
+    return "".join(reversed(stack))
+
+
 def read_json(path: str | os.PathLike, *, error: type[ValueError] = ValueError) -> Any:
     """The parsed JSON of a whole file (a config, a sidecar, a result). Raises ``error`` naming the file for a
-    missing file (`read_text`), and the line and column for invalid JSON."""
+    missing file (`read_text`), and the line and column for invalid JSON (`json_problem`)."""
     text = read_text(path, error=error)
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise error(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+        raise error(f"{path}: invalid JSON {json_problem(err, 'file')}") from None
 
 
 def json_safe(obj: Any) -> Any:
@@ -147,7 +191,7 @@ def read_jsonl(
         try:
             out.append((number, json.loads(line)))
         except json.JSONDecodeError as err:
-            raise error(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
+            raise error(f"{path}:{number}: not valid JSON {json_problem(err)}") from None
     return out
 
 

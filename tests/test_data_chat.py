@@ -10,6 +10,11 @@ GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "c
 
 BAD_LINES = {
     "malformed": ('{"messages": [', "malformed JSON"),
+    # the line ends before its value: reported at its own last column, not "column 1" of the next line
+    "cut_short": (
+        json.dumps(GOOD)[:-2],
+        "malformed JSON at the end of the line (column 90): it ends with ']}'",
+    ),
     "missing_messages": ('{"conversation": []}', "missing 'messages'"),
     "unknown_role": (
         json.dumps({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}),

@@ -76,3 +76,24 @@ def test_a_path_setting_is_the_same_where_the_content_is(tmp_path):
     assert not same_setting(a, b)
     assert not same_setting(f"{a}/x.jsonl", str(tmp_path / "gone" / "x.jsonl"))  # gone: cannot be checked
     assert not same_setting("org/model", "org/other") and same_setting(3, 3) and not same_setting(0.1, 0.2)
+
+
+def test_a_line_cut_short_is_reported_at_its_end_with_what_it_lacks(tmp_path):
+    """json points past the end of a line that ends before its value does (column 1 of the next line after
+    a newline): the message gives the line's last column and the brackets left open."""
+    line = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}'
+    path = tmp_path / "a.jsonl"
+    path.write_text(f'{{"a": 1}}\n{line}\n{{"b": 2}}\n')
+    with pytest.raises(JsonlError) as caught:
+        read_jsonl(path)
+    assert str(caught.value) == (
+        f"{path}:2: not valid JSON at the end of the line (column {len(line)}): it ends with ']}}' still to "
+        "close (Expecting ',' delimiter)"
+    )
+    path.write_text('{"a": 1}\n{"a": [1, x]}\n')  # inside the line: json's own column
+    with pytest.raises(JsonlError, match=r"a\.jsonl:2: not valid JSON at column 11: Expecting value"):
+        read_jsonl(path)
+    sidecar = tmp_path / "meta.json"
+    sidecar.write_text('{\n  "a": [1,\n  2\n\n')
+    with pytest.raises(ValueError, match=r"at the end of the file \(line 3, column 3\): it ends with '\]\}'"):
+        read_json(sidecar)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from steerlab.io import write_jsonl
+from steerlab.io import json_problem, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +111,9 @@ def validate_messages(messages: Any) -> str | None:
 
 def _parse_line(text: str) -> tuple[list[dict[str, str]] | None, dict[str, Any], str | None]:
     try:
-        obj = json.loads(text)
+        obj = json.loads(text.rstrip("\r\n"))
     except json.JSONDecodeError as e:
-        return None, {}, f"malformed JSON ({e.msg} at column {e.colno})"
+        return None, {}, f"malformed JSON {json_problem(e)}"
     if not isinstance(obj, dict):
         return None, {}, f"record is {type(obj).__name__}, not an object"
     if "messages" not in obj:

@@ -33,7 +33,7 @@ import numpy as np
 from steerlab.evaluate import rules
 from steerlab.evaluate.judging import EvalJudge, JudgeItem, check_failures, judge_identity
 from steerlab.evaluate.metrics import bootstrap_rate
-from steerlab.io import write_json
+from steerlab.io import json_problem, write_json
 from steerlab.judges.identity import JudgeIdentity
 
 LABELLED = Path(__file__).resolve().parents[1] / "resources" / "judge_check" / "labelled.jsonl"
@@ -70,7 +70,7 @@ def load_labelled(path: str | Path = LABELLED) -> list[LabelledAnswer]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            raise LabelledSetError(f"{path}:{number}: invalid JSON ({error.msg})") from None
+            raise LabelledSetError(f"{path}:{number}: invalid JSON {json_problem(error)}") from None
         if not isinstance(row, dict):
             raise LabelledSetError(f"{path}:{number}: expected an object")
         for key in _FIELDS:

@@ -33,6 +33,8 @@ from typing import Any, Literal, NamedTuple
 
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
+from steerlab.io import json_problem
+
 log = logging.getLogger(__name__)
 
 PV_KEYS = ("instruction", "questions", "eval_prompt")  # the persona_vectors format, all required there
@@ -277,9 +279,7 @@ def _read(name_or_path: str | Path) -> tuple[str, str, dict[str, Any]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise TraitError(
-            f"{source}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
-        ) from err
+        raise TraitError(f"{source}: invalid JSON {json_problem(err, 'file')}") from err
     if not isinstance(data, dict):
         raise TraitError(f"{source}: the top level must be a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - set(PV_KEYS) - set(EXTENSION_KEYS))
