@@ -90,3 +90,24 @@ def test_unit_vector_rows_and_refusals():
         unit_vector(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
     with pytest.raises(ValueError, match="zero or non-finite"):
         unit_vector(torch.tensor([float("nan"), 1.0]))
+
+
+def test_a_file_that_is_no_vector_is_named_as_given(tmp_path, llama):
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text('{"messages": []}\n')
+    with pytest.raises(VectorFileError) as caught:
+        PersonaVector.load(chats)
+    assert str(caught.value) == (
+        f"{chats} is not a persona vector (expected a .safetensors persona vector with its .json sidecar)"
+    )
+    # a name with a dot keeps it: evil.v2 is evil.v2.safetensors, not evil.safetensors
+    assert PersonaVector.paths(tmp_path / "evil.v2") == (
+        tmp_path / "evil.v2.safetensors",
+        tmp_path / "evil.v2.json",
+    )
+    path = _vector(llama).save(tmp_path / "evil.v2")
+    assert path == tmp_path / "evil.v2.safetensors" and PersonaVector.load(tmp_path / "evil.v2").layers == [0, 1, 2]
+    with pytest.raises(
+        VectorFileError, match=r"evil\.v3: vector file .*evil\.v3\.safetensors does not exist"
+    ):
+        PersonaVector.load(tmp_path / "evil.v3")

@@ -28,6 +28,7 @@ from steerlab.io import atomic_path, read_json, write_json
 from steerlab.linalg import unit_vector
 from steerlab.models.architectures import hidden_size, model_config, num_layers, unwrap
 
+VECTOR_SUFFIXES = (".safetensors", ".json")  # the two files of a saved vector
 LAYER_CONVENTION = "block_output"  # layer l = output of block l = hidden_states[l + 1]
 _FINGERPRINT_KEYS = (
     "model_type",
@@ -219,10 +220,11 @@ class PersonaVector:
     # -- files ------------------------------------------------------------------------------------------
     @staticmethod
     def paths(path: str | Path) -> tuple[Path, Path]:
-        """``(NAME.safetensors, NAME.json)`` for ``NAME``, ``NAME.safetensors`` or ``NAME.json``."""
+        """``(NAME.safetensors, NAME.json)`` for ``NAME``, ``NAME.safetensors`` or ``NAME.json`` (a name with
+        another dot keeps it: ``evil.v2`` is ``evil.v2.safetensors``)."""
         path = Path(path)
-        stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
-        return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+        stem = path.with_suffix("") if path.suffix in VECTOR_SUFFIXES else path
+        return Path(f"{stem}.safetensors"), Path(f"{stem}.json")
 
     def save(self, path: str | Path) -> Path:
         """Write ``NAME.safetensors`` (float32 tensors ``layer.<l>``) and the ``NAME.json`` sidecar, each
@@ -240,13 +242,18 @@ class PersonaVector:
     @classmethod
     def load(cls, path: str | Path) -> PersonaVector:
         """Read a vector written by `save` (safetensors only, no pickle). Raises `VectorFileError` naming the
-        file for a missing or truncated file, invalid JSON (with its line), metadata that does not match
+        file for another kind of file (``data.jsonl``: named as given), a missing or truncated file, invalid JSON (with its line), metadata that does not match
         `VectorMetadata`, an unknown layer convention, an unexpected tensor name, or tensors that disagree with
         the sidecar."""
-        tensors_path, sidecar_path = cls.paths(path)
+        given = Path(path)
+        expected = "expected a .safetensors persona vector with its .json sidecar"
+        if given.is_file() and given.suffix not in VECTOR_SUFFIXES:
+            raise VectorFileError(f"{given} is not a persona vector ({expected})")
+        tensors_path, sidecar_path = cls.paths(given)
         for required in (tensors_path, sidecar_path):
             if not required.is_file():
-                raise VectorFileError(f"vector file {required} does not exist")
+                where = "" if required == given else f"{given}: "
+                raise VectorFileError(f"{where}vector file {required} does not exist ({expected})")
         try:
             raw = load_file(str(tensors_path))
         except (SafetensorError, OSError, ValueError) as error:
