@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from steerlab.data.chat import write_chat_jsonl
@@ -104,8 +103,21 @@ def verify_manifest(out_dir: str | os.PathLike) -> None:
             raise ValueError(f"{p}: sha256 differs from {out / MANIFEST}; rebuild with build_all")
 
 
-if __name__ == "__main__":
-    target = sys.argv[1] if len(sys.argv) > 1 else "experiments/data"
-    seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-    for k, v in build_all(target, seed).items():
+def main(argv: list[str] | None = None) -> None:
+    """``python -m steerlab.data.build [OUT_DIR] [--seed N]``: build every dataset and print the files."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m steerlab.data.build", description=__doc__.split("\n\n")[0].replace("\n", " ")
+    )
+    parser.add_argument(
+        "out_dir", nargs="?", default="experiments/data", help="folder to build into (default: %(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
+    args = parser.parse_args(argv)
+    for k, v in build_all(args.out_dir, args.seed).items():
         print(f"{k}: {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -142,5 +142,12 @@ def _calibration() -> None:
             )
 
 
-if __name__ == "__main__":
+if (
+    __name__ == "__main__"
+):  # python -m steerlab.evaluate.collapse: prints the threshold's basis, takes no argument
+    import argparse
+
+    argparse.ArgumentParser(
+        prog="python -m steerlab.evaluate.collapse", description=_calibration.__doc__
+    ).parse_args()
     _calibration()

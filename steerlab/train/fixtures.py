@@ -7,7 +7,6 @@ Used by the fast tests and by ``experiments/tiny_smoke.yaml`` (whose data files 
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +107,20 @@ def write_config(path: str | Path, cfg: dict[str, Any]) -> Path:
     return path
 
 
-if __name__ == "__main__":
-    for name, p in write_tiny_data(sys.argv[1] if len(sys.argv) > 1 else "experiments/data").items():
+def main(argv: list[str] | None = None) -> None:
+    """``python -m steerlab.train.fixtures [OUT_DIR]``: write the tiny data files and print them."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m steerlab.train.fixtures", description=__doc__.split("\n\n")[0].replace("\n", " ")
+    )
+    parser.add_argument(
+        "out_dir", nargs="?", default="experiments/data", help="folder to write into (default: %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    for name, p in write_tiny_data(args.out_dir).items():
         print(name, p)
+
+
+if __name__ == "__main__":
+    main()
