@@ -263,9 +263,16 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Load and validate a YAML experiment file."""
+    """Load and validate a YAML experiment file; a grid file (``domains:``, `steerlab.experiment.grid`) is
+    refused as such, rather than as a file with an unknown key."""
     path = Path(path)
-    return config_from_dict(read_yaml(path), source=str(path), base=path.resolve().parent)
+    data = read_yaml(path)
+    if isinstance(data, dict) and "domains" in data:
+        raise ConfigError(
+            f"{path}: an experiment grid file (it has domains: and arms: of arm labels), not a single-run "
+            f"config: run it with `steerlab run {path}`"
+        )
+    return config_from_dict(data, source=str(path), base=path.resolve().parent)
 
 
 def dump_config(cfg: ExperimentConfig) -> str:
