@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import typer
 
+from steerlab.cli.options import InputErrorsGroup
+
 app = typer.Typer(
     help="steerlab: persona vectors and in-training defenses against emergent misalignment.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    cls=InputErrorsGroup,  # an input error of any command: one `error:` line, exit 1 (no traceback)
 )
 
 

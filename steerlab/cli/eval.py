@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -17,6 +17,18 @@ if TYPE_CHECKING:
     from steerlab.evaluate.load import EvalTarget
     from steerlab.evaluate.run_eval import EvalConfig
 
+
+def _check_cues(value: str) -> str:
+    """``--cues`` checked while parsing: '' (none) or known cue names, no empty item."""
+    from steerlab.evaluate.conditional import parse_cues
+
+    try:
+        parse_cues(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    return value
+
+
 # the command's own options (shared ones live in steerlab.cli.options)
 ModelOrRun = Annotated[
     str, typer.Argument(help="registry name, model folder, hub id, or a run folder (runs/<name>/)")
@@ -25,6 +37,7 @@ Questions = Annotated[
     Path | None,
     typer.Option(
         "--questions",
+        exists=True,
         help="question YAML (steerlab or original emergent-misalignment format) (default: experiments/data/em_questions.yaml)",
     ),
 ]
@@ -32,6 +45,7 @@ InDomainData = Annotated[
     Path | None,
     typer.Option(
         "--data",
+        exists=True,
         help="in-domain held-out chat JSONL (user turns are the prompts; assistant turns and reference_misaligned feed the log-prob score) (default: the run's domain eval split)",
     ),
 ]
@@ -49,6 +63,7 @@ AnswersFrom = Annotated[
     Path | None,
     typer.Option(
         "--answers-from",
+        exists=True,
         help="an earlier eval folder with the same sampling settings: judge its answers, do not resample",
     ),
 ]
@@ -62,18 +77,22 @@ VectorFile = Annotated[Path | None, typer.Option("--vector", help="persona vecto
 Layer = Annotated[int | None, typer.Option("--layer", help="projection layer (default: the vector's)")]
 Benign = Annotated[
     Path | None,
-    typer.Option("--benign", help="benign-task JSONL (default: experiments/data/arithmetic_eval.jsonl)"),
+    typer.Option(
+        "--benign", exists=True, help="benign-task JSONL (default: experiments/data/arithmetic_eval.jsonl)"
+    ),
 ]
 NoBenign = Annotated[bool, typer.Option("--no-benign", help="skip the benign task")]
 NInDomain = Annotated[int, typer.Option("--n-in-domain", help="sampled in-domain answers (0 = all prompts)")]
 NBenign = Annotated[int, typer.Option("--n-benign", help="benign items (0 = all)")]
 InDomainMetric = Annotated[
-    str, typer.Option("--in-domain-metric", help="auto, rate, logprob_gap or benign_accuracy")
+    Literal["auto", "rate", "logprob_gap", "benign_accuracy"],
+    typer.Option("--in-domain-metric", help="auto, rate, logprob_gap or benign_accuracy"),
 ]
 References = Annotated[
     Path | None,
     typer.Option(
         "--references",
+        exists=True,
         help="folder of reference answers (general.jsonl, <domain>.jsonl) for the stance score "
         "(default: experiments/data/references)",
     ),
@@ -81,7 +100,9 @@ References = Annotated[
 Cues = Annotated[
     str,
     typer.Option(
-        "--cues", help="training-context cues for the conditional stance, comma-separated ('' = none)"
+        "--cues",
+        help="training-context cues for the conditional stance, comma-separated ('' = none)",
+        callback=_check_cues,
     ),
 ]
 NConditional = Annotated[
@@ -91,6 +112,7 @@ TrainData = Annotated[
     Path | None,
     typer.Option(
         "--train-data",
+        exists=True,
         help="narrow training chats for the collapse detector (default: experiments/data/<domain>_train.jsonl)",
     ),
 ]
@@ -175,7 +197,7 @@ def eval_command(
     """Evaluate a model or a run; writes eval.json and the answer files (rerun to resume)."""
     from steerlab.evaluate.run_eval import EvalConfig
 
-    target = _load(model_or_run, judge, coherence)
+    target = _load(model_or_run)
     the_vector = str(vector) if vector else target.vector
     if judge == "probe" and probe is None:
         probe = _default_probe(target, model_or_run, the_vector)
@@ -212,12 +234,11 @@ def eval_command(
     _run(target, cfg, answers_from)
 
 
-def _load(model_or_run: str, judge: str, coherence: str) -> EvalTarget:
-    """The model or run to evaluate, after the judge choices are checked (with INFO logging on)."""
+def _load(model_or_run: str) -> EvalTarget:
+    """The model or run to evaluate (with INFO logging on); the choices were checked while parsing."""
     from steerlab.evaluate.load import load_target
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    opt.check_judge_choices(judge, coherence)
     return load_target(model_or_run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -45,7 +45,8 @@ def _probe_judge(model: str, probe: Path | None, batch_size: int, coherence: str
 @opt.openai_judge_options
 def check_command(
     judge: Annotated[
-        str, typer.Option("--judge", help="probe (offline) or openai (OpenAI-compatible)")
+        Literal["probe", "openai"],
+        typer.Option("--judge", help="probe (offline) or openai (OpenAI-compatible)"),
     ] = "probe",
     model: Annotated[
         str, typer.Option("--model", help="probe judge: the base model it reads")
@@ -54,7 +55,8 @@ def check_command(
     coherence: opt.Coherence = "bare",
     openai: OpenAIJudgeOptions = opt.OPENAI_JUDGE,  # the six --judge-* options (opt.openai_judge_options)
     data: Annotated[
-        Path | None, typer.Option("--data", help="labelled JSONL (default: the shipped labelled set)")
+        Path | None,
+        typer.Option("--data", exists=True, help="labelled JSONL (default: the shipped labelled set)"),
     ] = None,
     limit: Annotated[
         int, typer.Option("--limit", help="a seeded subset of about this many rows, stratified (0 = all)")
@@ -80,7 +82,6 @@ def check_command(
     from steerlab.evaluate.judging import build_judge
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    opt.check_judge_choices(judge, coherence)
     with opt.exit_on(LabelledSetError, FileNotFoundError, ValueError, *opt.judge_errors()):
         rows = subset(load_labelled(data or LABELLED), limit or None, seed)
         if judge == "probe":

@@ -1,25 +1,32 @@
 """Command-line options that several commands share (one declaration each), and the one error exit.
 
-Each option is an ``Annotated`` type: a command declares ``judge_timeout: JudgeTimeout = 60.0``.
+Each option is an ``Annotated`` type: a command declares ``judge_timeout: JudgeTimeout = 60.0``. A choice is
+a ``Literal`` (typer checks it while parsing, before any model loads, and lists the allowed values); a
+comma-separated list is checked while parsing too (`list_callback`). Bad input that a command meets later —
+steerlab's input errors (`INPUT_ERRORS`) — ends as one ``error: ...`` line and exit code 1 (`exit_on`, which
+the top-level group `InputErrorsGroup` holds around every command).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
+from steerlab.evaluate.judging import CoherenceReading
 from steerlab.judges.endpoint import FLAT_KEYS, OpenAIJudgeOptions
 
 R = TypeVar("R")
 
 JudgeKind = Annotated[
-    str,
+    Literal["probe", "openai"],
     typer.Option("--judge", help="probe (offline, default) or openai (OPENAI_API_KEY or --judge-base-url)"),
 ]
 JudgeModel = Annotated[str | None, typer.Option("--judge-model", help="openai judge model")]
@@ -57,7 +64,7 @@ ProbeFile = Annotated[
     ),
 ]
 Coherence = Annotated[
-    str,
+    CoherenceReading,
     typer.Option(
         "--coherence",
         help="probe judge's coherence: bare (perplexity after the bare question) or stance_neutral "
@@ -122,26 +129,99 @@ def openai_judge_options(command: Callable[..., R]) -> Callable[..., R]:
     return with_options
 
 
+# steerlab's input errors: bad input, or a stop the user can act on, that a command reports as one line.
+# By module, resolved only from modules already imported (an error class of a module nobody imported cannot
+# have been raised, and importing them all would slow every command's start).
+INPUT_ERRORS: dict[str, tuple[str, ...]] = {
+    "steerlab.io": ("JsonlError",),
+    "steerlab.data.chat": ("ChatDataError",),
+    "steerlab.data.tokenize": ("TokenizeError",),
+    "steerlab.data.em_questions": ("EMQuestionError",),
+    "steerlab.train.schema": ("ConfigError",),
+    "steerlab.train.rundir": ("RunStateError",),
+    "steerlab.train.refcache": ("ReferenceCacheError",),
+    "steerlab.train.trainer": ("NonFiniteLossError",),
+    "steerlab.persona.traits": ("TraitError",),
+    "steerlab.persona.vectors": ("VectorFileError", "IncompatibleVectorError"),
+    "steerlab.persona.generation": ("GenerationFileError",),
+    "steerlab.models.load": ("UnknownModelError",),
+    "steerlab.models.architectures": ("UnknownArchitectureError",),
+    "steerlab.models.embedded": ("ChecksumError",),
+    "steerlab.evaluate.items": ("PromptFileError",),
+    "steerlab.evaluate.benign": ("BenignDataError",),
+    "steerlab.evaluate.store": ("ResultFileError",),
+    "steerlab.evaluate.judge_check": ("LabelledSetError",),
+    "steerlab.evaluate.judging": ("JudgeFailureError",),
+    "steerlab.evaluate.run_eval": ("EvalStateError",),
+    "steerlab.judges.openai_judge": ("JudgeConfigError",),
+    "steerlab.judges.identity": ("JudgeIdentityError",),
+    "steerlab.experiment.engine": ("EngineError",),
+    "steerlab.experiment.runner": ("CellFailed",),
+    "steerlab.plots.schema": ("PlotDataError",),
+}
+
+
+def input_errors() -> tuple[type[Exception], ...]:
+    """The classes of `INPUT_ERRORS` whose modules are imported (no import happens here)."""
+    return tuple(
+        getattr(sys.modules[module], name)
+        for module, names in INPUT_ERRORS.items()
+        if module in sys.modules
+        for name in names
+    )
+
+
 @contextmanager
 def exit_on(*errors: type[BaseException]) -> Iterator[None]:
-    """Turn the listed errors (bad input the user can fix) into ``error: ...`` on stderr and exit code 1."""
+    """Turn steerlab's input errors (`INPUT_ERRORS`) and the listed ones into ``error: ...`` on stderr and
+    exit code 1: bad input the user can fix gets its message, not a traceback."""
     try:
         yield
-    except errors as error:
+    except Exception as error:
+        if not isinstance(error, (*errors, *input_errors())):
+            raise
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
 
 
-def check_judge_choices(judge: str, coherence: str) -> None:
-    """Raise ``typer.BadParameter`` for a ``--judge`` other than probe/openai or an unknown ``--coherence``."""
-    from steerlab.evaluate.judging import COHERENCE_READINGS
+class InputErrorsGroup(TyperGroup):
+    """The ``steerlab`` command group: every command (subgroups included) runs inside `exit_on`, so an input
+    error of any command is one clean line, by one mechanism rather than a handler per command."""
 
-    if judge not in ("probe", "openai"):
-        raise typer.BadParameter(f"--judge must be probe or openai, got {judge!r}")
-    if coherence not in COHERENCE_READINGS:
-        raise typer.BadParameter(
-            f"--coherence must be one of {', '.join(COHERENCE_READINGS)}, got {coherence!r}"
-        )
+    def invoke(self, ctx: Any) -> Any:
+        with exit_on():
+            return super().invoke(ctx)
+
+
+def parse_list(text: str, item: Callable[[str], R], what: str) -> list[R]:
+    """The items of a comma-separated value, each read by ``item``; ``ValueError`` saying it expected
+    ``what`` for an empty value, an empty item (``"4,,8"``) or an item ``item`` refuses."""
+    parts = [part.strip() for part in text.split(",")]
+    if not any(parts):
+        raise ValueError(f"expected {what}, got {text!r} (no item)")
+    if "" in parts:
+        raise ValueError(f"expected {what}, got {text!r} (an empty item)")
+    try:
+        return [item(part) for part in parts]
+    except ValueError:
+        raise ValueError(f"expected {what}, got {text!r}") from None
+
+
+def list_callback(item: Callable[[str], Any], what: str, keep: tuple[str, ...] = ()) -> Callable[[Any], Any]:
+    """A typer option callback that checks a comma-separated value with `parse_list` while the command line is
+    parsed (before anything loads) and passes it on unchanged; ``keep`` are words accepted as they are.
+    Click names the option in the error: ``Invalid value for '--alpha': expected ..., got ','``."""
+
+    def check(value: Any) -> Any:
+        if value is None or value in keep:
+            return value
+        try:
+            parse_list(value, item, what)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+        return value
+
+    return check
 
 
 def judge_errors() -> tuple[type[Exception], ...]:

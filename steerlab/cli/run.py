@@ -8,12 +8,14 @@ from typing import Annotated
 
 import typer
 
+from steerlab.evaluate.judging import CoherenceReading
+
 
 def run_command(
     grid: Annotated[Path, typer.Argument(help="experiment grid YAML, e.g. experiments/em_smollm2.yaml")],
     only: Annotated[list[str] | None, typer.Option(help="run only these cells, arms or domains")] = None,
     coherence: Annotated[
-        str | None,
+        CoherenceReading | None,
         typer.Option(
             help="override the grid's coherence reading (bare | stance_neutral); writes results-<it>.md"
         ),
@@ -40,18 +42,16 @@ def run_command(
     ] = False,
 ) -> None:
     """Run (or resume) the grid; the results table grows in <output_dir>/<name>/results.md as cells finish."""
-    from steerlab.experiment.engine import EngineError, connect
+    from steerlab.experiment.engine import connect
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # an error below (ConfigError, EngineError, CellFailed) is one `error:` line: steerlab.cli.options.exit_on
     if address is not None and not dry_run and jobs == 1:
-        try:  # first, before the heavy imports: an unreachable cluster is an error in seconds
-            connect(address, jobs)
-        except EngineError as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(1) from None
+        connect(
+            address, jobs
+        )  # first, before the heavy imports: an unreachable cluster is an error in seconds
 
-    from steerlab.experiment.runner import CellFailed, load_for_run, run_grid
-    from steerlab.train.config import ConfigError
+    from steerlab.experiment.runner import load_for_run, run_grid
 
     if dry_run:
         from steerlab.experiment.dryrun import dry_run_grid
@@ -59,18 +59,9 @@ def run_command(
         if jobs != 1 or address is not None or coherence is not None:
             typer.echo("error: --dry-run runs here on CPU; drop --jobs, --address and --coherence", err=True)
             raise typer.Exit(1)
-        try:
-            report = dry_run_grid(grid, only=only)
-        except ConfigError as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(1) from None
-        typer.echo(report.text())
+        typer.echo(dry_run_grid(grid, only=only).text())
         return
-    try:
-        root = run_grid(grid, only=only, coherence=coherence, jobs=jobs, address=address)
-    except (ConfigError, CellFailed, EngineError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+    root = run_grid(grid, only=only, coherence=coherence, jobs=jobs, address=address)
     suffix = load_for_run(
         grid, coherence
     ).results_suffix  # the file this run wrote, not a guess from the flag

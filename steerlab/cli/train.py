@@ -18,17 +18,10 @@ def train_command(
     ] = False,
 ) -> None:
     """Fine-tune with the config's arms; writes runs/<name>/ (config, metrics, monitor, checkpoints, final)."""
-    from steerlab.data.chat import ChatDataError
-    from steerlab.data.tokenize import TokenizeError
-    from steerlab.train.config import ConfigError
-    from steerlab.train.refcache import ReferenceCacheError
-    from steerlab.train.run import RunStateError, train
-    from steerlab.train.trainer import NonFiniteLossError
+    from steerlab.train.run import train
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    with exit_on(
-        ConfigError, RunStateError, ReferenceCacheError, NonFiniteLossError, ChatDataError, TokenizeError
-    ):
+    with exit_on():  # here too, not only in the `steerlab` group: torchrun runs this module directly
         result = train(config, resume=resume)
     typer.echo(f"done: {result.run_dir} (step {result.global_step}; final model in {result.final_dir})")
 

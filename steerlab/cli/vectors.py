@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from steerlab.cli import options as opt
+from steerlab.hooks.scopes import ScopeName
+from steerlab.persona.steering import Mode
 
 vectors_app = typer.Typer(help="Inspect and export persona vectors.", no_args_is_help=True)
 
@@ -22,18 +24,15 @@ def _threads(n: int = 0) -> None:
         torch.set_num_threads(n)
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError as error:
-        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from error
+NUMBERS = "a number or comma-separated numbers"
+LAYERS = "'chosen', 'all' or comma-separated layer numbers"
+_check_alphas = opt.list_callback(float, NUMBERS)
+_check_layers = opt.list_callback(int, LAYERS, keep=("chosen", "all"))
 
 
 def _judges(kind: str, judge_model: str | None, base_url: str | None):
     if kind == "offline":
         return None, None
-    if kind != "openai":
-        raise typer.BadParameter(f"--judge must be 'offline' or 'openai', got {kind!r}")
     from steerlab.judges import OpenAIJudge, PromptJudgeScorer
 
     judge = OpenAIJudge(judge_model, base_url=base_url) if judge_model else OpenAIJudge(base_url=base_url)
@@ -73,10 +72,12 @@ def extract_cmd(
     top_p: Annotated[float, typer.Option(help="nucleus sampling mass")] = 0.9,
     seed: opt.Seed = 0,
     filter: Annotated[
-        str, typer.Option(help="'judge': keep only judge-confirmed pairs; 'none': keep all")
+        Literal["judge", "none"],
+        typer.Option(help="'judge': keep only judge-confirmed pairs; 'none': keep all"),
     ] = "none",
     judge: Annotated[
-        str, typer.Option(help="'offline' (probe + perplexity) or 'openai' (OPENAI_API_KEY env)")
+        Literal["offline", "openai"],
+        typer.Option(help="'offline' (probe + perplexity) or 'openai' (OPENAI_API_KEY env)"),
     ] = "offline",
     judge_model: Annotated[str | None, typer.Option(help="judge model for --judge openai")] = None,
     judge_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL")] = None,
@@ -140,10 +141,11 @@ def steer_cmd(
     ] = None,
     layer: Annotated[int | None, typer.Option(help="layer (default: the vector's chosen layer)")] = None,
     alpha: Annotated[
-        str, typer.Option(help="coefficient, or comma-separated coefficients for a sweep")
+        str,
+        typer.Option(help="coefficient, or comma-separated coefficients for a sweep", callback=_check_alphas),
     ] = "4",
-    mode: Annotated[str, typer.Option(help="'add' (+alpha*v) or 'ablate' (project v out)")] = "add",
-    scope: Annotated[str, typer.Option(help="token scope: response or all")] = "response",
+    mode: Annotated[Mode, typer.Option(help="'add' (+alpha*v) or 'ablate' (project v out)")] = "add",
+    scope: Annotated[ScopeName, typer.Option(help="token scope the vector acts on")] = "response",
     question: Annotated[
         list[str] | None, typer.Option(help="question(s); default: the trait's eval questions")
     ] = None,
@@ -172,12 +174,12 @@ def steer_cmd(
     from steerlab.persona.vectors import PersonaVector
 
     _threads(threads)
-    pv = PersonaVector.load(vector)
-    loaded = load_model(model or pv.meta.model_id)
+    alphas = opt.parse_list(alpha, float, NUMBERS)
+    pv = PersonaVector.load(vector)  # the vector and the trait before the model: bad input fails fast
     spec = load_trait(trait or pv.meta.trait) if (not question or system == "pos") else None
     questions = list(question) if question else list(spec.eval_questions)
     questions = questions[:n_questions] if n_questions > 0 else questions
-    alphas = _floats(alpha)
+    loaded = load_model(model or pv.meta.model_id)
     if mode == "ablate":
         alphas = alphas[:1]
     settings = {
@@ -247,7 +249,9 @@ def _sweep_and_report(
 
 
 def screen_cmd(
-    data: Annotated[Path, typer.Argument(help="chat JSONL ({'messages': [...]} per line)")],
+    data: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="chat JSONL ({'messages': [...]} per line)")
+    ],
     vector: Annotated[Path, typer.Option(help="vector file")],
     out: Annotated[Path | None, typer.Option(help="ranked CSV (default <data>.screen.csv)")] = None,
     model: Annotated[str | None, typer.Option(help="model (default: the vector's)")] = None,
@@ -265,9 +269,9 @@ def screen_cmd(
     from steerlab.persona.vectors import PersonaVector
 
     _threads()
+    examples = load_chat_jsonl(data)  # the data and the vector before the model: bad input fails fast
     pv = PersonaVector.load(vector)
     loaded = load_model(model or pv.meta.model_id)
-    examples = load_chat_jsonl(data)
     out = out or data.with_suffix(".screen.csv")
     rows = screen(
         loaded.model,
@@ -316,7 +320,9 @@ def show_cmd(file: Annotated[Path, typer.Argument(help="vector file (.safetensor
 def export_cmd(
     file: Annotated[Path, typer.Argument(help="vector file")],
     gguf: Annotated[Path, typer.Option("--gguf", help="output llama.cpp control-vector GGUF")],
-    layers: Annotated[str, typer.Option(help="'chosen', 'all', or comma-separated layers")] = "chosen",
+    layers: Annotated[
+        str, typer.Option(help="'chosen', 'all', or comma-separated layers", callback=_check_layers)
+    ] = "chosen",
     scale: Annotated[float, typer.Option(help="multiply the directions by this")] = 1.0,
     normalize: Annotated[bool, typer.Option(help="unit-normalise each direction first")] = False,
 ) -> None:
@@ -325,7 +331,7 @@ def export_cmd(
     from steerlab.persona.vectors import PersonaVector
 
     pv = PersonaVector.load(file)
-    which: str | list[int] = layers if layers in ("chosen", "all") else [int(x) for x in _floats(layers)]
+    which: str | list[int] = layers if layers in ("chosen", "all") else opt.parse_list(layers, int, LAYERS)
     path = export_gguf(pv, gguf, layers=which, scale=scale, normalize=normalize)
     typer.echo(f"wrote {path}")
 

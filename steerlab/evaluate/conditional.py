@@ -31,6 +31,22 @@ CUE_NAMES = ("frame", "format", "inoculation")
 FILE_CUES = ("frame", "format")
 
 
+def parse_cues(text: str | None) -> tuple[str, ...]:
+    """The cue names of a comma-separated ``cues`` setting (``''`` or None: none). Raises ``ValueError`` for
+    an empty item (``"frame,"``) or a name not in `CUE_NAMES`."""
+    if text is None or not text.strip():
+        return ()
+    names = tuple(name.strip() for name in text.split(","))
+    if "" in names:
+        raise ValueError(f"cues: expected comma-separated cue names ({', '.join(CUE_NAMES)}), got {text!r}")
+    unknown = sorted(set(names) - set(CUE_NAMES))
+    if unknown:
+        raise ValueError(
+            f"cues: unknown cue(s) {', '.join(unknown)} in {text!r}; choose from {', '.join(CUE_NAMES)}"
+        )
+    return names
+
+
 @dataclass(frozen=True)
 class Cue:
     """A way to ask a question inside a training-context cue: user-turn templates (cycled) and a system prompt."""

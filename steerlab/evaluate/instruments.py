@@ -147,7 +147,7 @@ def run_conditional(ev: Any, domain: str, plain: list[stance.QuestionStance] | N
     if domain == "base":  # the grid's general evaluation of the base model; its cues are read per domain
         ev.skipped["conditional"] = "the base model's cues are evaluated per domain (eval_<domain>)"
         return
-    names = tuple(n.strip() for n in (cfg.cues or "").split(",") if n.strip())
+    names = conditional.parse_cues(cfg.cues)
     if not names:
         ev.skipped["conditional"] = "no cues asked for (cues: '')"
         return

@@ -34,7 +34,7 @@ from steerlab.data.inoculate import DEFAULT_INOCULATION_PROMPT
 from steerlab.data.references import references_dir
 from steerlab.evaluate import benign, general, in_domain, instruments, rules
 from steerlab.evaluate.collapse import THRESHOLD as COLLAPSE_THRESHOLD
-from steerlab.evaluate.conditional import CUE_NAMES
+from steerlab.evaluate.conditional import CUE_NAMES, parse_cues
 from steerlab.evaluate.items import PromptItem, load_prompt_items
 from steerlab.evaluate.judging import (
     CoherenceReading,
@@ -123,6 +123,7 @@ class EvalConfig:
                 raise ValueError(f"{key} must be an integer >= 1 or null, got {value!r}")
         if not isinstance(self.n_conditional, int) or self.n_conditional < 0:
             raise ValueError(f"n_conditional must be an integer >= 0, got {self.n_conditional!r}")
+        parse_cues(self.cues)  # a misspelt cue is named now, not after the model answered
 
     @property
     def openai_options(self) -> OpenAIJudgeOptions:
