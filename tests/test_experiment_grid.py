@@ -506,3 +506,49 @@ def test_a_control_arm_gets_no_reduction_in_the_results_table(tmp_path):
     rows = {r["arm"]: r for r in collect_rows(grid)}
     assert rows["twin"]["control_arm"] and rows["twin"]["rise_prevented_pct"] is None
     assert rows["twin"]["reduction_vs_sft_pct"] is None and not rows["sft"]["control_arm"]
+
+
+def test_an_alarm_without_the_monitor_is_refused_naming_the_cell_and_keys(tmp_path):
+    """The drift alarm reads the monitor: an arm that turns the monitor off under a grid-wide alarm could
+    never be flagged, so the grid refuses it when it loads."""
+    monitor = {"every": 2, "chats": f"{DATA}/tiny_smoke_monitor.jsonl", "alarm": {"level": 1.0}}
+    arms = {"sft": {"sft": {}}, "quiet": {"sft": {}, "run": {"monitor": {"every": 0}}}}
+    path = _grid(tmp_path, run={"train": {"max_steps": 2}, "monitor": monitor}, arms=arms)
+    with pytest.raises(ConfigError) as caught:
+        load_grid(path)
+    message = str(caught.value)
+    assert "cell medical/quiet" in message and "monitor.alarm" in message and "monitor.every is 0" in message
+    arms["quiet"]["run"]["monitor"]["alarm"] = {"enabled": False}  # said outright: accepted
+    grid = load_grid(_grid(tmp_path, "g2", run={"monitor": monitor}, arms=arms))
+    assert sorted(c.key for c in grid.cells()) == ["medical__quiet", "medical__sft"]
+
+
+def test_preflight_names_a_layer_beyond_the_model_before_any_training(tmp_path):
+    import steerlab.experiment.runner as runner
+
+    vector = "../experiments/data/tiny_smoke_evil.safetensors"
+    arms = {
+        "sft": {"sft": {}},
+        "steer": {"steer": {"vector": vector, "layer": 99}},
+        "ldifs": {"ldifs": {"layers": [0, 2, 3]}},
+    }
+    path = _grid(tmp_path, output_dir=str(tmp_path / "runs"), arms=arms)
+    load_grid(path)  # the grid file alone cannot tell: the model's depth is not in it
+    with pytest.raises(ConfigError) as caught:
+        runner.run_grid(path)
+    message = str(caught.value)
+    assert "2 layer setting(s) outside 'tiny:llama'" in message
+    assert (
+        "cell medical__steer: arms.steer.layer: 99 is outside the model's layers 0..2 (3 blocks)" in message
+    )
+    assert "cell medical__ldifs: arms.ldifs.layers: [3] is outside the model's layers 0..2" in message
+    assert not (tmp_path / "runs").exists()  # nothing trained
+
+
+def test_model_depth_reads_the_config_alone(tmp_path):
+    from steerlab.models import model_depth
+    from steerlab.models.tiny import tiny_config
+
+    assert model_depth("tiny:llama") == 3
+    tiny_config("gpt2", layers=5).save_pretrained(tmp_path)  # config.json only, no weights
+    assert model_depth(str(tmp_path)) == 5

@@ -75,3 +75,22 @@ def test_invalid_yaml_names_line(tmp_path):
 def test_shipped_experiments_validate(name):
     cfg = load_config(EXPERIMENTS / name)
     assert Path(cfg.data.train).is_absolute()
+
+
+def test_an_alarm_set_with_the_monitor_off_is_refused(tmp_path):
+    path = _write(tmp_path, BASE.replace("{chats: data/m.jsonl}", "{every: 0, alarm: {level: 0.5}}"))
+    with pytest.raises(
+        ConfigError, match=r"exp\.yaml: monitor\.alarm: the drift alarm is set but monitor\.every"
+    ):
+        load_config(path)
+    off = BASE.replace("{chats: data/m.jsonl}", "{every: 0, alarm: {enabled: false, level: 0.5}}")
+    assert load_config(_write(tmp_path, off)).monitor.every == 0
+    # no alarm section: the default alarm is not asked for, and a run without a monitor is valid
+    assert (
+        load_config(_write(tmp_path, BASE.replace("{chats: data/m.jsonl}", "{every: 0}"))).monitor.every == 0
+    )
+
+
+def test_a_grid_file_is_named_as_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"em_smollm2\.yaml: an experiment grid file .* `steerlab run "):
+        load_config(EXPERIMENTS / "em_smollm2.yaml")

@@ -37,7 +37,7 @@ import torch
 
 from steerlab.experiment.estimate import GIB, MemoryEstimate, TimeEstimate, estimate_memory, estimate_time
 from steerlab.experiment.grid import Cell, Grid, load_grid
-from steerlab.experiment.preflight import cell_examples, check_cells
+from steerlab.experiment.preflight import cell_examples, check_cells, check_layers
 from steerlab.experiment.settings import DryRunSettings, GpuSpec
 from steerlab.io import write_json
 from steerlab.train.config import ConfigError, ExperimentConfig
@@ -365,6 +365,9 @@ def dry_run_grid(path: str | Path, *, only: list[str] | None = None) -> DryRunRe
     grid = load_grid(path)
     real_cells = select_cells(grid, only)
     architecture, arch_source = architecture_of(grid)
+    depth = architecture.get("num_hidden_layers", architecture.get("n_layer"))
+    if isinstance(depth, int):  # the real model's layers: the stand-in has fewer
+        check_layers(real_cells, depth, grid.model)
     settings = grid.dry_run
     root = grid.root.with_name(f"{grid.root.name}-dry-run")
     shutil.rmtree(root, ignore_errors=True)  # replaced on each dry run

@@ -1,14 +1,17 @@
-"""Check every cell's training data before a grid spends hours: each file parses and each example fits.
+"""Check every cell before a grid spends hours: its training data parses and fits, its layers exist.
 
 A grid runs for hours; a long example in the interleaving pool used to stop it only when that cell came up.
 ``check_cells`` reads what each cell to be trained will read — its narrow examples (with the inoculation
 prompt when that arm is on), its whole interleaving pool (after the refusal filter: any of it may be
 picked) and the calibration chats of holding steering — and tokenizes it under the cell's own ``max_length``. All problems are reported at once, each
-naming the cell and the file:line.
+naming the cell and the file:line. ``check_layers`` checks each cell's layer settings against the model's
+depth, read from its config without its weights (`steerlab.models.model_depth`), so ``layer: 99`` stops the
+grid before any cell starts rather than when its cell comes up.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,3 +101,38 @@ def check_cells(cells: Sequence[Cell], tokenizer: Any, *, most: int = 10) -> int
             f"{len(problems)} problem(s) in the grid's training data, found before any training:\n  {shown}{more}"
         )
     return checked
+
+
+# the config fields that name decoder blocks, in any arm's section or the monitor's (one int or a list)
+LAYER_FIELDS = ("layer", "layers", "ldifs_layers")
+
+
+def layer_problems(cfg: ExperimentConfig, depth: int) -> list[str]:
+    """Each layer setting of a cell's config outside the model's blocks ``0 .. depth - 1``, as
+    ``"arms.steer.layer: 99 ..."`` (arms found through their config fields, not by name)."""
+    sections = [(f"arms.{name}", section) for name, section in cfg.arms.items()] + [("monitor", cfg.monitor)]
+    problems = []
+    for where, section in sections:
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if f.name not in LAYER_FIELDS or value is None:
+                continue
+            bad = [
+                layer for layer in (value if isinstance(value, list) else [value]) if not 0 <= layer < depth
+            ]
+            if bad:
+                shown = bad[0] if len(bad) == 1 and not isinstance(value, list) else bad
+                problems.append(
+                    f"{where}.{f.name}: {shown} is outside the model's layers 0..{depth - 1} ({depth} blocks)"
+                )
+    return problems
+
+
+def check_layers(cells: Sequence[Cell], depth: int, model: str) -> None:
+    """Raise ``ConfigError`` listing every layer setting of ``cells`` outside ``model``'s ``depth`` blocks."""
+    problems = [f"cell {cell.key}: {p}" for cell in cells for p in layer_problems(cell.config, depth)]
+    if problems:
+        shown = "\n  ".join(problems)
+        raise ConfigError(
+            f"{len(problems)} layer setting(s) outside {model!r}, found before any training:\n  {shown}"
+        )

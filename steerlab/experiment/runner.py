@@ -35,9 +35,10 @@ from steerlab.evaluate.run_eval import EvalConfig, evaluate_model, reuse_answers
 from steerlab.experiment import engine
 from steerlab.experiment.finished import check_finished
 from steerlab.experiment.grid import Cell, Grid, load_grid
-from steerlab.experiment.preflight import check_cells
+from steerlab.experiment.preflight import check_cells, check_layers
 from steerlab.experiment.results import FAILURES_FILE, PROGRESS_FILE, write_results
 from steerlab.io import append_jsonl, write_json
+from steerlab.models import model_depth
 from steerlab.train.config import ConfigError
 from steerlab.train.run import load_tokenizer, train
 from steerlab.train.trainer import last_complete_checkpoint
@@ -288,6 +289,7 @@ def run_grid(
                 raise ConfigError(
                     f"{grid.source}: model {grid.model!r}: its tokenizer does not load for the preflight ({error})"
                 ) from None
+            check_layers(to_train, model_depth(grid.model), grid.model)  # its config only: no weights read
             checked = check_cells(to_train, tokenizer)
             log.info(
                 "preflight: %d cells to train, %d examples read and tokenized, all fit",

@@ -8,6 +8,7 @@ from steerlab.models.load import (
     UnknownModelError,
     load_model,
     load_tokenizer,
+    model_depth,
     registry_names,
     resolve_model_path,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "load_model",
     "load_run",
     "load_tokenizer",
+    "model_depth",
     "read_run",
     "registry_names",
     "resolve_model_path",

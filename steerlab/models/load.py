@@ -15,7 +15,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TINY_PREFIX = "tiny:"
@@ -99,6 +105,34 @@ def _tokenizer_from(
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
     return tokenizer
+
+
+def model_depth(name_or_path: str, *, trust_remote_code: bool = False) -> int:
+    """The number of decoder blocks (steerlab layers ``0 .. depth - 1``) from the model's config alone: no
+    weights are read, so a grid's preflight can check its layer settings in a second.
+
+    ``tiny:<arch>`` reads the test model's config. Raises `UnknownModelError` as `resolve_model_path` does, or
+    when the config cannot be loaded or names no layer count."""
+    arch = tiny_arch(name_or_path)
+    if arch is not None:
+        from steerlab.models.tiny import tiny_config
+
+        config = tiny_config(arch)
+    else:
+        source = resolve_model_path(name_or_path)
+        try:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as error:
+            raise UnknownModelError(
+                f"could not read the config of {name_or_path!r} from {source}: {error}"
+            ) from error
+    config = getattr(config, "text_config", None) or config
+    depth = getattr(config, "num_hidden_layers", None)
+    if not isinstance(depth, int):
+        raise UnknownModelError(
+            f"the config of {name_or_path!r} names no number of layers (num_hidden_layers)"
+        )
+    return depth
 
 
 def load_model(

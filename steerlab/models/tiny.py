@@ -10,7 +10,13 @@ from functools import lru_cache
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
 
 TINY_VOCAB = 384
 CHATML_TEMPLATE = (
@@ -88,14 +94,20 @@ def _base_config(model_type: str, hidden: int, layers: int, heads: int) -> dict:
     }
 
 
+def tiny_config(arch: str = "llama", hidden: int = 32, layers: int = 3, heads: int = 4) -> PretrainedConfig:
+    """The transformers config of `tiny_model` (no weights); raises ``ValueError`` for an architecture not in
+    ``TINY_ARCHS``."""
+    if arch not in TINY_ARCHS:
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose from {sorted(TINY_ARCHS)}")
+    return AutoConfig.for_model(arch, **(_base_config(arch, hidden, layers, heads) | TINY_ARCHS[arch]))
+
+
 def tiny_model(
     arch: str = "llama", hidden: int = 32, layers: int = 3, heads: int = 4, seed: int = 0
 ) -> PreTrainedModel:
     """A randomly initialised causal LM of the given architecture, fp32, eval mode, seeded (weights
     N(0, 0.15) so tokens differ); raises ``ValueError`` for an architecture not in ``TINY_ARCHS``."""
-    if arch not in TINY_ARCHS:
-        raise ValueError(f"unknown tiny architecture {arch!r}; choose from {sorted(TINY_ARCHS)}")
-    config = AutoConfig.for_model(arch, **(_base_config(arch, hidden, layers, heads) | TINY_ARCHS[arch]))
+    config = tiny_config(arch, hidden, layers, heads)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     # Random init at std 0.02 makes every token look alike; a larger scale gives distinct activations.

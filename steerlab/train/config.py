@@ -241,11 +241,27 @@ def _check_arms(cfg: ExperimentConfig) -> None:
             )
 
 
+def _check_alarm(data: dict[str, Any], cfg: ExperimentConfig) -> None:
+    """A drift alarm the file sets (``monitor.alarm:``) needs the monitor on: it reads the monitor's readings.
+
+    Why from the file's mapping: the alarm is on by default, so only a file that names it asks for it (a run
+    with ``monitor.every: 0`` and no ``alarm:`` section simply has neither)."""
+    monitor = data.get("monitor")
+    if not isinstance(monitor, dict) or not isinstance(monitor.get("alarm"), dict):
+        return
+    if cfg.monitor.alarm.enabled and cfg.monitor.every == 0:
+        raise ConfigError(
+            "monitor.alarm: the drift alarm is set but monitor.every is 0, so the monitor never reads and "
+            "the alarm can never fire; set monitor.every > 0, or monitor.alarm.enabled: false"
+        )
+
+
 def config_from_dict(data: Any, *, source: str = "<config>", base: Path | None = None) -> ExperimentConfig:
     """Validate a mapping into an `ExperimentConfig`; errors are prefixed with ``source``."""
     try:
         cfg = schema.build(ExperimentConfig, data, "", base)
         _check(cfg)
+        _check_alarm(data, cfg)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
     return cfg
