@@ -145,24 +145,6 @@ def _default_data(domain: str | None) -> str | None:
     return None
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    """What an evaluation raises for bad input or a failing judge: a message and exit 1, not a traceback."""
-    from steerlab.data.em_questions import EMQuestionError
-    from steerlab.evaluate.items import PromptFileError
-    from steerlab.evaluate.judging import JudgeFailureError
-    from steerlab.evaluate.run_eval import EvalStateError
-
-    errors = (
-        EvalStateError,
-        EMQuestionError,
-        PromptFileError,
-        FileNotFoundError,
-        ValueError,
-        JudgeFailureError,
-    )
-    return (*errors, *opt.judge_errors())
-
-
 @opt.openai_judge_options
 def eval_command(
     model_or_run: ModelOrRun,
@@ -246,7 +228,9 @@ def _run(target: EvalTarget, cfg: EvalConfig, answers_from: Path | None) -> None
     """Evaluate (judging the answers of ``answers_from`` when given) and print the row's table."""
     from steerlab.evaluate.run_eval import evaluate_model, reuse_answers
 
-    with opt.exit_on(*_user_errors()):
+    # steerlab's input errors (judge failures included) and, from an evaluation, any ValueError or missing
+    # file: a message and exit 1, not a traceback
+    with opt.exit_on(FileNotFoundError, ValueError):
         if answers_from is not None:
             reuse_answers(cfg, answers_from)
         row = evaluate_model(target.model, target.tokenizer, cfg, base=target.base)

@@ -72,7 +72,6 @@ def check_command(
     """Score the labelled answers with a judge: AUROC aligned vs misaligned and the EM rule's agreement."""
     from steerlab.evaluate.judge_check import (
         LABELLED,
-        LabelledSetError,
         format_table,
         load_labelled,
         run_check,
@@ -82,7 +81,7 @@ def check_command(
     from steerlab.evaluate.judging import build_judge
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with opt.exit_on(LabelledSetError, FileNotFoundError, ValueError, *opt.judge_errors()):
+    with opt.exit_on(FileNotFoundError, ValueError):  # and steerlab's input errors (LabelledSetError, ...)
         rows = subset(load_labelled(data or LABELLED), limit or None, seed)
         if judge == "probe":
             built = _probe_judge(model, probe, batch_size, coherence)

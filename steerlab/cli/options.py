@@ -222,11 +222,3 @@ def list_callback(item: Callable[[str], Any], what: str, keep: tuple[str, ...] =
         return value
 
     return check
-
-
-def judge_errors() -> tuple[type[Exception], ...]:
-    """A judge that cannot be built or does not answer as named: bad input, not a bug."""
-    from steerlab.judges.identity import JudgeIdentityError
-    from steerlab.judges.openai_judge import JudgeConfigError
-
-    return (JudgeConfigError, JudgeIdentityError)
