@@ -40,18 +40,30 @@ def run_command(
             "optimizer steps each on CPU, and print each cell's estimated GPU memory and time",
         ),
     ] = False,
+    results_only: Annotated[
+        bool,
+        typer.Option(
+            "--results-only",
+            help="rewrite results.{md,csv,json} from the cells finished so far; trains and evaluates nothing",
+        ),
+    ] = False,
 ) -> None:
-    """Run (or resume) the grid; the results table grows in <output_dir>/<name>/results.md as cells finish."""
+    """Run (or resume) the grid; the results table grows in <output_dir>/<name>/results.md as cells finish.
+    ``output_dir`` is read from the working folder (run from the repository root for the shipped grids)."""
     from steerlab.experiment.engine import connect
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # an error below (ConfigError, EngineError, CellFailed) is one `error:` line: steerlab.cli.options.exit_on
+    if results_only and (only or dry_run or jobs != 1 or address is not None):
+        typer.echo(
+            "error: --results-only reads what is there; drop --only, --dry-run, --jobs, --address", err=True
+        )
+        raise typer.Exit(1)
     if address is not None and not dry_run and jobs == 1:
-        connect(
-            address, jobs
-        )  # first, before the heavy imports: an unreachable cluster is an error in seconds
+        # first, before the heavy imports: an unreachable cluster is an error in seconds
+        connect(address, jobs)
 
-    from steerlab.experiment.runner import load_for_run, run_grid
+    from steerlab.experiment.runner import load_for_run, run_grid, write_results_only
 
     if dry_run:
         from steerlab.experiment.dryrun import dry_run_grid
@@ -61,7 +73,10 @@ def run_command(
             raise typer.Exit(1)
         typer.echo(dry_run_grid(grid, only=only).text())
         return
-    root = run_grid(grid, only=only, coherence=coherence, jobs=jobs, address=address)
+    if results_only:
+        root = write_results_only(grid, coherence)
+    else:
+        root = run_grid(grid, only=only, coherence=coherence, jobs=jobs, address=address)
     suffix = load_for_run(
         grid, coherence
     ).results_suffix  # the file this run wrote, not a guess from the flag
