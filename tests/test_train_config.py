@@ -86,9 +86,10 @@ def test_an_alarm_set_with_the_monitor_off_is_refused(tmp_path):
     off = BASE.replace("{chats: data/m.jsonl}", "{every: 0, alarm: {enabled: false, level: 0.5}}")
     assert load_config(_write(tmp_path, off)).monitor.every == 0
     # no alarm section: the default alarm is not asked for, and a run without a monitor is valid
-    assert (
-        load_config(_write(tmp_path, BASE.replace("{chats: data/m.jsonl}", "{every: 0}"))).monitor.every == 0
-    )
+    cfg = load_config(_write(tmp_path, BASE.replace("{chats: data/m.jsonl}", "{every: 0}")))
+    assert cfg.monitor.every == 0
+    # its resolved dump names every default, the alarm's too, and reads back (a resume reads it)
+    assert config_from_dict(__import__("yaml").safe_load(dump_config(cfg))) == cfg
 
 
 def test_a_grid_file_is_named_as_one(tmp_path):

@@ -57,7 +57,13 @@ import yaml
 
 from steerlab.evaluate.run_eval import EvalConfig
 from steerlab.experiment.settings import DryRunSettings, Resources, parse_dry_run, parse_resources
-from steerlab.train.config import ConfigError, ExperimentConfig, config_from_dict, read_yaml
+from steerlab.train.config import (
+    ConfigError,
+    ExperimentConfig,
+    check_alarm_asked,
+    config_from_dict,
+    read_yaml,
+)
 from steerlab.train.schema import as_mapping
 
 _TOP_KEYS = {
@@ -191,9 +197,12 @@ class Grid:
         monitor = data.get("monitor")
         if monitor is not None and self.vector is not None and "vector" not in monitor:
             data["monitor"] = {**monitor, "vector": str(self.vector)}
-        config = config_from_dict(
-            data, source=f"{self.source}: cell {domain.name}/{arm}", base=self.source.parent
-        )
+        source = f"{self.source}: cell {domain.name}/{arm}"
+        config = config_from_dict(data, source=source, base=self.source.parent)
+        try:
+            check_alarm_asked(data, config)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
         resources = parse_resources(
             self.arms[arm].get("resources"), f"{self.source}: arms.{arm}.resources", self.resources
         )

@@ -241,12 +241,14 @@ def _check_arms(cfg: ExperimentConfig) -> None:
             )
 
 
-def _check_alarm(data: dict[str, Any], cfg: ExperimentConfig) -> None:
-    """A drift alarm the file sets (``monitor.alarm:``) needs the monitor on: it reads the monitor's readings.
+def check_alarm_asked(data: Any, cfg: ExperimentConfig) -> None:
+    """Refuse a drift alarm that a written config asks for (``monitor.alarm:`` in ``data``, the mapping as
+    written) while its monitor is off (``monitor.every: 0``): the alarm reads the monitor, so it could never
+    fire. Raises `ConfigError` naming both keys.
 
-    Why from the file's mapping: the alarm is on by default, so only a file that names it asks for it (a run
-    with ``monitor.every: 0`` and no ``alarm:`` section simply has neither)."""
-    monitor = data.get("monitor")
+    Why on the written mapping, and not in `config_from_dict`: the alarm is on by default, so only a file that
+    names it asks for it, and a resolved config (`dump_config`, read back on resume) names every default."""
+    monitor = data.get("monitor") if isinstance(data, dict) else None
     if not isinstance(monitor, dict) or not isinstance(monitor.get("alarm"), dict):
         return
     if cfg.monitor.alarm.enabled and cfg.monitor.every == 0:
@@ -261,7 +263,6 @@ def config_from_dict(data: Any, *, source: str = "<config>", base: Path | None =
     try:
         cfg = schema.build(ExperimentConfig, data, "", base)
         _check(cfg)
-        _check_alarm(data, cfg)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
     return cfg
@@ -289,7 +290,12 @@ def load_config(path: str | Path) -> ExperimentConfig:
             f"{path}: an experiment grid file (it has domains: and arms: of arm labels), not a single-run "
             f"config: run it with `steerlab run {path}`"
         )
-    return config_from_dict(data, source=str(path), base=path.resolve().parent)
+    cfg = config_from_dict(data, source=str(path), base=path.resolve().parent)
+    try:
+        check_alarm_asked(data, cfg)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    return cfg
 
 
 def dump_config(cfg: ExperimentConfig) -> str:
