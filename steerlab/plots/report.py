@@ -28,7 +28,6 @@ from plotly.offline import get_plotlyjs
 
 from steerlab import __version__
 from steerlab.io import atomic_path, write_text
-from steerlab.judges.identity import judges_line
 from steerlab.plots import (
     PlotDataError,
     arm_colors,
@@ -45,6 +44,7 @@ from steerlab.plots import (
     steering_sweep_figure,
 )
 from steerlab.plots.io import VectorStats, read_json, read_jsonl
+from steerlab.plots.tables import conditional_table, html_table, results_table, shifts_table
 
 RUN_MARKERS = ("monitor.jsonl", "metrics.jsonl")
 RESULTS_FILES = ("results.csv", "results.json", "results.jsonl")
@@ -416,15 +416,6 @@ b.style.display='block';b.textContent='Rendering problems: '+msgs.join('; ');}},
 """
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    def cell(v: Any) -> str:
-        return html.escape(f"{v:.4g}" if isinstance(v, float) else "—" if v is None else str(v))
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-
-
 def metrics_table(runs: list[Run]) -> str:
     """One row per run: arms, steps logged, start/end projection, the last metrics row, eval.json numbers."""
     metric_keys = sorted({k for r in runs if r.metrics for k in _flat_numbers(r.metrics[-1]) if k != "step"})
@@ -451,7 +442,7 @@ def metrics_table(runs: list[Run]) -> str:
             + [last.get(k) for k in metric_keys]
             + [ev.get(k) for k in eval_keys]
         )
-    return _table(header, rows)
+    return html_table(header, rows)
 
 
 def _training_events(path: Path | None) -> list[str | None]:
@@ -544,110 +535,6 @@ def render_html(
     )
 
 
-def _value(v: Any) -> Any:
-    """A number or [lo, hi] from a results row, whether it came from JSON or from a CSV string."""
-    if isinstance(v, str):
-        try:
-            return json.loads(v) if v.strip() else None
-        except json.JSONDecodeError:
-            return v
-    return v
-
-
-def _ci_text(r: dict, key: str) -> str | None:
-    ci = _value(r.get(f"{key}_ci"))
-    return None if not isinstance(ci, list) or len(ci) != 2 else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
-
-
-def _results_table(path: Path, rows: list[dict[str, Any]]) -> tuple[str, str]:
-    keys = (
-        "general_misalignment",
-        "in_domain",
-        "stance",
-        "stance_control",
-        "in_domain_stance",
-        "collapse_share",
-    )
-    body = [
-        [r["arm"], r["domain"]]
-        + [x for key in keys for x in (_value(r.get(key)), _ci_text(r, key))]
-        + [r["benign_accuracy"], r["coherence"]]
-        for r in rows
-    ]
-    header = ["arm", "domain"]
-    for label in (
-        "general misalignment",
-        "in-domain learning",
-        "stance (mis - al, nats/token)",
-        "damage control",
-        "in-domain stance",
-        "collapse share",
-    ):
-        header += [label, "CI"]
-    caption = f"<p>{html.escape(judges_line(rows))}</p>" if any(r.get("judge") for r in rows) else ""
-    return (f"Results ({path.name})", caption + _table(header + ["benign accuracy", "coherence"], body))
-
-
-def _conditional_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """The general stance plain and under each training-context cue, with the paired shift (cue - plain)."""
-    cues = sorted(
-        {k[12:-7] for r in rows for k in r if k.startswith("conditional_") and k.endswith("_stance")}
-    )
-    cues = [c for c in cues if any(_value(r.get(f"conditional_{c}_stance")) is not None for r in rows)]
-    if not cues:
-        return None
-    header = ["arm", "domain", "stance plain", "CI"]
-    for cue in cues:
-        header += [f"under {cue}", "CI", f"shift ({cue} - plain)", "CI"]
-    body = []
-    for r in rows:
-        line = [r["arm"], r["domain"], _value(r.get("stance")), _ci_text(r, "stance")]
-        for cue in cues:
-            for key in (f"conditional_{cue}_stance", f"conditional_{cue}_shift"):
-                line += [_value(r.get(key)), _ci_text(r, key)]
-        body.append(line)
-    return "Conditional (hidden) misalignment: general stance inside training-context cues", _table(
-        header, body
-    )
-
-
-def _shifts_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """Each cell's general stance minus the base model's, its domain's control arm's and the benign
-    fine-tune's, and its in-domain stance minus the base model's: paired by question
-    (`steerlab.experiment.shifts`); a control's own row says so."""
-    keys = (
-        "stance_shift_base",
-        "stance_shift_control_arm",
-        "stance_shift_benign",
-        "in_domain_stance_shift_base",
-        "stance_rise_avoided",
-        "in_domain_gain_kept",
-    )
-    cells = [r for r in rows if any(_value(r.get(k)) is not None for k in keys)]
-    if not cells:
-        return None
-    header = ["arm", "domain"]
-    for label in (
-        "general stance vs base",
-        "vs the domain's control arm",
-        "vs benign fine-tune",
-        "in-domain vs base",
-        "share of sft's rise avoided",
-        "share of sft's in-domain gain kept",
-    ):
-        header += [label, "CI"]
-    flags = {"stance_shift_control_arm": "control_arm", "stance_shift_benign": "benign_control"}
-    body = []
-    for r in cells:
-        line = [r["arm"], r["domain"]]
-        for k in keys:
-            own = flags.get(k)
-            is_control = own is not None and _value(r.get(own)) in (True, "True")
-            line += ["(the control)", None] if is_control else [_value(r.get(k)), _ci_text(r, k)]
-        body.append(line)
-    return "Paired stance shifts (nats/token, per question on the same references)", _table(header, body)
-
-
 def write_report(
     path_in: str | Path, out_html: str | Path | None = None, *, png: bool = False, strict: bool = False
 ) -> ReportResult:
@@ -668,10 +555,10 @@ def write_report(
         raise PlotDataError(
             f"{root}: nothing to report: no run folders, results, sweep, screening or vectors found"
         )
-    extra = [_results_table(results_path, results)] if results else []
-    conditional = _conditional_table(results) if results else None
+    extra = [results_table(results_path, results)] if results else []
+    conditional = conditional_table(results) if results else None
     extra += [conditional] if conditional else []
-    shifts = _shifts_table(results) if results else None
+    shifts = shifts_table(results) if results else None
     extra += [shifts] if shifts else []
     page = render_html(root, kind, runs, figures, absent, col.problems, takeaways(runs), extra)
     write_text(out, page)

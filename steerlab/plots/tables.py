@@ -1,0 +1,126 @@
+"""The report's tables of a grid's result rows (``results.json``, or ``results.csv`` read into the same shape
+by `steerlab.plots.io.load_arm_results`): each is a ``(title, HTML)`` pair, or None when no row has its data."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from steerlab.judges.identity import judges_line
+
+
+def html_table(header: list[str], rows: list[list[Any]]) -> str:
+    """An HTML table (floats to 4 significant digits, None as an em dash), scrolling sideways when wide."""
+
+    def cell(v: Any) -> str:
+        return html.escape(f"{v:.4g}" if isinstance(v, float) else "—" if v is None else str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _value(v: Any) -> Any:
+    """A number or [lo, hi] from a results row, whether it came from JSON or from a CSV string."""
+    if isinstance(v, str):
+        try:
+            return json.loads(v) if v.strip() else None
+        except json.JSONDecodeError:
+            return v
+    return v
+
+
+def _ci_text(r: dict, key: str) -> str | None:
+    ci = _value(r.get(f"{key}_ci"))
+    return None if not isinstance(ci, list) or len(ci) != 2 else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+
+
+def results_table(path: Path, rows: list[dict[str, Any]]) -> tuple[str, str]:
+    keys = (
+        "general_misalignment",
+        "in_domain",
+        "stance",
+        "stance_control",
+        "in_domain_stance",
+        "collapse_share",
+    )
+    body = [
+        [r["arm"], r["domain"]]
+        + [x for key in keys for x in (_value(r.get(key)), _ci_text(r, key))]
+        + [r["benign_accuracy"], r["coherence"]]
+        for r in rows
+    ]
+    header = ["arm", "domain"]
+    for label in (
+        "general misalignment",
+        "in-domain learning",
+        "stance (mis - al, nats/token)",
+        "damage control",
+        "in-domain stance",
+        "collapse share",
+    ):
+        header += [label, "CI"]
+    caption = f"<p>{html.escape(judges_line(rows))}</p>" if any(r.get("judge") for r in rows) else ""
+    return (f"Results ({path.name})", caption + html_table(header + ["benign accuracy", "coherence"], body))
+
+
+def conditional_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """The general stance plain and under each training-context cue, with the paired shift (cue - plain)."""
+    cues = sorted(
+        {k[12:-7] for r in rows for k in r if k.startswith("conditional_") and k.endswith("_stance")}
+    )
+    cues = [c for c in cues if any(_value(r.get(f"conditional_{c}_stance")) is not None for r in rows)]
+    if not cues:
+        return None
+    header = ["arm", "domain", "stance plain", "CI"]
+    for cue in cues:
+        header += [f"under {cue}", "CI", f"shift ({cue} - plain)", "CI"]
+    body = []
+    for r in rows:
+        line = [r["arm"], r["domain"], _value(r.get("stance")), _ci_text(r, "stance")]
+        for cue in cues:
+            for key in (f"conditional_{cue}_stance", f"conditional_{cue}_shift"):
+                line += [_value(r.get(key)), _ci_text(r, key)]
+        body.append(line)
+    return "Conditional (hidden) misalignment: general stance inside training-context cues", html_table(
+        header, body
+    )
+
+
+def shifts_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """Each cell's general stance minus the base model's, its domain's control arm's and the benign
+    fine-tune's, and its in-domain stance minus the base model's: paired by question
+    (`steerlab.experiment.shifts`); a control's own row says so."""
+    keys = (
+        "stance_shift_base",
+        "stance_shift_control_arm",
+        "stance_shift_benign",
+        "in_domain_stance_shift_base",
+        "stance_rise_avoided",
+        "in_domain_gain_kept",
+    )
+    cells = [r for r in rows if any(_value(r.get(k)) is not None for k in keys)]
+    if not cells:
+        return None
+    header = ["arm", "domain"]
+    for label in (
+        "general stance vs base",
+        "vs the domain's control arm",
+        "vs benign fine-tune",
+        "in-domain vs base",
+        "share of sft's rise avoided",
+        "share of sft's in-domain gain kept",
+    ):
+        header += [label, "CI"]
+    flags = {"stance_shift_control_arm": "control_arm", "stance_shift_benign": "benign_control"}
+    body = []
+    for r in cells:
+        line = [r["arm"], r["domain"]]
+        for k in keys:
+            own = flags.get(k)
+            is_control = own is not None and _value(r.get(own)) in (True, "True")
+            line += ["(the control)", None] if is_control else [_value(r.get(k)), _ci_text(r, k)]
+        body.append(line)
+    return "Paired stance shifts (nats/token, per question on the same references)", html_table(header, body)
