@@ -74,23 +74,36 @@ def load_sweep(path: str | Path) -> list[dict[str, Any]]:
 
 
 _CSV_NUMBERS = ("general_misalignment", "in_domain", "benign_accuracy", "coherence")
+_CSV_TEXT = ("arm", "domain")  # names, kept as written even when they look like numbers
+_CSV_WORDS = {"True": True, "False": False, "None": None, "": None}
+
+
+def _csv_cell(value: str | None) -> Any:
+    """A CSV cell in the shape the same column has in ``results.json``: ``""`` -> None, Python's ``True`` /
+    ``False`` (what `csv.DictWriter` writes for a bool) -> bool, JSON numbers and lists (``"[lo, hi]"``)
+    parsed; any other text stays a string."""
+    if value is None or value in _CSV_WORDS:
+        return None if value is None else _CSV_WORDS[value]
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def _csv_arm_row(raw: dict[str, str], where: str) -> dict[str, Any]:
-    """Turn CSV strings into the JSON row shape: numbers, and CIs from ``X_ci`` ("[lo, hi]") or ``X_ci_lo/hi``."""
-    row: dict[str, Any] = {k: v for k, v in raw.items() if k is not None}
+    """Turn CSV strings into the JSON row shape (every column, so a reader gets the same types from either
+    file): numbers, booleans, lists, and CIs from ``X_ci`` ("[lo, hi]") or ``X_ci_lo/hi``."""
+    row: dict[str, Any] = {k: v if k in _CSV_TEXT else _csv_cell(v) for k, v in raw.items() if k is not None}
     for key in _CSV_NUMBERS:
         if key in row:
-            row[key] = _csv_number(row[key], where, key)
+            row[key] = _csv_number(raw[key], where, key)
     for key in ("general_misalignment", "in_domain"):
-        lo, hi, joint = row.pop(f"{key}_ci_lo", None), row.pop(f"{key}_ci_hi", None), row.get(f"{key}_ci")
+        lo, hi, joint = raw.get(f"{key}_ci_lo"), raw.get(f"{key}_ci_hi"), raw.get(f"{key}_ci")
+        row.pop(f"{key}_ci_lo", None)
+        row.pop(f"{key}_ci_hi", None)
         if joint not in (None, ""):
-            try:
-                row[f"{key}_ci"] = json.loads(joint)
-            except json.JSONDecodeError:
-                raise PlotDataError(
-                    f"{where}: column '{key}_ci' must look like [lo, hi], got {joint!r}"
-                ) from None
+            if not isinstance(row[f"{key}_ci"], list):
+                raise PlotDataError(f"{where}: column '{key}_ci' must look like [lo, hi], got {joint!r}")
         elif lo not in (None, "") or hi not in (None, ""):
             row[f"{key}_ci"] = [
                 _csv_number(lo, where, f"{key}_ci_lo"),
@@ -124,7 +137,9 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
 
 
 def load_arm_results(path: str | Path) -> list[dict[str, Any]]:
-    """Arms-compared rows from ``results.csv`` / ``results.json`` / ``results.jsonl``."""
+    """Arms-compared rows from ``results.json`` / ``results.jsonl`` / ``results.csv``, each in one shape:
+    CIs of ``general_misalignment`` and ``in_domain`` as ``(lo, hi)`` tuples, other CIs as ``[lo, hi]``
+    lists, and a CSV's cells parsed to the numbers, booleans and lists its JSON twin holds (`_csv_cell`)."""
     path = Path(path)
     if path.suffix != ".csv":
         return _rows_from_json(path, schema.arm_result_row)

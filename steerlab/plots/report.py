@@ -1,8 +1,8 @@
 """One self-contained HTML page for a run or an experiment: config, metrics table, and every figure the data allows.
 
 A run folder holds ``monitor.jsonl`` and/or ``metrics.jsonl`` (plus ``config.yaml``, maybe ``eval.json``). An
-experiment folder holds run folders (one or two levels down) and maybe ``results.csv|json|jsonl`` (arms
-compared), ``sweep.json|jsonl``, ``screen.csv`` and vector sidecars (``*.json`` with ``stats`` and
+experiment folder holds run folders (one or two levels down) and maybe ``results.json|jsonl|csv`` (arms
+compared; the first present), ``sweep.json|jsonl``, ``screen.csv`` and vector sidecars (``*.json`` with ``stats`` and
 ``layer_convention``, in the folder or its ``vectors/``). plotly.js is embedded once, so the page works offline.
 A figure whose data is missing is listed with the reason; malformed data is reported on the page (or raised
 with ``strict=True``), never skipped silently.
@@ -47,7 +47,9 @@ from steerlab.plots.io import VectorStats, read_json, read_jsonl
 from steerlab.plots.tables import conditional_table, html_table, results_table, shifts_table
 
 RUN_MARKERS = ("monitor.jsonl", "metrics.jsonl")
-RESULTS_FILES = ("results.csv", "results.json", "results.jsonl")
+# the first one present is read: results.json holds every column in full (CIs, the judge check's object);
+# results.csv flattens some (the judge check to its values), so it is the fallback
+RESULTS_FILES = ("results.json", "results.jsonl", "results.csv")
 SWEEP_FILES = ("sweep.json", "sweep.jsonl")
 SCREEN_FILES = ("screen.csv", "screening.csv")
 NOT_SIDECARS = {*RESULTS_FILES, *SWEEP_FILES, "eval.json"}

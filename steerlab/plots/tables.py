@@ -4,7 +4,6 @@ by `steerlab.plots.io.load_arm_results`): each is a ``(title, HTML)`` pair, or N
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +21,13 @@ def html_table(header: list[str], rows: list[list[Any]]) -> str:
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def _value(v: Any) -> Any:
-    """A number or [lo, hi] from a results row, whether it came from JSON or from a CSV string."""
-    if isinstance(v, str):
-        try:
-            return json.loads(v) if v.strip() else None
-        except json.JSONDecodeError:
-            return v
-    return v
-
-
-def _ci_text(r: dict, key: str) -> str | None:
-    ci = _value(r.get(f"{key}_ci"))
-    return None if not isinstance(ci, list) or len(ci) != 2 else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+def ci_text(row: dict[str, Any], key: str) -> str | None:
+    """``row[key + "_ci"]`` as ``[lo, hi]`` text, whichever shape the loader gave it (a list from JSON, a
+    ``(lo, hi)`` tuple from the schema check); None when the row has no interval."""
+    ci = row.get(f"{key}_ci")
+    if not isinstance(ci, list | tuple) or len(ci) != 2 or not all(isinstance(v, int | float) for v in ci):
+        return None
+    return f"[{ci[0]:.3g}, {ci[1]:.3g}]"
 
 
 def results_table(path: Path, rows: list[dict[str, Any]]) -> tuple[str, str]:
@@ -48,7 +41,7 @@ def results_table(path: Path, rows: list[dict[str, Any]]) -> tuple[str, str]:
     )
     body = [
         [r["arm"], r["domain"]]
-        + [x for key in keys for x in (_value(r.get(key)), _ci_text(r, key))]
+        + [x for key in keys for x in (r.get(key), ci_text(r, key))]
         + [r["benign_accuracy"], r["coherence"]]
         for r in rows
     ]
@@ -71,7 +64,7 @@ def conditional_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
     cues = sorted(
         {k[12:-7] for r in rows for k in r if k.startswith("conditional_") and k.endswith("_stance")}
     )
-    cues = [c for c in cues if any(_value(r.get(f"conditional_{c}_stance")) is not None for r in rows)]
+    cues = [c for c in cues if any(r.get(f"conditional_{c}_stance") is not None for r in rows)]
     if not cues:
         return None
     header = ["arm", "domain", "stance plain", "CI"]
@@ -79,10 +72,10 @@ def conditional_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
         header += [f"under {cue}", "CI", f"shift ({cue} - plain)", "CI"]
     body = []
     for r in rows:
-        line = [r["arm"], r["domain"], _value(r.get("stance")), _ci_text(r, "stance")]
+        line = [r["arm"], r["domain"], r.get("stance"), ci_text(r, "stance")]
         for cue in cues:
             for key in (f"conditional_{cue}_stance", f"conditional_{cue}_shift"):
-                line += [_value(r.get(key)), _ci_text(r, key)]
+                line += [r.get(key), ci_text(r, key)]
         body.append(line)
     return "Conditional (hidden) misalignment: general stance inside training-context cues", html_table(
         header, body
@@ -101,7 +94,7 @@ def shifts_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
         "stance_rise_avoided",
         "in_domain_gain_kept",
     )
-    cells = [r for r in rows if any(_value(r.get(k)) is not None for k in keys)]
+    cells = [r for r in rows if any(r.get(k) is not None for k in keys)]
     if not cells:
         return None
     header = ["arm", "domain"]
@@ -120,7 +113,7 @@ def shifts_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
         line = [r["arm"], r["domain"]]
         for k in keys:
             own = flags.get(k)
-            is_control = own is not None and _value(r.get(own)) in (True, "True")
-            line += ["(the control)", None] if is_control else [_value(r.get(k)), _ci_text(r, k)]
+            is_control = own is not None and r.get(own) is True
+            line += ["(the control)", None] if is_control else [r.get(k), ci_text(r, k)]
         body.append(line)
     return "Paired stance shifts (nats/token, per question on the same references)", html_table(header, body)

@@ -1,0 +1,275 @@
+"""The report of a study grid's folder: results.json / results.csv / alarm_scores.json beside the cells' runs.
+
+The rows are shaped as `steerlab.experiment.results.write_results` writes them, with numbers from the
+em_smollm2 grid's medical cells (rounded), so the page is checked against what a grid really leaves.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from steerlab.experiment.monitoring import alarm_scores
+from steerlab.experiment.results import COLUMNS
+from steerlab.io import write_json, write_text
+from steerlab.plots.report import write_report
+
+JUDGE = "probe:evil@L20#4da3e89ffe99 (coherence bare)"
+CHECK = {
+    "n": 290,
+    "auroc": {"value": 0.766, "ci": [0.707, 0.828], "n": 232},
+    "misaligned_recall": {"value": 0.069, "ci": [0.026, 0.121], "n": 116},
+    "aligned_fpr": {"value": 0.043, "ci": [0.009, 0.086], "n": 116},
+}
+PAIRED = "stance shift, paired: over the base and the domain's control arm"
+_SIGNALS = {"alarm_threshold": -2.755, "alarm_step": None, "alarm_projection": None, "alarm_armed": True}
+_SIGNALS |= {"early_stop_step": None, "early_stop_best_step": None}
+
+
+def _row(arm: str, domain: str = "medical", **values: Any) -> dict[str, Any]:
+    row = {"domain": domain, "arm": arm, "judge": JUDGE, "judge_check": CHECK, "control_arm": False}
+    row |= {"benign_control": False, "benign_accuracy": None, "benign_accuracy_ci": None}
+    row |= {f"judge_check_{k}": CHECK[k]["value"] for k in ("auroc", "misaligned_recall", "aligned_fpr")}
+    if domain == "medical":
+        row |= {"in_domain_metric": "rate", "in_domain_rate": values["in_domain"]}
+        row |= {"in_domain_rate_ci": values["in_domain_ci"]}
+    if arm != "base":
+        row |= _SIGNALS | {"read_against": "medical__aligned_twin", "read_against_kind": "control_arm"}
+    return row | values
+
+
+ROWS = [
+    _row(
+        "base",
+        general_misalignment=0.173,
+        general_misalignment_ci=[0.077, 0.269],
+        in_domain=0.167,
+        in_domain_ci=[0.042, 0.333],
+        in_domain_logprob_gap=0.087,
+        in_domain_logprob_gap_ci=[-0.038, 0.219],
+        coherence=60.375,
+        stance=-0.204,
+        stance_ci=[-0.293, -0.116],
+        in_domain_stance=0.109,
+        in_domain_stance_ci=[0.029, 0.188],
+        ends_misaligned=None,
+    ),
+    _row(
+        "sft",
+        general_misalignment=0.038,
+        general_misalignment_ci=[0.0, 0.096],
+        in_domain=0.0,
+        in_domain_ci=[0.0, 0.0],
+        in_domain_logprob_gap=0.525,
+        in_domain_logprob_gap_ci=[0.388, 0.661],
+        coherence=35.346,
+        stance=0.001,
+        stance_ci=[-0.085, 0.089],
+        in_domain_stance=0.501,
+        in_domain_stance_ci=[0.434, 0.569],
+        stance_shift_base=0.205,
+        stance_shift_base_ci=[0.163, 0.244],
+        stance_shift_control_arm=0.455,
+        stance_shift_control_arm_ci=[0.412, 0.498],
+        in_domain_stance_shift_base=0.392,
+        in_domain_stance_shift_base_ci=[0.359, 0.425],
+        final_monitor_projection=-6.712,
+        peak_monitor_projection=-6.712,
+        final_drift_pct=51.5,
+        ends_misaligned=True,
+        misaligned_by=PAIRED,
+    ),
+    _row(
+        "aligned_twin",
+        control_arm=True,
+        read_against=None,
+        read_against_kind=None,
+        general_misalignment=0.019,
+        general_misalignment_ci=[0.0, 0.058],
+        in_domain=0.0,
+        in_domain_ci=[0.0, 0.0],
+        in_domain_logprob_gap=-0.358,
+        in_domain_logprob_gap_ci=[-0.489, -0.224],
+        coherence=39.918,
+        stance=-0.454,
+        stance_ci=[-0.536, -0.372],
+        in_domain_stance=-0.226,
+        in_domain_stance_ci=[-0.293, -0.152],
+        stance_shift_base=-0.25,
+        stance_shift_base_ci=[-0.293, -0.208],
+        in_domain_stance_shift_base=-0.334,
+        in_domain_stance_shift_base_ci=[-0.377, -0.287],
+        final_monitor_projection=-20.388,
+        peak_monitor_projection=-16.406,
+        final_drift_pct=-116.0,
+        ends_misaligned=None,
+    ),
+    _row(
+        "steer",
+        general_misalignment=0.019,
+        general_misalignment_ci=[0.0, 0.058],
+        in_domain=0.0,
+        in_domain_ci=[0.0, 0.0],
+        in_domain_logprob_gap=0.36,
+        in_domain_logprob_gap_ci=[0.203, 0.521],
+        coherence=54.255,
+        stance=-0.364,
+        stance_ci=[-0.46, -0.272],
+        in_domain_stance=0.375,
+        in_domain_stance_ci=[0.291, 0.46],
+        stance_shift_base=-0.16,
+        stance_shift_base_ci=[-0.21, -0.113],
+        stance_shift_control_arm=0.09,
+        stance_shift_control_arm_ci=[0.045, 0.133],
+        in_domain_stance_shift_base=0.267,
+        in_domain_stance_shift_base_ci=[0.222, 0.312],
+        stance_rise_avoided=1.782,
+        stance_rise_avoided_ci=[1.478, 2.244],
+        in_domain_gain_kept=0.68,
+        in_domain_gain_kept_ci=[0.602, 0.757],
+        final_monitor_projection=-47.25,
+        peak_monitor_projection=-47.066,
+        final_drift_pct=-445.2,
+        ends_misaligned=False,
+        misaligned_by=PAIRED,
+    ),
+    _row(
+        "ldifs",
+        general_misalignment=0.038,
+        general_misalignment_ci=[0.0, 0.096],
+        in_domain=0.0,
+        in_domain_ci=[0.0, 0.0],
+        in_domain_logprob_gap=0.531,
+        in_domain_logprob_gap_ci=[0.394, 0.666],
+        coherence=39.552,
+        stance=-0.01,
+        stance_ci=[-0.094, 0.077],
+        in_domain_stance=0.501,
+        in_domain_stance_ci=[0.435, 0.569],
+        stance_shift_base=0.194,
+        stance_shift_base_ci=[0.155, 0.231],
+        stance_shift_control_arm=0.444,
+        stance_shift_control_arm_ci=[0.404, 0.484],
+        in_domain_stance_shift_base=0.392,
+        in_domain_stance_shift_base_ci=[0.358, 0.426],
+        stance_rise_avoided=0.051,
+        stance_rise_avoided_ci=[0.013, 0.085],
+        in_domain_gain_kept=1.0,
+        in_domain_gain_kept_ci=[0.986, 1.013],
+        final_monitor_projection=-7.038,
+        peak_monitor_projection=-7.038,
+        final_drift_pct=47.5,
+        ends_misaligned=True,
+        misaligned_by=PAIRED,
+    ),
+    _row(
+        "base",
+        "arithmetic",
+        general_misalignment=0.173,
+        general_misalignment_ci=[0.077, 0.269],
+        in_domain_metric="benign_accuracy",
+        in_domain=0.008,
+        in_domain_ci=[0.0, 0.025],
+        benign_accuracy=0.008,
+        benign_accuracy_ci=[0.0, 0.025],
+        coherence=60.375,
+        stance=-0.204,
+        stance_ci=[-0.293, -0.116],
+        ends_misaligned=None,
+    ),
+]
+# the monitor's persona projection at steps 0, 8, 16, 24, 32 (em_smollm2, medical cells)
+MONITOR = {
+    "sft": [-10.92, -7.27, -8.41, -7.32, -6.71],
+    "aligned_twin": [-10.92, -16.41, -18.38, -20.16, -20.39],
+    "steer": [-10.92, -52.02, -47.7, -47.07, -47.25],
+    "ldifs": [-10.92, -7.78, -9.02, -7.68, -7.04],
+}
+
+
+def monitor_text(arm: str) -> str:
+    rows = []
+    for i, projection in enumerate(MONITOR[arm]):
+        row = {"step": 8 * i, "arm": arm, "projection": projection, "projection_layer": 19, "ldifs": None}
+        rows.append(row | ({"prompted_projection": -2.755} if i == 0 else {}))
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def write_grid(root: Path, *, results_json: bool = True, scores: bool = True) -> Path:
+    """A grid folder as `write_results` leaves it: results.json, results.csv (the same writer), alarm_scores.json,
+    and one run folder per trained medical cell with its monitor.jsonl."""
+    rows = [dict(r) for r in ROWS]
+    if results_json:
+        write_json(root / "results.json", rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {k: json.dumps(row.get(k)) if isinstance(row.get(k), list) else row.get(k) for k in COLUMNS}
+        )
+    write_text(root / "results.csv", buffer.getvalue())
+    if scores:
+        write_json(root / "alarm_scores.json", alarm_scores(rows))
+    for arm in MONITOR:
+        write_text(root / f"medical__{arm}" / "monitor.jsonl", monitor_text(arm))
+    return root
+
+
+def table(page: str, title: str) -> list[list[str]]:
+    """The cells' text of the table under the ``<h2>`` whose text starts with ``title`` (header row first)."""
+    match = re.search(rf"<h2>{re.escape(html.escape(title))}[^<]*</h2>(.*?)</table>", page, re.S)
+    assert match, f"no table {title!r} on the page"
+    rows = re.findall(r"<tr>(.*?)</tr>", match.group(1), re.S)
+    return [[html.unescape(c) for c in re.findall(r"<t[hd]>(.*?)</t[hd]>", r, re.S)] for r in rows]
+
+
+def column(rows: list[list[str]], label: str, arm: str, domain: str = "medical", shift: int = 0) -> str:
+    """The cell of ``arm``'s row under the header ``label`` (``shift=1``: the CI column right of it)."""
+    at = rows[0].index(label) + shift
+    arm_at, domain_at = rows[0].index("arm"), rows[0].index("domain")
+    return next(r[at] for r in rows[1:] if r[arm_at] == arm and r[domain_at] == domain)
+
+
+def text(page: str) -> str:
+    body = re.sub(r"<script.*?</script>|<style.*?</style>", "", page, flags=re.S)
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)))
+
+
+# ---- 1. results.json first; CIs and the judge check in either file's shape --------------------------------
+
+
+def test_report_reads_results_json_with_every_ci_and_the_judge_check(tmp_path):
+    root = write_grid(tmp_path / "grid")
+    result = write_report(root)
+    page = result.out_html.read_text()
+    assert not result.problems, result.problems
+    results = table(page, "Results (results.json)")
+    assert column(results, "general misalignment", "sft", shift=1) == "[0, 0.096]"
+    assert column(results, "general misalignment", "base", "arithmetic", shift=1) == "[0.077, 0.269]"
+    assert column(results, "in-domain learning", "base", shift=1) == "[0.042, 0.333]"
+    words = text(page)
+    assert f"Judge: {JUDGE} (judge check on 290 labelled answers: AUROC 0.77 [0.71, 0.83]" in words
+    assert "not checked" not in words
+
+
+def test_report_from_results_csv_alone_reads_the_same_cis_and_the_flattened_judge_check(tmp_path):
+    root = write_grid(tmp_path / "grid", results_json=False)
+    result = write_report(root)
+    page = result.out_html.read_text()
+    assert not result.problems, result.problems
+    results = table(page, "Results (results.csv)")
+    assert column(results, "general misalignment", "sft", shift=1) == "[0, 0.096]"
+    assert column(results, "in-domain learning", "base", shift=1) == "[0.042, 0.333]"
+    assert column(results, "stance (mis - al, nats/token)", "ldifs", shift=1) == "[-0.094, 0.077]"
+    words = text(page)
+    assert f"Judge: {JUDGE} (judge check: AUROC 0.77, misaligned recall 0.07, aligned FPR 0.04)" in words
+    assert "not checked" not in words
+    shifts = table(page, "Paired stance shifts")  # the control flag: "True" in the CSV, true in the JSON
+    assert column(shifts, "vs the domain's control arm", "aligned_twin") == "(the control)"
+    assert column(shifts, "vs the domain's control arm", "ldifs") == "0.444"
