@@ -250,9 +250,11 @@ def test_report_reads_results_json_with_every_ci_and_the_judge_check(tmp_path):
     page = result.out_html.read_text()
     assert not result.problems, result.problems
     results = table(page, "Results (results.json)")
-    assert column(results, "general misalignment", "sft", shift=1) == "[0, 0.096]"
-    assert column(results, "general misalignment", "base", "arithmetic", shift=1) == "[0.077, 0.269]"
-    assert column(results, "in-domain learning", "base", shift=1) == "[0.042, 0.333]"
+    assert column(results, "general misaligned rate (judge)", "sft", shift=1) == "[0, 0.096]"
+    assert (
+        column(results, "general misaligned rate (judge)", "base", "arithmetic", shift=1) == "[0.077, 0.269]"
+    )
+    assert column(results, "in-domain misaligned rate (judge)", "base", shift=1) == "[0.042, 0.333]"
     words = text(page)
     assert f"Judge: {JUDGE} (judge check on 290 labelled answers: AUROC 0.77 [0.71, 0.83]" in words
     assert "not checked" not in words
@@ -264,12 +266,40 @@ def test_report_from_results_csv_alone_reads_the_same_cis_and_the_flattened_judg
     page = result.out_html.read_text()
     assert not result.problems, result.problems
     results = table(page, "Results (results.csv)")
-    assert column(results, "general misalignment", "sft", shift=1) == "[0, 0.096]"
-    assert column(results, "in-domain learning", "base", shift=1) == "[0.042, 0.333]"
-    assert column(results, "stance (mis - al, nats/token)", "ldifs", shift=1) == "[-0.094, 0.077]"
+    assert column(results, "general misaligned rate (judge)", "sft", shift=1) == "[0, 0.096]"
+    assert column(results, "in-domain misaligned rate (judge)", "base", shift=1) == "[0.042, 0.333]"
+    assert column(results, "general stance (mis - al, nats/token)", "ldifs", shift=1) == "[-0.094, 0.077]"
     words = text(page)
     assert f"Judge: {JUDGE} (judge check: AUROC 0.77, misaligned recall 0.07, aligned FPR 0.04)" in words
     assert "not checked" not in words
     shifts = table(page, "Paired stance shifts")  # the control flag: "True" in the CSV, true in the JSON
     assert column(shifts, "vs the domain's control arm", "aligned_twin") == "(the control)"
     assert column(shifts, "vs the domain's control arm", "ldifs") == "0.444"
+
+
+# ---- 2. each in-domain column named by what it is -----------------------------------------------------------
+
+
+def test_in_domain_columns_and_axes_are_named_by_their_measure_never_learning(tmp_path):
+    from steerlab.plots import arms_figure, load_arm_results
+
+    root = write_grid(tmp_path / "grid")
+    page = write_report(root).out_html.read_text()
+    results = table(page, "Results (results.json)")
+    assert not any("learning" in h for h in results[0]), results[0]
+    rate, gap = "in-domain misaligned rate (judge)", "in-domain log-prob gap (mis - al, nats/token)"
+    # sft's judge rate is 0 (base 0.167) while its log-prob gap and in-domain stance rose: both are shown
+    assert column(results, rate, "sft") == "0" and column(results, rate, "base") == "0.167"
+    assert column(results, gap, "sft") == "0.525" and column(results, gap, "base") == "0.087"
+    assert column(results, "in-domain stance (mis - al, nats/token)", "sft") == "0.501"
+    assert column(results, "benign-task accuracy", "base", "arithmetic") == "0.008"
+    assert column(results, rate, "base", "arithmetic") == "—"  # its in_domain is an accuracy, not a rate
+    assert "(in_domain_metric): medical: rate, arithmetic: benign_accuracy" in text(page)
+    shifts = table(page, "Paired stance shifts")
+    assert column(shifts, "in-domain stance vs base", "sft") == "0.392"
+    fig = arms_figure(load_arm_results(root / "results.json"))
+    axes = [fig.layout.xaxis.title.text, fig.layout.xaxis2.title.text]  # domains sorted: arithmetic, medical
+    assert axes == ["benign-task accuracy", rate] and fig.layout.xaxis2.matches is None
+    hovers = " ".join(t.hovertemplate for t in fig.data)
+    assert "learning" not in hovers and f"{rate} 0.000 [0.000, 0.000]" in hovers
+    assert "learning" not in text(page)

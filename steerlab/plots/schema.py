@@ -118,8 +118,26 @@ def sweep_row(row: Any, where: str) -> dict[str, Any]:
     return out
 
 
+# what a row's ``in_domain`` is, by its ``in_domain_metric`` (`steerlab.evaluate.run_eval`): the column the
+# value is copied from, and how a table or axis names it. A judge's rate is never called "learning": on a
+# small model it can stay at 0 while the log-prob gap and the in-domain stance rise.
+IN_DOMAIN_MEASURES = {
+    "rate": ("in_domain_rate", "in-domain misaligned rate (judge)"),
+    "logprob_gap": ("in_domain_logprob_gap", "in-domain log-prob gap (mis - al, nats/token)"),
+    "benign_accuracy": ("benign_accuracy", "benign-task accuracy"),
+}
+
+
+def in_domain_label(metric: Any) -> str:
+    """The name of a row's ``in_domain`` value given its ``in_domain_metric`` (None: not recorded)."""
+    if metric in IN_DOMAIN_MEASURES:
+        return IN_DOMAIN_MEASURES[metric][1]
+    return f"in-domain {metric}" if metric else "in-domain score (in_domain_metric not recorded)"
+
+
 def arm_result_row(row: Any, where: str) -> dict[str, Any]:
-    """One evaluated arm: general misalignment vs in-domain learning, each with a CI."""
+    """One evaluated arm: general misalignment and its in-domain score (named by ``in_domain_metric``), each
+    with a CI."""
     scores = ("general_misalignment", "in_domain")
     required: Checks = {**dict.fromkeys(("arm", "domain"), text), **dict.fromkeys(scores, number)}
     optional: Checks = dict.fromkeys((f"{key}_ci" for key in scores), interval)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.judges.identity import judges_line
+from steerlab.plots.schema import IN_DOMAIN_MEASURES, in_domain_label
 
 
 def html_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -30,33 +31,66 @@ def ci_text(row: dict[str, Any], key: str) -> str | None:
     return f"[{ci[0]:.3g}, {ci[1]:.3g}]"
 
 
+def _measure(row: dict[str, Any], metric: str, key: str) -> tuple[Any, str | None]:
+    """(value, CI text) of one in-domain measure: its own column, else ``in_domain`` when the row's
+    ``in_domain_metric`` is that measure (results.csv keeps the rate only as ``in_domain``)."""
+    if row.get(key) is not None:
+        return row[key], ci_text(row, key)
+    if row.get("in_domain_metric") == metric:
+        return row.get("in_domain"), ci_text(row, "in_domain")
+    return None, None
+
+
 def results_table(path: Path, rows: list[dict[str, Any]]) -> tuple[str, str]:
-    keys = (
-        "general_misalignment",
-        "in_domain",
-        "stance",
-        "stance_control",
-        "in_domain_stance",
-        "collapse_share",
-    )
-    body = [
-        [r["arm"], r["domain"]]
-        + [x for key in keys for x in (r.get(key), ci_text(r, key))]
-        + [r["benign_accuracy"], r["coherence"]]
-        for r in rows
-    ]
-    header = ["arm", "domain"]
-    for label in (
-        "general misalignment",
-        "in-domain learning",
-        "stance (mis - al, nats/token)",
-        "damage control",
-        "in-domain stance",
+    """One row per cell: the judge's general rate, the stance scores, and each in-domain measure under its
+    own name (a judge's rate, a log-prob gap and an accuracy are different things, and ``in_domain`` is
+    whichever one the row's ``in_domain_metric`` names)."""
+    keys = ("general_misalignment", "stance", "stance_control", "in_domain_stance", "collapse_share")
+    labels = (
+        "general misaligned rate (judge)",
+        "general stance (mis - al, nats/token)",
+        "damage control (restyled - aligned)",
+        "in-domain stance (mis - al, nats/token)",
         "collapse share",
-    ):
+    )
+    measures = [
+        (metric, key, label)
+        for metric, (key, label) in IN_DOMAIN_MEASURES.items()
+        if any(_measure(r, metric, key)[0] is not None for r in rows)
+    ]
+    other = sorted(
+        {
+            str(r.get("in_domain_metric") or "")
+            for r in rows
+            if r.get("in_domain_metric") not in IN_DOMAIN_MEASURES
+        }
+    )
+    header = ["arm", "domain"]
+    for label in [*labels, *(m[2] for m in measures), *(in_domain_label(m) for m in other)]:
         header += [label, "CI"]
-    caption = f"<p>{html.escape(judges_line(rows))}</p>" if any(r.get("judge") for r in rows) else ""
-    return (f"Results ({path.name})", caption + html_table(header + ["benign accuracy", "coherence"], body))
+    body = []
+    for r in rows:
+        line = [r["arm"], r["domain"]] + [x for key in keys for x in (r.get(key), ci_text(r, key))]
+        line += [x for metric, key, _ in measures for x in _measure(r, metric, key)]
+        for metric in other:
+            mine = str(r.get("in_domain_metric") or "") == metric
+            line += [r.get("in_domain"), ci_text(r, "in_domain")] if mine else [None, None]
+        body.append(line + [r.get("coherence")])
+    by_domain: dict[str, set[str]] = {}
+    for r in rows:
+        by_domain.setdefault(r["domain"], set()).add(str(r.get("in_domain_metric") or "not recorded"))
+    caption = "<p>" + html.escape(judges_line(rows)) + "</p>" if any(r.get("judge") for r in rows) else ""
+    caption += (
+        "<p>"
+        + html.escape(
+            "Each in-domain measure under its own name; the one each domain's cells report as in_domain "
+            "(in_domain_metric): "
+            + ", ".join(f"{d}: {' / '.join(sorted(m))}" for d, m in by_domain.items())
+            + "."
+        )
+        + "</p>"
+    )
+    return (f"Results ({path.name})", caption + html_table(header + ["coherence"], body))
 
 
 def conditional_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
@@ -102,7 +136,7 @@ def shifts_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
         "general stance vs base",
         "vs the domain's control arm",
         "vs benign fine-tune",
-        "in-domain vs base",
+        "in-domain stance vs base",
         "share of sft's rise avoided",
         "share of sft's in-domain gain kept",
     ):
