@@ -303,3 +303,51 @@ def test_in_domain_columns_and_axes_are_named_by_their_measure_never_learning(tm
     hovers = " ".join(t.hovertemplate for t in fig.data)
     assert "learning" not in hovers and f"{rate} 0.000 [0.000, 0.000]" in hovers
     assert "learning" not in text(page)
+
+
+# ---- 3. the training-time instruments and the drift alarm's scores, as results.md shows them -------------
+
+
+def test_report_shows_the_instruments_table_and_the_saved_alarm_scores(tmp_path):
+    from steerlab.experiment.monitoring import SIGNAL_COLUMNS, alarm_summary, signals_markdown
+    from steerlab.plots.schema import SIGNAL_KEYS
+
+    assert set(SIGNAL_KEYS) == set(SIGNAL_COLUMNS)  # the report checks the columns the grid writes
+    root = write_grid(tmp_path / "grid")
+    result = write_report(root)
+    page = result.out_html.read_text()
+    assert not result.problems and "Drift alarm precision / recall" not in result.absent
+    shown = table(page, "Training-time instruments")
+    markdown = signals_markdown(ROWS).split("\n\n")[0].splitlines()  # results.md's table, cell for cell
+    assert shown == [
+        [c.strip() for c in line.strip("|").split("|")] for line in markdown if "---" not in line
+    ]
+    assert (
+        column(shown, "ends misaligned", "ldifs") == "yes"
+        and column(shown, "ends misaligned", "steer") == "no"
+    )
+    assert column(shown, "final projection (monitor; % of base → evil-prompted)", "ldifs") == "-7.04 (+48%)"
+    scores = json.loads((root / "alarm_scores.json").read_text())
+    assert scores["fn"] == 2 and scores["tn"] == 1 and scores["n_controls"] == 1
+    assert f"{alarm_summary(scores)} Source: alarm_scores.json." in text(page)
+    # the saved scores are shown as saved: an edited file shows its own numbers, a stale one is refused
+    write_json(root / "alarm_scores.json", scores | {"recall": 0.25})
+    assert "recall 0.25 over 3 cells" in text(write_report(root).out_html.read_text())
+    write_json(root / "alarm_scores.json", scores | {"n_cells": 9})
+    stale = write_report(root)
+    assert stale.absent["Drift alarm precision / recall"].startswith("its input is malformed")
+    assert "counts 9 trained cells, results.json has 4" in stale.problems[0]
+    (root / "alarm_scores.json").unlink()
+    gone = write_report(root)
+    assert "no alarm_scores.json in" in gone.absent["Drift alarm precision / recall"]
+    assert "Training-time instruments" in gone.out_html.read_text()
+
+
+def test_instrument_columns_of_the_wrong_type_are_named(tmp_path):
+    root = write_grid(tmp_path / "grid")
+    rows = json.loads((root / "results.json").read_text())
+    rows[1]["alarm_step"] = "8"
+    write_json(root / "results.json", rows)
+    result = write_report(root)
+    assert result.absent["Training-time instruments"].startswith("its input is malformed")
+    assert "results.json: row 1 (medical sft): key 'alarm_step' must be an integer" in result.problems[0]

@@ -40,11 +40,19 @@ from steerlab.plots import (
     load_sweep,
     load_vector_stats,
     projection_figure,
+    schema,
     screening_figure,
     steering_sweep_figure,
 )
 from steerlab.plots.io import VectorStats, read_json, read_jsonl
-from steerlab.plots.tables import conditional_table, html_table, results_table, shifts_table
+from steerlab.plots.tables import (
+    conditional_table,
+    has_signals,
+    html_table,
+    instruments_table,
+    results_table,
+    shifts_table,
+)
 
 RUN_MARKERS = ("monitor.jsonl", "metrics.jsonl")
 # the first one present is read: results.json holds every column in full (CIs, the judge check's object);
@@ -52,7 +60,8 @@ RUN_MARKERS = ("monitor.jsonl", "metrics.jsonl")
 RESULTS_FILES = ("results.json", "results.jsonl", "results.csv")
 SWEEP_FILES = ("sweep.json", "sweep.jsonl")
 SCREEN_FILES = ("screen.csv", "screening.csv")
-NOT_SIDECARS = {*RESULTS_FILES, *SWEEP_FILES, "eval.json"}
+ALARM_SCORES_FILE = "alarm_scores.json"  # the drift alarm's precision / recall, beside a grid's results
+NOT_SIDECARS = {*RESULTS_FILES, *SWEEP_FILES, ALARM_SCORES_FILE, "eval.json"}
 PROMPTED_KEYS = ("prompted_projection", "projection_prompted", "pos_projection", "projection_pos")
 T = TypeVar("T")
 
@@ -562,12 +571,53 @@ def write_report(
     extra += [conditional] if conditional else []
     shifts = shifts_table(results) if results else None
     extra += [shifts] if shifts else []
+    if results and results_path is not None and has_signals(results):
+        instruments = _instruments(root, results_path, results, col, absent)
+        extra += [instruments] if instruments else []
     page = render_html(root, kind, runs, figures, absent, col.problems, takeaways(runs), extra)
     write_text(out, page)
     result = ReportResult(out, [f.title for f in figures], absent, col.problems)
     if png:
         result.pngs, result.png_note = write_pngs(figures, out.with_name(out.stem + "_png"))
     return result
+
+
+def _instruments(
+    root: Path, results_path: Path, rows: list[dict[str, Any]], col: _Collector, absent: dict[str, str]
+) -> tuple[str, str] | None:
+    """The grid's training-time instruments from the results rows' signal columns, and the drift alarm's
+    precision / recall line from ``alarm_scores.json`` as the grid wrote it (both with the functions that
+    write results.md); a missing or stale scores file is listed under "Not shown"."""
+    checked = col.attempt(
+        lambda: [
+            schema.signal_row(r, f"{results_path}: row {i} ({r['domain']} {r['arm']})")
+            for i, r in enumerate(rows)
+        ]
+    )
+    if checked is None:
+        absent["Training-time instruments"] = MALFORMED
+        return None
+    from steerlab.experiment.monitoring import alarm_summary
+
+    title, path = "Drift alarm precision / recall", root / ALARM_SCORES_FILE
+    line = f"No drift-alarm precision / recall: no {ALARM_SCORES_FILE} in {root}."
+    if not path.is_file():
+        absent[title] = f"no {ALARM_SCORES_FILE} in {root} (`steerlab grid` writes it beside results.json)"
+        return instruments_table(checked, line)
+    scores = col.attempt(lambda: schema.alarm_scores(read_json(path), str(path)))
+    cells = sum(1 for r in checked if r["arm"] != "base")
+    if scores is not None and scores["n_cells"] != cells:
+        col.attempt(
+            lambda: _raise(
+                f"{path}: counts {scores['n_cells']} trained cells, {results_path.name} has {cells}: "
+                "the two were written from different results (rerun `steerlab grid` to rewrite both)"
+            )
+        )
+        scores = None
+    if scores is None:
+        absent[title] = MALFORMED
+        return instruments_table(checked, f"No drift-alarm precision / recall: {path.name} is malformed.")
+    return instruments_table(checked, f"{alarm_summary(scores)} Source: {path.name}.")
 
 
 def write_pngs(figures: list[Figure], folder: Path) -> tuple[list[Path], str | None]:

@@ -144,3 +144,65 @@ def arm_result_row(row: Any, where: str) -> dict[str, Any]:
     return _checked(
         row, where, required, optional | dict.fromkeys(("benign_accuracy", "coherence"), _maybe_number)
     )
+
+
+def _maybe_integer(value: Any, where: str, key: str) -> int | None:
+    return None if value is None else integer(value, where, key)
+
+
+def _maybe_flag(value: Any, where: str, key: str) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise PlotDataError(f"{where}: key '{key}' must be true, false or null, got {value!r}")
+    return value
+
+
+_SIGNAL_CHECKS: Checks = {
+    **dict.fromkeys(("alarm_step", "early_stop_step", "early_stop_best_step"), _maybe_integer),
+    **dict.fromkeys(("alarm_armed", "ends_misaligned"), _maybe_flag),
+    **dict.fromkeys(
+        (
+            "alarm_threshold",
+            "alarm_projection",
+            "final_monitor_projection",
+            "peak_monitor_projection",
+            "final_drift_pct",
+        ),
+        _maybe_number,
+    ),
+}
+
+
+# the training-time instrument columns of a grid's results rows (`monitoring.SIGNAL_COLUMNS`, held equal by a test)
+SIGNAL_KEYS = (*_SIGNAL_CHECKS, "misaligned_by")
+
+
+def signal_row(row: Mapping, where: str) -> dict[str, Any]:
+    """A results row's training-time instruments (`steerlab.experiment.monitoring.SIGNAL_COLUMNS`) checked:
+    steps are integers, readings numbers, flags booleans (each may be null); a copy of the row."""
+    return _checked(row, where, {}, {k: c for k, c in _SIGNAL_CHECKS.items() if k in row})
+
+
+def alarm_scores(data: Any, where: str) -> dict[str, Any]:
+    """``alarm_scores.json`` (`steerlab.experiment.monitoring.alarm_scores`): counts, precision / recall /
+    AUROC (null without a value) and ``labels_from``, the readings the labels came from."""
+    counts = (
+        "n_cells",
+        "n_scored",
+        "n_controls",
+        "n_unlabeled",
+        "n_unarmed",
+        "tp",
+        "fp",
+        "fn",
+        "tn",
+        "n_auroc",
+    )
+    required: Checks = {**dict.fromkeys(counts, integer), "labels_from": _texts}
+    required |= dict.fromkeys(("precision", "recall", "auroc_peak_projection"), _maybe_number)
+    return _checked(data, where, required, {})
+
+
+def _texts(value: Any, where: str, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PlotDataError(f"{where}: key '{key}' must be a list of strings, got {value!r}")
+    return value

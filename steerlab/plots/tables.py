@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.judges.identity import judges_line
-from steerlab.plots.schema import IN_DOMAIN_MEASURES, in_domain_label
+from steerlab.plots.schema import IN_DOMAIN_MEASURES, SIGNAL_KEYS, in_domain_label
 
 
 def html_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -151,3 +151,17 @@ def shifts_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
             line += ["(the control)", None] if is_control else [r.get(k), ci_text(r, k)]
         body.append(line)
     return "Paired stance shifts (nats/token, per question on the same references)", html_table(header, body)
+
+
+def has_signals(rows: list[dict[str, Any]]) -> bool:
+    """Whether any trained cell's row carries the training-time instrument columns (a grid's results do)."""
+    return any(key in r for r in rows if r["arm"] != "base" for key in SIGNAL_KEYS)
+
+
+def instruments_table(rows: list[dict[str, Any]], alarm_line: str) -> tuple[str, str]:
+    """The grid's training-time instruments, one row per trained cell, drawn by the function results.md is
+    written with (`steerlab.experiment.monitoring.signals_cells`), and ``alarm_line`` under it."""
+    from steerlab.experiment.monitoring import SIGNALS_HEAD, signals_cells  # imports torch: only when needed
+
+    body = html_table(list(SIGNALS_HEAD), [list(c) for c in signals_cells(rows)])
+    return "Training-time instruments", body + f"<p>{html.escape(alarm_line)}</p>"
