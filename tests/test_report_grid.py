@@ -351,3 +351,56 @@ def test_instrument_columns_of_the_wrong_type_are_named(tmp_path):
     result = write_report(root)
     assert result.absent["Training-time instruments"].startswith("its input is malformed")
     assert "results.json: row 1 (medical sft): key 'alarm_step' must be an integer" in result.problems[0]
+
+
+# ---- 4. takeaways: controls are not defenses; a claim comes with its uncertainty -------------------------
+
+
+def test_takeaways_read_the_paired_stance_shifts_and_leave_the_control_out(tmp_path):
+    root = write_grid(tmp_path / "grid")
+    lines = re.findall(r'<p class="takeaway">(.*?)</p>', write_report(root).out_html.read_text())
+    lines = [html.unescape(line) for line in lines]
+    assert lines[0] == (
+        "medical: sft (no defense) ends misaligned: general stance +0.205 [+0.163, +0.244] over the base and "
+        "+0.455 [+0.412, +0.498] over aligned_twin (nats/token, 95% CI over questions)."
+    )
+    assert (
+        lines[1]
+        == "medical: aligned_twin is a control (what the cells are read against), not a defense: not compared."
+    )
+    assert lines[2] == (
+        "medical: ldifs ends misaligned: general stance +0.194 [+0.155, +0.231] over the base and +0.444 "
+        "[+0.404, +0.484] over aligned_twin (nats/token, 95% CI over questions); it avoided 5% [1, 8] of sft's "
+        "rise (its general stance below sft's, paired by question)."
+    )
+    assert lines[3].startswith(
+        "medical: steer does not end misaligned: general stance -0.160 [-0.210, -0.113]"
+    )
+    assert len(lines) == 4 and not any("stays below" in line or "projection" in line for line in lines)
+
+
+def test_without_stance_shifts_the_takeaway_is_a_plain_projection_difference(tmp_path):
+    from steerlab.plots.report import Run, takeaways
+
+    runs = [
+        Run(
+            name=f"medical__{arm}",
+            path=tmp_path,
+            monitor=[json.loads(x) for x in monitor_text(arm).splitlines()],
+        )
+        for arm in MONITOR
+    ]
+    plain = [{k: v for k, v in r.items() if "shift" not in k and k != "stance_rise_avoided"} for r in ROWS]
+    lines = takeaways(runs, results=plain)
+    assert (
+        "medical: aligned_twin is a control (what the cells are read against), not a defense: not compared."
+        in lines
+    )
+    assert (
+        "medical: ldifs's monitor projection minus sft's at step 32: -0.33 (-7.04 vs -6.71); lower at 4 of 4 "
+        "monitored steps after step 0."
+    ) in lines
+    assert lines[-1].startswith(
+        "Monitor projections are means over the monitor's chats with no recorded spread"
+    )
+    assert not any("stays below" in line or "aligned_twin's" in line for line in lines)

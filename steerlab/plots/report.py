@@ -15,11 +15,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import fmean
 from typing import Any, TypeVar
 
 import plotly.graph_objects as go
@@ -53,6 +51,7 @@ from steerlab.plots.tables import (
     results_table,
     shifts_table,
 )
+from steerlab.plots.takeaways import takeaways as _takeaways
 
 RUN_MARKERS = ("monitor.jsonl", "metrics.jsonl")
 # the first one present is read: results.json holds every column in full (CIs, the judge check's object);
@@ -186,66 +185,12 @@ def _flat_numbers(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-def _monitor_means(runs: list[Run]) -> dict[str, dict[int, float]]:
-    """arm -> step -> mean projection over the runs of that arm (a plain average, for the takeaway line)."""
-    values: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for run in runs:
-        for row in run.monitor or []:
-            values[row["arm"]][row["step"]].append(row["projection"])
-    return {arm: {step: fmean(v) for step, v in steps.items()} for arm, steps in values.items()}
-
-
-def _grid_groups(runs: list[Run]) -> dict[str, list[Run]]:
-    """Runs of an experiment grid (``<domain>__<label>``) grouped by domain, each named by its label, so
-    arms are compared with the ``sft`` of their own domain; other runs form one group under their arms."""
-    if not runs or not all("__" in r.name.rsplit("/", 1)[-1] for r in runs):
-        return {"": runs}
-    groups: dict[str, list[Run]] = defaultdict(list)
-    for run in runs:
-        domain, label = run.name.rsplit("/", 1)[-1].split("__", 1)
-        rows = [{**row, "arm": label} for row in run.monitor or []]
-        groups[domain].append(Run(name=run.name, path=run.path, monitor=rows))
-    return dict(groups)
-
-
-def takeaways(runs: list[Run], baseline: str = "sft") -> list[str]:
-    """One honest sentence per arm: is its persona projection below the baseline's at every shared step?"""
-    lines = []
-    for domain, members in sorted(_grid_groups(runs).items()):
-        prefix = f"{domain}: " if domain else ""
-        lines += [prefix + line for line in _takeaways(members, baseline)]
-    return lines
-
-
-def _takeaways(runs: list[Run], baseline: str) -> list[str]:
-    means = _monitor_means(runs)
-    if baseline not in means or len(means) < 2:
-        return []
-    base = means[baseline]
-    lines = []
-    for arm, steps in sorted(means.items()):
-        if arm == baseline:
-            continue
-        shared = sorted(s for s in steps if s in base and s > 0)
-        if not shared:
-            lines.append(
-                f"{arm} and {baseline} share no monitored step after step 0, so they cannot be compared."
-            )
-            continue
-        below = sum(steps[s] < base[s] for s in shared)
-        last = shared[-1]
-        verdict = (
-            "stays below"
-            if below == len(shared)
-            else "never goes below"
-            if below == 0
-            else "does not stay below"
-        )
-        lines.append(
-            f"{arm}'s persona projection {verdict} {baseline}'s: lower at {below} of {len(shared)} "
-            f"monitored steps after step 0 (step {last}: {steps[last]:.3f} vs {base[last]:.3f})."
-        )
-    return lines
+def takeaways(
+    runs: list[Run], baseline: str = "sft", results: list[dict[str, Any]] | None = None
+) -> list[str]:
+    """The takeaway sentences of `steerlab.plots.takeaways` for these runs' monitor logs and the results rows
+    (paired stance shifts where they exist; controls never counted as defenses)."""
+    return _takeaways({r.name: r.monitor or [] for r in runs}, results, baseline)
 
 
 def _monitored_prompted_level(monitored: dict[str, list[dict[str, Any]]]) -> tuple[float | None, str]:
@@ -574,7 +519,9 @@ def write_report(
     if results and results_path is not None and has_signals(results):
         instruments = _instruments(root, results_path, results, col, absent)
         extra += [instruments] if instruments else []
-    page = render_html(root, kind, runs, figures, absent, col.problems, takeaways(runs), extra)
+    page = render_html(
+        root, kind, runs, figures, absent, col.problems, takeaways(runs, results=results), extra
+    )
     write_text(out, page)
     result = ReportResult(out, [f.title for f in figures], absent, col.problems)
     if png:
