@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from steerlab.experiment.monitoring import alarm_scores
 from steerlab.experiment.results import COLUMNS
 from steerlab.io import write_json, write_text
@@ -404,3 +406,44 @@ def test_without_stance_shifts_the_takeaway_is_a_plain_projection_difference(tmp
         "Monitor projections are means over the monitor's chats with no recorded spread"
     )
     assert not any("stays below" in line or "aligned_twin's" in line for line in lines)
+
+
+# ---- 5. a killed run's torn last line is read around; a bad middle line is named and the rest drawn -------
+
+
+def test_a_torn_last_monitor_line_is_left_out_and_every_figure_still_drawn(tmp_path):
+    root = tmp_path / "run"
+    killed = '{"step": 40, "arm": "sft", "proj'  # what a kill in the middle of a write leaves
+    write_text(root / "monitor.jsonl", monitor_text("sft") + killed)
+    write_text(root / "metrics.jsonl", '{"step": 8, "loss": 3.1}\n{"step": 16, "lo')
+    result = write_report(root)
+    assert result.problems == [] and "Persona projection across training" in result.shown
+    assert result.notes == [
+        f"{root / 'monitor.jsonl'}:6: a torn last line (a write cut off by a kill) is left out",
+        f"{root / 'metrics.jsonl'}:2: a torn last line (a write cut off by a kill) is left out",
+    ]
+    page = result.out_html.read_text()
+    assert "Notes on the input" in page and "<td>-6.71</td>" in page  # the last complete step's projection
+    assert write_report(root, tmp_path / "strict.html", strict=True).problems == []  # not a problem at all
+
+
+def test_a_malformed_middle_line_is_named_and_the_other_steps_still_draw(tmp_path):
+    from steerlab.plots import PlotDataError, load_monitor
+
+    root = tmp_path / "run"
+    lines = monitor_text("sft").splitlines()
+    lines[2] = '{"step": 16, "arm": "sft", "projection": "high", "projection_layer": 19}'
+    write_text(root / "monitor.jsonl", "\n".join(lines[:3] + ["{not json"] + lines[3:]) + "\n")
+    result = write_report(root)
+    assert [p.split(": ", 1)[0] for p in result.problems] == [f"{root / 'monitor.jsonl'}:{n}" for n in (4, 3)]
+    assert "key 'projection' must be a number" in result.problems[1]
+    assert "Persona projection across training" in result.shown
+    bad: list[PlotDataError] = []
+    rows = load_monitor(root, on_bad_line=bad.append)  # what the figure draws: every step but the bad row's
+    assert [r["step"] for r in rows] == [0, 8, 24, 32] and [str(e) for e in bad] == result.problems
+    with pytest.raises(PlotDataError, match=r"monitor\.jsonl:4: not valid JSON"):
+        write_report(root, tmp_path / "strict.html", strict=True)
+    write_text(root / "monitor.jsonl", "{not json\n")  # nothing left to draw: the reason says malformed
+    assert (
+        write_report(root).absent["Persona projection across training"].startswith("its input is malformed")
+    )

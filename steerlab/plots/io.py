@@ -26,6 +26,31 @@ def read_jsonl(path: str | Path) -> list[tuple[int, Any]]:
     return io.read_jsonl(path, error=PlotDataError)
 
 
+def read_log(
+    path: str | Path, *, on_bad_line: Callable[[PlotDataError], None] | None = None
+) -> list[tuple[int, Any]]:
+    """``(line number, parsed object)`` of an append-only JSONL log (``monitor.jsonl``, ``metrics.jsonl``).
+
+    A torn last line (no newline at the end: a write cut off by a kill) is dropped and the rest kept, as
+    `steerlab.io.read_jsonl` reads logs (``torn_tail=True``; `torn_line` says whether there was one). Any
+    other bad line raises `PlotDataError` naming ``file:line``, or, given ``on_bad_line``, is handed to it
+    and left out while the other lines are kept. A missing file raises `PlotDataError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PlotDataError(f"{path}: file not found")
+    return io.read_jsonl(path, torn_tail=True, error=PlotDataError, on_bad_line=on_bad_line)
+
+
+def torn_line(path: str | Path) -> int | None:
+    """The number of the torn last line `read_log` leaves out of ``path`` (text after the last newline),
+    or None when the file ends with a newline."""
+    text = Path(path).read_text(encoding="utf-8")
+    if text.endswith("\n") or not text.split("\n")[-1].strip():
+        return None
+    return text.count("\n") + 1
+
+
 def read_json(path: str | Path) -> Any:
     """The parsed JSON of ``path``; a missing file or invalid JSON raises `PlotDataError` naming file and line."""
     return io.read_json(path, error=PlotDataError)
@@ -50,10 +75,23 @@ def monitor_path(path: str | Path) -> Path:
     return path / "monitor.jsonl" if path.is_dir() else path
 
 
-def load_monitor(path: str | Path) -> list[dict[str, Any]]:
-    """Validated rows of a run's ``monitor.jsonl`` (``path`` is the run folder or the file)."""
+def load_monitor(
+    path: str | Path, *, on_bad_line: Callable[[PlotDataError], None] | None = None
+) -> list[dict[str, Any]]:
+    """Validated rows of a run's ``monitor.jsonl`` (``path`` is the run folder or the file), an append-only
+    log read by `read_log`: a torn last line is left out; a line that is not valid JSON or not a valid row
+    raises `PlotDataError` naming ``file:line``, or with ``on_bad_line`` is handed to it and left out (each
+    row is one step's reading on its own, so the other steps still draw)."""
     path = monitor_path(path)
-    return [schema.monitor_row(obj, f"{path}:{lineno}") for lineno, obj in read_jsonl(path)]
+    rows = []
+    for lineno, obj in read_log(path, on_bad_line=on_bad_line):
+        try:
+            rows.append(schema.monitor_row(obj, f"{path}:{lineno}"))
+        except PlotDataError as err:
+            if on_bad_line is None:
+                raise
+            on_bad_line(err)
+    return rows
 
 
 def load_monitor_runs(paths: list[str | Path]) -> dict[str, list[dict[str, Any]]]:

@@ -42,7 +42,7 @@ from steerlab.plots import (
     screening_figure,
     steering_sweep_figure,
 )
-from steerlab.plots.io import VectorStats, read_json, read_jsonl
+from steerlab.plots.io import VectorStats, read_json, read_log, torn_line
 from steerlab.plots.tables import (
     conditional_table,
     has_signals,
@@ -73,6 +73,7 @@ class Run:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     monitor: list[dict[str, Any]] | None = None
     evaluation: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)  # what was read around (a torn last line), for the page
 
 
 @dataclass
@@ -92,6 +93,7 @@ class ReportResult:
     absent: dict[str, str]
     problems: list[str]
     pngs: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # input read around, not wrong (a log's torn last line)
     png_note: str | None = None
 
 
@@ -100,6 +102,12 @@ class _Collector:
 
     def __init__(self, strict: bool) -> None:
         self.strict, self.problems = strict, []
+
+    def report(self, err: PlotDataError) -> None:
+        """A bad line that a reader left out, to list (or to raise when strict)."""
+        if self.strict:
+            raise err
+        self.problems.append(str(err))
 
     def attempt(self, fn: Callable[[], T]) -> T | None:
         try:
@@ -150,9 +158,13 @@ def load_run(path: Path, name: str, col: _Collector) -> Run:
     if (path / "config.yaml").is_file():
         run.config = (path / "config.yaml").read_text(encoding="utf-8")
     if (path / "metrics.jsonl").is_file():
-        run.metrics = col.attempt(lambda: _object_lines(path / "metrics.jsonl")) or []
+        run.metrics = col.attempt(lambda: _object_lines(path / "metrics.jsonl", col)) or []
     if (path / "monitor.jsonl").is_file():
-        run.monitor = col.attempt(lambda: load_monitor(path))
+        run.monitor = col.attempt(lambda: load_monitor(path, on_bad_line=col.report))
+    for log in RUN_MARKERS:
+        torn = torn_line(path / log) if (path / log).is_file() else None
+        if torn is not None:
+            run.notes.append(f"{path / log}:{torn}: a torn last line (a write cut off by a kill) is left out")
     if (path / "eval.json").is_file():
         data = col.attempt(lambda: read_json(path / "eval.json"))
         if data is not None and not isinstance(data, dict):
@@ -161,11 +173,13 @@ def load_run(path: Path, name: str, col: _Collector) -> Run:
     return run
 
 
-def _object_lines(path: Path) -> list[dict[str, Any]]:
+def _object_lines(path: Path, col: _Collector) -> list[dict[str, Any]]:
+    """The objects of an append-only log (`read_log`); a bad line is listed and left out."""
     rows = []
-    for lineno, obj in read_jsonl(path):
+    for lineno, obj in read_log(path, on_bad_line=col.report):
         if not isinstance(obj, dict):
-            raise PlotDataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            col.report(PlotDataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"))
+            continue
         rows.append(obj)
     return rows
 
@@ -250,7 +264,16 @@ def _training_figures(
 ) -> None:
     """The persona projection and the representation drift across training (from the runs' monitor logs)."""
     if not monitored:
-        why = "no run has a monitor.jsonl" if runs else f"no run folders (with monitor.jsonl) under {root}"
+        logged = [r for r in runs if (r.path / "monitor.jsonl").is_file()]
+        why = (
+            f"no run folders (with monitor.jsonl) under {root}"
+            if not runs
+            else "no run has a monitor.jsonl"
+            if not logged
+            else MALFORMED
+            if page.col.problems
+            else "no monitor.jsonl holds a complete line"
+        )
         page.absent["Persona projection across training"] = why
         page.absent["Representation drift (LDIFS)"] = why
         return
@@ -445,6 +468,13 @@ def render_html(
             + "".join(f"<li>{html.escape(p)}</li>" for p in problems)
             + "</ul></div>"
         )
+    read_around = [note for run in runs for note in run.notes]
+    if read_around:
+        parts.append(
+            "<h3>Notes on the input</h3><ul>"
+            + "".join(f"<li>{html.escape(n)}</li>" for n in read_around)
+            + "</ul>"
+        )
     if notes:
         parts.append(
             "<h2>Takeaway</h2>" + "".join(f'<p class="takeaway">{html.escape(n)}</p>' for n in notes)
@@ -524,6 +554,7 @@ def write_report(
     )
     write_text(out, page)
     result = ReportResult(out, [f.title for f in figures], absent, col.problems)
+    result.notes = [note for run in runs for note in run.notes]
     if png:
         result.pngs, result.png_note = write_pngs(figures, out.with_name(out.stem + "_png"))
     return result
