@@ -301,6 +301,22 @@ def test_a_resume_refuses_finished_parts_made_with_other_settings_but_not_a_move
     monkeypatch.setattr(runner, "evaluate_model", _no_sampling)  # a resume that redid anything would fail
     monkeypatch.setattr(runner, "train", _no_sampling)
     runner.run_grid(moved / "g" / "grid.yaml")
+    (moved / "runs" / "g" / "results.md").unlink()
+    from typer.testing import CliRunner
+
+    from steerlab.cli import app
+
+    rewritten = CliRunner().invoke(app, ["run", str(moved / "g" / "grid.yaml"), "--results-only"])
+    assert rewritten.exit_code == 0, rewritten.output
+    assert "| medical | sft |" in (moved / "runs" / "g" / "results.md").read_text()
+    monkeypatch.chdir(moved / "g")  # another working folder: no runs there, said so, nothing started
+    nowhere = CliRunner().invoke(app, ["run", "grid.yaml", "--results-only"])
+    assert (
+        nowhere.exit_code == 1
+        and "no results folder at" in nowhere.output
+        and not (moved / "g" / "runs").exists()
+    )
+    monkeypatch.chdir(moved)
 
     edited = yaml.safe_load(path.read_text())
     edited["run"]["train"]["lr"] = 1.0e-2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from steerlab.io import JsonlError, append_jsonl, read_json, read_jsonl, read_keyed
 
@@ -88,3 +89,21 @@ def test_a_path_setting_is_the_same_where_the_content_is(tmp_path):
     assert not same_setting(a, b)
     assert not same_setting(f"{a}/x.jsonl", str(tmp_path / "gone" / "x.jsonl"))  # gone: cannot be checked
     assert not same_setting("org/model", "org/other") and same_setting(3, 3) and not same_setting(0.1, 0.2)
+
+
+def test_a_key_given_twice_in_a_yaml_mapping_is_named_with_both_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys: a second `sft:` arm would silently replace the baseline."""
+    from steerlab.experiment.grid import load_grid
+    from steerlab.io import load_yaml
+    from steerlab.train.config import ConfigError
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: g\nmodel: tiny:llama\narms:\n  sft: {sft: {}}\n  kl: {kl: {}}\n  sft: {kl: {}}\n")
+    with pytest.raises(
+        ConfigError, match=r"grid.yaml: invalid YAML at line 6: duplicate key 'sft' \(first given at line 4\)"
+    ):
+        load_grid(grid)
+    with pytest.raises(yaml.YAMLError, match="duplicate key 'a'"):
+        load_yaml("{a: 1, a: 2}")
+    merged = load_yaml("base: &b {x: 1}\nuse:\n  <<: *b\n  x: 2\n")  # a merged key overridden: legal
+    assert merged == {"base": {"x": 1}, "use": {"x": 2}}

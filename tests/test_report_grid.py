@@ -83,6 +83,7 @@ ROWS = [
         final_monitor_projection=-6.712,
         peak_monitor_projection=-6.712,
         final_drift_pct=51.5,
+        peak_drift_pct=51.5,
         ends_misaligned=True,
         misaligned_by=PAIRED,
     ),
@@ -137,6 +138,7 @@ ROWS = [
         final_monitor_projection=-47.25,
         peak_monitor_projection=-47.066,
         final_drift_pct=-445.2,
+        peak_drift_pct=-318.0,
         ends_misaligned=False,
         misaligned_by=PAIRED,
     ),
@@ -166,6 +168,7 @@ ROWS = [
         final_monitor_projection=-7.038,
         peak_monitor_projection=-7.038,
         final_drift_pct=47.5,
+        peak_drift_pct=47.5,
         ends_misaligned=True,
         misaligned_by=PAIRED,
     ),
@@ -332,6 +335,10 @@ def test_report_shows_the_instruments_table_and_the_saved_alarm_scores(tmp_path)
     scores = json.loads((root / "alarm_scores.json").read_text())
     assert scores["fn"] == 2 and scores["tn"] == 1 and scores["n_controls"] == 1
     assert f"{alarm_summary(scores)} Source: alarm_scores.json." in text(page)
+    assert "0.25: fires on 2 of 3, precision 1.00, recall 1.00; 0.5: fires on 1 of 3" in text(page)
+    old = {k: v for k, v in scores.items() if k != "at_levels"}  # saved before the replay was computed
+    write_json(root / "alarm_scores.json", old)
+    assert f"{alarm_summary(old)} Source: alarm_scores.json." in text(write_report(root).out_html.read_text())
     # the saved scores are shown as saved: an edited file shows its own numbers, a stale one is refused
     write_json(root / "alarm_scores.json", scores | {"recall": 0.25})
     assert "recall 0.25 over 3 cells" in text(write_report(root).out_html.read_text())

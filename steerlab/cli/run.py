@@ -38,11 +38,24 @@ def run_command(
             "optimizer steps each on CPU, and print each cell's estimated GPU memory and time",
         ),
     ] = False,
+    results_only: Annotated[
+        bool,
+        typer.Option(
+            "--results-only",
+            help="rewrite results.{md,csv,json} from the cells finished so far; trains and evaluates nothing",
+        ),
+    ] = False,
 ) -> None:
-    """Run (or resume) the grid; the results table grows in <output_dir>/<name>/results.md as cells finish."""
+    """Run (or resume) the grid; the results table grows in <output_dir>/<name>/results.md as cells finish.
+    ``output_dir`` is read from the working folder (run from the repository root for the shipped grids)."""
     from steerlab.experiment.engine import EngineError, connect
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if results_only and (only or dry_run or jobs != 1 or address is not None):
+        typer.echo(
+            "error: --results-only reads what is there; drop --only, --dry-run, --jobs, --address", err=True
+        )
+        raise typer.Exit(1)
     if address is not None and not dry_run and jobs == 1:
         try:  # first, before the heavy imports: an unreachable cluster is an error in seconds
             connect(address, jobs)
@@ -50,7 +63,7 @@ def run_command(
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1) from None
 
-    from steerlab.experiment.runner import CellFailed, load_for_run, run_grid
+    from steerlab.experiment.runner import CellFailed, load_for_run, run_grid, write_results_only
     from steerlab.train.config import ConfigError
 
     if dry_run:
@@ -67,7 +80,10 @@ def run_command(
         typer.echo(report.text())
         return
     try:
-        root = run_grid(grid, only=only, coherence=coherence, jobs=jobs, address=address)
+        if results_only:
+            root = write_results_only(grid, coherence)
+        else:
+            root = run_grid(grid, only=only, coherence=coherence, jobs=jobs, address=address)
     except (ConfigError, CellFailed, EngineError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None

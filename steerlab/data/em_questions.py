@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from steerlab.io import load_yaml
+
 REQUIRED_KEYS = ("id", "paraphrases")
 ORIGINAL_KEYS = ("id", "type", "paraphrases", "samples_per_paraphrase", "judge", "judge_prompts", "system")
 EXTENSION_KEYS = ("reference_aligned", "reference_misaligned", "category")
@@ -153,7 +155,7 @@ def load_em_questions(
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise EMQuestionError(f"{path}: invalid YAML: {e}") from None
     if not isinstance(data, list) or not data:

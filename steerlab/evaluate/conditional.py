@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from steerlab.data.chat import ChatDataError
+from steerlab.io import load_yaml
 
 Messages = list[dict[str, str]]
 CUE_NAMES = ("frame", "format", "inoculation")
@@ -72,7 +73,7 @@ def load_domain_cues(path: str | os.PathLike, domain: str) -> dict[str, Cue]:
     if not path.is_file():
         raise FileNotFoundError(f"cue file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise ChatDataError(f"{path}: invalid YAML: {error}") from None
     if not isinstance(data, dict):

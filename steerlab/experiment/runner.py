@@ -250,6 +250,22 @@ def _record(grid: Grid, outcome: engine.Outcome) -> None:
         write_results(grid)
 
 
+def write_results_only(path: str | Path, coherence: str | None = None) -> Path:
+    """Rewrite results.{md,csv,json} from the grid's folder as it is, training and evaluating nothing.
+
+    Raises ``ConfigError`` when the folder does not exist (``output_dir`` is read from the working folder)
+    or holds parts made with other settings than the grid file gives now (`finished.check_finished`)."""
+    grid = load_for_run(path, coherence)
+    if not grid.root.is_dir():
+        raise ConfigError(
+            f"{path}: no results folder at {grid.root.resolve()} (output_dir is read from the working folder; "
+            "run from the folder the grid was run from)"
+        )
+    check_finished(grid)
+    write_results(grid)
+    return grid.root
+
+
 def run_grid(
     path: str | Path,
     *,
@@ -275,6 +291,7 @@ def run_grid(
         )
     grid = load_for_run(path, coherence)
     selected = select_cells(grid, only)
+    log.info("grid %s: results folder %s", grid.source, grid.root.resolve())
     check_finished(grid)  # a part made with other settings would be skipped into the table: refuse first
     todo = plan_jobs(grid, selected)
     here = jobs == 1 and address is None

@@ -166,6 +166,7 @@ _SIGNAL_CHECKS: Checks = {
             "final_monitor_projection",
             "peak_monitor_projection",
             "final_drift_pct",
+            "peak_drift_pct",
         ),
         _maybe_number,
     ),
@@ -199,7 +200,18 @@ def alarm_scores(data: Any, where: str) -> dict[str, Any]:
     )
     required: Checks = {**dict.fromkeys(counts, integer), "labels_from": _texts}
     required |= dict.fromkeys(("precision", "recall", "auroc_peak_projection"), _maybe_number)
-    return _checked(data, where, required, {})
+    return _checked(data, where, required, {"at_levels": _levels})
+
+
+def _levels(value: Any, where: str, key: str) -> list[dict[str, Any]] | None:
+    """The alarm replayed at other levels (absent from scores saved before it was computed)."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise PlotDataError(f"{where}: key '{key}' must be a list of levels, got {value!r}")
+    checks: Checks = {"level": number, "fired": integer, "n": integer}
+    checks |= dict.fromkeys(("precision", "recall"), _maybe_number)
+    return [_checked(item, f"{where}: {key}[{i}]", checks, {}) for i, item in enumerate(value)]
 
 
 def _texts(value: Any, where: str, key: str) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from steerlab.io import read_text
+from steerlab.io import load_yaml, read_text
 from steerlab.train import schema
 from steerlab.train.alarm import AlarmConfig
 from steerlab.train.schema import ConfigError, path_field
@@ -252,10 +252,11 @@ def config_from_dict(data: Any, *, source: str = "<config>", base: Path | None =
 
 
 def read_yaml(path: str | Path, what: str = "config") -> Any:
-    """Parse a YAML file; a missing file or a syntax error becomes a `ConfigError` naming file and line."""
+    """Parse a YAML file; a missing file, a syntax error or a key given twice in one mapping becomes a
+    `ConfigError` naming file and line."""
     text = read_text(path, error=ConfigError, what=f"{what} file")
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "?"
