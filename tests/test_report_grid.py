@@ -445,7 +445,7 @@ def test_a_malformed_middle_line_is_named_and_the_other_steps_still_draw(tmp_pat
     assert [p.split(": ", 1)[0] for p in result.problems] == [f"{root / 'monitor.jsonl'}:{n}" for n in (4, 3)]
     assert "key 'projection' must be a number" in result.problems[1]
     assert "Persona projection across training" in result.shown
-    bad: list[PlotDataError] = []
+    bad: list[ValueError] = []
     rows = load_monitor(root, on_bad_line=bad.append)  # what the figure draws: every step but the bad row's
     assert [r["step"] for r in rows] == [0, 8, 24, 32] and [str(e) for e in bad] == result.problems
     with pytest.raises(PlotDataError, match=r"monitor\.jsonl:4: not valid JSON"):

@@ -99,7 +99,7 @@ def arms_figure(
     return fig
 
 
-def _measure(rows: list[dict[str, Any]], domain: str) -> str | None:
+def _measure(rows: Sequence[Mapping[str, Any]], domain: str) -> str | None:
     found = {r.get("in_domain_metric") for r in rows if r["domain"] == domain}
     if len(found) > 1:
         names = ", ".join(sorted(str(m) for m in found))

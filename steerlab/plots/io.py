@@ -27,7 +27,7 @@ def read_jsonl(path: str | Path) -> list[tuple[int, Any]]:
 
 
 def read_log(
-    path: str | Path, *, on_bad_line: Callable[[PlotDataError], None] | None = None
+    path: str | Path, *, on_bad_line: Callable[[ValueError], None] | None = None
 ) -> list[tuple[int, Any]]:
     """``(line number, parsed object)`` of an append-only JSONL log (``monitor.jsonl``, ``metrics.jsonl``).
 
@@ -76,7 +76,7 @@ def monitor_path(path: str | Path) -> Path:
 
 
 def load_monitor(
-    path: str | Path, *, on_bad_line: Callable[[PlotDataError], None] | None = None
+    path: str | Path, *, on_bad_line: Callable[[ValueError], None] | None = None
 ) -> list[dict[str, Any]]:
     """Validated rows of a run's ``monitor.jsonl`` (``path`` is the run folder or the file), an append-only
     log read by `read_log`: a torn last line is left out; a line that is not valid JSON or not a valid row

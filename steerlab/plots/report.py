@@ -103,7 +103,7 @@ class _Collector:
     def __init__(self, strict: bool) -> None:
         self.strict, self.problems = strict, []
 
-    def report(self, err: PlotDataError) -> None:
+    def report(self, err: ValueError) -> None:
         """A bad line that a reader left out, to list (or to raise when strict)."""
         if self.strict:
             raise err
@@ -585,12 +585,11 @@ def _instruments(
     scores = col.attempt(lambda: schema.alarm_scores(read_json(path), str(path)))
     cells = sum(1 for r in checked if r["arm"] != "base")
     if scores is not None and scores["n_cells"] != cells:
-        col.attempt(
-            lambda: _raise(
-                f"{path}: counts {scores['n_cells']} trained cells, {results_path.name} has {cells}: "
-                "the two were written from different results (rerun `steerlab grid` to rewrite both)"
-            )
+        stale = (
+            f"{path}: counts {scores['n_cells']} trained cells, {results_path.name} has {cells}: "
+            "the two were written from different results (rerun `steerlab grid` to rewrite both)"
         )
+        col.attempt(lambda: _raise(stale))
         scores = None
     if scores is None:
         absent[title] = MALFORMED

@@ -116,8 +116,13 @@ def _est(value: float, ci: Any) -> str:
 
 def _stance(row: dict[str, Any]) -> str:
     """Whether the cell ends misaligned, and the paired general-stance shifts that say so."""
-    verdict = {True: "ends misaligned", False: "does not end misaligned"}.get(
-        row.get("ends_misaligned"), "has no ends-misaligned label"
+    misaligned = row.get("ends_misaligned")
+    verdict = (
+        "has no ends-misaligned label"
+        if misaligned is None
+        else "ends misaligned"
+        if misaligned
+        else "does not end misaligned"
     )
     shifts = [f"{_est(row['stance_shift_base'], row['stance_shift_base_ci'])} over the base"]
     kind = row.get("read_against_kind")
