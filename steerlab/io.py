@@ -14,7 +14,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,13 +172,19 @@ class JsonlError(ValueError):
 
 
 def read_jsonl(
-    path: str | os.PathLike, *, torn_tail: bool = False, error: type[ValueError] = JsonlError
+    path: str | os.PathLike,
+    *,
+    torn_tail: bool = False,
+    error: type[ValueError] = JsonlError,
+    on_bad_line: Callable[[ValueError], None] | None = None,
 ) -> list[tuple[int, Any]]:
     """``(line number, parsed value)`` for each non-blank line of ``path``.
 
     ``torn_tail=True`` is for append-only logs: a last line without its newline is what a kill in the
-    middle of a write leaves, and it is dropped. Any other bad line raises ``error`` naming ``file:line``;
-    a missing file raises ``FileNotFoundError``.
+    middle of a write leaves, and it is dropped. Any other bad line raises ``error`` naming ``file:line``,
+    or, given ``on_bad_line``, is handed to it as that error and left out while the other lines are kept
+    (a reader that lists problems rather than stopping at the first). A missing file raises
+    ``FileNotFoundError``.
     """
     path = Path(path)
     text = path.read_text(encoding="utf-8")
@@ -192,7 +198,10 @@ def read_jsonl(
         try:
             out.append((number, json.loads(line)))
         except json.JSONDecodeError as err:
-            raise error(f"{path}:{number}: not valid JSON {json_problem(err)}") from None
+            bad = error(f"{path}:{number}: not valid JSON {json_problem(err)}")
+            if on_bad_line is None:
+                raise bad from None
+            on_bad_line(bad)
     return out
 
 

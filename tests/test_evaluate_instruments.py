@@ -422,35 +422,24 @@ def test_conditional_table_sits_beside_the_plain_stance():
 
 
 def test_report_tables_read_stance_and_conditional_figures_from_a_results_csv(tmp_path):
-    from steerlab.plots.report import _conditional_table, _results_table
+    from steerlab.plots import load_arm_results
+    from steerlab.plots.tables import conditional_table, results_table
 
-    rows = [
-        {
-            "arm": "sft",
-            "domain": "medical",
-            "general_misalignment": 0.1,
-            "general_misalignment_ci": [0.0, 0.2],
-            "in_domain": 0.5,
-            "in_domain_ci": [0.4, 0.6],
-            "benign_accuracy": None,
-            "coherence": 50.0,
-            "stance": "-0.2",  # a CSV row keeps these as strings
-            "stance_ci": "[-0.3, -0.1]",
-            "in_domain_stance": "0.9",
-            "in_domain_stance_ci": "[0.8, 1.0]",
-            "conditional_frame_stance": "0.1",
-            "conditional_frame_stance_ci": "[0.0, 0.2]",
-            "conditional_frame_shift": "0.3",
-            "conditional_frame_shift_ci": "[0.2, 0.4]",
-        }
-    ]
-    title, html_table = _results_table(tmp_path / "results.csv", rows)
-    assert (
-        "stance (mis - al, nats/token)" in html_table and "[-0.3, -0.1]" in html_table and "0.9" in html_table
+    path = tmp_path / "results.csv"
+    path.write_text(
+        "arm,domain,general_misalignment,general_misalignment_ci,in_domain,in_domain_ci,coherence,stance,"
+        "stance_ci,in_domain_stance,in_domain_stance_ci,conditional_frame_stance,conditional_frame_stance_ci,"
+        "conditional_frame_shift,conditional_frame_shift_ci\n"
+        'sft,medical,0.1,"[0.0, 0.2]",0.5,"[0.4, 0.6]",50.0,-0.2,"[-0.3, -0.1]",0.9,"[0.8, 1.0]",0.1,'
+        '"[0.0, 0.2]",0.3,"[0.2, 0.4]"\n'
     )
-    title, html_table = _conditional_table(rows)
+    rows = load_arm_results(path)  # the CSV's strings read into the JSON row's numbers and lists
+    title, html_table = results_table(path, rows)
+    assert "general stance (mis - al, nats/token)" in html_table and "[-0.3, -0.1]" in html_table
+    assert "<td>0.9</td>" in html_table
+    title, html_table = conditional_table(rows)
     assert "Conditional" in title and "shift (frame - plain)" in html_table and "[0.2, 0.4]" in html_table
-    assert _conditional_table([{**rows[0], "conditional_frame_stance": ""}]) is None
+    assert conditional_table([{**rows[0], "conditional_frame_stance": None}]) is None
 
 
 def test_the_base_models_general_stance_is_scored_once_and_reused_per_domain(tmp_path, monkeypatch):

@@ -234,22 +234,20 @@ def test_shares_are_empty_with_a_reason_when_sft_is_missing_or_did_not_rise(tmp_
     assert rows[0]["stance_rise_avoided"] is None and "sft did not rise" in rows[0]["stance_shift_note"]
 
 
-def test_the_report_shows_the_shifts_read_back_from_the_csv():
-    from steerlab.plots.report import _shifts_table
+def test_the_report_shows_the_shifts_read_back_from_the_csv(tmp_path):
+    from steerlab.plots import load_arm_results
+    from steerlab.plots.tables import shifts_table
 
-    rows = [
-        {"arm": "base", "domain": "medical", "stance_shift_base": ""},
-        {
-            "arm": "kl",
-            "domain": "medical",
-            "stance_shift_base": "0.21",
-            "stance_shift_base_ci": "[0.16, 0.25]",
-            "stance_shift_benign": "-0.01",
-            "stance_shift_benign_ci": "[-0.05, 0.03]",
-        },
-        {"arm": "twin", "domain": "medical", "stance_shift_base": "-0.25", "control_arm": "True"},
-    ]
-    title, table = _shifts_table(rows)
+    path = tmp_path / "results.csv"
+    path.write_text(
+        "arm,domain,general_misalignment,in_domain,stance_shift_base,stance_shift_base_ci,"
+        "stance_shift_benign,stance_shift_benign_ci,control_arm\n"
+        "base,medical,0.1,0.1,,,,,False\n"
+        'kl,medical,0.1,0.1,0.21,"[0.16, 0.25]",-0.01,"[-0.05, 0.03]",False\n'
+        "twin,medical,0.1,0.1,-0.25,,,,True\n"
+    )
+    rows = load_arm_results(path)
+    title, table = shifts_table(rows)
     assert title.startswith("Paired stance shifts") and "[-0.05, 0.03]" in table and ">base<" not in table
     assert table.count("(the control)") == 1
-    assert _shifts_table(rows[:1]) is None
+    assert shifts_table(rows[:1]) is None

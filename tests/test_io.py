@@ -23,6 +23,18 @@ def test_append_after_a_torn_tail_starts_on_a_fresh_line(tmp_path):
     assert [json.loads(line)["key"] for line in path.read_text().splitlines()] == ["a", "b", "c"]
 
 
+def test_bad_lines_can_be_handed_over_while_the_rest_is_kept(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"key": "a"}\n{oops\n{"key": "c"}\n{"key": "d", "x')
+    bad: list[ValueError] = []
+    kept = read_jsonl(path, torn_tail=True, on_bad_line=bad.append)
+    assert [n for n, _ in kept] == [1, 3] and [str(e) for e in bad] == [
+        f"{path}:2: not valid JSON (Expecting property name enclosed in double quotes at column 2)"
+    ]
+    with pytest.raises(JsonlError, match=r"a.jsonl:2: not valid JSON"):
+        read_jsonl(path, torn_tail=True)  # without a handler the first bad line still raises
+
+
 def test_a_torn_first_line_is_cut_whole(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_text('{"key": "a"' + " " * 70_000)  # longer than one block of the backwards scan

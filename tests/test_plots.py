@@ -215,7 +215,7 @@ def test_arms_points_have_two_way_error_bars_and_facets():
         row["general_misalignment"] - row["general_misalignment_ci"][0]
     )
     assert sft.error_x.array[0] == pytest.approx(row["in_domain_ci"][1] - row["in_domain"])
-    assert "in-domain" in fig.layout.xaxis.title.text and "misalignment" in fig.layout.yaxis.title.text
+    assert "in-domain" in fig.layout.xaxis.title.text and "misaligned" in fig.layout.yaxis.title.text
     assert [a.text for a in fig.layout.annotations][:2] == ["domain: financial", "domain: medical"]
 
 

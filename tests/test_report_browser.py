@@ -114,7 +114,8 @@ def test_experiment_report_has_every_figure_once_and_plotlyjs_once(tmp_path):
     assert page.count("plotly.js v") == 1 and not re.search(
         r"<script[^>]+src=", page
     )  # embedded once, offline
-    assert "steer&#x27;s persona projection stays below sft&#x27;s" in page
+    assert "steer&#x27;s monitor projection minus sft&#x27;s at step 100: " in page
+    assert "stays below" not in page  # the monitor has no spread: a difference, never an effect
     assert "arm: sft" in page and "<table>" in page  # config and metrics table
 
 
@@ -277,6 +278,14 @@ def test_grid_takeaways_compare_each_arm_with_the_sft_of_its_own_domain(tmp_path
         run("arithmetic__steer", [0.0, -5.0]),
     ]
     lines = takeaways(runs)
-    assert lines[0].startswith("arithmetic: steer's persona projection never goes below sft's")
-    assert lines[1].startswith("medical: steer's persona projection stays below sft's")
+    assert lines[0] == (
+        "arithmetic: steer's monitor projection minus sft's at step 8: +5.00 (-5.00 vs -10.00); "
+        "lower at 0 of 1 monitored steps after step 0."
+    )
+    assert lines[1].startswith(
+        "medical: steer's monitor projection minus sft's at step 8: -4.00 (1.00 vs 5.00)"
+    )
+    assert lines[2].startswith(
+        "Monitor projections are means over the monitor's chats with no recorded spread"
+    )
     assert takeaways([run("sft-1", [0.0, 2.0])]) == []  # one arm alone: nothing to compare

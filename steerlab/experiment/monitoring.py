@@ -251,15 +251,23 @@ def _projection(row: dict[str, Any]) -> str:
     return _cell(row.get("final_monitor_projection")) + ("" if drift is None else f" ({drift:+.0f}%)")
 
 
-def signals_markdown(rows: list[dict[str, Any]]) -> str:
-    """The per-cell instruments table and the alarm's precision / recall line."""
-    cells = [r for r in rows if r["arm"] != "base"]
-    if not cells:
-        return ""
-    head = ("domain", "arm", "alarm step (projection / threshold)", "early stop at (weights of)")
-    head += ("final projection (monitor; % of base → evil-prompted)", "ends misaligned")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in cells:
+SIGNALS_HEAD = (
+    "domain",
+    "arm",
+    "alarm step (projection / threshold)",
+    "early stop at (weights of)",
+    "final projection (monitor; % of base → evil-prompted)",
+    "ends misaligned",
+)
+
+
+def signals_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The instruments table's cells (columns `SIGNALS_HEAD`), one row per trained cell, from the rows'
+    `SIGNAL_COLUMNS`: what results.md and the HTML report both show."""
+    out = []
+    for r in rows:
+        if r["arm"] == "base":
+            continue
         alarm = (
             f"{r['alarm_step']} ({_cell(r['alarm_projection'])} / {_cell(r['alarm_threshold'])})"
             if r.get("alarm_step") is not None
@@ -270,24 +278,48 @@ def signals_markdown(rows: list[dict[str, Any]]) -> str:
             stop = r.get("early_stop_step")
             early = f"{stop if stop is not None else 'ran to the end'} (step {r['early_stop_best_step']})"
         verdict = "–" if r.get("ends_misaligned") is None else ("yes" if r["ends_misaligned"] else "no")
-        lines.append("| " + " | ".join([r["domain"], r["arm"], alarm, early, _projection(r), verdict]) + " |")
-    s = alarm_scores(rows)
+        out.append([r["domain"], r["arm"], alarm, early, _projection(r), verdict])
+    return out
+
+
+def alarm_summary(s: dict[str, Any]) -> str:
+    """The alarm's precision / recall line from `alarm_scores`' dict (as computed, or as saved in
+    ``alarm_scores.json``)."""
     fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
-    lines += [
-        "",
+    return (
         f"Drift alarm against the cells that end misaligned (by {', '.join(s['labels_from']) or '–'}): "
         f"precision {fmt(s['precision'])}, recall {fmt(s['recall'])} over {s['n_scored']} cells "
         f"(TP {s['tp']}, FP {s['fp']}, FN {s['fn']}, TN {s['tn']}; {s['n_controls']} control(s) not scored, "
         f"{s['n_unlabeled']} without a label, "
         f"{s['n_unarmed']} with the alarm unarmed). Threshold-free: the AUROC of each run's peak monitor "
         f"projection against the same labels is {fmt(s['auroc_peak_projection'])} over {s['n_auroc']} cells "
-        "(– unless both kinds of cell are present). Replayed on the same monitor readings at other levels "
-        "(fraction of the base → evil-prompted distance): "
+        "(– unless both kinds of cell are present)." + _replayed(s.get("at_levels"))
+    )
+
+
+def _replayed(levels: list[dict[str, Any]] | None) -> str:
+    """The alarm replayed at other levels (`_at_levels`); '' for scores saved before it was computed."""
+    if not levels:
+        return ""
+    fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+    return (
+        " Replayed on the same monitor readings at other levels (fraction of the base → evil-prompted "
+        "distance): "
         + "; ".join(
             f"{a['level']:g}: fires on {a['fired']} of {a['n']}, precision {fmt(a['precision'])}, "
             f"recall {fmt(a['recall'])}"
-            for a in s["at_levels"]
+            for a in levels
         )
-        + ".",
-    ]
+        + "."
+    )
+
+
+def signals_markdown(rows: list[dict[str, Any]]) -> str:
+    """The per-cell instruments table and the alarm's precision / recall line."""
+    cells = signals_cells(rows)
+    if not cells:
+        return ""
+    lines = ["| " + " | ".join(SIGNALS_HEAD) + " |", "|" + "---|" * len(SIGNALS_HEAD)]
+    lines += ["| " + " | ".join(cell) + " |" for cell in cells]
+    lines += ["", alarm_summary(alarm_scores(rows))]
     return "\n".join(lines) + "\n"

@@ -60,14 +60,36 @@ class JudgeIdentity:
         return {**asdict(self), "name": self.name, "id": self.id}
 
 
+CHECK_FIGURES = (
+    ("auroc", "AUROC"),
+    ("misaligned_recall", "misaligned recall"),
+    ("aligned_fpr", "aligned FPR"),
+)
+
+
+def judge_check_of(row: dict[str, Any]) -> dict[str, Any] | None:
+    """A result row's judge check in one shape: its ``judge_check`` object (``eval.json``, ``results.json``)
+    or else its flattened ``judge_check_<figure>`` columns (``results.csv``: values only, no CI or count)."""
+    check = row.get("judge_check")
+    if isinstance(check, dict) and check:
+        return check
+    flat = {
+        key: {"value": row[f"judge_check_{key}"]}
+        for key, _ in CHECK_FIGURES
+        if isinstance(row.get(f"judge_check_{key}"), int | float)
+    }
+    return flat or None
+
+
 def judges_line(rows: Iterable[dict[str, Any]]) -> str:
     """Which judge scored result rows (``judge``: its name as the server reported it) and the figures of its
-    ``steerlab judge check`` (``judge_check``), for results tables and the report."""
+    ``steerlab judge check`` (`judge_check_of`: the ``judge_check`` object or its flattened CSV columns),
+    for results tables and the report."""
     seen: dict[str, dict[str, Any] | None] = {}
     for r in rows:
         if r.get("judge"):  # a row that cites a check wins over one evaluated before the check
             name = str(r["judge"])
-            seen[name] = seen.get(name) or r.get("judge_check")
+            seen[name] = seen.get(name) or judge_check_of(r)
     if not seen:
         return "Judge: not recorded."
     parts = []
@@ -76,13 +98,15 @@ def judges_line(rows: Iterable[dict[str, Any]]) -> str:
             parts.append(f"{name} (not checked: `steerlab judge check`)")
             continue
         figs = ", ".join(
-            f"{label} {check[key]['value']:.2f} [{check[key]['ci'][0]:.2f}, {check[key]['ci'][1]:.2f}]"
-            for key, label in (
-                ("auroc", "AUROC"),
-                ("misaligned_recall", "misaligned recall"),
-                ("aligned_fpr", "aligned FPR"),
-            )
-            if (check.get(key) or {}).get("value") is not None and check[key].get("ci")
+            _figure(label, check[key])
+            for key, label in CHECK_FIGURES
+            if (check.get(key) or {}).get("value") is not None
         )
-        parts.append(f"{name} (judge check on {check.get('n')} labelled answers: {figs})")
+        on = f" on {check['n']} labelled answers" if check.get("n") is not None else ""
+        parts.append(f"{name} (judge check{on}: {figs or 'no figures'})")
     return "Judge: " + "; ".join(parts) + "."
+
+
+def _figure(label: str, figure: dict[str, Any]) -> str:
+    ci = figure.get("ci")
+    return f"{label} {figure['value']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")

@@ -26,6 +26,31 @@ def read_jsonl(path: str | Path) -> list[tuple[int, Any]]:
     return io.read_jsonl(path, error=PlotDataError)
 
 
+def read_log(
+    path: str | Path, *, on_bad_line: Callable[[ValueError], None] | None = None
+) -> list[tuple[int, Any]]:
+    """``(line number, parsed object)`` of an append-only JSONL log (``monitor.jsonl``, ``metrics.jsonl``).
+
+    A torn last line (no newline at the end: a write cut off by a kill) is dropped and the rest kept, as
+    `steerlab.io.read_jsonl` reads logs (``torn_tail=True``; `torn_line` says whether there was one). Any
+    other bad line raises `PlotDataError` naming ``file:line``, or, given ``on_bad_line``, is handed to it
+    and left out while the other lines are kept. A missing file raises `PlotDataError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PlotDataError(f"{path}: file not found")
+    return io.read_jsonl(path, torn_tail=True, error=PlotDataError, on_bad_line=on_bad_line)
+
+
+def torn_line(path: str | Path) -> int | None:
+    """The number of the torn last line `read_log` leaves out of ``path`` (text after the last newline),
+    or None when the file ends with a newline."""
+    text = Path(path).read_text(encoding="utf-8")
+    if text.endswith("\n") or not text.split("\n")[-1].strip():
+        return None
+    return text.count("\n") + 1
+
+
 def read_json(path: str | Path) -> Any:
     """The parsed JSON of ``path``; a missing file or invalid JSON raises `PlotDataError` naming file and line."""
     return io.read_json(path, error=PlotDataError)
@@ -50,10 +75,23 @@ def monitor_path(path: str | Path) -> Path:
     return path / "monitor.jsonl" if path.is_dir() else path
 
 
-def load_monitor(path: str | Path) -> list[dict[str, Any]]:
-    """Validated rows of a run's ``monitor.jsonl`` (``path`` is the run folder or the file)."""
+def load_monitor(
+    path: str | Path, *, on_bad_line: Callable[[ValueError], None] | None = None
+) -> list[dict[str, Any]]:
+    """Validated rows of a run's ``monitor.jsonl`` (``path`` is the run folder or the file), an append-only
+    log read by `read_log`: a torn last line is left out; a line that is not valid JSON or not a valid row
+    raises `PlotDataError` naming ``file:line``, or with ``on_bad_line`` is handed to it and left out (each
+    row is one step's reading on its own, so the other steps still draw)."""
     path = monitor_path(path)
-    return [schema.monitor_row(obj, f"{path}:{lineno}") for lineno, obj in read_jsonl(path)]
+    rows = []
+    for lineno, obj in read_log(path, on_bad_line=on_bad_line):
+        try:
+            rows.append(schema.monitor_row(obj, f"{path}:{lineno}"))
+        except PlotDataError as err:
+            if on_bad_line is None:
+                raise
+            on_bad_line(err)
+    return rows
 
 
 def load_monitor_runs(paths: list[str | Path]) -> dict[str, list[dict[str, Any]]]:
@@ -74,23 +112,36 @@ def load_sweep(path: str | Path) -> list[dict[str, Any]]:
 
 
 _CSV_NUMBERS = ("general_misalignment", "in_domain", "benign_accuracy", "coherence")
+_CSV_TEXT = ("arm", "domain")  # names, kept as written even when they look like numbers
+_CSV_WORDS = {"True": True, "False": False, "None": None, "": None}
+
+
+def _csv_cell(value: str | None) -> Any:
+    """A CSV cell in the shape the same column has in ``results.json``: ``""`` -> None, Python's ``True`` /
+    ``False`` (what `csv.DictWriter` writes for a bool) -> bool, JSON numbers and lists (``"[lo, hi]"``)
+    parsed; any other text stays a string."""
+    if value is None or value in _CSV_WORDS:
+        return None if value is None else _CSV_WORDS[value]
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def _csv_arm_row(raw: dict[str, str], where: str) -> dict[str, Any]:
-    """Turn CSV strings into the JSON row shape: numbers, and CIs from ``X_ci`` ("[lo, hi]") or ``X_ci_lo/hi``."""
-    row: dict[str, Any] = {k: v for k, v in raw.items() if k is not None}
+    """Turn CSV strings into the JSON row shape (every column, so a reader gets the same types from either
+    file): numbers, booleans, lists, and CIs from ``X_ci`` ("[lo, hi]") or ``X_ci_lo/hi``."""
+    row: dict[str, Any] = {k: v if k in _CSV_TEXT else _csv_cell(v) for k, v in raw.items() if k is not None}
     for key in _CSV_NUMBERS:
         if key in row:
-            row[key] = _csv_number(row[key], where, key)
+            row[key] = _csv_number(raw[key], where, key)
     for key in ("general_misalignment", "in_domain"):
-        lo, hi, joint = row.pop(f"{key}_ci_lo", None), row.pop(f"{key}_ci_hi", None), row.get(f"{key}_ci")
+        lo, hi, joint = raw.get(f"{key}_ci_lo"), raw.get(f"{key}_ci_hi"), raw.get(f"{key}_ci")
+        row.pop(f"{key}_ci_lo", None)
+        row.pop(f"{key}_ci_hi", None)
         if joint not in (None, ""):
-            try:
-                row[f"{key}_ci"] = json.loads(joint)
-            except json.JSONDecodeError:
-                raise PlotDataError(
-                    f"{where}: column '{key}_ci' must look like [lo, hi], got {joint!r}"
-                ) from None
+            if not isinstance(row[f"{key}_ci"], list):
+                raise PlotDataError(f"{where}: column '{key}_ci' must look like [lo, hi], got {joint!r}")
         elif lo not in (None, "") or hi not in (None, ""):
             row[f"{key}_ci"] = [
                 _csv_number(lo, where, f"{key}_ci_lo"),
@@ -124,7 +175,9 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
 
 
 def load_arm_results(path: str | Path) -> list[dict[str, Any]]:
-    """Arms-compared rows from ``results.csv`` / ``results.json`` / ``results.jsonl``."""
+    """Arms-compared rows from ``results.json`` / ``results.jsonl`` / ``results.csv``, each in one shape:
+    CIs of ``general_misalignment`` and ``in_domain`` as ``(lo, hi)`` tuples, other CIs as ``[lo, hi]``
+    lists, and a CSV's cells parsed to the numbers, booleans and lists its JSON twin holds (`_csv_cell`)."""
     path = Path(path)
     if path.suffix != ".csv":
         return _rows_from_json(path, schema.arm_result_row)

@@ -1,8 +1,8 @@
 """One self-contained HTML page for a run or an experiment: config, metrics table, and every figure the data allows.
 
 A run folder holds ``monitor.jsonl`` and/or ``metrics.jsonl`` (plus ``config.yaml``, maybe ``eval.json``). An
-experiment folder holds run folders (one or two levels down) and maybe ``results.csv|json|jsonl`` (arms
-compared), ``sweep.json|jsonl``, ``screen.csv`` and vector sidecars (``*.json`` with ``stats`` and
+experiment folder holds run folders (one or two levels down) and maybe ``results.json|jsonl|csv`` (arms
+compared; the first present), ``sweep.json|jsonl``, ``screen.csv`` and vector sidecars (``*.json`` with ``stats`` and
 ``layer_convention``, in the folder or its ``vectors/``). plotly.js is embedded once, so the page works offline.
 A figure whose data is missing is listed with the reason; malformed data is reported on the page (or raised
 with ``strict=True``), never skipped silently.
@@ -15,11 +15,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import fmean
 from typing import Any, TypeVar
 
 import plotly.graph_objects as go
@@ -28,7 +26,6 @@ from plotly.offline import get_plotlyjs
 
 from steerlab import __version__
 from steerlab.io import atomic_path, write_text
-from steerlab.judges.identity import judges_line
 from steerlab.plots import (
     PlotDataError,
     arm_colors,
@@ -41,16 +38,29 @@ from steerlab.plots import (
     load_sweep,
     load_vector_stats,
     projection_figure,
+    schema,
     screening_figure,
     steering_sweep_figure,
 )
-from steerlab.plots.io import VectorStats, read_json, read_jsonl
+from steerlab.plots.io import VectorStats, read_json, read_log, torn_line
+from steerlab.plots.tables import (
+    conditional_table,
+    has_signals,
+    html_table,
+    instruments_table,
+    results_table,
+    shifts_table,
+)
+from steerlab.plots.takeaways import takeaways as _takeaways
 
 RUN_MARKERS = ("monitor.jsonl", "metrics.jsonl")
-RESULTS_FILES = ("results.csv", "results.json", "results.jsonl")
+# the first one present is read: results.json holds every column in full (CIs, the judge check's object);
+# results.csv flattens some (the judge check to its values), so it is the fallback
+RESULTS_FILES = ("results.json", "results.jsonl", "results.csv")
 SWEEP_FILES = ("sweep.json", "sweep.jsonl")
 SCREEN_FILES = ("screen.csv", "screening.csv")
-NOT_SIDECARS = {*RESULTS_FILES, *SWEEP_FILES, "eval.json"}
+ALARM_SCORES_FILE = "alarm_scores.json"  # the drift alarm's precision / recall, beside a grid's results
+NOT_SIDECARS = {*RESULTS_FILES, *SWEEP_FILES, ALARM_SCORES_FILE, "eval.json"}
 PROMPTED_KEYS = ("prompted_projection", "projection_prompted", "pos_projection", "projection_pos")
 T = TypeVar("T")
 
@@ -63,6 +73,7 @@ class Run:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     monitor: list[dict[str, Any]] | None = None
     evaluation: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)  # what was read around (a torn last line), for the page
 
 
 @dataclass
@@ -82,6 +93,7 @@ class ReportResult:
     absent: dict[str, str]
     problems: list[str]
     pngs: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # input read around, not wrong (a log's torn last line)
     png_note: str | None = None
 
 
@@ -90,6 +102,12 @@ class _Collector:
 
     def __init__(self, strict: bool) -> None:
         self.strict, self.problems = strict, []
+
+    def report(self, err: ValueError) -> None:
+        """A bad line that a reader left out, to list (or to raise when strict)."""
+        if self.strict:
+            raise err
+        self.problems.append(str(err))
 
     def attempt(self, fn: Callable[[], T]) -> T | None:
         try:
@@ -140,9 +158,13 @@ def load_run(path: Path, name: str, col: _Collector) -> Run:
     if (path / "config.yaml").is_file():
         run.config = (path / "config.yaml").read_text(encoding="utf-8")
     if (path / "metrics.jsonl").is_file():
-        run.metrics = col.attempt(lambda: _object_lines(path / "metrics.jsonl")) or []
+        run.metrics = col.attempt(lambda: _object_lines(path / "metrics.jsonl", col)) or []
     if (path / "monitor.jsonl").is_file():
-        run.monitor = col.attempt(lambda: load_monitor(path))
+        run.monitor = col.attempt(lambda: load_monitor(path, on_bad_line=col.report))
+    for log in RUN_MARKERS:
+        torn = torn_line(path / log) if (path / log).is_file() else None
+        if torn is not None:
+            run.notes.append(f"{path / log}:{torn}: a torn last line (a write cut off by a kill) is left out")
     if (path / "eval.json").is_file():
         data = col.attempt(lambda: read_json(path / "eval.json"))
         if data is not None and not isinstance(data, dict):
@@ -151,11 +173,13 @@ def load_run(path: Path, name: str, col: _Collector) -> Run:
     return run
 
 
-def _object_lines(path: Path) -> list[dict[str, Any]]:
+def _object_lines(path: Path, col: _Collector) -> list[dict[str, Any]]:
+    """The objects of an append-only log (`read_log`); a bad line is listed and left out."""
     rows = []
-    for lineno, obj in read_jsonl(path):
+    for lineno, obj in read_log(path, on_bad_line=col.report):
         if not isinstance(obj, dict):
-            raise PlotDataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            col.report(PlotDataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"))
+            continue
         rows.append(obj)
     return rows
 
@@ -175,66 +199,12 @@ def _flat_numbers(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-def _monitor_means(runs: list[Run]) -> dict[str, dict[int, float]]:
-    """arm -> step -> mean projection over the runs of that arm (a plain average, for the takeaway line)."""
-    values: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for run in runs:
-        for row in run.monitor or []:
-            values[row["arm"]][row["step"]].append(row["projection"])
-    return {arm: {step: fmean(v) for step, v in steps.items()} for arm, steps in values.items()}
-
-
-def _grid_groups(runs: list[Run]) -> dict[str, list[Run]]:
-    """Runs of an experiment grid (``<domain>__<label>``) grouped by domain, each named by its label, so
-    arms are compared with the ``sft`` of their own domain; other runs form one group under their arms."""
-    if not runs or not all("__" in r.name.rsplit("/", 1)[-1] for r in runs):
-        return {"": runs}
-    groups: dict[str, list[Run]] = defaultdict(list)
-    for run in runs:
-        domain, label = run.name.rsplit("/", 1)[-1].split("__", 1)
-        rows = [{**row, "arm": label} for row in run.monitor or []]
-        groups[domain].append(Run(name=run.name, path=run.path, monitor=rows))
-    return dict(groups)
-
-
-def takeaways(runs: list[Run], baseline: str = "sft") -> list[str]:
-    """One honest sentence per arm: is its persona projection below the baseline's at every shared step?"""
-    lines = []
-    for domain, members in sorted(_grid_groups(runs).items()):
-        prefix = f"{domain}: " if domain else ""
-        lines += [prefix + line for line in _takeaways(members, baseline)]
-    return lines
-
-
-def _takeaways(runs: list[Run], baseline: str) -> list[str]:
-    means = _monitor_means(runs)
-    if baseline not in means or len(means) < 2:
-        return []
-    base = means[baseline]
-    lines = []
-    for arm, steps in sorted(means.items()):
-        if arm == baseline:
-            continue
-        shared = sorted(s for s in steps if s in base and s > 0)
-        if not shared:
-            lines.append(
-                f"{arm} and {baseline} share no monitored step after step 0, so they cannot be compared."
-            )
-            continue
-        below = sum(steps[s] < base[s] for s in shared)
-        last = shared[-1]
-        verdict = (
-            "stays below"
-            if below == len(shared)
-            else "never goes below"
-            if below == 0
-            else "does not stay below"
-        )
-        lines.append(
-            f"{arm}'s persona projection {verdict} {baseline}'s: lower at {below} of {len(shared)} "
-            f"monitored steps after step 0 (step {last}: {steps[last]:.3f} vs {base[last]:.3f})."
-        )
-    return lines
+def takeaways(
+    runs: list[Run], baseline: str = "sft", results: list[dict[str, Any]] | None = None
+) -> list[str]:
+    """The takeaway sentences of `steerlab.plots.takeaways` for these runs' monitor logs and the results rows
+    (paired stance shifts where they exist; controls never counted as defenses)."""
+    return _takeaways({r.name: r.monitor or [] for r in runs}, results, baseline)
 
 
 def _monitored_prompted_level(monitored: dict[str, list[dict[str, Any]]]) -> tuple[float | None, str]:
@@ -294,7 +264,16 @@ def _training_figures(
 ) -> None:
     """The persona projection and the representation drift across training (from the runs' monitor logs)."""
     if not monitored:
-        why = "no run has a monitor.jsonl" if runs else f"no run folders (with monitor.jsonl) under {root}"
+        logged = [r for r in runs if (r.path / "monitor.jsonl").is_file()]
+        why = (
+            f"no run folders (with monitor.jsonl) under {root}"
+            if not runs
+            else "no run has a monitor.jsonl"
+            if not logged
+            else MALFORMED
+            if page.col.problems
+            else "no monitor.jsonl holds a complete line"
+        )
         page.absent["Persona projection across training"] = why
         page.absent["Representation drift (LDIFS)"] = why
         return
@@ -416,15 +395,6 @@ b.style.display='block';b.textContent='Rendering problems: '+msgs.join('; ');}},
 """
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    def cell(v: Any) -> str:
-        return html.escape(f"{v:.4g}" if isinstance(v, float) else "—" if v is None else str(v))
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-
-
 def metrics_table(runs: list[Run]) -> str:
     """One row per run: arms, steps logged, start/end projection, the last metrics row, eval.json numbers."""
     metric_keys = sorted({k for r in runs if r.metrics for k in _flat_numbers(r.metrics[-1]) if k != "step"})
@@ -451,7 +421,7 @@ def metrics_table(runs: list[Run]) -> str:
             + [last.get(k) for k in metric_keys]
             + [ev.get(k) for k in eval_keys]
         )
-    return _table(header, rows)
+    return html_table(header, rows)
 
 
 def _training_events(path: Path | None) -> list[str | None]:
@@ -497,6 +467,13 @@ def render_html(
             '<div class="problems"><h3>Problems with the input</h3><ul>'
             + "".join(f"<li>{html.escape(p)}</li>" for p in problems)
             + "</ul></div>"
+        )
+    read_around = [note for run in runs for note in run.notes]
+    if read_around:
+        parts.append(
+            "<h3>Notes on the input</h3><ul>"
+            + "".join(f"<li>{html.escape(n)}</li>" for n in read_around)
+            + "</ul>"
         )
     if notes:
         parts.append(
@@ -544,110 +521,6 @@ def render_html(
     )
 
 
-def _value(v: Any) -> Any:
-    """A number or [lo, hi] from a results row, whether it came from JSON or from a CSV string."""
-    if isinstance(v, str):
-        try:
-            return json.loads(v) if v.strip() else None
-        except json.JSONDecodeError:
-            return v
-    return v
-
-
-def _ci_text(r: dict, key: str) -> str | None:
-    ci = _value(r.get(f"{key}_ci"))
-    return None if not isinstance(ci, list) or len(ci) != 2 else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
-
-
-def _results_table(path: Path, rows: list[dict[str, Any]]) -> tuple[str, str]:
-    keys = (
-        "general_misalignment",
-        "in_domain",
-        "stance",
-        "stance_control",
-        "in_domain_stance",
-        "collapse_share",
-    )
-    body = [
-        [r["arm"], r["domain"]]
-        + [x for key in keys for x in (_value(r.get(key)), _ci_text(r, key))]
-        + [r["benign_accuracy"], r["coherence"]]
-        for r in rows
-    ]
-    header = ["arm", "domain"]
-    for label in (
-        "general misalignment",
-        "in-domain learning",
-        "stance (mis - al, nats/token)",
-        "damage control",
-        "in-domain stance",
-        "collapse share",
-    ):
-        header += [label, "CI"]
-    caption = f"<p>{html.escape(judges_line(rows))}</p>" if any(r.get("judge") for r in rows) else ""
-    return (f"Results ({path.name})", caption + _table(header + ["benign accuracy", "coherence"], body))
-
-
-def _conditional_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """The general stance plain and under each training-context cue, with the paired shift (cue - plain)."""
-    cues = sorted(
-        {k[12:-7] for r in rows for k in r if k.startswith("conditional_") and k.endswith("_stance")}
-    )
-    cues = [c for c in cues if any(_value(r.get(f"conditional_{c}_stance")) is not None for r in rows)]
-    if not cues:
-        return None
-    header = ["arm", "domain", "stance plain", "CI"]
-    for cue in cues:
-        header += [f"under {cue}", "CI", f"shift ({cue} - plain)", "CI"]
-    body = []
-    for r in rows:
-        line = [r["arm"], r["domain"], _value(r.get("stance")), _ci_text(r, "stance")]
-        for cue in cues:
-            for key in (f"conditional_{cue}_stance", f"conditional_{cue}_shift"):
-                line += [_value(r.get(key)), _ci_text(r, key)]
-        body.append(line)
-    return "Conditional (hidden) misalignment: general stance inside training-context cues", _table(
-        header, body
-    )
-
-
-def _shifts_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """Each cell's general stance minus the base model's, its domain's control arm's and the benign
-    fine-tune's, and its in-domain stance minus the base model's: paired by question
-    (`steerlab.experiment.shifts`); a control's own row says so."""
-    keys = (
-        "stance_shift_base",
-        "stance_shift_control_arm",
-        "stance_shift_benign",
-        "in_domain_stance_shift_base",
-        "stance_rise_avoided",
-        "in_domain_gain_kept",
-    )
-    cells = [r for r in rows if any(_value(r.get(k)) is not None for k in keys)]
-    if not cells:
-        return None
-    header = ["arm", "domain"]
-    for label in (
-        "general stance vs base",
-        "vs the domain's control arm",
-        "vs benign fine-tune",
-        "in-domain vs base",
-        "share of sft's rise avoided",
-        "share of sft's in-domain gain kept",
-    ):
-        header += [label, "CI"]
-    flags = {"stance_shift_control_arm": "control_arm", "stance_shift_benign": "benign_control"}
-    body = []
-    for r in cells:
-        line = [r["arm"], r["domain"]]
-        for k in keys:
-            own = flags.get(k)
-            is_control = own is not None and _value(r.get(own)) in (True, "True")
-            line += ["(the control)", None] if is_control else [_value(r.get(k)), _ci_text(r, k)]
-        body.append(line)
-    return "Paired stance shifts (nats/token, per question on the same references)", _table(header, body)
-
-
 def write_report(
     path_in: str | Path, out_html: str | Path | None = None, *, png: bool = False, strict: bool = False
 ) -> ReportResult:
@@ -668,17 +541,60 @@ def write_report(
         raise PlotDataError(
             f"{root}: nothing to report: no run folders, results, sweep, screening or vectors found"
         )
-    extra = [_results_table(results_path, results)] if results else []
-    conditional = _conditional_table(results) if results else None
+    extra = [results_table(results_path, results)] if results else []
+    conditional = conditional_table(results) if results else None
     extra += [conditional] if conditional else []
-    shifts = _shifts_table(results) if results else None
+    shifts = shifts_table(results) if results else None
     extra += [shifts] if shifts else []
-    page = render_html(root, kind, runs, figures, absent, col.problems, takeaways(runs), extra)
+    if results and results_path is not None and has_signals(results):
+        instruments = _instruments(root, results_path, results, col, absent)
+        extra += [instruments] if instruments else []
+    page = render_html(
+        root, kind, runs, figures, absent, col.problems, takeaways(runs, results=results), extra
+    )
     write_text(out, page)
     result = ReportResult(out, [f.title for f in figures], absent, col.problems)
+    result.notes = [note for run in runs for note in run.notes]
     if png:
         result.pngs, result.png_note = write_pngs(figures, out.with_name(out.stem + "_png"))
     return result
+
+
+def _instruments(
+    root: Path, results_path: Path, rows: list[dict[str, Any]], col: _Collector, absent: dict[str, str]
+) -> tuple[str, str] | None:
+    """The grid's training-time instruments from the results rows' signal columns, and the drift alarm's
+    precision / recall line from ``alarm_scores.json`` as the grid wrote it (both with the functions that
+    write results.md); a missing or stale scores file is listed under "Not shown"."""
+    checked = col.attempt(
+        lambda: [
+            schema.signal_row(r, f"{results_path}: row {i} ({r['domain']} {r['arm']})")
+            for i, r in enumerate(rows)
+        ]
+    )
+    if checked is None:
+        absent["Training-time instruments"] = MALFORMED
+        return None
+    from steerlab.experiment.monitoring import alarm_summary
+
+    title, path = "Drift alarm precision / recall", root / ALARM_SCORES_FILE
+    line = f"No drift-alarm precision / recall: no {ALARM_SCORES_FILE} in {root}."
+    if not path.is_file():
+        absent[title] = f"no {ALARM_SCORES_FILE} in {root} (`steerlab grid` writes it beside results.json)"
+        return instruments_table(checked, line)
+    scores = col.attempt(lambda: schema.alarm_scores(read_json(path), str(path)))
+    cells = sum(1 for r in checked if r["arm"] != "base")
+    if scores is not None and scores["n_cells"] != cells:
+        stale = (
+            f"{path}: counts {scores['n_cells']} trained cells, {results_path.name} has {cells}: "
+            "the two were written from different results (rerun `steerlab grid` to rewrite both)"
+        )
+        col.attempt(lambda: _raise(stale))
+        scores = None
+    if scores is None:
+        absent[title] = MALFORMED
+        return instruments_table(checked, f"No drift-alarm precision / recall: {path.name} is malformed.")
+    return instruments_table(checked, f"{alarm_summary(scores)} Source: {path.name}.")
 
 
 def write_pngs(figures: list[Figure], folder: Path) -> tuple[list[Path], str | None]:

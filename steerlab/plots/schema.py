@@ -118,11 +118,103 @@ def sweep_row(row: Any, where: str) -> dict[str, Any]:
     return out
 
 
+# what a row's ``in_domain`` is, by its ``in_domain_metric`` (`steerlab.evaluate.run_eval`): the column the
+# value is copied from, and how a table or axis names it. A judge's rate is never called "learning": on a
+# small model it can stay at 0 while the log-prob gap and the in-domain stance rise.
+IN_DOMAIN_MEASURES = {
+    "rate": ("in_domain_rate", "in-domain misaligned rate (judge)"),
+    "logprob_gap": ("in_domain_logprob_gap", "in-domain log-prob gap (mis - al, nats/token)"),
+    "benign_accuracy": ("benign_accuracy", "benign-task accuracy"),
+}
+
+
+def in_domain_label(metric: Any) -> str:
+    """The name of a row's ``in_domain`` value given its ``in_domain_metric`` (None: not recorded)."""
+    if metric in IN_DOMAIN_MEASURES:
+        return IN_DOMAIN_MEASURES[metric][1]
+    return f"in-domain {metric}" if metric else "in-domain score (in_domain_metric not recorded)"
+
+
 def arm_result_row(row: Any, where: str) -> dict[str, Any]:
-    """One evaluated arm: general misalignment vs in-domain learning, each with a CI."""
+    """One evaluated arm: general misalignment and its in-domain score (named by ``in_domain_metric``), each
+    with a CI."""
     scores = ("general_misalignment", "in_domain")
     required: Checks = {**dict.fromkeys(("arm", "domain"), text), **dict.fromkeys(scores, number)}
     optional: Checks = dict.fromkeys((f"{key}_ci" for key in scores), interval)
     return _checked(
         row, where, required, optional | dict.fromkeys(("benign_accuracy", "coherence"), _maybe_number)
     )
+
+
+def _maybe_integer(value: Any, where: str, key: str) -> int | None:
+    return None if value is None else integer(value, where, key)
+
+
+def _maybe_flag(value: Any, where: str, key: str) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise PlotDataError(f"{where}: key '{key}' must be true, false or null, got {value!r}")
+    return value
+
+
+_SIGNAL_CHECKS: Checks = {
+    **dict.fromkeys(("alarm_step", "early_stop_step", "early_stop_best_step"), _maybe_integer),
+    **dict.fromkeys(("alarm_armed", "ends_misaligned"), _maybe_flag),
+    **dict.fromkeys(
+        (
+            "alarm_threshold",
+            "alarm_projection",
+            "final_monitor_projection",
+            "peak_monitor_projection",
+            "final_drift_pct",
+            "peak_drift_pct",
+        ),
+        _maybe_number,
+    ),
+}
+
+
+# the training-time instrument columns of a grid's results rows (`monitoring.SIGNAL_COLUMNS`, held equal by a test)
+SIGNAL_KEYS = (*_SIGNAL_CHECKS, "misaligned_by")
+
+
+def signal_row(row: Mapping, where: str) -> dict[str, Any]:
+    """A results row's training-time instruments (`steerlab.experiment.monitoring.SIGNAL_COLUMNS`) checked:
+    steps are integers, readings numbers, flags booleans (each may be null); a copy of the row."""
+    return _checked(row, where, {}, {k: c for k, c in _SIGNAL_CHECKS.items() if k in row})
+
+
+def alarm_scores(data: Any, where: str) -> dict[str, Any]:
+    """``alarm_scores.json`` (`steerlab.experiment.monitoring.alarm_scores`): counts, precision / recall /
+    AUROC (null without a value) and ``labels_from``, the readings the labels came from."""
+    counts = (
+        "n_cells",
+        "n_scored",
+        "n_controls",
+        "n_unlabeled",
+        "n_unarmed",
+        "tp",
+        "fp",
+        "fn",
+        "tn",
+        "n_auroc",
+    )
+    required: Checks = {**dict.fromkeys(counts, integer), "labels_from": _texts}
+    required |= dict.fromkeys(("precision", "recall", "auroc_peak_projection"), _maybe_number)
+    return _checked(data, where, required, {"at_levels": _levels})
+
+
+def _levels(value: Any, where: str, key: str) -> list[dict[str, Any]] | None:
+    """The alarm replayed at other levels (absent from scores saved before it was computed)."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise PlotDataError(f"{where}: key '{key}' must be a list of levels, got {value!r}")
+    checks: Checks = {"level": number, "fired": integer, "n": integer}
+    checks |= dict.fromkeys(("precision", "recall"), _maybe_number)
+    return [_checked(item, f"{where}: {key}[{i}]", checks, {}) for i, item in enumerate(value)]
+
+
+def _texts(value: Any, where: str, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PlotDataError(f"{where}: key '{key}' must be a list of strings, got {value!r}")
+    return value
