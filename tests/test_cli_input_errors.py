@@ -19,18 +19,20 @@ GOOD = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "
 NO_BRACKET = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}}'
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _no_model(monkeypatch):
-    """Every case here must stop before a model loads."""
+    """A command case must stop before a model loads: building one (a tiny test model, or weights read by
+    transformers) fails the test. Patched where `steerlab.models.load` looks them up at call time, so no
+    module imported meanwhile keeps the stand-in."""
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the bad input was refused")
 
-    import steerlab.evaluate.load
-    import steerlab.models
+    import steerlab.models.load
+    import steerlab.models.tiny
 
-    monkeypatch.setattr(steerlab.models, "load_model", refuse)
-    monkeypatch.setattr(steerlab.evaluate.load, "load_target", refuse)
+    monkeypatch.setattr(steerlab.models.tiny, "tiny_model", refuse)
+    monkeypatch.setattr(steerlab.models.load.AutoModelForCausalLM, "from_pretrained", refuse)
 
 
 def _invoke(*args: str):
@@ -42,6 +44,7 @@ def _flat(text: str) -> str:
     return re.sub(r"[\s│╭╮╰╯─]+", " ", text)
 
 
+@pytest.mark.usefixtures("_no_model")
 @pytest.mark.parametrize(
     ("args", "option", "value"),
     [
@@ -71,6 +74,7 @@ def test_parse_list_reads_numbers_and_refuses_empty_items():
             parse_list(bad, float, "numbers")
 
 
+@pytest.mark.usefixtures("_no_model")
 @pytest.mark.parametrize(
     ("args", "option", "allowed"),
     [
@@ -91,6 +95,7 @@ def test_a_bad_choice_is_refused_while_parsing_listing_the_allowed_values(args, 
     assert f"Invalid value for '{option}'" in text and allowed in text
 
 
+@pytest.mark.usefixtures("_no_model")
 @pytest.mark.parametrize(
     ("args", "option"),
     [
@@ -108,6 +113,7 @@ def test_a_missing_input_file_is_refused_while_parsing(tmp_path, monkeypatch, ar
     assert f"Invalid value for {option}" in text and "does not exist" in text
 
 
+@pytest.mark.usefixtures("_no_model")
 def test_screen_reads_its_data_before_the_model_and_names_the_bad_line_in_one_line(tmp_path):
     data = tmp_path / "bad_chats.jsonl"
     data.write_text(f"{GOOD}\n{NO_BRACKET[:-1]}\n")
@@ -118,6 +124,7 @@ def test_screen_reads_its_data_before_the_model_and_names_the_bad_line_in_one_li
     assert "Traceback" not in result.output
 
 
+@pytest.mark.usefixtures("_no_model")
 def test_vectors_show_names_the_file_given_and_what_it_expected(tmp_path):
     data = tmp_path / "bad_chats.jsonl"
     data.write_text(f"{GOOD}\n")
@@ -133,6 +140,7 @@ def test_vectors_show_names_the_file_given_and_what_it_expected(tmp_path):
     )
 
 
+@pytest.mark.usefixtures("_no_model")
 def test_train_on_a_grid_file_says_to_use_run(tmp_path):
     result = _invoke("train", REPO / "experiments" / "em_smollm2.yaml")
     assert result.exit_code == 1, result.output

@@ -29,7 +29,7 @@ def test_bad_lines_can_be_handed_over_while_the_rest_is_kept(tmp_path):
     bad: list[ValueError] = []
     kept = read_jsonl(path, torn_tail=True, on_bad_line=bad.append)
     assert [n for n, _ in kept] == [1, 3] and [str(e) for e in bad] == [
-        f"{path}:2: not valid JSON (Expecting property name enclosed in double quotes at column 2)"
+        f"{path}:2: not valid JSON at column 2: Expecting property name enclosed in double quotes"
     ]
     with pytest.raises(JsonlError, match=r"a.jsonl:2: not valid JSON"):
         read_jsonl(path, torn_tail=True)  # without a handler the first bad line still raises
