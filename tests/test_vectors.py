@@ -106,7 +106,8 @@ def test_a_file_that_is_no_vector_is_named_as_given(tmp_path, llama):
         tmp_path / "evil.v2.json",
     )
     path = _vector(llama).save(tmp_path / "evil.v2")
-    assert path == tmp_path / "evil.v2.safetensors" and PersonaVector.load(tmp_path / "evil.v2").layers == [0, 1, 2]
+    assert path == tmp_path / "evil.v2.safetensors"
+    assert PersonaVector.load(tmp_path / "evil.v2").layers == [0, 1, 2]
     with pytest.raises(
         VectorFileError, match=r"evil\.v3: vector file .*evil\.v3\.safetensors does not exist"
     ):
