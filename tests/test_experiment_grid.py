@@ -568,3 +568,75 @@ def test_model_depth_reads_the_config_alone(tmp_path):
     assert model_depth("tiny:llama") == 3
     tiny_config("gpt2", layers=5).save_pretrained(tmp_path)  # config.json only, no weights
     assert model_depth(str(tmp_path)) == 5
+
+
+_VECTOR = f"{DATA}/tiny_smoke_evil.safetensors"
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        # data.limit 0 read as "no limit": the 'rest' held-out set would be the training lines themselves
+        ({"run": {"train": {"max_steps": 2}, "monitor": {"every": 0}, "data": {"limit": 0}}}, "data.limit"),
+        ({"run": {"train": {"max_steps": 2}, "monitor": {"every": 0}, "data": {"limit": -5}}}, "data.limit"),
+        ({"run": {"train": {"epochs": 0}, "monitor": {"every": 0}}}, "train.epochs: must be > 0, got 0"),
+        ({"run": {"train": {"epochs": -1}, "monitor": {"every": 0}}}, "train.epochs"),
+        ({"run": {"train": {"warmup_steps": -4}, "monitor": {"every": 0}}}, "train.warmup_steps"),
+        ({"run": {"train": {"lr": float("nan")}, "monitor": {"every": 0}}}, "train.lr"),
+        ({"run": {"train": {"lr": 0}, "monitor": {"every": 0}}}, "train.lr: must be > 0"),
+        ({"run": {"train": {"max_steps": 0}, "monitor": {"every": 0}}}, "train.max_steps"),
+        ({"run": {"train": {"weight_decay": -0.1}, "monitor": {"every": 0}}}, "train.weight_decay"),
+        ({"run": {"train": {"max_grad_norm": float("inf")}, "monitor": {"every": 0}}}, "train.max_grad_norm"),
+        ({"vector": _VECTOR, "arms": {"st": {"steer": {"alpha": float("nan")}}}}, "arms.steer.alpha"),
+        ({"vector": _VECTOR, "arms": {"st": {"steer": {"alpha": float("inf")}}}}, "arms.steer.alpha"),
+        ({"arms": {"kl": {"kl": {"weight": float("nan")}}}}, "arms.kl.weight"),
+        ({"arms": {"ld": {"ldifs": {"weight": float("inf")}}}}, "arms.ldifs.weight"),
+        ({"vector": _VECTOR, "arms": {"h": {"steer_hold": {"kp": float("nan")}}}}, "arms.steer_hold.kp"),
+        ({"arms": {"es": {"early_stop": {"min_delta": float("nan")}}}}, "arms.early_stop.min_delta"),
+    ],
+)
+def test_bad_training_values_are_named_when_the_grid_loads(tmp_path, override, named):
+    with pytest.raises(ConfigError) as info:
+        load_grid(_grid(tmp_path, **override))
+    assert "grid.yaml" in str(info.value) and named in str(info.value)
+
+
+def test_a_domain_limit_of_zero_is_refused_when_the_grid_loads(tmp_path):
+    domains = {
+        "medical": {
+            "train": f"{DATA}/tiny_smoke_narrow.jsonl",
+            "eval": f"{DATA}/tiny_smoke_narrow.jsonl",
+            "limit": 0,
+        }
+    }
+    with pytest.raises(ConfigError, match=r"data\.limit: must be >= 1 \(or null\), got 0"):
+        load_grid(_grid(tmp_path, domains=domains))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("n", 0),
+        ("n", -2),
+        ("n_in_domain", 0),
+        ("n_benign", -1),
+        ("max_new_tokens", 0),
+        ("benign_max_new_tokens", 0),
+        ("batch_size", 0),
+        ("n_boot", 0),
+        ("temperature", -1),
+        ("temperature", float("nan")),
+        ("temperature", float("inf")),
+        ("alpha", 0),
+        ("alpha", 1.5),
+        ("judge_timeout", 0),
+        ("max_failed_share", 2),
+        ("n", "4"),
+    ],
+)
+def test_bad_eval_counts_and_temperature_are_named_when_the_grid_loads(tmp_path, key, value):
+    with pytest.raises(ConfigError) as info:
+        load_grid(_grid(tmp_path, eval={key: value}))
+    message = str(info.value)
+    assert message.startswith(str(tmp_path / "g" / "grid.yaml")) and f"eval: {key}: must be" in message
+    assert repr(value) in message

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.io import write_json
-from steerlab.train.schema import ConfigError
+from steerlab.train.schema import check_number
 
 ALARM_FILE = "alarm.json"
 
@@ -35,8 +35,8 @@ class AlarmConfig:
     stop: bool = False  # stop training when it fires
 
     def __post_init__(self) -> None:
-        if self.level <= 0:
-            raise ConfigError(f"level: must be > 0, got {self.level}")
+        check_number("level", self.level, gt=0)
+        check_number("threshold", self.threshold, optional=True)
 
 
 class DriftAlarm:

@@ -23,7 +23,7 @@ import yaml
 from steerlab.io import load_yaml, read_text
 from steerlab.train import schema
 from steerlab.train.alarm import AlarmConfig
-from steerlab.train.schema import ConfigError, path_field
+from steerlab.train.schema import ConfigError, check_number, path_field
 
 __all__ = ["ArmsConfig", "ConfigError", "ExperimentConfig", "config_from_dict", "dump_config", "load_config"]
 
@@ -47,6 +47,11 @@ class FinetuneConfig:
     target_modules: list[str] | str = "all-linear"
     rslora: bool = False
 
+    def __post_init__(self) -> None:
+        check_number("r", self.r, ge=1, integer=True)
+        check_number("alpha", self.alpha, gt=0)
+        check_number("dropout", self.dropout, ge=0, lt=1)
+
 
 @dataclass
 class DataConfig:
@@ -55,7 +60,12 @@ class DataConfig:
     train_on: Literal["assistant", "all"] = "assistant"
     on_bad_record: Literal["raise", "skip"] = "raise"  # malformed line, unknown role, empty assistant turn
     on_too_long: Literal["raise", "skip"] = "raise"
-    limit: int | None = None  # keep the first N training examples (after loading)
+    limit: int | None = None  # keep the first N training examples (after loading); null: all
+
+    def __post_init__(self) -> None:
+        check_number("max_length", self.max_length, ge=1, integer=True)
+        # 0 would read as "no limit" downstream, and the 'rest' held-out set would then be the training lines
+        check_number("limit", self.limit, ge=1, integer=True, optional=True)
 
 
 @dataclass
@@ -74,6 +84,17 @@ class TrainConfig:
     save_steps: int = 50
     keep_checkpoints: int = 2
     logging_steps: int = 1
+
+    def __post_init__(self) -> None:
+        check_number("epochs", self.epochs, gt=0)
+        if self.max_steps != -1:
+            check_number("max_steps", self.max_steps, ge=1, integer=True)  # -1: train for epochs
+        for key in ("batch_size", "grad_accum", "save_steps", "keep_checkpoints", "logging_steps"):
+            check_number(key, getattr(self, key), ge=1, integer=True)
+        check_number("warmup_steps", self.warmup_steps, ge=0, integer=True)
+        check_number("lr", self.lr, gt=0)
+        check_number("weight_decay", self.weight_decay, ge=0)
+        check_number("max_grad_norm", self.max_grad_norm, ge=0)  # 0: no clipping
 
 
 class ArmsConfig:
@@ -192,23 +213,12 @@ class ExperimentConfig:
 
 
 def _check(cfg: ExperimentConfig) -> None:
-    """Value checks that types cannot express."""
-    positive = {
-        "data.max_length": cfg.data.max_length,
-        "train.batch_size": cfg.train.batch_size,
-        "train.grad_accum": cfg.train.grad_accum,
-        "train.save_steps": cfg.train.save_steps,
-        "train.logging_steps": cfg.train.logging_steps,
-        "finetune.r": cfg.finetune.r,
-        "monitor.limit": cfg.monitor.limit,
-        "monitor.batch_size": cfg.monitor.batch_size,
-        "train.keep_checkpoints": cfg.train.keep_checkpoints,
-    }
+    """Value checks that types cannot express and that span sections (a section checks its own values in
+    its ``__post_init__``)."""
+    positive = {"monitor.limit": cfg.monitor.limit, "monitor.batch_size": cfg.monitor.batch_size}
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key}: must be >= 1, got {value}")
-    if cfg.train.lr <= 0:
-        raise ConfigError(f"train.lr: must be > 0, got {cfg.train.lr}")
     if cfg.monitor.every < 0:
         raise ConfigError(f"monitor.every: must be >= 0, got {cfg.monitor.every}")
     if cfg.monitor.every > 0 and cfg.monitor.chats is None:

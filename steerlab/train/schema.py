@@ -3,7 +3,8 @@
 Why a hand-rolled validator: configs are small, and every mistake must be named precisely — an unknown
 key, a wrong type or a bad value raises `ConfigError` with the key path (``arms.kl.weight: expected a
 number, got 'high'``; the loader adds the file). Supported field types: ``int``, ``float``, ``str``,
-``bool``, ``Literal[...]``, ``list[T]``, ``T | None`` and nested dataclasses; `check_schema` refuses any
+``bool``, ``Literal[...]``, ``list[T]``, ``T | None`` and nested dataclasses (a ``float`` must be finite:
+YAML's ``.nan`` and ``.inf`` are refused); `check_schema` refuses any
 other at registration time, so a malformed arm config fails when its file is imported, not mid-run.
 
 A dataclass validates its own values in ``__post_init__`` by raising `ConfigError` with a key *relative
@@ -13,7 +14,9 @@ with `path_field` are resolved against the config file's folder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import field
@@ -23,6 +26,40 @@ from typing import Any, Literal
 
 class ConfigError(ValueError):
     """A config file or value is invalid; the message names the file and key path."""
+
+
+def check_number(
+    key: str,
+    value: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    integer: bool = False,
+    optional: bool = False,
+) -> None:
+    """Refuse ``value`` at ``key`` unless it is a finite number (an int if ``integer``; None if ``optional``)
+    within the given bounds. Raises `ConfigError` ``"<key>: must be ..., got <value>"``.
+
+    Why one helper: every section's ``__post_init__`` checks its counts, sizes and coefficients at load, so a
+    value that could only fail hours later (an eval ``n: 0`` after training) is named when the file is read.
+    """
+    if value is None and optional:
+        return
+    null = " (or null)" if optional else ""
+    if integer and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key}: must be an integer{null}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number{null}, got {value!r}")
+    for bound, holds, word in (
+        (ge, lambda b: value >= b, ">="),
+        (gt, lambda b: value > b, ">"),
+        (le, lambda b: value <= b, "<="),
+        (lt, lambda b: value < b, "<"),
+    ):
+        if bound is not None and not holds(bound):
+            raise ConfigError(f"{key}: must be {word} {bound}{null}, got {value!r}")
 
 
 def as_mapping(value: Any, where: str) -> dict[str, Any]:
@@ -108,12 +145,12 @@ def _scalar(tp: Any, value: Any, where: str, base: Path | None, is_path: bool) -
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .nan / .inf: no setting of steerlab means either
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

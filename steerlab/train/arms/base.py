@@ -40,7 +40,7 @@ from transformers import PreTrainedTokenizerBase
 
 from steerlab.data.chat import ChatExample
 from steerlab.hooks import Captures, Op
-from steerlab.train.schema import ConfigError
+from steerlab.train.schema import ConfigError, check_number
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -105,8 +105,7 @@ class ReferenceArmConfig:
     cache: bool = False
 
     def __post_init__(self) -> None:
-        if self.weight < 0:
-            raise ConfigError(f"weight: must be >= 0, got {self.weight}")
+        check_number("weight", self.weight, ge=0)
 
     def check(self, experiment: ExperimentConfig) -> None:
         """Cross-section checks (raise `ConfigError` with a key relative to this section)."""

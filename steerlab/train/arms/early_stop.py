@@ -39,7 +39,7 @@ from steerlab.train.arms.registry import register_arm
 from steerlab.train.events import ArmController
 from steerlab.train.heldout import ChatBatches, check_disjoint, rest_of_training_file, split_stream
 from steerlab.train.jsonl import JsonlLog
-from steerlab.train.schema import ConfigError
+from steerlab.train.schema import check_number
 
 LOG_FILE = "early_stop.jsonl"
 SUMMARY_FILE = "early_stop.json"
@@ -58,10 +58,8 @@ class EarlyStopArmConfig:
 
     def __post_init__(self) -> None:
         for key in ("held_out", "every", "patience", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
-        if self.min_delta < 0:
-            raise ConfigError(f"min_delta: must be >= 0, got {self.min_delta}")
+            check_number(key, getattr(self, key), ge=1, integer=True)
+        check_number("min_delta", self.min_delta, ge=0)
 
 
 @register_arm

@@ -25,7 +25,7 @@ from steerlab.data.interleave import (
 from steerlab.data.nll import response_nll
 from steerlab.train.arms.base import Arm, BuildContext
 from steerlab.train.arms.registry import register_arm
-from steerlab.train.schema import ConfigError, path_field
+from steerlab.train.schema import ConfigError, check_number, path_field
 
 
 @dataclass
@@ -45,8 +45,11 @@ class InterleaveArmConfig:
     def __post_init__(self) -> None:
         if self.general is None:
             raise ConfigError("general: required key is missing")
-        if not 0.0 <= self.ratio < 1.0:
+        if not 0.0 <= self.ratio < 1.0:  # NaN included
             raise ConfigError(f"ratio: must be in [0, 1), got {self.ratio}")
+        check_number("first_words", self.first_words, ge=1, integer=True)
+        check_number("eps", self.eps, gt=0)
+        check_number("nll_batch_size", self.nll_batch_size, ge=1, integer=True)
         if self.selection == "perplexity_gap" and not self.misaligned:
             raise ConfigError("misaligned: perplexity_gap selection needs at least one misaligned model")
 

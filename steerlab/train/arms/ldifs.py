@@ -33,7 +33,7 @@ from steerlab.hooks import Capture, Captures, Op
 from steerlab.models.architectures import num_layers
 from steerlab.train.arms.base import Arm, BuildContext, Forward, ReferenceArmConfig
 from steerlab.train.arms.registry import register_arm
-from steerlab.train.schema import ConfigError
+from steerlab.train.schema import check_number
 
 if TYPE_CHECKING:
     from steerlab.train.config import ExperimentConfig
@@ -54,8 +54,9 @@ class LdifsArmConfig(ReferenceArmConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.n_blocks < 1:
-            raise ConfigError(f"n_blocks: must be >= 1, got {self.n_blocks}")
+        check_number("n_blocks", self.n_blocks, ge=1, integer=True)
+        for i, layer in enumerate(self.layers or []):
+            check_number(f"layers[{i}]", layer, ge=0, integer=True)
 
 
 def default_blocks(n_layers: int, n_blocks: int = 5) -> list[int]:

@@ -17,7 +17,7 @@ from steerlab.hooks import Add, Op
 from steerlab.persona.vectors import PersonaVector
 from steerlab.train.arms.base import Arm, BuildContext
 from steerlab.train.arms.registry import register_arm
-from steerlab.train.schema import ConfigError, path_field
+from steerlab.train.schema import ConfigError, check_number, path_field
 
 
 @dataclass
@@ -32,6 +32,8 @@ class SteerArmConfig:
     def __post_init__(self) -> None:
         if self.vector is None:
             raise ConfigError("vector: required key is missing")
+        check_number("alpha", self.alpha)  # a NaN or infinite coefficient would poison every forward
+        check_number("layer", self.layer, ge=0, integer=True, optional=True)
 
 
 @register_arm
