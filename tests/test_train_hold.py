@@ -203,3 +203,56 @@ def test_alarm_flags_and_stops_a_run(data):
     assert saved["fired_step"] == 2 and saved["fired_projection"] == pytest.approx(p[2], rel=1e-5)
     assert saved["stopped"] and stopped.global_step == 2
     assert [r["alarm"] for r in stopped.monitor] == [False, False, True]
+
+
+# ------------------------------------------------------------------------------- held-out sets stay held out
+
+
+def test_rest_refuses_a_limit_that_would_hold_out_the_training_lines(data, tok):
+    from steerlab.train.heldout import rest_of_training_file
+
+    folder, paths = data
+    cfg = _cfg(folder, paths, "zero", {"sft": {}})
+    cfg.data.limit = 0  # the config refuses it at load; a config edited in code must not slip through
+    with pytest.raises(ConfigError, match=r"where: 'rest' needs data.limit >= 1, got 0"):
+        rest_of_training_file(cfg, 4, tok, "where")
+    with pytest.raises(ConfigError, match=r"data.limit: must be >= 1 \(or null\), got 0"):
+        config_from_dict(tiny_config(folder, paths, name="zero", data={"limit": 0}))
+
+
+def test_rest_refuses_a_held_out_chat_the_run_trains_on(data, tok, tmp_path):
+    from steerlab.data.chat import write_chat_jsonl
+    from steerlab.train.fixtures import tiny_chats
+    from steerlab.train.heldout import rest_of_training_file
+
+    folder, paths = data
+    chats = tiny_chats("narrow", 24)
+    chats[17] = chats[2]  # line 18 (held out after limit 16) repeats line 3 (trained)
+    repeated = write_chat_jsonl(tmp_path / "repeated.jsonl", chats)
+    cfg = _cfg(folder, paths, "rep", {"sft": {}}, data={"train": str(repeated)})
+    with pytest.raises(
+        ConfigError, match=r"held-out chat .*repeated.jsonl:18 .* training chat .*repeated.jsonl:3"
+    ):
+        rest_of_training_file(cfg, 4, tok, "arms.early_stop.source")
+    assert len(rest_of_training_file(cfg, 1, tok, "x")[0]) == 1  # line 17 alone is fine
+
+
+def test_split_refuses_a_chat_the_stream_repeats():
+    from steerlab.train.fixtures import tiny_chats
+    from steerlab.train.heldout import split_stream
+
+    stream = tiny_chats("narrow", 10)
+    held, rest = split_stream(stream, 3, seed=0, what="w")
+    assert len(held) == 3 and len(rest) == 7
+    repeated = stream + stream[:1]
+    with pytest.raises(ConfigError, match="a held-out set must not overlap the training stream"):
+        for seed in range(20):  # some draw holds out one copy and trains on the other
+            split_stream(repeated, 3, seed=seed, what="w")
+
+
+def test_steer_hold_refuses_the_training_file_as_its_calibration_file(data):
+    folder, paths = data
+    hold = {"vector": str(paths["vector"]), "calibration_file": str(paths["narrow"]), "n": 4}
+    cfg = _cfg(folder, paths, "calib", {"steer_hold": hold}, monitor={"every": 0})
+    with pytest.raises(ConfigError, match="arms.steer_hold.calibration_file: held-out chat .*training chat"):
+        train(cfg)

@@ -47,13 +47,18 @@ def rest_of_training_file(
     """The first ``n`` chats of ``data.train`` after the run's first ``data.limit`` that fit ``max_length``.
 
     Returns (chats, report); the report names every line passed over as too long. Raises `ConfigError`
-    (key relative to the arm's section, ``what``) when there is no limit or too few lines are left.
+    (key relative to the arm's section, ``what``) when there is no limit, too few lines are left, or a chosen
+    chat could be a trained one (`check_not_trained`).
     """
-    if cfg.data.limit is None:
+    limit = cfg.data.limit
+    if limit is None:
         raise ConfigError(
             f"{what}: 'rest' takes the lines after data.limit, but data.limit is not set; set it or use 'split'"
         )
-    rest = list(load_chat_jsonl(cfg.data.train, on_error=cfg.data.on_bad_record))[cfg.data.limit :]
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:  # the config refuses it too
+        raise ConfigError(f"{what}: 'rest' needs data.limit >= 1, got {limit!r}")
+    lines = list(load_chat_jsonl(cfg.data.train, on_error=cfg.data.on_bad_record))
+    trained, rest = lines[:limit], lines[limit:]
     chosen: list[ChatExample] = []
     too_long: list[str] = []
     for example in rest:
@@ -68,9 +73,28 @@ def rest_of_training_file(
             f"{what}: {cfg.data.train} has {len(chosen)} usable lines after data.limit={cfg.data.limit} "
             f"({len(too_long)} too long), {n} needed; lower n, lower data.limit or use 'split'"
         )
+    check_not_trained(trained, chosen, what)
     report = {"source": "rest", "file": str(cfg.data.train), "n": n, "first": chosen[0].name}
     report |= {"last": chosen[-1].name, "too_long_passed_over": too_long}
     return chosen, report
+
+
+def check_not_trained(trained: Sequence[ChatExample], held: Sequence[ChatExample], what: str) -> None:
+    """Refuse held-out chats that could be trained ones: the same line (file:line), or the same user message
+    as a trained chat (a line repeated in the file). Raises `ConfigError` naming both chats.
+
+    Why: a held-out reading on chats the run trains on measures memorisation (early_stop would never stop,
+    steer_hold would calibrate on what it is pushing); the slice after ``data.limit`` alone cannot show that.
+    """
+    names = {ex.name: ex.name for ex in trained}
+    users = {_user_text(ex): ex.name for ex in trained}
+    for example in held:
+        clash = names.get(example.name) or users.get(_user_text(example))
+        if clash is not None:
+            raise ConfigError(
+                f"{what}: held-out chat {example.name} is (or asks what) training chat {clash} asks; a held-out "
+                "set must not overlap the training stream"
+            )
 
 
 def split_stream(
@@ -78,7 +102,8 @@ def split_stream(
 ) -> tuple[list[ChatExample], list[ChatExample]]:
     """A seeded draw of ``n`` chats out of ``stream``: (held out, the rest in their order).
 
-    Raises `ConfigError` when the stream would keep fewer chats than it gives away.
+    Raises `ConfigError` when the stream would keep fewer chats than it gives away, or holds out a chat the
+    rest repeats (`check_not_trained`).
     """
     if n >= len(stream) / 2:
         raise ConfigError(
@@ -86,7 +111,15 @@ def split_stream(
         )
     picked = set(random.Random(seed).sample(range(len(stream)), n))
     held = [ex for i, ex in enumerate(stream) if i in picked]
-    return held, [ex for i, ex in enumerate(stream) if i not in picked]
+    rest = [ex for i, ex in enumerate(stream) if i not in picked]
+    check_not_trained(rest, held, what)  # a chat repeated in the stream would sit on both sides
+    return held, rest
+
+
+def training_chats(cfg: ExperimentConfig) -> list[ChatExample]:
+    """The chats of ``data.train`` a run trains on, before the arms' transforms: the first ``data.limit``."""
+    lines = list(load_chat_jsonl(cfg.data.train, on_error=cfg.data.on_bad_record))
+    return lines if cfg.data.limit is None else lines[: cfg.data.limit]
 
 
 def check_disjoint(cfg: ExperimentConfig, examples: Sequence[ChatExample], what: str) -> None:

@@ -59,9 +59,15 @@ from steerlab.train.arms.base import Arm, BuildContext
 from steerlab.train.arms.registry import register_arm
 from steerlab.train.arms.steer import SteerArm
 from steerlab.train.events import ArmController
-from steerlab.train.heldout import ChatBatches, check_disjoint, rest_of_training_file
+from steerlab.train.heldout import (
+    ChatBatches,
+    check_disjoint,
+    check_not_trained,
+    rest_of_training_file,
+    training_chats,
+)
 from steerlab.train.jsonl import JsonlLog
-from steerlab.train.schema import ConfigError, path_field
+from steerlab.train.schema import ConfigError, check_number, path_field
 
 if TYPE_CHECKING:
     from steerlab.train.config import ExperimentConfig
@@ -87,6 +93,9 @@ class SteerHoldArmConfig:
     def __post_init__(self) -> None:
         if self.vector is None:
             raise ConfigError("vector: required key is missing")
+        for key in ("alpha_start", "alpha_min", "alpha_max"):
+            check_number(key, getattr(self, key))
+        check_number("layer", self.layer, ge=0, integer=True, optional=True)
         if self.alpha_min > self.alpha_max:
             raise ConfigError(f"alpha_min: {self.alpha_min} is above alpha_max {self.alpha_max}")
         if not self.alpha_min <= self.alpha_start <= self.alpha_max:
@@ -94,11 +103,9 @@ class SteerHoldArmConfig:
                 f"alpha_start: {self.alpha_start} is outside [{self.alpha_min}, {self.alpha_max}]"
             )
         for key in ("kp", "ki"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{key}: must be >= 0, got {getattr(self, key)}")
+            check_number(key, getattr(self, key), ge=0)
         for key in ("every", "n", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+            check_number(key, getattr(self, key), ge=1, integer=True)
 
     def check(self, experiment: ExperimentConfig) -> None:
         if experiment.arms.steer is not None:
@@ -173,6 +180,7 @@ class SteerHoldArm(SteerArm):
             chats, report = rest_of_training_file(ctx.config, cfg.n, ctx.tokenizer, where)
         else:
             chats = calibration_file_chats(cfg)
+            check_not_trained(training_chats(ctx.config), chats, where)  # e.g. the training file itself
             report = {"source": "file", "file": cfg.calibration_file, "n": cfg.n}
         check_disjoint(ctx.config, chats, where)
         batches = ChatBatches(ctx.tokenizer, chats, ctx.config.data.max_length, cfg.batch_size)
