@@ -51,6 +51,7 @@ from steerlab.evaluate.store import ResultFileError, score_missing
 from steerlab.io import read_json, same_setting, write_json, write_jsonl
 from steerlab.judges.endpoint import FLAT_KEYS, OpenAIJudgeOptions
 from steerlab.persona.generation import SamplingSettings, generate
+from steerlab.train.schema import check_number
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,19 @@ class EvalConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        """Counts checked when the settings are made (a grid file: when it loads), not when their part runs."""
+        """Counts, sizes, the temperature and the bootstrap settings checked when the settings are made (a grid
+        file: when it loads), not when their part runs. Raises `ConfigError` (a ValueError) naming the key."""
+        for key in ("n", "n_in_domain", "n_benign"):  # None: every item of the file
+            check_number(key, getattr(self, key), ge=1, integer=True, optional=True)
+        for key in ("max_new_tokens", "benign_max_new_tokens", "batch_size", "n_boot", "judge_concurrency"):
+            check_number(key, getattr(self, key), ge=1, integer=True)
+        check_number("projection_layer", self.projection_layer, ge=0, integer=True, optional=True)
+        check_number("temperature", self.temperature, ge=0)  # 0: greedy
+        check_number("alpha", self.alpha, gt=0, lt=1)
+        check_number("judge_timeout", self.judge_timeout, gt=0)
+        check_number("judge_retries", self.judge_retries, ge=0, integer=True)
+        check_number("max_failed_share", self.max_failed_share, ge=0, le=1)
+        check_number("collapse_threshold", self.collapse_threshold, gt=0, le=1)
         for key in ("conditional_refs", "conditional_questions"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value < 1):
