@@ -65,6 +65,39 @@ def test_an_empty_or_unparsable_list_option_is_named_with_its_value(args, option
     assert f"Invalid value for '{option}'" in text and value in text
 
 
+@pytest.mark.usefixtures("_no_model")
+@pytest.mark.parametrize(
+    ("args", "option", "value"),
+    [
+        (["steer", "--vector", VECTOR, "--alpha", "nan"], "--alpha", "'nan'"),
+        (["steer", "--vector", VECTOR, "--alpha", "1,inf"], "--alpha", "'1,inf'"),
+        (["steer", "--vector", VECTOR, "--alpha", "-inf"], "--alpha", "'-inf'"),
+        (["steer", "--vector", VECTOR, "--temperature", "nan"], "--temperature", "nan"),
+        (["vectors", "export", VECTOR, "--gguf", "x.gguf", "--scale", "nan"], "--scale", "nan"),
+        (["vectors", "export", VECTOR, "--gguf", "x.gguf", "--scale", "inf"], "--scale", "inf"),
+        (["extract", "--steer-alpha", "nan"], "--steer-alpha", "nan"),
+        (["eval", "tiny:llama", "--judge-timeout", "inf"], "--judge-timeout", "inf"),
+    ],
+)
+def test_a_non_finite_number_is_refused_while_parsing(tmp_path, monkeypatch, args, option, value):
+    monkeypatch.chdir(tmp_path)
+    result = _invoke(*args)
+    text = _flat(result.output)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in text and value in text and "finite" in text
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize(("layers", "what"), [("99", "layer 99 is not in the vector"), ("0", "layer 0")])
+def test_vectors_export_of_a_layer_the_vector_lacks_is_one_error_line(tmp_path, layers, what):
+    out = tmp_path / "x.gguf"
+    result = _invoke("vectors", "export", VECTOR, "--gguf", out, "--layers", layers)
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and what in lines[0], result.output
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_parse_list_reads_numbers_and_refuses_empty_items():
     from steerlab.cli.options import parse_list
 
@@ -72,6 +105,12 @@ def test_parse_list_reads_numbers_and_refuses_empty_items():
     for bad in (",", "", " ", "1,", "1,,2", "a"):
         with pytest.raises(ValueError, match="expected numbers, got"):
             parse_list(bad, float, "numbers")
+    from steerlab.cli.options import finite_float
+
+    assert parse_list("1,-2e3", finite_float, "numbers") == [1.0, -2000.0]
+    for bad in ("nan", "1,inf", "-inf", "NaN"):
+        with pytest.raises(ValueError, match="expected numbers, got"):
+            parse_list(bad, finite_float, "numbers")
 
 
 @pytest.mark.usefixtures("_no_model")

@@ -2,7 +2,8 @@
 
 Each option is an ``Annotated`` type: a command declares ``judge_timeout: JudgeTimeout = 60.0``. A choice is
 a ``Literal`` (typer checks it while parsing, before any model loads, and lists the allowed values); a
-comma-separated list is checked while parsing too (`list_callback`). Bad input that a command meets later —
+comma-separated list is checked while parsing too (`list_callback`), and so is a number that must be finite
+(`finite_float`, `check_finite`: click reads 'nan' and 'inf' as floats). Bad input that a command meets later —
 steerlab's input errors (`INPUT_ERRORS`) — ends as one ``error: ...`` line and exit code 1 (`exit_on`, which
 the top-level group `InputErrorsGroup` holds around every command).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +26,24 @@ from steerlab.evaluate.judging import CoherenceReading
 from steerlab.judges.endpoint import FLAT_KEYS, OpenAIJudgeOptions
 
 R = TypeVar("R")
+
+
+def finite_float(text: str) -> float:
+    """``text`` read as a float that is finite; ``ValueError`` for 'nan', 'inf' or no number at all (a NaN
+    coefficient steers every answer into nothing, and a NaN in a result file reads as a number)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+def check_finite(value: Any) -> Any:
+    """A typer option callback refusing a non-finite float while the command line is parsed (click names
+    the option: ``Invalid value for '--scale': expected a finite number, got nan``); None passes."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise typer.BadParameter(f"expected a finite number, got {value}")
+    return value
+
 
 JudgeKind = Annotated[
     Literal["probe", "openai"],
@@ -41,7 +61,9 @@ JudgeConcurrency = Annotated[
 JudgeTimeout = Annotated[
     float,
     typer.Option(
-        "--judge-timeout", help="openai judge: seconds per request, time queued in the server included"
+        "--judge-timeout",
+        help="openai judge: seconds per request, time queued in the server included",
+        callback=check_finite,
     ),
 ]
 JudgeRetries = Annotated[
@@ -76,11 +98,15 @@ MaxFailedShare = Annotated[
     typer.Option(
         "--max-failed-share",
         help="stop (exit 1) when more judgments than this share fail or hold no number",
+        callback=check_finite,
     ),
 ]
 # generation (steerlab.persona.generation.SamplingSettings)
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", help="answer length cap in tokens")]
-Temperature = Annotated[float, typer.Option("--temperature", help="sampling temperature (0 = greedy)")]
+Temperature = Annotated[
+    float,
+    typer.Option("--temperature", help="sampling temperature (0 = greedy)", callback=check_finite),
+]
 BatchSize = Annotated[int, typer.Option("--batch-size")]
 Seed = Annotated[int, typer.Option("--seed")]
 NBoot = Annotated[int, typer.Option("--n-boot", help="bootstrap resamples")]
@@ -144,6 +170,7 @@ INPUT_ERRORS: dict[str, tuple[str, ...]] = {
     "steerlab.persona.traits": ("TraitError",),
     "steerlab.persona.vectors": ("VectorFileError", "IncompatibleVectorError"),
     "steerlab.persona.generation": ("GenerationFileError",),
+    "steerlab.persona.gguf": ("GGUFExportError",),
     "steerlab.models.load": ("UnknownModelError",),
     "steerlab.models.architectures": ("UnknownArchitectureError",),
     "steerlab.models.embedded": ("ChecksumError",),

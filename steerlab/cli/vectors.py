@@ -24,9 +24,9 @@ def _threads(n: int = 0) -> None:
         torch.set_num_threads(n)
 
 
-NUMBERS = "a number or comma-separated numbers"
+NUMBERS = "a finite number or comma-separated finite numbers"
 LAYERS = "'chosen', 'all' or comma-separated layer numbers"
-_check_alphas = opt.list_callback(float, NUMBERS)
+_check_alphas = opt.list_callback(opt.finite_float, NUMBERS)
 _check_layers = opt.list_callback(int, LAYERS, keep=("chosen", "all"))
 
 
@@ -69,7 +69,7 @@ def extract_cmd(
     max_new_tokens: opt.MaxNewTokens = 40,
     batch_size: opt.BatchSize = 32,
     temperature: opt.Temperature = 1.0,
-    top_p: Annotated[float, typer.Option(help="nucleus sampling mass")] = 0.9,
+    top_p: Annotated[float, typer.Option(help="nucleus sampling mass", callback=opt.check_finite)] = 0.9,
     seed: opt.Seed = 0,
     filter: Annotated[
         Literal["judge", "none"],
@@ -81,7 +81,9 @@ def extract_cmd(
     ] = "offline",
     judge_model: Annotated[str | None, typer.Option(help="judge model for --judge openai")] = None,
     judge_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL")] = None,
-    steer_alpha: Annotated[float, typer.Option(help="coefficient for the per-layer steering effect")] = 2.0,
+    steer_alpha: Annotated[
+        float, typer.Option(help="coefficient for the per-layer steering effect", callback=opt.check_finite)
+    ] = 2.0,
     n_steer_layers: Annotated[int, typer.Option(help="layers to measure the steering effect on")] = 5,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
 ) -> None:
@@ -174,7 +176,7 @@ def steer_cmd(
     from steerlab.persona.vectors import PersonaVector
 
     _threads(threads)
-    alphas = opt.parse_list(alpha, float, NUMBERS)
+    alphas = opt.parse_list(alpha, opt.finite_float, NUMBERS)
     pv = PersonaVector.load(vector)  # the vector and the trait before the model: bad input fails fast
     spec = load_trait(trait or pv.meta.trait) if (not question or system == "pos") else None
     questions = list(question) if question else list(spec.eval_questions)
@@ -259,7 +261,8 @@ def screen_cmd(
     max_new_tokens: Annotated[int, typer.Option(help="length of the base model's own answers")] = 64,
     batch_size: opt.BatchSize = 16,
     flag_share: Annotated[
-        float, typer.Option(help="share of examples flagged: the top of the ranking")
+        float,
+        typer.Option(help="share of examples flagged: the top of the ranking", callback=opt.check_finite),
     ] = 0.05,
 ) -> None:
     """Rank training examples by how far their answers sit along the vector beyond the model's own answers."""
@@ -323,7 +326,9 @@ def export_cmd(
     layers: Annotated[
         str, typer.Option(help="'chosen', 'all', or comma-separated layers", callback=_check_layers)
     ] = "chosen",
-    scale: Annotated[float, typer.Option(help="multiply the directions by this")] = 1.0,
+    scale: Annotated[
+        float, typer.Option(help="multiply the directions by this", callback=opt.check_finite)
+    ] = 1.0,
     normalize: Annotated[bool, typer.Option(help="unit-normalise each direction first")] = False,
 ) -> None:
     """Write llama.cpp's control-vector GGUF (use with llama-cli --control-vector-scaled FILE SCALE)."""

@@ -19,6 +19,7 @@ what ``steerlab steer --alpha 4`` does, except that llama.cpp also adds it on pr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -31,9 +32,14 @@ from steerlab.persona.vectors import PersonaVector
 ARCH = "controlvector"
 
 
+class GGUFExportError(ValueError):
+    """An export the vector or llama.cpp cannot take: a layer the vector lacks, layer 0, no layer, or a scale
+    that is not a finite number. Raised before anything is written."""
+
+
 def select_layers(vector: PersonaVector, layers: Literal["chosen", "all"] | Sequence[int]) -> list[int]:
     """The layers to export: the chosen one, all but layer 0, or the given ones (sorted, deduplicated).
-    Raises ``ValueError`` for a layer the vector does not hold (or, for ``chosen``, when none was chosen)."""
+    Raises `GGUFExportError` for a layer the vector does not hold."""
     if layers == "chosen":
         return [vector.layer]
     if layers == "all":
@@ -41,7 +47,9 @@ def select_layers(vector: PersonaVector, layers: Literal["chosen", "all"] | Sequ
     chosen = sorted({int(layer) for layer in layers})
     for layer in chosen:
         if layer not in vector.directions:
-            raise ValueError(f"layer {layer} is not in the vector (it has layers {vector.layers})")
+            raise GGUFExportError(
+                f"layer {layer} is not in the vector (it has layers {', '.join(map(str, vector.layers))})"
+            )
     return chosen
 
 
@@ -56,18 +64,20 @@ def export_gguf(
 ) -> Path:
     """Write ``vector`` (``scale`` times each direction, unit-normalised first if ``normalize``) as a llama.cpp
     control-vector GGUF, atomically; returns ``path``. One F32 ``[d_model]`` tensor per layer (format: module
-    doc). Raises ``ValueError`` for layer 0 (llama.cpp's loader rejects it), no layer, or a layer the vector
-    does not hold."""
+    doc). Raises `GGUFExportError` (a ValueError) for layer 0 (llama.cpp's loader rejects it), no layer, a
+    layer the vector does not hold, or a non-finite ``scale``; nothing is written then."""
     import gguf
 
+    if not math.isfinite(scale):
+        raise GGUFExportError(f"scale must be a finite number, got {scale}")
     chosen = select_layers(vector, layers)
     if 0 in chosen:
-        raise ValueError(
+        raise GGUFExportError(
             "llama.cpp cannot steer layer 0 from a control-vector file (its loader rejects "
             "direction.0); pick layers >= 1"
         )
     if not chosen:
-        raise ValueError("no layers to export")
+        raise GGUFExportError("no layers to export")
     path = Path(path)
     with atomic_path(path) as tmp:
         writer = gguf.GGUFWriter(str(tmp), ARCH)
