@@ -68,15 +68,26 @@ def content_digest(path: str) -> str:
 def same_setting(saved: Any, now: Any) -> bool:
     """Whether a saved setting equals the current one, a path counting as equal to another path to the same
     content: settings are saved with absolute paths, and a checkout moved or cloned elsewhere holds the same
-    data under another name. A path whose file is gone differs (its content cannot be checked)."""
+    data under another name. A path whose file is gone differs (its content cannot be checked; see
+    `vanished_path`). Lists compare item by item."""
     if saved == now:
         return True
+    if isinstance(saved, list | tuple) and isinstance(now, list | tuple):
+        return len(saved) == len(now) and all(same_setting(a, b) for a, b in zip(saved, now, strict=True))
     if not (isinstance(saved, str) and isinstance(now, str) and os.sep in saved and os.sep in now):
         return False
     a, b = Path(saved), Path(now)
     if not (a.exists() and b.exists()) or a.is_dir() != b.is_dir():
         return False
     return content_digest(str(a.resolve())) == content_digest(str(b.resolve()))
+
+
+def vanished_path(saved: Any) -> bool:
+    """Whether a saved setting is (or holds) an absolute path that no longer exists: a checkout moved away
+    leaves such settings, whose content `same_setting` cannot compare."""
+    if isinstance(saved, list | tuple):
+        return any(vanished_path(item) for item in saved)
+    return isinstance(saved, str) and os.path.isabs(saved) and not os.path.exists(saved)
 
 
 def read_text(path: str | os.PathLike, *, error: type[ValueError] = ValueError, what: str = "file") -> str:

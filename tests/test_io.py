@@ -89,6 +89,12 @@ def test_a_path_setting_is_the_same_where_the_content_is(tmp_path):
     assert not same_setting(a, b)
     assert not same_setting(f"{a}/x.jsonl", str(tmp_path / "gone" / "x.jsonl"))  # gone: cannot be checked
     assert not same_setting("org/model", "org/other") and same_setting(3, 3) and not same_setting(0.1, 0.2)
+    assert same_setting([a, 1], [b, 1]) is False  # b's sub/ differs now
+    (tmp_path / "b" / "sub" / "w.txt").rename(tmp_path / "b" / "sub" / "y.txt")
+    assert same_setting([a, 1], [b, 1]) and not same_setting([a], [b, 1])
+    from steerlab.io import vanished_path
+
+    assert vanished_path([1, str(tmp_path / "gone")]) and not vanished_path([a, "org/model"])
 
 
 def test_a_line_cut_short_is_reported_at_its_end_with_what_it_lacks(tmp_path):

@@ -44,7 +44,8 @@ def run_command(
         bool,
         typer.Option(
             "--results-only",
-            help="rewrite results.{md,csv,json} from the cells finished so far; trains and evaluates nothing",
+            help="rewrite results.{md,csv,json} and alarm_scores.json from the cells finished so far; trains "
+            "and evaluates nothing",
         ),
     ] = False,
 ) -> None:

@@ -48,7 +48,7 @@ from steerlab.evaluate.judging import (
 from steerlab.evaluate.logprob_score import answer_logprobs, logprob_gaps
 from steerlab.evaluate.metrics import Estimate, bootstrap_mean, bootstrap_rate
 from steerlab.evaluate.store import ResultFileError, score_missing
-from steerlab.io import read_json, same_setting, write_json, write_jsonl
+from steerlab.io import read_json, same_setting, vanished_path, write_json, write_jsonl
 from steerlab.judges.endpoint import FLAT_KEYS, OpenAIJudgeOptions
 from steerlab.persona.generation import SamplingSettings, generate
 from steerlab.train.schema import check_number
@@ -194,9 +194,12 @@ def _changed(saved: dict[str, Any], current: dict[str, Any], keys=None) -> list[
     config lacks counts as its default (a field added later)."""
     defaults = _defaults()
     keys = set(saved) | set(current) if keys is None else set(keys)
-    return sorted(
-        k for k in keys if not same_setting(saved.get(k, defaults.get(k)), current.get(k, defaults.get(k)))
-    )
+    changed = []
+    for k in sorted(keys):
+        before = saved.get(k, defaults.get(k))
+        if not same_setting(before, current.get(k, defaults.get(k))):
+            changed.append(k + (" (a saved path that no longer exists)" if vanished_path(before) else ""))
+    return changed
 
 
 def settings_changed(cfg: EvalConfig, out: Path) -> list[str]:

@@ -252,7 +252,8 @@ def _record(grid: Grid, outcome: engine.Outcome) -> None:
 
 
 def write_results_only(path: str | Path, coherence: str | None = None) -> Path:
-    """Rewrite results.{md,csv,json} from the grid's folder as it is, training and evaluating nothing.
+    """Rewrite results.{md,csv,json}, alarm_scores.json and grid.json from the grid's folder as it is,
+    training and evaluating nothing.
 
     Raises ``ConfigError`` when the folder does not exist (``output_dir`` is read from the working folder)
     or holds parts made with other settings than the grid file gives now (`finished.check_finished`)."""
@@ -263,8 +264,14 @@ def write_results_only(path: str | Path, coherence: str | None = None) -> Path:
             "run from the folder the grid was run from)"
         )
     check_finished(grid)
+    _write_grid_json(grid)
     write_results(grid)
     return grid.root
+
+
+def _write_grid_json(grid: Grid) -> None:
+    """The grid's source and cells, as the grid file gives them now (the report reads it)."""
+    write_json(grid.root / "grid.json", {"source": str(grid.source), "cells": [c.key for c in grid.cells()]})
 
 
 def run_grid(
@@ -314,9 +321,7 @@ def run_grid(
                 checked,
             )
         grid.root.mkdir(parents=True, exist_ok=True)
-        write_json(
-            grid.root / "grid.json", {"source": str(grid.source), "cells": [c.key for c in grid.cells()]}
-        )
+        _write_grid_json(grid)
         skipped = len(selected) - sum(1 for job in todo if job.key != BASE)
         if skipped:
             log.info("%d selected cell(s) finished already: not started again", skipped)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from torch import nn
 
-from steerlab.io import same_setting, write_json, write_text
+from steerlab.io import same_setting, vanished_path, write_json, write_text
 from steerlab.train.config import ConfigError, ExperimentConfig, config_from_dict, dump_config
 from steerlab.train.jsonl import JsonlLog
 from steerlab.train.trainer import last_complete_checkpoint
@@ -117,7 +117,10 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
         for key in set(a) | set(b):
             out += _diff_keys(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{prefix}{key}.")
         return out
-    return [] if same_setting(a, b) else [prefix.rstrip(".")]
+    if same_setting(a, b):
+        return []
+    gone = " (a saved path that no longer exists: its content cannot be compared)" if vanished_path(a) else ""
+    return [prefix.rstrip(".") + gone]
 
 
 def save_final(trainer: SteerlabTrainer, cfg: ExperimentConfig, final_dir: Path, is_main: bool) -> None:
