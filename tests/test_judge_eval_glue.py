@@ -198,6 +198,9 @@ def test_labelled_set_errors_name_file_line_and_key(tmp_path):
     path.write_text(json.dumps({k: v for k, v in good.items() if k != "answer"}) + "\n")
     with pytest.raises(jc.LabelledSetError, match=r"l.jsonl:1: key 'answer'"):
         jc.load_labelled(path)
+    path.write_text(json.dumps(good) + "\n" + json.dumps(good)[:-1] + "\n")  # the second line lost its }
+    with pytest.raises(jc.LabelledSetError, match=r"l.jsonl:2: not valid JSON at the end of the line"):
+        jc.load_labelled(path)
     sub = jc.subset(jc.load_labelled(), 30, seed=3)
     assert 25 <= len(sub) <= 35 and {r.label for r in sub} == set(jc.LABELS)
     assert sub == jc.subset(jc.load_labelled(), 30, seed=3)

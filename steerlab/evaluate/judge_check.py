@@ -33,7 +33,7 @@ import numpy as np
 from steerlab.evaluate import rules
 from steerlab.evaluate.judging import EvalJudge, JudgeItem, check_failures, judge_identity
 from steerlab.evaluate.metrics import bootstrap_rate
-from steerlab.io import json_problem, write_json
+from steerlab.io import read_jsonl, write_json
 from steerlab.judges.identity import JudgeIdentity
 
 LABELLED = Path(__file__).resolve().parents[1] / "resources" / "judge_check" / "labelled.jsonl"
@@ -64,13 +64,7 @@ def load_labelled(path: str | Path = LABELLED) -> list[LabelledAnswer]:
         raise FileNotFoundError(f"labelled set {path} does not exist")
     out: list[LabelledAnswer] = []
     seen: set[str] = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise LabelledSetError(f"{path}:{number}: invalid JSON {json_problem(error)}") from None
+    for number, row in read_jsonl(path, error=LabelledSetError):
         if not isinstance(row, dict):
             raise LabelledSetError(f"{path}:{number}: expected an object")
         for key in _FIELDS:
