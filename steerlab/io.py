@@ -53,8 +53,12 @@ def write_json(target: str | os.PathLike, data: Any) -> None:
 
 
 def content_digest(path: str) -> str:
-    """SHA-256 of a file's bytes, or of a folder's files (relative names and bytes, in name order)."""
+    """SHA-256 of a file's bytes, or of a folder's files (relative names and bytes, in name order). A run
+    folder (one holding ``final/``) is its trained model: only ``final/`` counts, so its logs, checkpoints and
+    evaluations, written later, do not make it another setting."""
     root = Path(path)
+    if root.is_dir() and (root / "final").is_dir():
+        root = root / "final"
     digest = hashlib.sha256()
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
     for file in files:
@@ -67,8 +71,8 @@ def content_digest(path: str) -> str:
 
 def same_setting(saved: Any, now: Any) -> bool:
     """Whether a saved setting equals the current one, a path counting as equal to another path to the same
-    content: settings are saved with absolute paths, and a checkout moved or cloned elsewhere holds the same
-    data under another name. A path whose file is gone differs (its content cannot be checked; see
+    content: settings are saved with absolute paths, and a grid folder copied or cloned elsewhere holds the
+    same data under another name. A path whose file is gone differs (its content cannot be checked; see
     `vanished_path`). Lists compare item by item."""
     if saved == now:
         return True

@@ -79,6 +79,10 @@ def test_an_arm_names_the_undefended_arm_it_is_read_against(tmp_path):
     arms["early_stop_3ep"]["domains"] = ["medical"]
     grid = load_grid(_grid(tmp_path, "b", arms=arms, domains=domains))
     assert grid.undefended("early_stop_3ep") == "sft_3ep" and grid.undefended("sft_3ep") == "sft"
+    arms["twin"] = {"sft": {}, "control": True}
+    arms["early_stop_3ep"]["undefended"] = "twin"
+    with pytest.raises(ConfigError, match="twin is a control arm"):
+        load_grid(_grid(tmp_path, "d", arms=arms, domains=domains))
     arms["early_stop_3ep"]["undefended"] = "sft_10ep"
     with pytest.raises(ConfigError, match="'sft_10ep' is not another arm of this grid"):
         load_grid(_grid(tmp_path, "c", arms=arms, domains=domains))
@@ -328,16 +332,18 @@ def test_a_resume_refuses_finished_parts_made_with_other_settings_but_not_a_move
     monkeypatch.chdir(moved)
 
     edited = yaml.safe_load(path.read_text())
-    edited["run"]["train"]["lr"] = 1.0e-2
+    edited["arms"]["sft"]["run"] = {"train": {"lr": 1.0e-2}}  # sft alone changes; ppl read its model
     edited["eval"]["n"] = 2
+    edited["eval"]["alpha"] = 0.1  # a setting only the finished summary bakes in (its CI level)
     path.write_text(yaml.safe_dump(edited))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as caught:
         runner.run_grid(path)
     message = str(caught.value)
     assert "cell medical__sft" in message and "train.lr" in message
-    assert "medical__sft/eval: evaluated with other settings (differ: n)" in message
-    assert "base/eval: evaluated with other settings (differ: n)" in message
+    assert "cell medical__ppl: it read cell medical__sft, which was made with other settings" in message
+    assert "medical__sft/eval: evaluated with other settings (differ: alpha, n)" in message
+    assert "base/eval: evaluated with other settings (differ: alpha, n)" in message
 
 
 def _no_sampling(*args, **kwargs):

@@ -201,6 +201,13 @@ def test_a_defense_reads_as_shares_of_sfts_rise_and_of_its_in_domain_gain(tmp_pa
     assert "| medical | kl | " in table and share in table
 
 
+def test_an_arm_named_as_undefended_is_no_defense():
+    from steerlab.experiment.shifts import no_defense
+
+    assert no_defense({"arm": "plain_3ep", "undefended_target": True})
+    assert not no_defense({"arm": "plain_3ep", "undefended_target": False})
+
+
 def test_a_defense_with_its_own_undefended_arm_is_read_against_that_arm(tmp_path):
     """early stopping on 3 epochs is a share of 3-epoch sft's effect, not of the 1-epoch sft's."""
     evals = {
@@ -231,7 +238,12 @@ def test_shares_are_empty_with_a_reason_when_sft_is_missing_or_did_not_rise(tmp_
     rows = _rows(("medical", "kl"), ("medical", "sft"))
     flat = _save(tmp_path / "flat", -0.05)
     add_paired_shifts(rows, {("", "base"): base, ("medical", "kl"): kl, ("medical", "sft"): flat}, {})
-    assert rows[0]["stance_rise_avoided"] is None and "sft did not rise" in rows[0]["stance_shift_note"]
+    assert rows[0]["stance_rise_avoided"] is None
+    assert "sft's rise over the base is not clear of 0" in rows[0]["stance_shift_note"]
+    rows = _rows(("medical", "kl"), ("medical", "sft"))
+    barely = _save(tmp_path / "barely", 0.005, noise=0.05)  # a rise whose CI crosses 0: no ratio is read
+    add_paired_shifts(rows, {("", "base"): base, ("medical", "kl"): kl, ("medical", "sft"): barely}, {})
+    assert rows[0]["stance_rise_avoided"] is None and "not clear of 0" in rows[0]["stance_shift_note"]
 
 
 def test_the_report_shows_the_shifts_read_back_from_the_csv(tmp_path):

@@ -128,7 +128,7 @@ class EvalConfig:
         check_number("alpha", self.alpha, gt=0, lt=1)
         check_number("judge_timeout", self.judge_timeout, gt=0)
         check_number("judge_retries", self.judge_retries, ge=0, integer=True)
-        check_number("max_failed_share", self.max_failed_share, ge=0, le=1)
+        check_number("max_failed_share", self.max_failed_share, ge=0, lt=1)
         check_number("collapse_threshold", self.collapse_threshold, gt=0, le=1)
         for key in ("conditional_refs", "conditional_questions"):
             value = getattr(self, key)
@@ -200,6 +200,31 @@ def _changed(saved: dict[str, Any], current: dict[str, Any], keys=None) -> list[
         if not same_setting(before, current.get(k, defaults.get(k))):
             changed.append(k + (" (a saved path that no longer exists)" if vanished_path(before) else ""))
     return changed
+
+
+# what only names or paces an evaluation: no number in eval.json depends on them
+LABEL_KEYS = (
+    "out_dir",
+    "progress",
+    "model",
+    "arm",
+    "domain",
+    "judge_concurrency",
+    "judge_timeout",
+    "judge_retries",
+)
+
+
+def summary_settings_changed(cfg: EvalConfig, out: Path) -> list[str]:
+    """The settings in which ``out``'s finished ``eval.json`` differs from ``cfg``: every setting except
+    `LABEL_KEYS` (the summary bakes in the bootstrap level, the projection layer, the in-domain metric, which
+    a resume of the answers may ignore); falls back to `settings_changed` before ``eval.json`` exists."""
+    summary = out / "eval.json"
+    if not summary.is_file():
+        return settings_changed(cfg, out)
+    saved = (read_json(summary, error=ResultFileError) or {}).get("config") or {}
+    now = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in LABEL_KEYS}
+    return _changed({k: v for k, v in saved.items() if k not in LABEL_KEYS}, now)
 
 
 def settings_changed(cfg: EvalConfig, out: Path) -> list[str]:

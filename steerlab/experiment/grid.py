@@ -348,6 +348,13 @@ def _check_arm_extras(arms: dict[str, dict[str, Any]], domains: list[str], path:
                 )
         if "undefended" in spec:
             other = spec["undefended"]
+            if not isinstance(other, str):
+                raise ConfigError(f"{path}: arms.{label}.undefended: expected an arm label, got {other!r}")
+            if arms.get(other, {}).get("control"):
+                raise ConfigError(
+                    f"{path}: arms.{label}.undefended: {other} is a control arm (what cells are read "
+                    "against), not an undefended run of the same training"
+                )
             if other not in arms or other == label:
                 raise ConfigError(
                     f"{path}: arms.{label}.undefended: {other!r} is not another arm of this grid "

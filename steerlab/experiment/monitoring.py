@@ -79,7 +79,7 @@ def run_signals(run_dir: Path) -> dict[str, Any]:
             drift = round(100.0 * (final - base) / (prompted - base), 1)
         # the reading furthest toward the persona, on the same scale: where the alarm would have fired
         toward = [100.0 * (r["projection"] - base) / (prompted - base) for r in rows if r["step"] > 0]
-        peak_drift = round(max(toward), 1) if toward else None
+        peak_drift = max(toward) if toward else None  # unrounded: the replay compares it with each level
     return {
         "alarm_threshold": alarm.get("threshold"),
         "alarm_step": alarm.get("fired_step"),

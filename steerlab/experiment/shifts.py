@@ -20,7 +20,8 @@ Per cell:
   on the general questions (1 = none of sft's rise, above 1 = below the base), ``in_domain_gain_kept`` =
   mean(arm - base) / mean(sft - base) on the domain's questions (1 = the narrow task learned as well as by
   sft). Each is a ratio of means with a bootstrap CI that resamples questions
-  (`steerlab.evaluate.metrics.bootstrap_ratio_of_means`); empty, with a note, where the undefended arm did not rise.
+  (`steerlab.evaluate.metrics.bootstrap_ratio_of_means`); empty, with a note, where the undefended arm's own rise is not clear of 0 (95% CI) or the three
+  models were scored on other questions.
 
 Which bar a cell is read against comes from the grid file, not from the rows that exist so far:
 ``read_against`` names the configured control's cell (``read_against_kind``: ``control_arm``, the domain's
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.evaluate.instruments import saved_stance
-from steerlab.evaluate.metrics import bootstrap_ratio_of_means
+from steerlab.evaluate.metrics import bootstrap_mean, bootstrap_ratio_of_means
 from steerlab.evaluate.stance import QuestionStance, paired_shift
 from steerlab.experiment.grid import cell_key
 
@@ -63,8 +64,14 @@ UNDEFENDED = "sft"  # the arm a defense's shares are taken of, unless its row na
 
 
 def no_defense(row: dict[str, Any]) -> bool:
-    """The base model, ``sft`` and its settings search (arms named ``sft...``) and control arms."""
-    return row["arm"] == "base" or row["arm"].startswith(UNDEFENDED) or bool(row.get("control_arm"))
+    """The base model, ``sft`` and its settings search (arms named ``sft...``), control arms, and any arm
+    another names as its ``undefended`` one (the row's ``undefended_target``)."""
+    return (
+        row["arm"] == "base"
+        or row["arm"].startswith(UNDEFENDED)
+        or bool(row.get("control_arm"))
+        or bool(row.get("undefended_target"))
+    )
 
 
 def _share(
@@ -83,13 +90,14 @@ def _share(
     if not sft:
         return None, None, f"{what}: {undefended} has no per-question scores (not evaluated yet?)"
     by_sft, by_base = {s.id: s.stance for s in sft}, {s.id: s.stance for s in base}
-    ids = [s.id for s in arm]
-    if any(i not in by_sft or i not in by_base for i in ids):
-        return None, None, f"{what}: the arm, {undefended} and the base were scored on other questions"
     mine = {s.id: s.stance for s in arm}
+    if set(mine) != set(by_sft) or set(mine) != set(by_base):
+        return None, None, f"{what}: the arm, {undefended} and the base were scored on other questions"
+    ids = sorted(mine)
     rise = [by_sft[i] - by_base[i] for i in ids]
-    if sum(rise) <= 0:
-        return None, None, f"{what}: {undefended} did not rise over the base"
+    own = bootstrap_mean(rise)  # the ratio means something only while its denominator is clear of 0
+    if own.ci is None or own.ci[0] <= 0:
+        return None, None, f"{what}: {undefended}'s rise over the base is not clear of 0 (95% CI)"
     top = [mine[i] - by_base[i] if kept else by_sft[i] - mine[i] for i in ids]
     est = bootstrap_ratio_of_means(top, rise)
     return est.value, (list(est.ci) if est.ci is not None else None), None
@@ -212,7 +220,11 @@ def shifts_markdown(rows: list[dict[str, Any]]) -> str:
     if not any(r.get("stance_shift_base") is not None for r in cells):
         return ""
     head = ("domain", "arm", "general stance vs base", "vs the domain's control arm", "vs benign fine-tune")
-    head += ("in-domain stance vs base", "share of sft's rise avoided", "share of sft's in-domain gain kept")
+    head += (
+        "in-domain stance vs base",
+        "share of the undefended arm's rise avoided",
+        "share of its in-domain gain kept",
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in cells:
         twin = (

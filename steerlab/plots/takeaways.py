@@ -90,7 +90,9 @@ def _domain(
                 f"{arm} is a control (what the cells are read against), not a defense: not compared."
             )
         elif _has_shifts(rows.get(arm)):
-            lines.append(f"{arm} {_stance(rows[arm])}{_avoided(rows[arm], baseline)}.")
+            lines.append(
+                f"{arm} {_stance(rows[arm])}{_avoided(rows[arm], rows[arm].get('undefended') or baseline)}."
+            )
         elif arm in means and baseline in means:
             lines.append(_projection(arm, means[arm], baseline, means[baseline]))
     return lines
