@@ -83,8 +83,8 @@ def _share(
     what: str,
     undefended: str,
 ) -> tuple[Any, Any, str | None]:
-    """(share, CI, why empty): the arm's rise over the base as a share of sft's (``kept``), or the share of
-    sft's rise it avoided; questions paired by id across the three models."""
+    """(share, CI, why empty): the arm's rise over the base as a share of the undefended arm's (``kept``), or
+    the share of the undefended arm's rise it avoided; questions paired by id across the three models."""
     if not (arm and base):
         return None, None, None  # noted where the shifts are
     if not sft:

@@ -137,8 +137,8 @@ def shifts_table(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
         "vs the domain's control arm",
         "vs benign fine-tune",
         "in-domain stance vs base",
-        "share of sft's rise avoided",
-        "share of sft's in-domain gain kept",
+        "share of the undefended arm's rise avoided",
+        "share of its in-domain gain kept",
     ):
         header += [label, "CI"]
     flags = {"stance_shift_control_arm": "control_arm", "stance_shift_benign": "benign_control"}
