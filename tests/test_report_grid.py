@@ -6,9 +6,7 @@ em_smollm2 grid's medical cells (rounded), so the page is checked against what a
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
 import re
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any
 import pytest
 
 from steerlab.experiment.monitoring import alarm_scores
-from steerlab.experiment.results import COLUMNS
+from steerlab.experiment.results import results_csv
 from steerlab.io import write_json, write_text
 from steerlab.plots.report import write_report
 
@@ -211,14 +209,7 @@ def write_grid(root: Path, *, results_json: bool = True, scores: bool = True) ->
     rows = [dict(r) for r in ROWS]
     if results_json:
         write_json(root / "results.json", rows)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(
-            {k: json.dumps(row.get(k)) if isinstance(row.get(k), list) else row.get(k) for k in COLUMNS}
-        )
-    write_text(root / "results.csv", buffer.getvalue())
+    write_text(root / "results.csv", results_csv(rows))
     if scores:
         write_json(root / "alarm_scores.json", alarm_scores(rows))
     for arm in MONITOR:

@@ -370,9 +370,8 @@ SHIFTS_HEADER = (
 )
 
 
-def write_results(grid: Grid) -> list[dict[str, Any]]:
-    rows = collect_rows(grid)
-    write_json(grid.root / f"results{grid.results_suffix}.json", rows)
+def results_csv(rows: list[dict[str, Any]]) -> str:
+    """The rows as results.csv: `COLUMNS` only, a list cell (a CI) as its JSON text."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -380,7 +379,13 @@ def write_results(grid: Grid) -> list[dict[str, Any]]:
         writer.writerow(
             {k: json.dumps(row.get(k)) if isinstance(row.get(k), list) else row.get(k) for k in COLUMNS}
         )
-    write_text(grid.root / f"results{grid.results_suffix}.csv", buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_results(grid: Grid) -> list[dict[str, Any]]:
+    rows = collect_rows(grid)
+    write_json(grid.root / f"results{grid.results_suffix}.json", rows)
+    write_text(grid.root / f"results{grid.results_suffix}.csv", results_csv(rows))
     conditional = conditional_table(rows)
     signals = signals_markdown(rows)
     shifts = shifts_markdown(rows)
